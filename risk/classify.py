@@ -1,0 +1,98 @@
+"""Classification: indicators + policy -> health code (预付健康码) with its reasons.
+
+This module owns `classify`, `Assessment` and `Reason`. Rules (spec §3):
+
+- An indicator *crosses* a threshold when `value >= threshold` (reaching it is enough).
+- The code is red if any judged indicator crosses its red threshold, else yellow if any
+  crosses its yellow one, else green.
+- Rate-based indicators are judged only once the merchant has sold `policy.min_cards` cards
+  all time; before that the merchant is a `new_merchant` and only the count-based signals
+  (complaints, overdue complaints) are judged — a thin history makes rates noise, but ten
+  complaints are ten complaints.
+- The redemption rate is reported but never judged: cards are prepaid for months of use, so
+  a low rate is what any merchant selling well looks like; selling hard is what the issuance
+  surge judges.
+- Reasons list every indicator that crosses a threshold, once, at the worst level it reaches
+  (a red crossing implies the yellow one), red ones first, then in the fixed order of
+  `policy.THRESHOLD_NAMES`. The same inputs always give the same list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .indicators import Indicators
+from .policy import COUNT_THRESHOLDS, LEVELS, THRESHOLD_NAMES, Policy
+
+# Policy threshold name -> the field of Indicators it judges (and the name a Reason carries,
+# so a reader finds the value under the same key in the health's `indicators` object).
+JUDGED_FIELD: dict[str, str] = {
+    "refund_rate": "refund_rate_bp",
+    "complaint_rate": "complaint_rate_bp",
+    "issuance_surge": "issuance_surge_bp",
+    "rejection_rate": "rejection_rate_bp",
+    "overdue_complaints": "overdue_complaints",
+    "complaints": "complaints",
+}
+assert tuple(JUDGED_FIELD) == THRESHOLD_NAMES
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One crossed threshold: `indicator` is the key in the health's `indicators` object."""
+
+    indicator: str
+    value: int
+    threshold: int
+    level: str  # "red" or "yellow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "indicator": self.indicator,
+            "value": self.value,
+            "threshold": self.threshold,
+            "level": self.level,
+        }
+
+
+@dataclass(frozen=True)
+class Assessment:
+    code: str  # "green", "yellow" or "red"
+    reasons: list[Reason] = field(default_factory=list)
+    new_merchant: bool = False
+    policy_version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "new_merchant": self.new_merchant,
+            "policy_version": self.policy_version,
+        }
+
+
+def classify(ind: Indicators, policy: Policy) -> Assessment:
+    """Judge one merchant's indicators under one policy version."""
+    new_merchant = ind.all_time_cards_sold < policy.min_cards
+    judged = COUNT_THRESHOLDS if new_merchant else THRESHOLD_NAMES
+
+    found: dict[str, list[Reason]] = {level: [] for level in LEVELS}
+    for name in THRESHOLD_NAMES:  # fixed order -> deterministic reasons
+        if name not in judged:
+            continue
+        threshold = policy.threshold(name)
+        value = getattr(ind, JUDGED_FIELD[name])
+        level = threshold.level(value)
+        if level is not None:
+            limit = threshold.red if level == "red" else threshold.yellow
+            found[level].append(Reason(JUDGED_FIELD[name], value, limit, level))
+
+    reasons = found["red"] + found["yellow"]
+    code = "red" if found["red"] else "yellow" if found["yellow"] else "green"
+    return Assessment(
+        code=code,
+        reasons=reasons,
+        new_merchant=new_merchant,
+        policy_version=policy.version,
+    )

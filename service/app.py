@@ -1,0 +1,85 @@
+"""The FastAPI app: composes the ledger, the risk module and the resource routers.
+
+`create_app()` builds everything that needs no event loop; the lifespan migrates the database and
+starts the background tasks (sweeper, checkpointer). Tests drive the app without the lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import migrate
+from service.cards.router import router as cards_router
+from service.clock import Clock
+from service.consumers.router import router as consumers_router
+from service.context import AppContext
+from service.db.engine import make_engines
+from service.db.writer import Writer
+from service.errors import install_error_handlers
+from service.keys import load_keys
+from service.merchants.router import router as merchants_router
+from service.middleware import BodyLimitMiddleware
+from service.parties.router import router as parties_router
+from service.products.router import router as products_router
+from service.redemptions.router import router as redemptions_router
+from service.settings import Settings, get_settings
+from service.system.router import router as system_router, test_router
+from service import sweeper
+
+log = logging.getLogger("escrow")
+
+
+def build_context(settings: Settings) -> AppContext:
+    settings.check_production()
+    keys = load_keys(settings)
+    engines = make_engines(settings)
+    clock = Clock(movable=settings.env == "test")
+    writer = Writer(engines.writer, clock, engines.is_sqlite, settings.writer_max_batch)
+    return AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
+
+
+def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
+    settings = settings or (ctx.settings if ctx else get_settings())
+    ctx = ctx or build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
+        if ctx.keys.operator_token_generated:
+            print(f"Development operator token (stored in {settings.data_dir / 'operator_token'}): "
+                  f"{ctx.keys.operator_token}", file=sys.stderr, flush=True)
+        async with ctx.engines.reader.connect() as conn:
+            await ctx.clock.refresh(conn)
+        tasks = []
+        if settings.background_tasks:
+            tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
+            for starter in ctx.extras.get("background", []):
+                tasks.append(asyncio.create_task(starter(ctx)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ctx.writer.stop()
+            await ctx.engines.dispose()
+
+    app = FastAPI(title="Prepaid escrow service (预付保)", version="0.1.0", lifespan=lifespan,
+                  description="Prepaid cards sold into escrow; money released only on the consumer's confirmation; "
+                              "every movement on a verifiable ledger. Amounts are integer fen.")
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
+    for r in (system_router, merchants_router, parties_router, consumers_router, products_router,
+              cards_router, redemptions_router):
+        app.include_router(r)
+    for r in ctx.extras.get("routers", []):
+        app.include_router(r)
+    if settings.env == "test":
+        app.include_router(test_router)
+    return app

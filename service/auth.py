@@ -1,0 +1,72 @@
+"""Bearer tokens and roles (SPEC §1). Tokens are stored only as SHA-256 hashes.
+
+A token is looked up by its hash (an index lookup reveals nothing about other tokens) and the
+operator's is compared in constant time. `require(...)` makes a dependency that admits some roles.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from service.context import AppContext, get_ctx
+from service.db.models import ApiToken
+from service.errors import Forbidden, Unauthorized
+from service.ids import token_hash
+
+ROLES = ("operator", "merchant", "consumer", "regulator", "auditor")
+PREFIX_ROLE = {"op": "operator", "mk": "merchant", "cs": "consumer", "rg": "regulator", "au": "auditor"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    party_id: str
+
+    @property
+    def caller(self) -> str:
+        return self.party_id
+
+
+async def authenticate(request: Request, ctx: AppContext) -> Principal | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.", "bad_token")
+    digest = token_hash(token)
+    if hmac.compare_digest(digest, token_hash(ctx.keys.operator_token)):
+        return Principal("operator", "operator")
+    cached = ctx.token_cache.get(digest)
+    if cached is not None:
+        return cached
+    async with ctx.engines.reader.connect() as conn:
+        row = (await conn.execute(select(ApiToken.role, ApiToken.party_id).where(ApiToken.token_hash == digest))).first()
+    if row is None or not hmac.compare_digest(PREFIX_ROLE.get(token[:2], ""), row.role):
+        raise Unauthorized("The token is not valid.", "bad_token")
+    principal = Principal(row.role, row.party_id)
+    if len(ctx.token_cache) > 100_000:
+        ctx.token_cache.clear()
+    ctx.token_cache[digest] = principal
+    return principal
+
+
+def require(*roles: str):
+    async def dependency(request: Request, ctx: AppContext = Depends(get_ctx)) -> Principal:
+        principal = await authenticate(request, ctx)
+        if principal is None:
+            raise Unauthorized("This call needs 'Authorization: Bearer <token>'.", "missing_token")
+        if principal.role not in roles:
+            raise Forbidden(f"A {principal.role} may not do this.", "role_not_allowed")
+        return principal
+    dependency.__name__ = "require_" + "_".join(roles)
+    return dependency
+
+
+async def optional_principal(request: Request, ctx: AppContext = Depends(get_ctx)) -> Principal | None:
+    return await authenticate(request, ctx)

@@ -1,0 +1,112 @@
+"""Command line: `escrow serve | migrate | sweep | ledger verify | ledger export | ledger verify-receipt`.
+
+Every command reads the same `ESCROW_*` configuration as the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from service.settings import get_settings
+
+
+def _serve(args) -> int:
+    import uvicorn
+    from service import migrate
+    settings = get_settings()
+    migrate.upgrade(settings.effective_database_url)
+    uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers, log_level="warning",
+                access_log=False)
+    return 0
+
+
+def _migrate(args) -> int:
+    from service import migrate
+    settings = get_settings()
+    if args.downgrade:
+        migrate.downgrade(settings.effective_database_url, args.downgrade)
+    else:
+        migrate.upgrade(settings.effective_database_url)
+    print("schema is up to date" if not args.downgrade else f"downgraded to {args.downgrade}")
+    return 0
+
+
+async def _with_context(fn):
+    from service import migrate
+    from service.app import build_context
+    settings = get_settings()
+    await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
+    ctx = build_context(settings)
+    async with ctx.engines.reader.connect() as conn:
+        await ctx.clock.refresh(conn)
+    try:
+        return await fn(ctx)
+    finally:
+        await ctx.writer.stop()
+        await ctx.engines.dispose()
+
+
+def _sweep(args) -> int:
+    from service.sweeper import sweep_once
+    totals = asyncio.run(_with_context(sweep_once))
+    print(json.dumps(totals))
+    return 0
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(n: int) -> None:
+        print(f"\rverified {n:,} entries", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def _verify(args) -> int:
+    from service.ledger_api.service import verify_ledger
+
+    async def run(ctx):
+        return await verify_ledger(ctx.engines.reader, _progress_printer())
+    report = asyncio.run(_with_context(run))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if report["ok"]:
+        print(f"ledger OK: {report['size']} entries, chain head {report['chain_head']}, "
+              f"root {report['root_hash']}; ledger sums equal card balances")
+        for extra in report.get("checks", []):
+            print(extra)
+        return 0
+    where = f" at seq {report['bad_seq']}" if report.get("bad_seq") is not None else ""
+    print(f"ledger FAILED{where}: {report['reason']}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="escrow", description="Prepaid escrow service (预付保)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="migrate, then run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("migrate", help="bring the schema up to date (or --downgrade REV)")
+    p.add_argument("--downgrade", default=None)
+    p.set_defaults(func=_migrate)
+    p = sub.add_parser("sweep", help="one sweep: expire holds, refund expired cards, close merchants")
+    p.set_defaults(func=_sweep)
+    ledger = sub.add_parser("ledger", help="ledger commands").add_subparsers(dest="ledger_command", required=True)
+    p = ledger.add_parser("verify", help="recompute the whole chain and check ledger sums against card balances")
+    p.set_defaults(func=_verify)
+    for extra in _EXTRA_COMMANDS:
+        extra(ledger, sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+_EXTRA_COMMANDS: list = []
+
+if __name__ == "__main__":
+    sys.exit(main())

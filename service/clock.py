@@ -1,0 +1,40 @@
+"""The one clock every rule reads. In `ESCROW_ENV=test` the operator may move it forward.
+
+The offset lives in the database (`app_state`) so every replica reads the same time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.models import AppState
+
+OFFSET_KEY = "clock_offset_us"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Clock:
+    def __init__(self, movable: bool):
+        self.movable = movable
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return utcnow() + self.offset
+
+    async def refresh(self, conn: AsyncConnection) -> None:
+        if not self.movable:
+            return
+        row = (await conn.execute(select(AppState.value).where(AppState.name == OFFSET_KEY))).first()
+        self.offset = timedelta(microseconds=int(row[0])) if row else timedelta(0)

@@ -1,0 +1,34 @@
+"""Shared request/response pieces: field types, pagination, row helpers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Fen = Annotated[int, Field(strict=True, ge=1, le=10**12, description="Amount in fen (分, 1/100 yuan), an integer")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
+After = Annotated[str | None, Query(max_length=64, description="Cursor: the next_cursor of the previous page")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def page(items: list[dict], limit: int, key: str = "id") -> dict:
+    """`items` were fetched with limit + 1 rows: the extra row only says there is a next page."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": str(items[-1][key]) if more and items else None}
+
+
+def row_dict(row: Any) -> dict:
+    return dict(row._mapping)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import StringConstraints
+from sqlalchemy import select
+
+from service.auth import Principal, require
+from service.cards.service import card_out, cards_t, redemptions_t
+from service.common import After, Limit, Name, Strict, page
+from service.consumers import service
+from service.context import AppContext, get_ctx
+from service.errors import TooManyRequests, responses
+from service.idempotency import mutate
+from service.redemptions.service import redemption_out
+
+router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
+
+
+class ConsumerCreate(Strict):
+    name: Name
+    phone: Annotated[str, StringConstraints(min_length=5, max_length=20)]
+
+
+@router.post("", status_code=201, responses=responses(400, 409, 422, 429))
+async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+    """Register as a consumer (anyone); the answer carries the `token` once. Rate-limited per address."""
+    address = request.client.host if request.client else "unknown"
+    limit = ctx.settings.registration_limit_per_minute
+
+    async def count(tx):
+        return await service.over_rate_limit(tx, address, limit)
+    if await ctx.writer.run(count):
+        raise TooManyRequests(f"Too many registrations from this address; the limit is {limit} a minute.", "rate_limited")
+
+    async def op(tx):
+        return 201, await service.register(tx, ctx.keys.phone, body.name, body.phone)
+    return await mutate(ctx, request, None, body, op, caller=f"anon:{address}")
+
+
+@router.get("/me", responses=responses(401, 403))
+async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
+    async with ctx.engines.reader.connect() as conn:
+        return service.consumer_out(await service.load(conn, who.party_id))
+
+
+@router.get("/me/cards", responses=responses(401, 403, 422))
+async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
+                   limit: Limit = 50, after: After = None):
+    stmt = select(cards_t).where(cards_t.c.consumer_id == who.party_id).order_by(cards_t.c.id).limit(limit + 1)
+    if after:
+        stmt = stmt.where(cards_t.c.id > after)
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    now = ctx.clock.now()
+    return page([card_out(r, now) for r in rows], limit)
+
+
+@router.get("/me/redemptions", responses=responses(401, 403, 422))
+async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
+                         status: Literal["pending", "confirmed", "rejected", "cancelled", "expired"] | None = None,
+                         limit: Limit = 50, after: After = None):
+    """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer."""
+    t = redemptions_t
+    stmt = select(t).where(t.c.consumer_id == who.party_id).order_by(t.c.id).limit(limit + 1)
+    if status:
+        stmt = stmt.where(t.c.status == status)
+    if after:
+        stmt = stmt.where(t.c.id > after)
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return page([redemption_out(r) for r in rows], limit)

@@ -1,0 +1,29 @@
+"""What a running app holds: settings, engines, the writer, the clock and the keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from service.clock import Clock
+from service.db.engine import Engines
+from service.db.writer import Writer
+from service.keys import Keys
+from service.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engines: Engines
+    writer: Writer
+    clock: Clock
+    keys: Keys
+    token_cache: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx

@@ -1,0 +1,260 @@
+"""The tables. Alembic creates them (migrations/); the app never does.
+
+The database itself refuses what must never happen: negative or over-committed balances, a card
+whose parts do not add up to its price, a reused idempotency key, a duplicate ledger sequence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from datetime import timezone
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, LargeBinary, MetaData, Text
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on both databases (SQLite keeps no zone: store naive UTC, read back aware)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def ts(nullable: bool = False, **kw) -> object:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, **kw))
+
+
+def money(**kw) -> object:
+    """An integer fen column: BigInteger, never NULL unless asked."""
+    nullable = kw.pop("nullable", False)
+    return Field(sa_column=Column(BigInteger, nullable=nullable, **kw))
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    role: str = Field(max_length=16)
+    party_id: str = Field(max_length=40, index=True)
+    created_at: datetime = ts()
+
+
+class Merchant(SQLModel, table=True):
+    __tablename__ = "merchants"
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    uscc: str = Field(max_length=18, unique=True)
+    category: str = Field(max_length=40, index=True)
+    status: str = Field(default="active", max_length=16)  # active, closing, closed, defaulted
+    abnormal: bool = False
+    delisted: bool = False
+    warned_at: datetime | None = ts(nullable=True)
+    closure_date: datetime | None = ts(nullable=True)
+    closure_reason: str | None = Field(default=None, max_length=500)
+    default_reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = ts()
+
+
+class Regulator(SQLModel, table=True):
+    __tablename__ = "regulators"
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    created_at: datetime = ts()
+
+
+class Auditor(SQLModel, table=True):
+    __tablename__ = "auditors"
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    created_at: datetime = ts()
+
+
+class Consumer(SQLModel, table=True):
+    __tablename__ = "consumers"
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    phone_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    phone_lookup: str = Field(max_length=64, unique=True)  # keyed hash: find by phone without decrypting
+    phone_hint: str = Field(max_length=16)  # masked, e.g. 138****5678
+    created_at: datetime = ts()
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("price > 0", name="price_positive"),
+        CheckConstraint("units_total > 0", name="units_positive"),
+        CheckConstraint("list_price > 0", name="list_price_positive"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    merchant_id: str = Field(foreign_key="merchants.id", max_length=40, index=True)
+    type: str = Field(max_length=16)
+    name: str = Field(max_length=200)
+    price: int = money()
+    currency: str = Field(default="CNY", max_length=3)
+    face_value: int | None = money(nullable=True)
+    uses: int | None = None
+    bonus_uses: int | None = None
+    periods: int | None = None
+    period_days: int | None = None
+    valid_days: int
+    list_price: int = money()
+    units_total: int = money()
+    on_sale: bool = True
+    created_at: datetime = ts()
+
+
+class Card(SQLModel, table=True):
+    __tablename__ = "cards"
+    __table_args__ = (
+        CheckConstraint("price > 0", name="price_positive"),
+        CheckConstraint("escrow >= 0", name="escrow_nonnegative"),
+        CheckConstraint("held >= 0 AND held <= escrow", name="held_within_escrow"),
+        CheckConstraint("released >= 0 AND refunded >= 0", name="outflows_nonnegative"),
+        CheckConstraint("escrow + released + refunded = price", name="price_conserved"),
+        CheckConstraint("units_used >= 0 AND units_held >= 0 AND units_used + units_held <= units_total",
+                        name="units_within_total"),
+        Index("ix_cards_consumer", "consumer_id", "id"),
+        Index("ix_cards_merchant", "merchant_id", "id"),
+        Index("ix_cards_expiry", "status", "expires_at"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    product_id: str = Field(foreign_key="products.id", max_length=40)
+    merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
+    consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
+    type: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # active, exhausted, refunded
+    price: int = money()
+    currency: str = Field(default="CNY", max_length=3)
+    list_price: int = money()
+    units_total: int = money()
+    units_used: int = money(default=0)
+    units_held: int = money(default=0)
+    period_days: int | None = None
+    escrow: int = money()
+    held: int = money(default=0)
+    released: int = money(default=0)
+    refunded: int = money(default=0)
+    payment_method: str = Field(max_length=32)
+    payment_reference: str = Field(max_length=128)
+    purchased_at: datetime = ts()
+    expires_at: datetime = ts()
+    cooling_off_ends_at: datetime = ts()
+    refund_rule: str | None = Field(default=None, max_length=32)
+    ended_at: datetime | None = ts(nullable=True)
+    purchase_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Redemption(SQLModel, table=True):
+    __tablename__ = "redemptions"
+    __table_args__ = (
+        CheckConstraint("units > 0", name="units_positive"),
+        CheckConstraint("hold_amount >= 0", name="hold_nonnegative"),
+        Index("ix_redemptions_consumer", "consumer_id", "status", "id"),
+        Index("ix_redemptions_card", "card_id", "status"),
+        Index("ix_redemptions_pending_expiry", "status", "expires_at"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    card_id: str = Field(foreign_key="cards.id", max_length=40)
+    merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
+    consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
+    status: str = Field(max_length=16)  # pending, confirmed, rejected, cancelled, expired
+    units: int = money()
+    hold_amount: int = money()
+    release_amount: int | None = money(nullable=True)
+    created_at: datetime = ts()
+    expires_at: datetime = ts()
+    answered_at: datetime | None = ts(nullable=True)
+    ledger_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_card", "card_id", "seq"),
+        Index("ix_ledger_merchant", "merchant_id", "seq"),
+        Index("ix_ledger_consumer", "consumer_id", "seq"),
+    )
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    kind: str = Field(max_length=32)
+    time: datetime = ts()
+    canonical: str = Field(sa_column=Column(Text, nullable=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    chain_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    card_id: str | None = Field(default=None, max_length=40)
+    merchant_id: str | None = Field(default=None, max_length=40)
+    consumer_id: str | None = Field(default=None, max_length=40)
+
+
+class LedgerHead(SQLModel, table=True):
+    """One row: the size and chain head. Every write batch locks it, so writers serialise across replicas."""
+    __tablename__ = "ledger_head"
+    id: int = Field(primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    head: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class MerkleNode(SQLModel, table=True):
+    """Hash of the perfect subtree (level, index), stored as entries are appended: proofs read O(log n) rows."""
+    __tablename__ = "merkle_nodes"
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    chain_head: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    timestamp: str = Field(max_length=40)
+    note: str = Field(sa_column=Column(Text, nullable=False))
+    signature: str = Field(max_length=200)
+    key_id: str = Field(max_length=16)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    caller: str = Field(primary_key=True, max_length=40)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response_body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = ts(index=True)
+
+
+class AppState(SQLModel, table=True):
+    """Small shared values every replica must agree on, e.g. the test clock's offset."""
+    __tablename__ = "app_state"
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RateLimit(SQLModel, table=True):
+    """Requests per client address per minute window, shared by replicas."""
+    __tablename__ = "rate_limits"
+    bucket: str = Field(primary_key=True, max_length=120)
+    count: int
+    window_start: datetime = ts(index=True)

@@ -1,0 +1,136 @@
+"""One exception hierarchy for every business error, and the handlers that shape SPEC §5's body.
+
+Each class carries its HTTP status and a stable snake_case code; routes raise them and one handler
+turns them into `{"error": {"code", "message"}}`. Bad input is always a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("escrow")
+
+
+class EscrowError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(EscrowError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(EscrowError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(EscrowError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(EscrowError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(EscrowError):
+    status_code = 409
+    code = "conflict"
+
+
+class Unprocessable(EscrowError):
+    status_code = 422
+    code = "invalid_field"
+
+
+class TooManyRequests(EscrowError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class Unavailable(EscrowError):
+    status_code = 503
+    code = "unavailable"
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> ORJSONResponse:
+    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def responses(*statuses: int) -> dict:
+    """The `responses=` of a route: the error body for each status it may answer."""
+    text = {400: "Malformed request", 401: "No or bad token", 403: "Role may not do this",
+            404: "Not found or not yours", 409: "State conflict", 422: "Field out of range",
+            429: "Rate limited"}
+    return {s: {"description": text.get(s, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for s in statuses}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    for err in errors:
+        if err.get("type") in ("json_invalid", "json_type"):
+            return 400, "malformed_json", "The request body is not valid JSON."
+    first = errors[0] if errors else {}
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    msg = first.get("msg", "invalid input")
+    if first.get("type") == "missing" and first.get("loc", ("",))[0] == "body" and len(first.get("loc", ())) == 1:
+        return 400, "missing_body", "A JSON body is required."
+    if first.get("type") == "model_attributes_type" or first.get("type") == "dict_type":
+        return 400, "malformed_body", "The request body must be a JSON object."
+    return 422, "invalid_field", f"{loc or 'input'}: {msg}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EscrowError)
+    async def _escrow(_: Request, exc: EscrowError):
+        return error_response(exc.status_code, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        status, code, message = _validation_message(exc)
+        return error_response(status, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "body_too_large"}
+        code = codes.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = "No such resource."
+        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "An unexpected error occurred; nothing was changed.")

@@ -1,0 +1,73 @@
+"""Idempotent writes (SPEC §5): the same key and body answer the first answer, doing nothing again.
+
+The key is checked and stored inside the write's own transaction, so an answer is recorded if and
+only if its effects committed. Keys are per caller and kept at least 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Awaitable, Callable
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from sqlalchemy import insert, select
+
+from service.auth import Principal
+from service.context import AppContext
+from service.db.models import IdempotencyKey
+from service.db.writer import Tx
+from service.errors import BadRequest, Conflict
+
+keys_t = IdempotencyKey.__table__
+
+Result = tuple[int, dict]
+
+
+def fingerprint(request: Request, body: Any) -> str:
+    payload = body.model_dump(mode="json") if hasattr(body, "model_dump") else body
+    raw = request.method.encode() + b" " + request.url.path.encode() + b"\n" + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.", "bad_idempotency_key")
+    return key
+
+
+def json_response(status: int, body: dict, replayed: bool = False) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def mutate(ctx: AppContext, request: Request, principal: Principal | None, body: Any,
+                 op: Callable[[Tx], Awaitable[Result]], caller: str | None = None) -> Response:
+    """Run a write through the batching writer, honouring an Idempotency-Key if given."""
+    key = idempotency_key(request)
+    if key is None:
+        status, result = await ctx.writer.run(op)
+        return json_response(status, result)
+    who = caller or (principal.caller if principal else "anonymous")
+    digest = fingerprint(request, body)
+
+    async def idempotent(tx: Tx) -> tuple[Result, bool]:
+        row = (await tx.conn.execute(
+            select(keys_t.c.request_hash, keys_t.c.status_code, keys_t.c.response_body)
+            .where(keys_t.c.caller == who, keys_t.c.key == key))).first()
+        if row is not None:
+            if row.request_hash != digest:
+                raise Conflict("This Idempotency-Key was used with a different request.", "idempotency_key_reused")
+            return (row.status_code, orjson.loads(row.response_body)), True
+        status, result = await op(tx)
+        await tx.conn.execute(insert(keys_t).values(
+            caller=who, key=key, request_hash=digest, status_code=status,
+            response_body=orjson.dumps(result).decode(), created_at=tx.now))
+        return (status, result), False
+
+    (status, result), replayed = await ctx.writer.run(idempotent)
+    return json_response(status, result, replayed)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+
+from service.auth import Principal, require
+from service.cards.service import card_out, cards_t
+from service.common import After, Limit, page
+from service.context import AppContext, get_ctx
+from service.errors import responses
+from service.idempotency import mutate
+from service.merchants import service
+from service.merchants.schemas import ClosureRequest, ListFlagRequest, MerchantCreate, ReasonRequest
+
+router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
+
+
+@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
+async def onboard_merchant(body: MerchantCreate, request: Request, ctx: AppContext = Depends(get_ctx),
+                           who: Principal = Depends(require("operator"))):
+    """Onboard a merchant with its unified social credit code; the answer carries its `api_key` once."""
+    async def op(tx):
+        return 201, await service.onboard(tx, body.name, body.uscc, body.category)
+    return await mutate(ctx, request, who, body, op)
+
+
+@router.get("/me", responses=responses(401, 403))
+async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
+    async with ctx.engines.reader.connect() as conn:
+        return service.merchant_out(await service.load(conn, who.party_id))
+
+
+@router.get("/me/cards", responses=responses(401, 403, 422))
+async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant")),
+                   limit: Limit = 50, after: After = None):
+    stmt = select(cards_t).where(cards_t.c.merchant_id == who.party_id).order_by(cards_t.c.id).limit(limit + 1)
+    if after:
+        stmt = stmt.where(cards_t.c.id > after)
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    now = ctx.clock.now()
+    return page([card_out(r, now) for r in rows], limit)
+
+
+@router.get("/me/stats", responses=responses(401, 403))
+async def my_stats(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
+    async with ctx.engines.reader.connect() as conn:
+        return await service.stats(conn, who.party_id)
+
+
+@router.post("/me/closure", responses=responses(400, 401, 403, 409, 422))
+async def announce_closure(body: ClosureRequest, request: Request, ctx: AppContext = Depends(get_ctx),
+                           who: Principal = Depends(require("merchant"))):
+    """Announce closure at least 30 days ahead: no new sales; at the date every card is refunded."""
+    async def op(tx):
+        return 200, await service.announce_closure(tx, who.party_id, body.effective_date, body.reason,
+                                                   ctx.settings.closure_notice_days)
+    return await mutate(ctx, request, who, body, op)
+
+
+@router.post("/{merchant_id}/default", responses=responses(400, 401, 403, 404, 409, 422))
+async def declare_default(merchant_id: str, body: ReasonRequest, request: Request, ctx: AppContext = Depends(get_ctx),
+                          who: Principal = Depends(require("regulator", "operator"))):
+    """Declare a merchant defaulted: every card refunded at once, every pending hold voided."""
+    async def op(tx):
+        return 200, await service.declare_default(tx, merchant_id, body.reason, who.party_id)
+    return await mutate(ctx, request, who, body, op)
+
+
+@router.post("/{merchant_id}/abnormal-list", responses=responses(400, 401, 403, 404, 409, 422))
+async def abnormal_list(merchant_id: str, body: ListFlagRequest, request: Request, ctx: AppContext = Depends(get_ctx),
+                        who: Principal = Depends(require("regulator", "operator"))):
+    """Put a merchant on (or take it off) the abnormal-operation list (经营异常名录): no new sales."""
+    async def op(tx):
+        return 200, await service.set_flag(tx, merchant_id, "abnormal", body.listed, who.party_id)
+    return await mutate(ctx, request, who, body, op)
+
+
+@router.post("/{merchant_id}/delisting", responses=responses(400, 401, 403, 404, 409, 422))
+async def delisting(merchant_id: str, body: ListFlagRequest, request: Request, ctx: AppContext = Depends(get_ctx),
+                    who: Principal = Depends(require("regulator", "operator"))):
+    """Impose (`listed: true`) or lift a delisting (下架)."""
+    async def op(tx):
+        return 200, await service.set_flag(tx, merchant_id, "delisted", body.listed, who.party_id)
+    return await mutate(ctx, request, who, body, op)

@@ -1,0 +1,72 @@
+"""Card products (发行预付卡): stored-value with bonus, count cards, period cards."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+
+from service.db.models import Merchant, Product
+from service.db.writer import Tx
+from service.errors import Conflict, Unprocessable
+from service.ids import new_id
+from service.money import default_list_price
+from service.products.schemas import ProductCreate
+
+products_t = Product.__table__
+merchants_t = Merchant.__table__
+
+
+def product_out(p) -> dict:
+    return {"id": p.id, "merchant_id": p.merchant_id, "type": p.type, "name": p.name, "price": p.price,
+            "currency": p.currency, "face_value": p.face_value, "uses": p.uses, "bonus_uses": p.bonus_uses,
+            "periods": p.periods, "period_days": p.period_days, "valid_days": p.valid_days,
+            "list_price": p.list_price, "on_sale": p.on_sale}
+
+
+def validated_fields(body: ProductCreate, price_cap: int) -> dict:
+    """Check a product's fields for its type; returns the columns to store."""
+    if body.price > price_cap:
+        raise Unprocessable(f"price exceeds the per-card cap of {price_cap} fen.", "price_over_cap")
+    foreign = {"stored_value": ("uses", "bonus_uses", "periods", "period_days"),
+               "count": ("face_value", "periods", "period_days"),
+               "period": ("face_value", "uses", "bonus_uses")}[body.type]
+    for name in foreign:
+        if getattr(body, name) is not None:
+            raise Unprocessable(f"{name} does not apply to a {body.type} card.", "field_not_applicable")
+    cols = dict(face_value=None, uses=None, bonus_uses=None, periods=None, period_days=None)
+    if body.type == "stored_value":
+        if body.face_value is None:
+            raise Unprocessable("face_value is required for a stored_value card.", "missing_field")
+        if body.face_value < body.price:
+            raise Unprocessable("face_value must be at least the price.", "face_value_below_price")
+        if body.list_price not in (None, 1):
+            raise Unprocessable("A stored_value card's list price is 1 fen per face fen.", "invalid_list_price")
+        cols.update(face_value=body.face_value, units_total=body.face_value, list_price=1)
+    elif body.type == "count":
+        if body.uses is None:
+            raise Unprocessable("uses is required for a count card.", "missing_field")
+        bonus = body.bonus_uses or 0
+        if bonus >= body.uses:
+            raise Unprocessable("bonus_uses must be fewer than uses.", "invalid_bonus_uses")
+        cols.update(uses=body.uses, bonus_uses=bonus, units_total=body.uses,
+                    list_price=body.list_price or default_list_price(body.price, body.uses - bonus))
+    else:
+        if body.periods is None or body.period_days is None:
+            raise Unprocessable("periods and period_days are required for a period card.", "missing_field")
+        if body.valid_days < body.periods * body.period_days:
+            raise Unprocessable("valid_days must cover every period (periods × period_days).", "validity_too_short")
+        cols.update(periods=body.periods, period_days=body.period_days, units_total=body.periods,
+                    list_price=body.list_price or default_list_price(body.price, body.periods))
+    return cols
+
+
+async def publish(tx: Tx, merchant_id: str, body: ProductCreate, price_cap: int) -> dict:
+    cols = validated_fields(body, price_cap)
+    m = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == merchant_id))).first()
+    if m.status in ("defaulted", "closed", "closing"):
+        raise Conflict("A merchant that is closing, closed or defaulted publishes no products.", "merchant_not_selling")
+    pid = new_id("prod")
+    row = dict(id=pid, merchant_id=merchant_id, type=body.type, name=body.name, price=body.price, currency="CNY",
+               valid_days=body.valid_days, on_sale=True, created_at=tx.now, **cols)
+    await tx.conn.execute(insert(products_t).values(**row))
+    p = (await tx.conn.execute(select(products_t).where(products_t.c.id == pid))).first()
+    return product_out(p)

@@ -1,0 +1,56 @@
+"""The sweeper: expires unanswered holds, refunds expired cards, closes merchants at their date.
+
+Runs in the service every few seconds and as the one-shot command `escrow sweep`. Work is done in
+chunks, each chunk one write through the writer, so a large sweep never blocks requests for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import select
+
+from service.cards.service import cards_t, load_card_for_update, refund_card
+from service.context import AppContext
+from service.db.writer import Tx
+from service.merchants.service import close_due
+from service.redemptions.service import expire_overdue
+
+log = logging.getLogger("escrow.sweeper")
+
+
+async def refund_expired(tx: Tx, limit: int = 200) -> int:
+    rows = (await tx.conn.execute(select(cards_t.c.id).where(
+        cards_t.c.status == "active", cards_t.c.expires_at <= tx.now).order_by(cards_t.c.expires_at).limit(limit))).all()
+    for r in rows:
+        await refund_card(tx, await load_card_for_update(tx.conn, r.id), "expiry")
+    return len(rows)
+
+
+async def sweep_once(ctx: AppContext) -> dict:
+    totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0}
+    for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
+                              ("merchants_closed", close_due, 5)):
+        while True:
+            done = await ctx.writer.run(lambda tx, step=step, chunk=chunk: step(tx, chunk))
+            totals[name] += done
+            if done < chunk:
+                break
+    extra = ctx.extras.get("after_sweep")
+    if extra:
+        await extra(ctx)
+    return totals
+
+
+async def run_forever(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.sweep_interval_seconds)
+        try:
+            totals = await sweep_once(ctx)
+            if any(totals.values()):
+                log.info("sweep: %s", totals)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweep failed; will retry")

@@ -1,0 +1,57 @@
+"""Service endpoints: liveness, and the test clock (only with ESCROW_ENV=test)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import delete, insert
+
+from service.auth import Principal, require
+from service.clock import OFFSET_KEY, iso, utcnow
+from service.common import Strict
+from service.context import AppContext, get_ctx
+from service.db.models import AppState
+from service.errors import Unprocessable, responses
+from service.sweeper import sweep_once
+
+router = APIRouter(tags=["system"])
+test_router = APIRouter(prefix="/v1/test", tags=["test"])
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/v1/ping", responses=responses(401))
+async def ping(who: Principal = Depends(require("operator", "merchant", "consumer", "regulator", "auditor"))):
+    """An authenticated no-op: the framework's ceiling in benchmarks."""
+    return {"ok": True, "role": who.role}
+
+
+class ClockMove(Strict):
+    now: datetime
+
+
+@test_router.post("/clock", responses=responses(400, 401, 403, 422))
+async def move_clock(body: ClockMove, ctx: AppContext = Depends(get_ctx),
+                     who: Principal = Depends(require("operator"))):
+    """Move the test clock forward (never back), then run the sweeper at the new time."""
+    if body.now.tzinfo is None:
+        raise Unprocessable("now must carry a time zone (e.g. 2026-12-01T00:00:00Z).", "invalid_field")
+    current = ctx.clock.now()
+    if body.now < current:
+        raise Unprocessable("The test clock only moves forward.", "clock_backwards")
+    offset = body.now - utcnow()
+
+    async def op(tx):
+        await tx.conn.execute(delete(AppState.__table__).where(AppState.__table__.c.name == OFFSET_KEY))
+        await tx.conn.execute(insert(AppState.__table__).values(name=OFFSET_KEY, value=str(offset // timedelta(microseconds=1))))
+        return None
+    await ctx.writer.run(op)
+    async with ctx.engines.reader.connect() as conn:
+        await ctx.clock.refresh(conn)
+    swept = await sweep_once(ctx)
+    return {"now": iso(ctx.clock.now()), "swept": swept}
+
