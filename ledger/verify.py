@@ -20,8 +20,6 @@ __all__ = ["ChainReport", "verify_chain", "entry_seq"]
 
 Row = tuple[int, "bytes | str", bytes, bytes]  # (seq, canonical, leaf_hash, chain_hash)
 
-_SEQ_KEY = b'"seq":'
-
 
 @dataclass
 class ChainReport:
@@ -45,23 +43,6 @@ def entry_seq(canonical: bytes) -> int | None:
     return seq if type(seq) is int else None
 
 
-def _states_seq(canonical: bytes, seq: int) -> bool:
-    """Does the entry's top-level "seq" equal `seq`? Cheap path, exact fallback.
-
-    In compact JSON `"seq":` cannot occur inside a string (its quotes would be
-    escaped). Searching from the end keeps the scan short ("seq" sorts late);
-    if no `}` follows the match before the final one, the match is top level.
-    Any other shape is settled by a full parse.
-    """
-    i = canonical.rfind(_SEQ_KEY)
-    if i > 0 and canonical.find(b"}", i, -1) < 0:
-        digits = b"%d" % seq
-        end = i + 6 + len(digits)
-        if canonical[i + 6 : end] == digits and canonical[end : end + 1] in (b",", b"}"):
-            return True
-    return entry_seq(canonical) == seq
-
-
 def verify_chain(
     rows: Iterable[Row],
     progress: Callable[[int], None] | None = None,
@@ -76,7 +57,6 @@ def verify_chain(
     leaf_prefix = hashlib.sha256(b"\x00")
     node_prefix = hashlib.sha256(b"\x01")
     sha256 = hashlib.sha256
-    states_seq = _states_seq
     edge: list[bytes] = []  # Frontier's right edge, appended inline for speed
     pop, push = edge.pop, edge.append
     wanted = frozenset(snapshot_sizes)
@@ -99,9 +79,21 @@ def verify_chain(
             if seq > expected:
                 return fail(expected, "missing entry (gap)")
             return fail(seq, "seq out of order or duplicated")
-        if canonical.__class__ is str:
-            canonical = canonical.encode("utf-8")
-        if not states_seq(canonical, seq):
+        if canonical.__class__ is not bytes:  # str, or memoryview from some drivers
+            canonical = canonical.encode("utf-8") if isinstance(canonical, str) else bytes(canonical)
+        # The entry must state its own seq. In compact JSON `"seq":` cannot sit
+        # inside a string (its quotes would be escaped), and if no `}` follows it
+        # before the last one it is a top-level key: a text check suffices there.
+        # Anything else is settled by a full parse.
+        i = canonical.rfind(b'"seq":')
+        digits = b"%d" % seq
+        end = i + 6 + len(digits)
+        if not (
+            i > 0
+            and canonical[i + 6 : end] == digits
+            and canonical[end : end + 1] in (b",", b"}")
+            and canonical.find(b"}", i, -1) < 0
+        ) and entry_seq(canonical) != seq:
             return fail(seq, "seq mismatch")
         h = leaf_prefix.copy()
         h.update(canonical)

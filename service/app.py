@@ -22,6 +22,8 @@ from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
 from service.keys import load_keys
+from service.ledger_api import checkpoints
+from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
 from service.middleware import BodyLimitMiddleware
 from service.parties.router import router as parties_router
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         tasks = []
         if settings.background_tasks:
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
+            tasks.append(asyncio.create_task(checkpoints.run_forever(ctx), name="checkpointer"))
             for starter in ctx.extras.get("background", []):
                 tasks.append(asyncio.create_task(starter(ctx)))
         try:
@@ -76,7 +79,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
     for r in (system_router, merchants_router, parties_router, consumers_router, products_router,
-              cards_router, redemptions_router):
+              cards_router, redemptions_router, ledger_router):
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

@@ -69,7 +69,7 @@ def _verify(args) -> int:
     from service.ledger_api.service import verify_ledger
 
     async def run(ctx):
-        return await verify_ledger(ctx.engines.reader, _progress_printer())
+        return await verify_ledger(ctx.engines.reader, _progress_printer(), public_key=ctx.keys.public_key)
     report = asyncio.run(_with_context(run))
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -106,7 +106,45 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
-_EXTRA_COMMANDS: list = []
+def _verify_receipt(args) -> int:
+    from ledger.receipt import main as receipt_main
+    return receipt_main([args.entry, args.proof, args.checkpoint, args.public_key])
+
+
+def _export(args) -> int:
+    from service.ledger_api.export import export_jsonl
+
+    async def run(ctx):
+        out = open(args.output, "wb") if args.output != "-" else sys.stdout.buffer
+        try:
+            return await export_jsonl(ctx.engines.reader, out)
+        finally:
+            if out is not sys.stdout.buffer:
+                out.close()
+    n = asyncio.run(_with_context(run))
+    print(f"exported {n} entries", file=sys.stderr)
+    return 0
+
+
+def _checkpoint(args) -> int:
+    from service.ledger_api.checkpoints import make_checkpoint
+    print(json.dumps(asyncio.run(_with_context(make_checkpoint)), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _ledger_extras(ledger, sub) -> None:
+    p = ledger.add_parser("verify-receipt", help="check a receipt offline: entry, proof, checkpoint, public key (JSON files)")
+    for name in ("entry", "proof", "checkpoint", "public_key"):
+        p.add_argument(name)
+    p.set_defaults(func=_verify_receipt)
+    p = ledger.add_parser("export", help="export the ledger as JSON Lines (one entry a line) for the bank")
+    p.add_argument("--output", "-o", default="-")
+    p.set_defaults(func=_export)
+    p = ledger.add_parser("checkpoint", help="make a signed checkpoint now and print it")
+    p.set_defaults(func=_checkpoint)
+
+
+_EXTRA_COMMANDS: list = [_ledger_extras]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -92,6 +92,10 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('head', sa.LargeBinary(), nullable=False),
+    sa.Column('paid_in', sa.BigInteger(), nullable=False),
+    sa.Column('released', sa.BigInteger(), nullable=False),
+    sa.Column('refunded', sa.BigInteger(), nullable=False),
+    sa.Column('held', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_head'))
     )
     op.create_table('merchants',

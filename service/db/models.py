@@ -214,6 +214,11 @@ class LedgerHead(SQLModel, table=True):
     id: int = Field(primary_key=True)
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
     head: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # Running sums of what the entries state, for the reconciliation; `verify` recomputes them.
+    paid_in: int = money(default=0)
+    released: int = money(default=0)
+    refunded: int = money(default=0)
+    held: int = money(default=0)
 
 
 class MerkleNode(SQLModel, table=True):

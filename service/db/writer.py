@@ -182,7 +182,8 @@ class Writer:
             stmt = stmt.with_for_update()
         row = (await conn.execute(stmt)).first()
         if row is None:
-            await conn.execute(insert(head_t).values(id=1, size=0, head=GENESIS_HEAD))
+            await conn.execute(insert(head_t).values(id=1, size=0, head=GENESIS_HEAD, paid_in=0, released=0,
+                                                     refunded=0, held=0))
             return 0, GENESIS_HEAD
         return int(row.size), bytes(row.head)
 
@@ -203,7 +204,17 @@ class Writer:
             return head
         entry_rows = []
         node_rows = []
+        paid_in = released = refunded = held = 0
         for e in tx.entries:
+            f = e.fields
+            if e.kind == "purchase":
+                paid_in += f["amount"]
+            elif e.kind == "release":
+                released += f["amount"]
+            elif e.kind == "refund":
+                refunded += f["amount"]
+                released += f["merchant_share"]
+            held += f.get("held_delta", 0)
             body = {"seq": e.seq, "time": iso(e.time), "kind": e.kind, **e.fields}
             text = canonical_json(body)
             leaf = leaf_hash(text)
@@ -217,5 +228,7 @@ class Writer:
                 node_rows.append({"level": level, "idx": index, "hash": h})
         await conn.execute(insert(entries_t), entry_rows)
         await conn.execute(insert(nodes_t), node_rows)
-        await conn.execute(update(head_t).where(head_t.c.id == 1).values(size=tx.next_seq + len(tx.entries), head=head))
+        await conn.execute(update(head_t).where(head_t.c.id == 1).values(
+            size=tx.next_seq + len(tx.entries), head=head, paid_in=head_t.c.paid_in + paid_in,
+            released=head_t.c.released + released, refunded=head_t.c.refunded + refunded, held=head_t.c.held + held))
         return head

@@ -12,14 +12,17 @@ from collections import defaultdict
 from typing import Callable
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import desc, select
 
+from ledger.checkpoint import verify_checkpoint_json
 from ledger.verify import verify_chain
-from service.db.models import Card, LedgerEntry, LedgerHead
+from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
+from service.ledger_api.checkpoints import _out
 
 entries_t = LedgerEntry.__table__
 cards_t = Card.__table__
 head_t = LedgerHead.__table__
+cp_t = Checkpoint.__table__
 
 CHUNK = 20_000
 
@@ -61,12 +64,15 @@ async def _fetch(conn, after: int) -> list[tuple]:
     return [(int(r[0]), r[1].encode(), bytes(r[2]), bytes(r[3])) for r in rows]
 
 
-async def verify_ledger(engine, progress: Callable[[int], None] | None = None, check_sums: bool = True) -> dict:
-    """Verify the chain, the stored head and the per-card sums. Returns a report dict."""
+async def verify_ledger(engine, progress: Callable[[int], None] | None = None, check_sums: bool = True,
+                        public_key: bytes | None = None) -> dict:
+    """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
     loop = asyncio.get_running_loop()
     sums = Sums()
     async with engine.connect() as conn:
         head_row = (await conn.execute(select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1))).first()
+        cp_row = (await conn.execute(select(cp_t).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
+        snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
 
         def rows():
             after = -1
@@ -80,7 +86,7 @@ async def verify_ledger(engine, progress: Callable[[int], None] | None = None, c
                     yield row
                 after = chunk[-1][0]
 
-        report = await asyncio.to_thread(verify_chain, rows(), progress)
+        report = await asyncio.to_thread(verify_chain, rows(), progress, 100_000, snapshot)
         problems: list[str] = []
         result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
                   "bad_seq": report.bad_seq, "reason": report.reason}
@@ -90,6 +96,23 @@ async def verify_ledger(engine, progress: Callable[[int], None] | None = None, c
                 result["bad_seq"] = min(int(head_row.size), report.size)
             elif bytes(head_row.head) != report.head:
                 problems.append("stored chain head differs from the recomputed one")
+        checks: list[str] = []
+        if cp_row is not None and report.ok:
+            size = int(cp_row.tree_size)
+            got = report.snapshots.get(size)
+            if got is None:
+                problems.append(f"the latest checkpoint states {size} entries but the ledger has {report.size}")
+                result["bad_seq"] = report.size
+            elif (got[0], got[1]) != (bytes(cp_row.root_hash), bytes(cp_row.chain_head)):
+                problems.append(f"the signed checkpoint at size {size} does not match the recomputed root and chain head "
+                                "(history was rewritten)")
+            if public_key is not None:
+                try:
+                    verify_checkpoint_json(_out(cp_row), public_key)
+                    checks.append(f"checkpoint at size {size} signed by the platform key, root and chain head match")
+                except ValueError as exc:
+                    problems.append(f"the latest checkpoint's signature does not verify: {exc}")
+        result["checks"] = checks
         if check_sums and report.ok:
             cards = (await conn.execute(select(cards_t.c.id, cards_t.c.price, cards_t.c.released, cards_t.c.refunded,
                                                cards_t.c.held))).all()

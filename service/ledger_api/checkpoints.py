@@ -1,0 +1,101 @@
+"""Signed checkpoints: tree size, root, chain head and time, signed with the platform's Ed25519 key.
+
+A checkpoint is made inside a write batch (under the ledger-head lock), so its size, root and head
+are one consistent state even with several replicas; `tree_size` is the primary key, so two
+replicas can never publish two different checkpoints for one size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import and_, desc, insert, or_, select
+
+from ledger.checkpoint import Checkpoint as CheckpointData, SignedCheckpoint, sign_checkpoint, to_json
+from ledger.hashing import b64
+from ledger.merkle import root_at, root_plan
+from service.clock import iso
+from service.context import AppContext
+from service.db.models import Checkpoint, LedgerHead, MerkleNode
+from service.db.writer import Tx
+
+log = logging.getLogger("escrow.checkpoints")
+cp_t = Checkpoint.__table__
+head_t = LedgerHead.__table__
+nodes_t = MerkleNode.__table__
+
+
+async def fetch_nodes(conn, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not ids:
+        return {}
+    nodes: dict[tuple[int, int], bytes] = {}
+    for i in range(0, len(ids), 200):
+        part = ids[i:i + 200]
+        rows = await conn.execute(select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(
+            or_(*[and_(nodes_t.c.level == lv, nodes_t.c.idx == ix) for lv, ix in part])))
+        nodes.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+    return nodes
+
+
+def checkpoint_out(row) -> dict:
+    return {"origin": row.origin if hasattr(row, "origin") else None, "tree_size": int(row.tree_size),
+            "root_hash": b64(bytes(row.root_hash)), "chain_head": b64(bytes(row.chain_head)),
+            "timestamp": row.timestamp, "note": row.note, "signature": row.signature, "key_id": row.key_id}
+
+
+async def latest(conn) -> dict | None:
+    row = (await conn.execute(select(cp_t).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
+    return _out(row) if row else None
+
+
+async def at_size(conn, size: int) -> dict | None:
+    row = (await conn.execute(select(cp_t).where(cp_t.c.tree_size == size))).first()
+    return _out(row) if row else None
+
+
+def _out(row) -> dict:
+    origin = row.note.split("\n", 1)[0]
+    d = checkpoint_out(row)
+    d["origin"] = origin
+    return d
+
+
+def make_checkpoint_op(ctx: AppContext):
+    async def op(tx: Tx) -> dict:
+        conn = tx.conn
+        head = (await conn.execute(select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1))).first()
+        size, chain_head = int(head.size), bytes(head.head)
+        existing = await at_size(conn, size)
+        if existing:
+            return existing
+        root = root_at(size, await fetch_nodes(conn, root_plan(size)))
+        signed: SignedCheckpoint = sign_checkpoint(
+            CheckpointData(origin=ctx.keys.key_name, tree_size=size, root_hash=root, chain_head=chain_head,
+                           timestamp=iso(tx.now)), ctx.keys.signing_key)
+        d = to_json(signed)
+        await conn.execute(insert(cp_t).values(tree_size=size, root_hash=root, chain_head=chain_head,
+                                               timestamp=d["timestamp"], note=d["note"], signature=d["signature"],
+                                               key_id=d["key_id"]))
+        return d
+    return op
+
+
+async def make_checkpoint(ctx: AppContext) -> dict:
+    return await ctx.writer.run(make_checkpoint_op(ctx))
+
+
+async def run_forever(ctx: AppContext) -> None:
+    """Checkpoint whenever new entries exist, every `checkpoint_interval_seconds`."""
+    while True:
+        await asyncio.sleep(ctx.settings.checkpoint_interval_seconds)
+        try:
+            async with ctx.engines.reader.connect() as conn:
+                size = (await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar()
+                last = (await conn.execute(select(cp_t.c.tree_size).order_by(desc(cp_t.c.tree_size)).limit(1))).scalar()
+            if size is not None and (last is None or int(size) > int(last)):
+                await make_checkpoint(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checkpoint failed; will retry")

@@ -1,0 +1,148 @@
+"""Ledger endpoints (SPEC §6): checkpoints, the public key, entries, RFC 9162 proofs, reconciliation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func, select
+
+from ledger.checkpoint import public_key_json
+from ledger.hashing import b64
+from ledger.merkle import consistency_proof, consistency_proof_plan, inclusion_proof, inclusion_proof_plan
+from service.auth import Principal, require
+from service.cards.service import cards_t
+from service.clock import iso
+from service.common import page
+from service.context import AppContext, get_ctx
+from service.errors import NotFound, Unprocessable, responses
+from service.ledger_api import checkpoints
+from service.ledger_api.service import entries_t, head_t
+
+router = APIRouter(tags=["ledger"])
+ALL_ENTRIES = ("auditor", "regulator", "operator")
+
+
+def entry_out(e) -> dict:
+    return {"seq": int(e.seq), "kind": e.kind, "time": iso(e.time), "canonical": e.canonical,
+            "leaf_hash": b64(bytes(e.leaf_hash)), "chain_hash": b64(bytes(e.chain_hash))}
+
+
+def _scope(stmt, who: Principal):
+    if who.role == "merchant":
+        return stmt.where(entries_t.c.merchant_id == who.party_id)
+    if who.role == "consumer":
+        return stmt.where(entries_t.c.consumer_id == who.party_id)
+    return stmt
+
+
+async def _size(conn) -> int:
+    size = (await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar()
+    return int(size or 0)
+
+
+@router.get("/v1/ledger/checkpoint", responses=responses(404, 422))
+async def get_checkpoint(ctx: AppContext = Depends(get_ctx),
+                         tree_size: Annotated[int | None, Query(ge=0, le=2**62)] = None):
+    """The latest signed checkpoint (or the one at `tree_size`), as JSON with the C2SP signed note."""
+    async with ctx.engines.reader.connect() as conn:
+        cp = await (checkpoints.at_size(conn, tree_size) if tree_size is not None else checkpoints.latest(conn))
+    if cp is None:
+        if tree_size is not None:
+            raise NotFound("No checkpoint was made at that tree size.", "checkpoint_not_found")
+        cp = await checkpoints.make_checkpoint(ctx)
+    return cp
+
+
+@router.post("/v1/ledger/checkpoints", status_code=201, responses=responses(401, 403))
+async def checkpoint_now(ctx: AppContext = Depends(get_ctx),
+                         who: Principal = Depends(require("operator", "auditor", "regulator", "merchant", "consumer"))):
+    """Make a checkpoint of the ledger as it is now (or return the one at the current size)."""
+    return await checkpoints.make_checkpoint(ctx)
+
+
+@router.get("/v1/ledger/public-key")
+async def public_key(ctx: AppContext = Depends(get_ctx)):
+    """The platform's Ed25519 key: raw (base64), key id, and the C2SP verifier key string."""
+    return public_key_json(ctx.keys.key_name, ctx.keys.public_key)
+
+
+@router.get("/v1/ledger/entries", responses=responses(401, 422))
+async def list_entries(ctx: AppContext = Depends(get_ctx),
+                       who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
+                       after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    """Entries in sequence order: all for auditors and regulators, a party's own for merchants and consumers."""
+    stmt = _scope(select(entries_t).order_by(entries_t.c.seq).limit(limit + 1), who)
+    if after is not None:
+        stmt = stmt.where(entries_t.c.seq > after)
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return page([entry_out(r) for r in rows], limit, key="seq")
+
+
+@router.get("/v1/ledger/entries/{seq}", responses=responses(401, 404, 422))
+async def get_entry(seq: int, ctx: AppContext = Depends(get_ctx),
+                    who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer"))):
+    async with ctx.engines.reader.connect() as conn:
+        row = (await conn.execute(_scope(select(entries_t).where(entries_t.c.seq == seq), who))).first()
+    if row is None:
+        raise NotFound("No such ledger entry.", "entry_not_found")
+    return entry_out(row)
+
+
+@router.get("/v1/ledger/entries/{seq}/proof", responses=responses(404, 422))
+async def inclusion(seq: int, ctx: AppContext = Depends(get_ctx),
+                    tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None):
+    """RFC 9162 inclusion proof of entry `seq` in the tree of `tree_size` (default: the latest checkpoint)."""
+    async with ctx.engines.reader.connect() as conn:
+        if tree_size is None:
+            cp = await checkpoints.latest(conn)
+            tree_size = cp["tree_size"] if cp else await _size(conn)
+        size = await _size(conn)
+        if tree_size > size:
+            raise Unprocessable(f"tree_size {tree_size} is beyond the ledger's {size} entries.", "tree_size_too_large")
+        if not 0 <= seq < tree_size:
+            raise NotFound(f"Entry {seq} is not in the tree of size {tree_size}.", "entry_not_in_tree")
+        nodes = await checkpoints.fetch_nodes(conn, inclusion_proof_plan(seq, tree_size) + [(0, seq)])
+    proof = inclusion_proof(seq, tree_size, nodes)
+    return {"leaf_index": seq, "tree_size": tree_size, "leaf_hash": b64(nodes[(0, seq)]), "proof": [b64(h) for h in proof]}
+
+
+@router.get("/v1/ledger/consistency", responses=responses(422))
+async def consistency(ctx: AppContext = Depends(get_ctx), first: Annotated[int, Query(ge=1, le=2**62)] = ...,
+                      second: Annotated[int, Query(ge=1, le=2**62)] = ...):
+    """RFC 9162 consistency proof between two tree sizes."""
+    if first > second:
+        raise Unprocessable("first must not exceed second.", "invalid_range")
+    async with ctx.engines.reader.connect() as conn:
+        size = await _size(conn)
+        if second > size:
+            raise Unprocessable(f"second {second} is beyond the ledger's {size} entries.", "tree_size_too_large")
+        nodes = await checkpoints.fetch_nodes(conn, consistency_proof_plan(first, second))
+    proof = consistency_proof(first, second, nodes)
+    return {"first": first, "second": second, "proof": [b64(h) for h in proof]}
+
+
+@router.get("/v1/escrow/reconciliation", responses=responses(401, 403))
+async def reconciliation(ctx: AppContext = Depends(get_ctx),
+                         who: Principal = Depends(require("auditor", "regulator", "operator"))):
+    """Totals by state from the card balances, the same sums as the ledger states them, and whether they agree."""
+    async with ctx.engines.reader.connect() as conn:
+        async with conn.begin():
+            c = (await conn.execute(select(
+                func.coalesce(func.sum(cards_t.c.price), 0), func.coalesce(func.sum(cards_t.c.escrow), 0),
+                func.coalesce(func.sum(cards_t.c.held), 0), func.coalesce(func.sum(cards_t.c.released), 0),
+                func.coalesce(func.sum(cards_t.c.refunded), 0), func.count()))).first()
+            h = (await conn.execute(select(head_t).where(head_t.c.id == 1))).first()
+    balances = {"paid_in": int(c[0]), "escrow": int(c[1]), "held": int(c[2]), "released": int(c[3]),
+                "refunded": int(c[4])}
+    ledger = {"paid_in": 0, "escrow": 0, "held": 0, "released": 0, "refunded": 0, "entries": 0}
+    if h is not None:
+        ledger = {"paid_in": int(h.paid_in), "released": int(h.released), "refunded": int(h.refunded),
+                  "held": int(h.held), "escrow": int(h.paid_in) - int(h.released) - int(h.refunded),
+                  "entries": int(h.size)}
+    conserved = balances["paid_in"] == balances["escrow"] + balances["released"] + balances["refunded"]
+    consistent = conserved and all(ledger[k] == balances[k] for k in balances)
+    return {**balances, "currency": "CNY", "cards": int(c[5]), "ledger": ledger, "conserved": conserved,
+            "consistent": consistent}
