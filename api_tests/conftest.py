@@ -16,6 +16,7 @@ from sqlalchemy import text
 from service import migrate
 from service.app import build_context, create_app
 from service.db.models import metadata
+from service.health.service import policy_cache
 from service.settings import Settings
 
 OPERATOR_TOKEN = "op_test_operator_token_0123456789abcdef"
@@ -75,6 +76,7 @@ async def reset_database(ctx) -> None:
             await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in TABLES)))
     ctx.writer.forget_state()
     ctx.token_cache.clear()
+    policy_cache.forget()
     ctx.clock.offset = ctx.clock.offset * 0
 
 

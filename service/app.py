@@ -22,6 +22,9 @@ from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
 from service.keys import load_keys
+from service.alerts.router import router as alerts_router
+from service.complaints.router import router as complaints_router
+from service.health.router import router as health_router
 from service.ledger_api import checkpoints
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
@@ -79,7 +82,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
     for r in (system_router, merchants_router, parties_router, consumers_router, products_router,
-              cards_router, redemptions_router, ledger_router):
+              cards_router, redemptions_router, ledger_router, complaints_router, alerts_router, health_router):
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from service.cards.service import cards_t, load_card_for_update, refund_card
 from service.context import AppContext
 from service.db.writer import Tx
+from service.health.service import sweep as health_sweep
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
 
@@ -29,9 +30,9 @@ async def refund_expired(tx: Tx, limit: int = 200) -> int:
 
 
 async def sweep_once(ctx: AppContext) -> dict:
-    totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0}
+    totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0, "health_reassessed": 0}
     for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
-                              ("merchants_closed", close_due, 5)):
+                              ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200)):
         while True:
             done = await ctx.writer.run(lambda tx, step=step, chunk=chunk: step(tx, chunk))
             totals[name] += done

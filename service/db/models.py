@@ -10,7 +10,7 @@ from datetime import datetime
 
 from datetime import timezone
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, LargeBinary, MetaData, Text
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Integer, LargeBinary, MetaData, Text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -263,3 +263,96 @@ class RateLimit(SQLModel, table=True):
     bucket: str = Field(primary_key=True, max_length=120)
     count: int
     window_start: datetime = ts(index=True)
+
+
+# --- Health codes, complaints and alerts (预付健康码) -------------------------------------------
+
+class MerchantDaily(SQLModel, table=True):
+    """Risk counters per merchant per day (day = days since 1970-01-01 UTC); a window is a sum of rows."""
+    __tablename__ = "merchant_daily"
+    merchant_id: str = Field(primary_key=True, max_length=40)
+    day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    issued: int = money(default=0)
+    released: int = money(default=0)
+    refunded: int = money(default=0)
+    cards_sold: int = money(default=0)
+    redemptions_asked: int = money(default=0)
+    redemptions_rejected: int = money(default=0)
+    complaints: int = money(default=0)
+
+
+class MerchantHealth(SQLModel, table=True):
+    __tablename__ = "merchant_health"
+    merchant_id: str = Field(primary_key=True, max_length=40)
+    code: str = Field(max_length=8)
+    since: datetime = ts()
+    red_since: datetime | None = ts(nullable=True)
+    warning_published_at: datetime | None = ts(nullable=True)
+    policy_version: int
+    new_merchant: bool = True
+    indicators: str = Field(sa_column=Column(Text, nullable=False))
+    reasons: str = Field(sa_column=Column(Text, nullable=False))
+    # all-time counters, kept as events happen
+    issued: int = money(default=0)
+    released: int = money(default=0)
+    refunded: int = money(default=0)
+    cards_sold: int = money(default=0)
+    redemptions_asked: int = money(default=0)
+    redemptions_rejected: int = money(default=0)
+    complaints: int = money(default=0)
+    onboarded_day: int
+
+
+class Complaint(SQLModel, table=True):
+    __tablename__ = "complaints"
+    __table_args__ = (Index("ix_complaints_overdue", "status", "due_at"),
+                      Index("ix_complaints_merchant", "merchant_id", "id"),
+                      Index("ix_complaints_consumer", "consumer_id", "id"))
+    id: str = Field(primary_key=True, max_length=40)
+    merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
+    consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
+    card_id: str | None = Field(default=None, foreign_key="cards.id", max_length=40)
+    category: str = Field(max_length=40)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)  # open, responded, resolved
+    overdue: bool = False
+    response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    responded_at: datetime | None = ts(nullable=True)
+    resolution: str | None = Field(default=None, max_length=16)  # upheld, dismissed, mediated
+    resolution_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    resolved_at: datetime | None = ts(nullable=True)
+    created_at: datetime = ts()
+    due_at: datetime = ts()
+
+
+class Alert(SQLModel, table=True):
+    """Regulators' feed. `seq` is the cursor: writes are serialised, so it grows in commit order."""
+    __tablename__ = "alerts"
+    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    id: str = Field(max_length=40, unique=True)
+    merchant_id: str = Field(max_length=40, index=True)
+    kind: str = Field(max_length=32)  # code_change, delisted
+    from_code: str | None = Field(default=None, max_length=8)
+    to_code: str | None = Field(default=None, max_length=8)
+    reasons: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)  # open, acknowledged, resolved
+    finding: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = ts()
+    acknowledged_at: datetime | None = ts(nullable=True)
+    resolved_at: datetime | None = ts(nullable=True)
+    ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class RiskPolicy(SQLModel, table=True):
+    __tablename__ = "risk_policies"
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = ts()
+
+
+class InspectionDraw(SQLModel, table=True):
+    __tablename__ = "inspection_draws"
+    id: str = Field(primary_key=True, max_length=40)
+    seed: str = Field(max_length=200)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = ts()

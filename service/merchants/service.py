@@ -13,6 +13,7 @@ from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
 from service.ids import new_id, new_token, token_hash
 from service.uscc import uscc_problem
+from service.health import service as health
 
 merchants_t = Merchant.__table__
 tokens_t = ApiToken.__table__
@@ -51,6 +52,7 @@ async def onboard(tx: Tx, name: str, uscc: str, category: str) -> dict:
         created_at=tx.now))
     await tx.conn.execute(insert(tokens_t).values(token_hash=token_hash(token), role="merchant", party_id=mid, created_at=tx.now))
     tx.append("merchant_onboarded", merchant_id=mid, category=category)
+    await health.start_merchant(tx, mid)
     out = merchant_out(await load(tx.conn, mid))
     out["api_key"] = token
     return out
@@ -103,7 +105,7 @@ async def set_flag(tx: Tx, merchant_id: str, flag: str, listed: bool, actor: str
     tx.append(kind, merchant_id=merchant_id, actor=actor)
     values = {flag: listed}
     if flag == "delisted" and not listed:
-        values["warned_at"] = None
+        await health.restart_grace(tx, merchant_id)
     await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(**values))
     return merchant_out(await load(tx.conn, merchant_id))
 

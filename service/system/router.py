@@ -13,6 +13,7 @@ from service.common import Strict
 from service.context import AppContext, get_ctx
 from service.db.models import AppState
 from service.errors import Unprocessable, responses
+from service.health.service import reassess_all
 from service.sweeper import sweep_once
 
 router = APIRouter(tags=["system"])
@@ -53,5 +54,6 @@ async def move_clock(body: ClockMove, ctx: AppContext = Depends(get_ctx),
     async with ctx.engines.reader.connect() as conn:
         await ctx.clock.refresh(conn)
     swept = await sweep_once(ctx)
+    swept["merchants_reassessed"] = await reassess_all(ctx.writer)  # windows and surges move with time
     return {"now": iso(ctx.clock.now()), "swept": swept}
 

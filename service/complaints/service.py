@@ -1,0 +1,66 @@
+"""Complaints (投诉): consumers file, merchants respond within 24 hours, regulators resolve."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+
+from service import events
+from service.clock import iso
+from service.db.models import Card, Complaint, Merchant
+from service.db.writer import Tx
+from service.errors import Conflict, NotFound
+from service.ids import new_id
+
+complaints_t = Complaint.__table__
+RESPONSE_HOURS = 24
+
+
+def complaint_out(c, now: datetime) -> dict:
+    return {"id": c.id, "merchant_id": c.merchant_id, "consumer_id": c.consumer_id, "card_id": c.card_id,
+            "category": c.category, "text": c.text, "status": c.status, "response": c.response,
+            "responded_at": iso(c.responded_at), "resolution": c.resolution, "resolution_note": c.resolution_note,
+            "resolved_at": iso(c.resolved_at), "created_at": iso(c.created_at), "due_at": iso(c.due_at),
+            "overdue": c.status == "open" and c.due_at <= now}
+
+
+async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, category: str, text: str) -> dict:
+    m = (await tx.conn.execute(select(Merchant.__table__.c.id).where(Merchant.__table__.c.id == merchant_id))).first()
+    if m is None:
+        raise NotFound("No such merchant.", "merchant_not_found")
+    if card_id is not None:
+        cards = Card.__table__
+        card = (await tx.conn.execute(select(cards.c.consumer_id, cards.c.merchant_id).where(cards.c.id == card_id))).first()
+        if card is None or card.consumer_id != consumer_id or card.merchant_id != merchant_id:
+            raise NotFound("No such card of yours at this merchant.", "card_not_found")
+    cid = new_id("cmp")
+    await tx.conn.execute(insert(complaints_t).values(
+        id=cid, merchant_id=merchant_id, consumer_id=consumer_id, card_id=card_id, category=category, text=text,
+        status="open", overdue=False, created_at=tx.now, due_at=tx.now + timedelta(hours=RESPONSE_HOURS)))
+    await events.complaint_filed(tx, merchant_id)
+    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first(), tx.now)
+
+
+async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dict:
+    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
+    if c is None or c.merchant_id != merchant_id:
+        raise NotFound("No such complaint.", "complaint_not_found")
+    if c.status != "open":
+        raise Conflict(f"The complaint is already {c.status}.", "complaint_not_open")
+    await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
+        status="responded", response=text, responded_at=tx.now))
+    await events.complaint_changed(tx, merchant_id)
+    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(), tx.now)
+
+
+async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) -> dict:
+    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
+    if c is None:
+        raise NotFound("No such complaint.", "complaint_not_found")
+    if c.status == "resolved":
+        raise Conflict("The complaint is already resolved.", "complaint_already_resolved")
+    await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
+        status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now))
+    await events.complaint_changed(tx, c.merchant_id)
+    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(), tx.now)

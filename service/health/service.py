@@ -1,0 +1,218 @@
+"""Health codes (预付健康码) that follow events.
+
+Every purchase, redemption, refund and complaint adds to its merchant's counters (a row per day,
+and all-time totals on the health row) and re-assesses the merchant in the same transaction:
+indicators come from at most a window's worth of daily rows, never a scan of cards. A change of
+code raises an alert and a ledger entry; red publishes a warning at once; still red after the
+grace period, the merchant is delisted (下架) automatically; a code that improves lifts both.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from sqlalchemy import case, desc, func, insert, select, update
+
+from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
+from service.db.models import Alert, Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
+from service.db.writer import Tx
+from service.ids import new_id
+
+daily_t = MerchantDaily.__table__
+health_t = MerchantHealth.__table__
+alerts_t = Alert.__table__
+complaints_t = Complaint.__table__
+merchants_t = Merchant.__table__
+policies_t = RiskPolicy.__table__
+
+COUNTERS = ("issued", "released", "refunded", "cards_sold", "redemptions_asked", "redemptions_rejected", "complaints")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def day_of(dt: datetime) -> int:
+    return (dt - EPOCH).days
+
+
+class PolicyCache:
+    """The current policy, re-read at most every few seconds so every replica follows a PUT soon."""
+    ttl = 2.0
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.loaded = 0.0
+
+    def forget(self) -> None:
+        self.policy = None
+
+    async def get(self, conn) -> Policy:
+        if self.policy is not None and time.monotonic() - self.loaded < self.ttl:
+            return self.policy
+        row = (await conn.execute(select(policies_t.c.body).order_by(desc(policies_t.c.version)).limit(1))).first()
+        self.policy = Policy.from_dict(orjson.loads(row.body)) if row else DEFAULT_POLICY
+        self.loaded = time.monotonic()
+        return self.policy
+
+
+policy_cache = PolicyCache()
+alert_listeners: list = []  # callables run after a commit that raised alerts (long-poll wake-ups)
+
+
+async def start_merchant(tx: Tx, merchant_id: str) -> None:
+    policy = await policy_cache.get(tx.conn)
+    empty = MerchantCounters.zero()
+    ind = compute_indicators(empty, empty, 0, 0, 0, 0, prior_weeks=0)
+    a = classify(ind, policy)
+    await tx.conn.execute(insert(health_t).values(
+        merchant_id=merchant_id, code=a.code, since=tx.now, red_since=None, warning_published_at=None,
+        policy_version=a.policy_version, new_merchant=a.new_merchant, indicators=orjson.dumps(ind.to_dict()).decode(),
+        reasons=orjson.dumps([r.to_dict() for r in a.reasons]).decode(), onboarded_day=day_of(tx.now),
+        **{c: 0 for c in COUNTERS}))
+
+
+async def record(tx: Tx, merchant_id: str, **deltas: int) -> None:
+    """Add an event's counts to today's row and the all-time totals, then re-assess the merchant."""
+    day = day_of(tx.now)
+    values = {k: v for k, v in deltas.items() if v}
+    if values:
+        res = await tx.conn.execute(update(daily_t).where(daily_t.c.merchant_id == merchant_id, daily_t.c.day == day)
+                                    .values(**{k: daily_t.c[k] + v for k, v in values.items()}))
+        if res.rowcount == 0:
+            await tx.conn.execute(insert(daily_t).values(merchant_id=merchant_id, day=day,
+                                                         **{c: values.get(c, 0) for c in COUNTERS}))
+        await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id)
+                              .values(**{k: health_t.c[k] + v for k, v in values.items()}))
+    await reassess(tx, merchant_id)
+
+
+async def indicators_for(conn, merchant_id: str, h, now: datetime, policy: Policy):
+    today = day_of(now)
+    window_start = today - policy.window_days  # rows with day > window_start
+    recent_start = today - 7
+    weeks = max(0, min(policy.surge_weeks, (recent_start - h.onboarded_day + 1) // 7))
+    prior_start = recent_start - 7 * weeks
+    d = daily_t.c
+    in_window = d.day > window_start
+
+    def wsum(col):
+        return func.coalesce(func.sum(case((in_window, col), else_=0)), 0)
+    row = (await conn.execute(select(
+        *[wsum(d[c]) for c in COUNTERS],
+        func.coalesce(func.sum(case((d.day > recent_start, d.issued), else_=0)), 0),
+        func.coalesce(func.sum(case(((d.day > prior_start) & (d.day <= recent_start), d.issued), else_=0)), 0),
+    ).where(d.merchant_id == merchant_id, d.day > min(window_start, prior_start)))).first()
+    window = MerchantCounters(**{c: int(row[i]) for i, c in enumerate(COUNTERS)})
+    all_time = MerchantCounters(**{c: int(getattr(h, c)) for c in COUNTERS})
+    overdue = (await conn.execute(select(func.count()).where(
+        complaints_t.c.merchant_id == merchant_id, complaints_t.c.status == "open",
+        complaints_t.c.due_at <= now))).scalar()
+    outstanding = all_time.issued - all_time.released - all_time.refunded
+    return compute_indicators(window, all_time, int(row[7]), int(row[8]), int(overdue), outstanding,
+                              prior_weeks=weeks)
+
+
+async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
+    await tx.conn.execute(insert(alerts_t).values(
+        id=new_id("alt"), merchant_id=merchant_id, kind=kind, from_code=from_code, to_code=to_code,
+        reasons=orjson.dumps(reasons).decode(), status="open", created_at=tx.now, ledger_seq=seq))
+    for listener in alert_listeners:
+        tx.after_commit.append(listener)
+
+
+async def reassess(tx: Tx, merchant_id: str) -> str:
+    conn = tx.conn
+    h = (await conn.execute(select(health_t).where(health_t.c.merchant_id == merchant_id))).first()
+    if h is None:
+        return "green"
+    policy = await policy_cache.get(conn)
+    ind = await indicators_for(conn, merchant_id, h, tx.now, policy)
+    a = classify(ind, policy)
+    reasons = [r.to_dict() for r in a.reasons]
+    values = dict(indicators=orjson.dumps(ind.to_dict()).decode(), reasons=orjson.dumps(reasons).decode(),
+                  policy_version=a.policy_version, new_merchant=a.new_merchant)
+    merchant = (await conn.execute(select(merchants_t.c.delisted, merchants_t.c.status)
+                                   .where(merchants_t.c.id == merchant_id))).first()
+    red_since = h.red_since
+    if a.code != h.code:
+        seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
+                        policy_version=a.policy_version, reasons=reasons)
+        await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
+        values["code"] = a.code
+        values["since"] = tx.now
+        if a.code == "red":
+            red_since = tx.now
+            values["red_since"] = red_since
+            if h.warning_published_at is None:
+                tx.append("warning_published", merchant_id=merchant_id)
+                values["warning_published_at"] = tx.now
+                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
+        elif h.code == "red":
+            red_since = None
+            values["red_since"] = None
+            if h.warning_published_at is not None:
+                tx.append("warning_lifted", merchant_id=merchant_id)
+                values["warning_published_at"] = None
+                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
+            if merchant.delisted:
+                tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
+                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
+    await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
+    if (a.code == "red" and red_since is not None and not merchant.delisted and merchant.status == "active"
+            and tx.now >= red_since + timedelta(days=policy.grace_days)):
+        seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
+        await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
+        await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
+    return a.code
+
+
+async def restart_grace(tx: Tx, merchant_id: str) -> None:
+    """A regulator lifted a delisting: a still-red merchant gets a fresh grace period."""
+    await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id, health_t.c.code == "red")
+                          .values(red_since=tx.now))
+
+
+async def sweep(tx: Tx, limit: int = 200) -> int:
+    """Complaints that became overdue, and red merchants past their grace, are re-assessed."""
+    merchants: set[str] = set()
+    rows = (await tx.conn.execute(select(complaints_t.c.id, complaints_t.c.merchant_id).where(
+        complaints_t.c.status == "open", complaints_t.c.overdue.is_(False), complaints_t.c.due_at <= tx.now)
+        .limit(limit))).all()
+    for r in rows:
+        await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == r.id).values(overdue=True))
+        merchants.add(r.merchant_id)
+    policy = await policy_cache.get(tx.conn)
+    due = (await tx.conn.execute(select(health_t.c.merchant_id).join(
+        merchants_t, merchants_t.c.id == health_t.c.merchant_id).where(
+        health_t.c.code == "red", merchants_t.c.delisted.is_(False), merchants_t.c.status == "active",
+        health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days)).limit(limit))).all()
+    merchants.update(r.merchant_id for r in due)
+    for m in sorted(merchants):
+        await reassess(tx, m)
+    return len(rows) + len(due)
+
+
+async def reassess_all(writer, chunk: int = 200) -> int:
+    """Re-assess every merchant (after a policy change or a test-clock move)."""
+    after, n = "", 0
+    while True:
+        async def op(tx, after=after):
+            ids = [r.merchant_id for r in (await tx.conn.execute(select(health_t.c.merchant_id).where(
+                health_t.c.merchant_id > after).order_by(health_t.c.merchant_id).limit(chunk))).all()]
+            for m in ids:
+                await reassess(tx, m)
+            return ids
+        ids = await writer.run(op)
+        n += len(ids)
+        if len(ids) < chunk:
+            return n
+        after = ids[-1]
+
+
+def health_out(h, delisted: bool) -> dict:
+    from service.clock import iso
+    return {"merchant_id": h.merchant_id, "code": h.code, "since": iso(h.since),
+            "warning": {"published_at": iso(h.warning_published_at)} if h.warning_published_at else None,
+            "delisted": delisted, "indicators": orjson.loads(h.indicators), "reasons": orjson.loads(h.reasons),
+            "policy_version": h.policy_version, "new_merchant": h.new_merchant,
+            "notes": ["new_merchant"] if h.new_merchant else []}
