@@ -10,7 +10,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("escrow")
@@ -70,8 +71,9 @@ class Unavailable(EscrowError):
     code = "unavailable"
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> ORJSONResponse:
-    return ORJSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 ERROR_SCHEMA = {
@@ -106,7 +108,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     msg = first.get("msg", "invalid input")
     if first.get("type") == "missing" and first.get("loc", ("",))[0] == "body" and len(first.get("loc", ())) == 1:
         return 400, "missing_body", "A JSON body is required."
-    if first.get("type") == "model_attributes_type" or first.get("type") == "dict_type":
+    if first.get("type") in ("model_attributes_type", "dict_type") and tuple(first.get("loc", ())) == ("body",):
         return 400, "malformed_body", "The request body must be a JSON object."
     return 422, "invalid_field", f"{loc or 'input'}: {msg}"
 
@@ -128,6 +130,8 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404:
             message = "No such resource."
+        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            code, message = "malformed_json", "The request body is not valid JSON."  # too deep, or a number too long
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
