@@ -44,7 +44,7 @@ def build_context(settings: Settings) -> AppContext:
     keys = load_keys(settings)
     engines = make_engines(settings)
     clock = Clock(movable=settings.env == "test")
-    writer = Writer(engines.writer, clock, engines.is_sqlite, settings.writer_max_batch)
+    writer = Writer(engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch)
     return AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
 
 

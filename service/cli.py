@@ -146,5 +146,15 @@ def _ledger_extras(ledger, sub) -> None:
 
 _EXTRA_COMMANDS: list = [_ledger_extras]
 
+
+def _health_extras(ledger, sub) -> None:
+    from service.health.recompute import add_commands as add_risk
+    add_risk(sub)
+    from service.demo import add_commands as add_demo
+    add_demo(sub)
+
+
+_EXTRA_COMMANDS.append(_health_extras)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,19 +22,33 @@ class BodyLimitMiddleware:
                 if too_big:
                     return await self._refuse(send)
         received = 0
+        too_large = False
+        started = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _TooLarge()
             return message
 
+        async def guarded_send(message):
+            nonlocal started
+            # The framework turns any error while reading the body into its own 400; a body cut off
+            # for size is answered with the 413 below instead.
+            if too_large and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
+            pass
+        if too_large and not started:
             await self._refuse(send)
 
     async def _refuse(self, send):

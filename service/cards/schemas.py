@@ -2,9 +2,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from service.common import Strict
+
+def _refuse_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refuse it as bad input (422), not as a failed write batch (503).
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+NulFree = AfterValidator(_refuse_nul)
 
 PAYMENT_METHODS = ("wechat_pay", "alipay", "unionpay", "bank_card", "bank_transfer")
 
@@ -12,7 +21,7 @@ PAYMENT_METHODS = ("wechat_pay", "alipay", "unionpay", "bank_card", "bank_transf
 class Payment(Strict):
     method: Literal["wechat_pay", "alipay", "unionpay", "bank_card", "bank_transfer"] = Field(
         description="The route the money came by; refunds go back by the same route")
-    reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), NulFree]
 
 
 class CardPurchase(Strict):

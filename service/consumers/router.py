@@ -7,6 +7,7 @@ from pydantic import StringConstraints
 from sqlalchemy import select
 
 from service.auth import Principal, require
+from service.cards.schemas import NulFree
 from service.cards.service import card_out, cards_t, redemptions_t
 from service.common import After, Limit, Name, Strict, page
 from service.consumers import service
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
 
 
 class ConsumerCreate(Strict):
-    name: Name
+    name: Annotated[Name, NulFree]
     phone: Annotated[str, StringConstraints(min_length=5, max_length=20)]
 
 

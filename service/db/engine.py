@@ -1,15 +1,17 @@
 """Engines for SQLite (default, WAL) and PostgreSQL, with the same code on both.
 
-SQLite gets two engines on one file: writers open `BEGIN IMMEDIATE` so a write batch holds the
-database's one write lock from its first statement (no lock upgrade deadlocks between replicas),
-readers open deferred transactions and never wait for the writer thanks to WAL.
+Reads go through async engines (aiosqlite, asyncpg). Writes go through one synchronous connection
+per process, owned by the writer's thread (pysqlite, psycopg): a write batch then costs no thread
+hop per statement. On SQLite the writer opens `BEGIN IMMEDIATE`, so a batch holds the database's
+one write lock from its first statement (no lock-upgrade deadlocks between replicas); readers open
+deferred transactions and never wait for the writer thanks to WAL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.settings import Settings
@@ -18,19 +20,21 @@ from service.settings import Settings
 @dataclass
 class Engines:
     reader: AsyncEngine
-    writer: AsyncEngine
+    writer: AsyncEngine  # for maintenance and tests; the service writes through `sync_writer`
+    sync_writer: Engine
     is_sqlite: bool
 
     async def dispose(self) -> None:
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+        self.sync_writer.dispose()
 
 
-def _sqlite_engine(url: str, settings: Settings, begin: str, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+def _sqlite_setup(engine, settings: Settings, begin: str) -> None:
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(target, "connect")
     def _on_connect(dbapi_connection, _record):
         # Let SQLAlchemy, not pysqlite, emit BEGIN: savepoints and BEGIN IMMEDIATE need it.
         dbapi_connection.isolation_level = None
@@ -41,19 +45,30 @@ def _sqlite_engine(url: str, settings: Settings, begin: str, pool_size: int) -> 
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(target, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql(begin)
 
-    return engine
+
+def sync_url(url: str) -> str:
+    if url.startswith("sqlite+aiosqlite"):
+        return "sqlite+pysqlite" + url[len("sqlite+aiosqlite"):]
+    if url.startswith("postgresql+asyncpg"):
+        return "postgresql+psycopg" + url[len("postgresql+asyncpg"):]
+    return url
 
 
 def make_engines(settings: Settings) -> Engines:
     url = settings.effective_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        writer = _sqlite_engine(url, settings, "BEGIN IMMEDIATE", 1)
-        reader = _sqlite_engine(url, settings, "BEGIN", 8)
-        return Engines(reader=reader, writer=writer, is_sqlite=True)
+        writer = create_async_engine(url, pool_size=1, max_overflow=1)
+        _sqlite_setup(writer, settings, "BEGIN IMMEDIATE")
+        reader = create_async_engine(url, pool_size=8, max_overflow=8)
+        _sqlite_setup(reader, settings, "BEGIN")
+        sync_writer = create_engine(sync_url(url), pool_size=1, max_overflow=1)
+        _sqlite_setup(sync_writer, settings, "BEGIN IMMEDIATE")
+        return Engines(reader=reader, writer=writer, sync_writer=sync_writer, is_sqlite=True)
     engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    return Engines(reader=engine, writer=engine, is_sqlite=False)
+    sync_writer = create_engine(sync_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True)
+    return Engines(reader=engine, writer=engine, sync_writer=sync_writer, is_sqlite=False)

@@ -6,19 +6,26 @@ PostgreSQL serialise their batches, and SQLite's `BEGIN IMMEDIATE` does the same
 processes), runs each operation in its own savepoint (one failing operation rolls back alone),
 appends the batch's ledger entries to the hash chain and the Merkle tree, and commits. Only then
 is each request answered: every answer the client sees is durable and chained.
+
+The writer runs on its own thread with its own event loop and a synchronous database connection.
+Operations keep their `await tx.conn.execute(...)` shape (the connection is an async facade whose
+calls complete at once), but no statement pays a hop between threads: the HTTP loop and the
+writer meet once per batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, Engine
 
 from ledger.canonical import canonical_json
 from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
@@ -42,14 +49,99 @@ class PendingEntry:
     fields: dict
 
 
+class TxConnection:
+    """An async-shaped facade over the writer thread's synchronous connection."""
+
+    __slots__ = ("_conn", "dialect")
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, statement, parameters=None):
+        if parameters is None:
+            return self._conn.execute(statement)
+        return self._conn.execute(statement, parameters)
+
+    async def exec_driver_sql(self, sql: str, parameters=None):
+        return self._conn.exec_driver_sql(sql, parameters) if parameters is not None else self._conn.exec_driver_sql(sql)
+
+    async def stream(self, statement, parameters=None):
+        return _SyncStream(await self.execute(statement, parameters))
+
+    def begin_nested(self) -> "_Savepoint":
+        return _Savepoint(self._conn)
+
+
+class _SyncStream:
+    """`async for` over a synchronous result, as AsyncConnection.stream() gives."""
+
+    def __init__(self, result):
+        self._result = result
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        row = self._result.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    async def partitions(self, size: int | None = None):
+        while True:
+            rows = self._result.fetchmany(size or 1000)
+            if not rows:
+                return
+            yield rows
+
+    async def close(self) -> None:
+        self._result.close()
+
+
+class _Savepoint:
+    __slots__ = ("_conn", "_tx")
+
+    def __init__(self, conn: Connection):
+        self._conn = conn
+
+    async def __aenter__(self):
+        self._tx = self._conn.begin_nested()
+        return self._tx
+
+    async def __aexit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._tx.commit()
+        else:
+            self._tx.rollback()
+        return False
+
+
 @dataclass
 class Tx:
     """What an operation sees: the connection, the batch's time, and the ledger to append to."""
-    conn: AsyncConnection
+    conn: TxConnection
     now: datetime
     next_seq: int
     entries: list[PendingEntry] = field(default_factory=list)
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)  # run on the requester's loop
+
+    # Per-batch hooks (the risk module's counters): state that a failed operation must roll back,
+    # and work done once per batch just before the ledger is flushed.
+    batch_state: dict[str, Any] = field(default_factory=dict)
+    before_flush: list[Callable[["Tx"], Awaitable[None]]] = field(default_factory=list)
+
+    def mark_hooks(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.batch_state.items() if isinstance(v, list)}
+
+    def rollback_hooks(self, marks: dict[str, int]) -> None:
+        for k, v in self.batch_state.items():
+            if isinstance(v, list):
+                del v[marks.get(k, 0):]
+
+    async def run_before_flush(self) -> None:
+        for hook in self.before_flush:
+            await hook(self)
 
     def append(self, kind: str, **fields: Any) -> int:
         """Add a ledger entry to this transaction; returns its sequence number."""
@@ -62,121 +154,133 @@ Op = Callable[[Tx], Awaitable[Any]]
 
 
 class Writer:
-    def __init__(self, engine: AsyncEngine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
+    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
         self.engine = engine
         self.clock = clock
         self.is_sqlite = is_sqlite
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Op, asyncio.Future]] | None = None
-        self._task: asyncio.Task | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._frontier: Frontier | None = None
         self._frontier_head: bytes | None = None
         self.batches = 0
         self.ops = 0
 
-    def _ensure_started(self) -> asyncio.Queue:
-        if self._task is None or self._task.done():
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="escrow-writer")
-        assert self._queue is not None
-        return self._queue
+    def _ensure_started(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._thread_main, name="escrow-writer", daemon=True)
+                self._thread.start()
 
     async def run(self, op: Op) -> Any:
-        queue = self._ensure_started()
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        await queue.put((op, fut))
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._queue.put((op, fut, loop))
         return await fut
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            await asyncio.to_thread(thread.join, 10)
+        self._thread = None
 
     def forget_state(self) -> None:
         """Drop cached ledger state (tests reset the database under a live app)."""
         self._frontier = None
         self._frontier_head = None
 
-    async def _loop(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            batch = [(op, fut) for op, fut in batch if not fut.cancelled()]
-            if not batch:
-                continue
-            try:
-                results = await self._run_batch(batch)
-            except asyncio.CancelledError:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(Unavailable("The service is shutting down; nothing was changed."))
-                raise
-            except Exception as exc:  # the commit itself failed: nothing in the batch happened
-                log.exception("write batch failed")
-                self.forget_state()
-                results = [(False, Unavailable("The database did not accept the write; nothing was changed. Retry with the same Idempotency-Key.", "write_failed"))] * len(batch)
-                if isinstance(exc, EscrowError):
-                    results = [(False, exc)] * len(batch)
-            for (_, fut), (ok, value) in zip(batch, results):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                batch = [b for b in batch if not b[1].cancelled()]
+                if batch:
+                    self._process(loop, batch)
+                if stop:
+                    return
+        finally:
+            loop.close()
 
-    async def _run_batch(self, batch: list[tuple[Op, asyncio.Future]]) -> list[tuple[bool, Any]]:
+    def _process(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        try:
+            results, callbacks = loop.run_until_complete(self._run_batch([op for op, _, _ in batch]))
+        except Exception as exc:  # the commit itself failed: nothing in the batch happened
+            log.exception("write batch failed")
+            self.forget_state()
+            error = exc if isinstance(exc, EscrowError) else Unavailable(
+                "The database did not accept the write; nothing was changed. Retry with the same Idempotency-Key.",
+                "write_failed")
+            results, callbacks = [(False, error)] * len(batch), []
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for (_, fut, fut_loop), result in zip(batch, results):
+            by_loop.setdefault(fut_loop, []).append((fut, result))
+        for fut_loop, items in by_loop.items():
+            try:
+                fut_loop.call_soon_threadsafe(_resolve, items, callbacks)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                pass
+
+    async def _run_batch(self, ops: list[Op]) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         results: list[tuple[bool, Any]] = []
-        callbacks: list[Callable[[], None]] = []
-        async with self.engine.connect() as conn:
-            async with conn.begin():
+        with self.engine.connect() as sync_conn:
+            with sync_conn.begin():
+                conn = TxConnection(sync_conn)
                 await self.clock.refresh(conn)
                 size, head = await self._lock_head(conn)
                 frontier = await self._load_frontier(conn, size, head)
                 tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
-                for op, _ in batch:
+                for op in ops:
                     mark = len(tx.entries)
                     cb_mark = len(tx.after_commit)
+                    hooks_mark = tx.mark_hooks()
                     try:
                         async with conn.begin_nested():
                             value = await op(tx)
                         results.append((True, value))
-                    except EscrowError as exc:
+                    except DBAPIError as exc:
                         del tx.entries[mark:]
                         del tx.after_commit[cb_mark:]
-                        results.append((False, exc))
-                    except IntegrityError as exc:
-                        del tx.entries[mark:]
-                        del tx.after_commit[cb_mark:]
-                        log.warning("operation refused by a database constraint: %s", exc.orig)
-                        results.append((False, Conflict("The change conflicts with the current state; nothing was changed.", "constraint_violation")))
-                    except DBAPIError:
-                        raise
+                        tx.rollback_hooks(hooks_mark)
+                        if isinstance(exc, IntegrityError):
+                            log.warning("operation refused by a database constraint: %s", exc.orig)
+                            results.append((False, Conflict("The change conflicts with the current state; nothing was changed.", "constraint_violation")))
+                        else:
+                            raise
                     except Exception as exc:
                         del tx.entries[mark:]
                         del tx.after_commit[cb_mark:]
-                        log.exception("operation failed")
+                        tx.rollback_hooks(hooks_mark)
+                        if not isinstance(exc, EscrowError):
+                            log.exception("operation failed")
                         results.append((False, exc))
+                await tx.run_before_flush()
                 new_head = await self._flush_ledger(conn, tx, frontier, head)
                 callbacks = tx.after_commit
         self._frontier, self._frontier_head = frontier, new_head
         self.batches += 1
-        self.ops += len(batch)
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:
-                log.exception("after-commit callback failed")
-        return results
+        self.ops += len(ops)
+        return results, callbacks
 
-    async def _lock_head(self, conn: AsyncConnection) -> tuple[int, bytes]:
+    async def _lock_head(self, conn: TxConnection) -> tuple[int, bytes]:
         stmt = select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1)
         if not self.is_sqlite:
             stmt = stmt.with_for_update()
@@ -187,7 +291,7 @@ class Writer:
             return 0, GENESIS_HEAD
         return int(row.size), bytes(row.head)
 
-    async def _load_frontier(self, conn: AsyncConnection, size: int, head: bytes) -> Frontier:
+    async def _load_frontier(self, conn: TxConnection, size: int, head: bytes) -> Frontier:
         if self._frontier is not None and self._frontier.size == size and self._frontier_head == head:
             return self._frontier  # mutated in place; a failed batch calls forget_state()
         ids = frontier_node_ids(size)
@@ -199,7 +303,7 @@ class Writer:
             nodes = {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
         return Frontier.from_nodes(size, nodes)
 
-    async def _flush_ledger(self, conn: AsyncConnection, tx: Tx, frontier: Frontier, head: bytes) -> bytes:
+    async def _flush_ledger(self, conn: TxConnection, tx: Tx, frontier: Frontier, head: bytes) -> bytes:
         if not tx.entries:
             return head
         entry_rows = []
@@ -232,3 +336,19 @@ class Writer:
             size=tx.next_seq + len(tx.entries), head=head, paid_in=head_t.c.paid_in + paid_in,
             released=head_t.c.released + released, refunded=head_t.c.refunded + refunded, held=head_t.c.held + held))
         return head
+
+
+def _resolve(items: list, callbacks: list) -> None:
+    """On the requester's loop: run after-commit callbacks (e.g. wake long-polls), then answer."""
+    for cb in callbacks:
+        try:
+            cb()
+        except Exception:
+            log.exception("after-commit callback failed")
+    for fut, (ok, value) in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)

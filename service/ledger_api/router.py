@@ -110,8 +110,8 @@ async def inclusion(seq: int, ctx: AppContext = Depends(get_ctx),
 
 
 @router.get("/v1/ledger/consistency", responses=responses(422))
-async def consistency(ctx: AppContext = Depends(get_ctx), first: Annotated[int, Query(ge=1, le=2**62)] = ...,
-                      second: Annotated[int, Query(ge=1, le=2**62)] = ...):
+async def consistency(first: Annotated[int, Query(ge=1, le=2**62)], second: Annotated[int, Query(ge=1, le=2**62)],
+                      ctx: AppContext = Depends(get_ctx)):
     """RFC 9162 consistency proof between two tree sizes."""
     if first > second:
         raise Unprocessable("first must not exceed second.", "invalid_range")

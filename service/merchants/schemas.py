@@ -5,9 +5,13 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from service.common import Name, Strict, Text
+from service.cards.schemas import NulFree
+from service.common import Name as _Name, Strict, Text as _Text
 
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+Name = Annotated[_Name, NulFree]
+Text = Annotated[_Text, NulFree]
+
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NulFree]
 
 
 class MerchantCreate(Strict):

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from service.cards.schemas import NulFree
 from service.common import Fen, Name, Strict
 
 Count = Annotated[int, Field(strict=True, ge=1, le=100_000)]
@@ -11,7 +12,7 @@ Count = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 
 class ProductCreate(Strict):
     type: Literal["stored_value", "count", "period"]
-    name: Name
+    name: Annotated[Name, NulFree]
     price: Fen
     face_value: Fen | None = Field(None, description="stored_value: face value in fen, ≥ price (the bonus is face − price)")
     uses: Count | None = Field(None, description="count: total uses, bonus uses included")
