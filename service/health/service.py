@@ -72,18 +72,34 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
 
 
 async def record(tx: Tx, merchant_id: str, **deltas: int) -> None:
-    """Add an event's counts to today's row and the all-time totals, then re-assess the merchant."""
+    """Note an event's counts for its merchant. They are written, and the merchant re-assessed, once
+    per merchant at the end of the write batch, still inside the batch's transaction."""
+    events = tx.batch_state.get("risk_events")
+    if events is None:
+        events = tx.batch_state["risk_events"] = []
+        tx.before_flush.append(_apply_batch)
+    events.append((merchant_id, deltas))
+
+
+async def _apply_batch(tx: Tx) -> None:
+    per_merchant: dict[str, dict[str, int]] = {}
+    for merchant_id, deltas in tx.batch_state.get("risk_events", []):
+        acc = per_merchant.setdefault(merchant_id, {})
+        for k, v in deltas.items():
+            if v:
+                acc[k] = acc.get(k, 0) + v
     day = day_of(tx.now)
-    values = {k: v for k, v in deltas.items() if v}
-    if values:
-        res = await tx.conn.execute(update(daily_t).where(daily_t.c.merchant_id == merchant_id, daily_t.c.day == day)
-                                    .values(**{k: daily_t.c[k] + v for k, v in values.items()}))
-        if res.rowcount == 0:
-            await tx.conn.execute(insert(daily_t).values(merchant_id=merchant_id, day=day,
-                                                         **{c: values.get(c, 0) for c in COUNTERS}))
-        await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id)
-                              .values(**{k: health_t.c[k] + v for k, v in values.items()}))
-    await reassess(tx, merchant_id)
+    for merchant_id in sorted(per_merchant):
+        values = per_merchant[merchant_id]
+        if values:
+            res = await tx.conn.execute(update(daily_t).where(daily_t.c.merchant_id == merchant_id, daily_t.c.day == day)
+                                        .values(**{k: daily_t.c[k] + v for k, v in values.items()}))
+            if res.rowcount == 0:
+                await tx.conn.execute(insert(daily_t).values(merchant_id=merchant_id, day=day,
+                                                             **{c: values.get(c, 0) for c in COUNTERS}))
+            await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id)
+                                  .values(**{k: health_t.c[k] + v for k, v in values.items()}))
+        await reassess(tx, merchant_id)
 
 
 async def indicators_for(conn, merchant_id: str, h, now: datetime, policy: Policy):
