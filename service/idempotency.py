@@ -12,7 +12,6 @@ from typing import Any, Awaitable, Callable
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from sqlalchemy import insert, select
 
 from service.auth import Principal
 from service.context import AppContext
@@ -56,17 +55,16 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
     digest = fingerprint(request, body)
 
     async def idempotent(tx: Tx) -> tuple[Result, bool]:
-        row = (await tx.conn.execute(
-            select(keys_t.c.request_hash, keys_t.c.status_code, keys_t.c.response_body)
-            .where(keys_t.c.caller == who, keys_t.c.key == key))).first()
+        raw = tx.conn.raw
+        row = raw.one("SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = ? AND key = ?",
+                      (who, key))
         if row is not None:
-            if row.request_hash != digest:
+            if row[0] != digest:
                 raise Conflict("This Idempotency-Key was used with a different request.", "idempotency_key_reused")
-            return (row.status_code, orjson.loads(row.response_body)), True
+            return (row[1], orjson.loads(row[2])), True
         status, result = await op(tx)
-        await tx.conn.execute(insert(keys_t).values(
-            caller=who, key=key, request_hash=digest, status_code=status,
-            response_body=orjson.dumps(result).decode(), created_at=tx.now))
+        raw.run("INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (who, key, digest, status, orjson.dumps(result).decode(), raw.t(tx.now)))
         return (status, result), False
 
     (status, result), replayed = await ctx.writer.run(idempotent)

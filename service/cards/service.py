@@ -91,12 +91,9 @@ async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, refer
     return out
 
 
-async def load_card_for_update(conn: AsyncConnection, card_id: str):
-    # Writers are serialised by the writer's head lock; FOR UPDATE is a second wall on PostgreSQL.
-    stmt = select(cards_t).where(cards_t.c.id == card_id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return (await conn.execute(stmt)).first()
+async def load_card_for_update(conn, card_id: str):
+    """The card row inside a write (writes are serialised by the writer's lock on the ledger head)."""
+    return conn.raw.card(card_id)
 
 
 async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: str = "refund") -> None:

@@ -32,6 +32,7 @@ from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
 from ledger.merkle import Frontier, frontier_node_ids
 from service.clock import Clock, iso
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
+from service.db.raw import Raw
 from service.errors import Conflict, EscrowError, Unavailable
 
 log = logging.getLogger("escrow.writer")
@@ -52,11 +53,12 @@ class PendingEntry:
 class TxConnection:
     """An async-shaped facade over the writer thread's synchronous connection."""
 
-    __slots__ = ("_conn", "dialect")
+    __slots__ = ("_conn", "dialect", "raw")
 
     def __init__(self, conn: Connection):
         self._conn = conn
         self.dialect = conn.dialect
+        self.raw = Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
 
     async def execute(self, statement, parameters=None):
         if parameters is None:
@@ -248,30 +250,34 @@ class Writer:
                 size, head = await self._lock_head(conn)
                 frontier = await self._load_frontier(conn, size, head)
                 tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
+                raw = conn.raw
+                dbapi = sync_conn.dialect.loaded_dbapi
                 for op in ops:
                     mark = len(tx.entries)
                     cb_mark = len(tx.after_commit)
                     hooks_mark = tx.mark_hooks()
+                    raw.run("SAVEPOINT op")  # one failing operation rolls back alone
                     try:
-                        async with conn.begin_nested():
-                            value = await op(tx)
+                        value = await op(tx)
+                        raw.run("RELEASE SAVEPOINT op")
                         results.append((True, value))
-                    except DBAPIError as exc:
-                        del tx.entries[mark:]
-                        del tx.after_commit[cb_mark:]
-                        tx.rollback_hooks(hooks_mark)
-                        if isinstance(exc, IntegrityError):
-                            log.warning("operation refused by a database constraint: %s", exc.orig)
-                            results.append((False, Conflict("The change conflicts with the current state; nothing was changed.", "constraint_violation")))
-                        else:
-                            raise
+                        continue
+                    except (IntegrityError, dbapi.IntegrityError) as exc:
+                        log.warning("operation refused by a database constraint: %s", getattr(exc, "orig", exc))
+                        error: Exception = Conflict("The change conflicts with the current state; nothing was changed.",
+                                                    "constraint_violation")
+                    except (DBAPIError, dbapi.Error):
+                        raise  # the database itself is in trouble: the whole batch fails
                     except Exception as exc:
-                        del tx.entries[mark:]
-                        del tx.after_commit[cb_mark:]
-                        tx.rollback_hooks(hooks_mark)
                         if not isinstance(exc, EscrowError):
                             log.exception("operation failed")
-                        results.append((False, exc))
+                        error = exc
+                    raw.run("ROLLBACK TO SAVEPOINT op")
+                    raw.run("RELEASE SAVEPOINT op")
+                    del tx.entries[mark:]
+                    del tx.after_commit[cb_mark:]
+                    tx.rollback_hooks(hooks_mark)
+                    results.append((False, error))
                 await tx.run_before_flush()
                 new_head = await self._flush_ledger(conn, tx, frontier, head)
                 callbacks = tx.after_commit
@@ -306,37 +312,35 @@ class Writer:
     async def _flush_ledger(self, conn: TxConnection, tx: Tx, frontier: Frontier, head: bytes) -> bytes:
         if not tx.entries:
             return head
+        raw = conn.raw
         entry_rows = []
         node_rows = []
         paid_in = released = refunded = held = 0
         for e in tx.entries:
             f = e.fields
-            if e.kind == "purchase":
+            kind = e.kind
+            if kind == "purchase":
                 paid_in += f["amount"]
-            elif e.kind == "release":
+            elif kind == "release":
                 released += f["amount"]
-            elif e.kind == "refund":
+            elif kind == "refund":
                 refunded += f["amount"]
                 released += f["merchant_share"]
             held += f.get("held_delta", 0)
-            body = {"seq": e.seq, "time": iso(e.time), "kind": e.kind, **e.fields}
-            text = canonical_json(body)
+            text = canonical_json({"seq": e.seq, "time": iso(e.time), "kind": kind, **f})
             leaf = leaf_hash(text)
             head = chain_hash(head, leaf)
-            entry_rows.append({
-                "seq": e.seq, "kind": e.kind, "time": e.time, "canonical": text.decode(),
-                "leaf_hash": leaf, "chain_hash": head, "card_id": e.fields.get("card_id"),
-                "merchant_id": e.fields.get("merchant_id"), "consumer_id": e.fields.get("consumer_id"),
-            })
+            entry_rows.append((e.seq, kind, raw.t(e.time), text.decode(), leaf, head, f.get("card_id"),
+                               f.get("merchant_id"), f.get("consumer_id")))
             for level, index, h in frontier.append(leaf):
-                node_rows.append({"level": level, "idx": index, "hash": h})
-        await conn.execute(insert(entries_t), entry_rows)
-        await conn.execute(insert(nodes_t), node_rows)
-        await conn.execute(update(head_t).where(head_t.c.id == 1).values(
-            size=tx.next_seq + len(tx.entries), head=head, paid_in=head_t.c.paid_in + paid_in,
-            released=head_t.c.released + released, refunded=head_t.c.refunded + refunded, held=head_t.c.held + held))
+                node_rows.append((level, index, h))
+        raw.many("INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id, merchant_id, "
+                 "consumer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry_rows)
+        raw.many("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
+        raw.run("UPDATE ledger_head SET size = ?, head = ?, paid_in = paid_in + ?, released = released + ?, "
+                "refunded = refunded + ?, held = held + ? WHERE id = 1",
+                (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held))
         return head
-
 
 def _resolve(items: list, callbacks: list) -> None:
     """On the requester's loop: run after-commit callbacks (e.g. wake long-polls), then answer."""

@@ -10,6 +10,7 @@ grace period, the merchant is delisted (下架) automatically; a code that impro
 from __future__ import annotations
 
 import time
+from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -88,41 +89,46 @@ async def _apply_batch(tx: Tx) -> None:
         for k, v in deltas.items():
             if v:
                 acc[k] = acc.get(k, 0) + v
+    raw = tx.conn.raw
     day = day_of(tx.now)
     for merchant_id in sorted(per_merchant):
         values = per_merchant[merchant_id]
         if values:
-            res = await tx.conn.execute(update(daily_t).where(daily_t.c.merchant_id == merchant_id, daily_t.c.day == day)
-                                        .values(**{k: daily_t.c[k] + v for k, v in values.items()}))
-            if res.rowcount == 0:
-                await tx.conn.execute(insert(daily_t).values(merchant_id=merchant_id, day=day,
-                                                             **{c: values.get(c, 0) for c in COUNTERS}))
-            await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id)
-                                  .values(**{k: health_t.c[k] + v for k, v in values.items()}))
+            names = [c for c in COUNTERS if values.get(c)]
+            sets = ", ".join(f"{c} = {c} + ?" for c in names)
+            amounts = tuple(values[c] for c in names)
+            if raw.run(f"UPDATE merchant_daily SET {sets} WHERE merchant_id = ? AND day = ?",
+                       amounts + (merchant_id, day)) == 0:
+                raw.run(f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) "
+                        f"VALUES (?, ?, {', '.join('?' * len(COUNTERS))})",
+                        (merchant_id, day, *(values.get(c, 0) for c in COUNTERS)))
+            raw.run(f"UPDATE merchant_health SET {sets} WHERE merchant_id = ?", amounts + (merchant_id,))
         await reassess(tx, merchant_id)
 
 
-async def indicators_for(conn, merchant_id: str, h, now: datetime, policy: Policy):
+_WINDOW_SQL = ("SELECT " + ", ".join(f"COALESCE(SUM(CASE WHEN day > ? THEN {c} ELSE 0 END), 0)" for c in COUNTERS)
+               + ", COALESCE(SUM(CASE WHEN day > ? THEN issued ELSE 0 END), 0)"
+               + ", COALESCE(SUM(CASE WHEN day > ? AND day <= ? THEN issued ELSE 0 END), 0)"
+               + " FROM merchant_daily WHERE merchant_id = ? AND day > ?")
+_HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
+HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
+_HEALTH_SQL = f"SELECT {', '.join(_HEALTH_COLS)} FROM merchant_health WHERE merchant_id = ?"
+
+
+async def indicators_for(tx: Tx, merchant_id: str, h, now: datetime, policy: Policy):
+    """A merchant's indicators from at most a window's worth of its daily rows (plus all-time totals)."""
+    raw = tx.conn.raw
     today = day_of(now)
     window_start = today - policy.window_days  # rows with day > window_start
     recent_start = today - 7
     weeks = max(0, min(policy.surge_weeks, (recent_start - h.onboarded_day + 1) // 7))
     prior_start = recent_start - 7 * weeks
-    d = daily_t.c
-    in_window = d.day > window_start
-
-    def wsum(col):
-        return func.coalesce(func.sum(case((in_window, col), else_=0)), 0)
-    row = (await conn.execute(select(
-        *[wsum(d[c]) for c in COUNTERS],
-        func.coalesce(func.sum(case((d.day > recent_start, d.issued), else_=0)), 0),
-        func.coalesce(func.sum(case(((d.day > prior_start) & (d.day <= recent_start), d.issued), else_=0)), 0),
-    ).where(d.merchant_id == merchant_id, d.day > min(window_start, prior_start)))).first()
+    row = raw.one(_WINDOW_SQL, (*([window_start] * len(COUNTERS)), recent_start, prior_start, recent_start,
+                                merchant_id, min(window_start, prior_start)))
     window = MerchantCounters(**{c: int(row[i]) for i, c in enumerate(COUNTERS)})
     all_time = MerchantCounters(**{c: int(getattr(h, c)) for c in COUNTERS})
-    overdue = (await conn.execute(select(func.count()).where(
-        complaints_t.c.merchant_id == merchant_id, complaints_t.c.status == "open",
-        complaints_t.c.due_at <= now))).scalar()
+    overdue = raw.one("SELECT COUNT(*) FROM complaints WHERE merchant_id = ? AND status = 'open' AND due_at <= ?",
+                      (merchant_id, raw.t(now)))[0]
     outstanding = all_time.issued - all_time.released - all_time.refunded
     return compute_indicators(window, all_time, int(row[7]), int(row[8]), int(overdue), outstanding,
                               prior_weeks=weeks)
@@ -138,17 +144,19 @@ async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reason
 
 async def reassess(tx: Tx, merchant_id: str) -> str:
     conn = tx.conn
-    h = (await conn.execute(select(health_t).where(health_t.c.merchant_id == merchant_id))).first()
-    if h is None:
+    raw = conn.raw
+    row = raw.one(_HEALTH_SQL, (merchant_id,))
+    if row is None:
         return "green"
+    h = HealthRow(row[0], raw.pt(row[1]), raw.pt(row[2]), *row[3:])
     policy = await policy_cache.get(conn)
-    ind = await indicators_for(conn, merchant_id, h, tx.now, policy)
+    ind = await indicators_for(tx, merchant_id, h, tx.now, policy)
     a = classify(ind, policy)
     reasons = [r.to_dict() for r in a.reasons]
     values = dict(indicators=orjson.dumps(ind.to_dict()).decode(), reasons=orjson.dumps(reasons).decode(),
                   policy_version=a.policy_version, new_merchant=a.new_merchant)
-    merchant = (await conn.execute(select(merchants_t.c.delisted, merchants_t.c.status)
-                                   .where(merchants_t.c.id == merchant_id))).first()
+    delisted, merchant_status = raw.one("SELECT delisted, status FROM merchants WHERE id = ?", (merchant_id,))
+    delisted = bool(delisted)
     red_since = h.red_since
     if a.code != h.code:
         seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
@@ -170,11 +178,16 @@ async def reassess(tx: Tx, merchant_id: str) -> str:
                 tx.append("warning_lifted", merchant_id=merchant_id)
                 values["warning_published_at"] = None
                 await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
-            if merchant.delisted:
+            if delisted:
                 tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
                 await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
-    await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
-    if (a.code == "red" and red_since is not None and not merchant.delisted and merchant.status == "active"
+    if a.code == h.code:  # the common case: new figures, same code
+        raw.run("UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ? "
+                "WHERE merchant_id = ?", (values["indicators"], values["reasons"], values["policy_version"],
+                                          bool(values["new_merchant"]), merchant_id))
+    else:
+        await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
+    if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
             and tx.now >= red_since + timedelta(days=policy.grace_days)):
         seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
         await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))

@@ -33,23 +33,26 @@ def redemption_out(r) -> dict:
 
 async def expire_card_holds(tx: Tx, card) -> object:
     """Void this card's holds whose time ran out, so they stop counting against the balance."""
-    overdue = (await tx.conn.execute(
-        select(redemptions_t.c.id).where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending",
-                                          redemptions_t.c.expires_at <= tx.now))).all()
-    for r in overdue:
-        card = await _void(tx, card, r.id, "expired")
+    if card.units_held == 0:
+        return card
+    raw = tx.conn.raw
+    overdue = raw.all("SELECT id FROM redemptions WHERE card_id = ? AND status = 'pending' AND expires_at <= ?",
+                      (card.id, raw.t(tx.now)))
+    for (rid,) in overdue:
+        card = await _void(tx, card, rid, "expired")
     return card
 
 
 async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: int, hold_minutes: int) -> dict:
-    card = await load_card_for_update(tx.conn, card_id)
+    raw = tx.conn.raw
+    card = raw.card(card_id)
     if card is None or card.merchant_id != merchant_id:
         raise NotFound("No such card.", "card_not_found")
     expected = UNIT_FIELD[card.type]
     if unit_field != expected:
         raise Unprocessable(f"A {card.type} card is redeemed by '{expected}', not '{unit_field}'.", "wrong_unit")
-    merchant = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == merchant_id))).first()
-    if merchant.status in ("defaulted", "closed"):
+    merchant_status = raw.one("SELECT status FROM merchants WHERE id = ?", (merchant_id,))[0]
+    if merchant_status in ("defaulted", "closed"):
         raise Conflict("The merchant can no longer redeem cards.", "merchant_not_operating")
     if card.status != "active":
         raise Conflict(f"The card is {card.status}.", "card_not_active")
@@ -73,20 +76,21 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
     rid = new_id("rdm")
     seq = tx.append("hold", card_id=card.id, merchant_id=merchant_id, consumer_id=card.consumer_id,
                     redemption_id=rid, units=units, amount=hold, held_delta=hold)
-    await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=units_held, held=held))
-    await tx.conn.execute(insert(redemptions_t).values(
-        id=rid, card_id=card.id, merchant_id=merchant_id, consumer_id=card.consumer_id, status="pending",
-        units=units, hold_amount=hold, release_amount=None, created_at=now,
-        expires_at=now + timedelta(minutes=hold_minutes), answered_at=None, ledger_seq=None))
+    expires_at = now + timedelta(minutes=hold_minutes)
+    raw.run("UPDATE cards SET units_held = ?, held = ? WHERE id = ?", (units_held, held, card.id))
+    raw.run("INSERT INTO redemptions (id, card_id, merchant_id, consumer_id, status, units, hold_amount, "
+            "release_amount, created_at, expires_at, answered_at, ledger_seq) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?, NULL, ?, ?, NULL, NULL)",
+            (rid, card.id, merchant_id, card.consumer_id, units, hold, raw.t(now), raw.t(expires_at)))
     await events.redemption_asked(tx, merchant_id)
     return {"id": rid, "card_id": card.id, "merchant_id": merchant_id, "consumer_id": card.consumer_id,
             "status": "pending", "units": units, "hold_amount": hold, "release_amount": None,
-            "created_at": iso(now), "expires_at": iso(now + timedelta(minutes=hold_minutes)),
+            "created_at": iso(now), "expires_at": iso(expires_at),
             "answered_at": None, "ledger_seq": None, "hold_ledger_seq": seq}
 
 
 async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: str):
-    r = (await tx.conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()
+    r = tx.conn.raw.redemption(redemption_id)
     if r is None or getattr(r, party_field) != party_id:
         raise NotFound("No such redemption.", "redemption_not_found")
     if r.status != "pending":
@@ -97,22 +101,24 @@ async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: 
 
 
 async def _void(tx: Tx, card, redemption_id: str, status: str):
-    r = (await tx.conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()
+    raw = tx.conn.raw
+    r = raw.redemption(redemption_id)
     units_held = card.units_held - r.units
     held = held_amount(card.price, card.units_total, card.units_used, units_held)
     seq = tx.append("void", card_id=card.id, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
                     redemption_id=r.id, units=r.units, amount=card.held - held, held_delta=held - card.held,
                     reason=status)
-    await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=units_held, held=held))
-    await tx.conn.execute(update(redemptions_t).where(redemptions_t.c.id == r.id).values(
-        status=status, answered_at=tx.now, ledger_seq=seq))
+    raw.run("UPDATE cards SET units_held = ?, held = ? WHERE id = ?", (units_held, held, card.id))
+    raw.run("UPDATE redemptions SET status = ?, answered_at = ?, ledger_seq = ? WHERE id = ?",
+            (status, raw.t(tx.now), seq, r.id))
     await events.redemption_answered(tx, card.merchant_id, status, 0)
-    return await load_card_for_update(tx.conn, card.id)
+    return card._replace(units_held=units_held, held=held)
 
 
 async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
+    raw = tx.conn.raw
     r = await _load_pending(tx, redemption_id, "consumer_id", consumer_id)
-    card = await load_card_for_update(tx.conn, r.card_id)
+    card = raw.card(r.card_id)
     units_used = card.units_used + r.units
     units_held = card.units_held - r.units
     release = release_share(card.price, card.units_total, card.units_used, r.units)
@@ -121,15 +127,15 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
                     redemption_id=r.id, units=r.units, amount=release, held_delta=held - card.held,
                     currency=card.currency)
     status = "exhausted" if units_used == card.units_total else card.status
-    await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(
-        units_used=units_used, units_held=units_held, held=held, escrow=card.escrow - release,
-        released=card.released + release, status=status))
-    await tx.conn.execute(update(redemptions_t).where(redemptions_t.c.id == r.id).values(
-        status="confirmed", release_amount=release, answered_at=tx.now, ledger_seq=seq))
+    escrow = card.escrow - release
+    raw.run("UPDATE cards SET units_used = ?, units_held = ?, held = ?, escrow = ?, released = ?, status = ? "
+            "WHERE id = ?", (units_used, units_held, held, escrow, card.released + release, status, card.id))
+    raw.run("UPDATE redemptions SET status = 'confirmed', release_amount = ?, answered_at = ?, ledger_seq = ? "
+            "WHERE id = ?", (release, raw.t(tx.now), seq, r.id))
     await events.redemption_answered(tx, card.merchant_id, "confirmed", release)
     out = redemption_out(r)
     out.update(status="confirmed", release_amount=release, answered_at=iso(tx.now), ledger_seq=seq)
-    out["card_balance"] = {"escrow": card.escrow - release, "held": held, "available": card.escrow - release - held,
+    out["card_balance"] = {"escrow": escrow, "held": held, "available": escrow - held,
                            "units_used": units_used, "units_left": card.units_total - units_used}
     return out
 
@@ -137,10 +143,8 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
 async def settle_without_release(tx: Tx, redemption_id: str, party_field: str, party_id: str, status: str) -> dict:
     """Reject (consumer) or cancel (merchant): the hold is voided and nothing moves."""
     r = await _load_pending(tx, redemption_id, party_field, party_id)
-    card = await load_card_for_update(tx.conn, r.card_id)
-    await _void(tx, card, r.id, status)
-    r = (await tx.conn.execute(select(redemptions_t).where(redemptions_t.c.id == r.id))).first()
-    return redemption_out(r)
+    await _void(tx, tx.conn.raw.card(r.card_id), r.id, status)
+    return redemption_out(tx.conn.raw.redemption(r.id))
 
 
 async def expire_overdue(tx: Tx, limit: int = 500) -> int:
