@@ -25,5 +25,5 @@ class AppContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:  # async: a sync dependency would cost a thread hop
     return request.app.state.ctx
