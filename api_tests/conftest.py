@@ -69,11 +69,8 @@ TABLES = [t.name for t in reversed(metadata.sorted_tables)]
 
 async def reset_database(ctx) -> None:
     async with ctx.engines.writer.begin() as conn:
-        if ctx.engines.is_sqlite:
-            for name in TABLES:
-                await conn.execute(text(f'DELETE FROM "{name}"'))
-        else:
-            await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in TABLES)))
+        for name in TABLES:  # DELETE: far cheaper than TRUNCATE on PostgreSQL for small tables
+            await conn.execute(text(f'DELETE FROM "{name}"'))
     ctx.writer.forget_state()
     ctx.token_cache.clear()
     policy_cache.forget()

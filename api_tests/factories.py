@@ -317,3 +317,27 @@ async def my_merchant(client: httpx.AsyncClient, merchant: dict) -> dict:
     r = await client.get("/v1/merchants/me", headers=merchant["headers"])
     assert r.status_code == 200, r.text
     return r.json()
+
+
+# ---- reliability and security factories (api_tests/test_authz_matrix.py, test_hostile_input.py, test_privacy.py) ----
+
+def serving_routes(app) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves, walking included routers (FastAPI ≥ 0.16x includes them lazily)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes):
+        for route in routes:
+            if hasattr(route, "effective_route_contexts"):
+                for context in route.effective_route_contexts():
+                    for method in getattr(context.original_route, "methods", None) or ():
+                        found.append((method, context.path))
+            elif hasattr(route, "path"):
+                for method in getattr(route, "methods", None) or ():
+                    found.append((method, route.path))
+    walk(app.routes)
+    return [(m, p) for m, p in found if m != "HEAD"]
+
+
+def client_at(app, host: str, port: int = 40000) -> httpx.AsyncClient:
+    """A client whose requests come from `host` (the registration limit is per address)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, port)), base_url="http://escrow.test")

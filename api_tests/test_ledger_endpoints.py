@@ -264,7 +264,7 @@ async def test_bad_proof_parameters_are_clean_4xx(client):
         (f"/v1/ledger/entries/0/proof?tree_size={2**70}", 422, "validation_error"),
         (f"/v1/ledger/entries/3/proof?tree_size=3", 404, "entry_not_in_tree"),
         (f"/v1/ledger/entries/{n}/proof?tree_size={n}", 404, "entry_not_in_tree"),
-        (f"/v1/ledger/entries/-1/proof?tree_size={n}", 404, "entry_not_in_tree"),
+        (f"/v1/ledger/entries/-1/proof?tree_size={n}", 422, "invalid_field"),
         ("/v1/ledger/consistency?first=3&second=2", 422, "invalid_range"),
         ("/v1/ledger/consistency?first=0&second=2", 422, "validation_error"),
         (f"/v1/ledger/consistency?first=1&second={n + 1}", 422, "tree_size_too_large"),

@@ -71,13 +71,15 @@ class EscrowWorld:
         before = await self.read(entry["card"]["id"])
         b = before["balance"]
         unit = {"stored_value": "amount", "count": "uses", "period": "periods"}[before["type"]]
-        units = 1 + units_wanted % b["units_total"]
-        r = await self.client.post(f"/v1/cards/{before['id']}/redemptions", json={unit: units},
-                                   headers=entry["merchant"]["headers"])
         committed = b["units_used"] + b["units_held"]
         limit = b["units_total"]
         if before["type"] == "period":
             limit = min(limit, (self.clock_now() - parse_time(before["purchased_at"])) // timedelta(days=7))
+        fit = max(1, limit - committed)
+        # Mostly asks that fit, often the whole rest, sometimes one unit too many or anything at all.
+        units = [1, max(1, fit // 3), fit, fit, fit + 1, 1 + units_wanted % b["units_total"]][units_wanted % 6]
+        r = await self.client.post(f"/v1/cards/{before['id']}/redemptions", json={unit: units},
+                                   headers=entry["merchant"]["headers"])
         allowed = before["status"] == "active" and entry["merchant"]["id"] not in self.defaulted and committed + units <= limit
         if not allowed:
             assert r.status_code == 409, r.text
@@ -91,7 +93,9 @@ class EscrowWorld:
         return self.ctx.clock.now()
 
     async def answer(self, rdm_i: int, action: str) -> None:
-        rdm = self.redemptions[rdm_i % len(self.redemptions)]
+        pending = [r for r in self.redemptions if r["status"] == "pending"]
+        choices = pending if pending and rdm_i % 4 else self.redemptions  # mostly answer a live ask
+        rdm = choices[rdm_i % len(choices)]
         entry = self.cards[rdm["card_id"]]
         party = entry["merchant"] if action == "cancel" else entry["consumer"]
         before = await self.read(rdm["card_id"])
@@ -187,36 +191,36 @@ class EscrowWorld:
                 paid_in, released, refunded, held_total)
 
 
-OPERATIONS = ("buy", "buy", "ask", "ask", "ask", "confirm", "confirm", "reject", "cancel", "expire", "period",
-              "refund", "default")
+OPERATIONS = ("buy",) * 2 + ("ask",) * 5 + ("confirm",) * 4 + ("reject", "cancel", "expire", "period", "period",
+                                                                 "refund", "refund", "default")
 
 
 async def random_step(world: EscrowWorld, rng: random.Random) -> str:
     op = rng.choice(OPERATIONS)
-    if op == "buy" or not world.cards:
+    if op == "buy" or len(world.cards) < 3:
         await world.buy(rng.randrange(9), rng.randrange(99))
         return "buy"
     if op == "ask":
-        await world.ask(rng.randrange(99), rng.randrange(4000))
+        await world.ask(rng.randrange(99), rng.randrange(7000))
     elif op in ("confirm", "reject", "cancel") and world.redemptions:
         await world.answer(rng.randrange(99), op)
     elif op == "expire":
         await world.advance(16)
     elif op == "period":
         await world.advance(rng.choice([60 * 24, 60 * 24 * 7 + 1]))
-    elif op == "refund" and rng.random() < 0.5:
+    elif op == "refund":
         await world.refund(rng.randrange(99))
-    elif op == "default" and rng.random() < 0.3:
+    elif op == "default" and rng.random() < 0.15:
         await world.default(rng.randrange(2))
     return op
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 async def test_money_is_conserved_over_random_sequences(client, ctx, seed):
     rng = random.Random(seed)
     world = EscrowWorld(client, ctx)
     await world.setup()
-    for _ in range(25):
+    for _ in range(30):
         await random_step(world, rng)
         await world.check()
 
@@ -242,7 +246,7 @@ def test_money_is_conserved_under_any_sequence_hypothesis(client, ctx, session_l
             run(self.world.buy(consumer, product))
 
         @precondition(lambda self: self.world.cards)
-        @rule(card=st.integers(0, 99), units=st.integers(0, 4000))
+        @rule(card=st.integers(0, 99), units=st.integers(0, 7000))
         def ask(self, card, units):
             run(self.world.ask(card, units))
 

@@ -62,7 +62,8 @@ def require(*roles: str):
         if principal is None:
             raise Unauthorized("This call needs 'Authorization: Bearer <token>'.", "missing_token")
         if principal.role not in roles:
-            raise Forbidden(f"A {principal.role} may not do this.", "role_not_allowed")
+            article = "An" if principal.role[0] in "aeiou" else "A"
+            raise Forbidden(f"{article} {principal.role} may not do this.", "role_not_allowed")
         return principal
     dependency.__name__ = "require_" + "_".join(roles)
     return dependency

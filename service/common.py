@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000; refuse it on every database alike.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
 
 Fen = Annotated[int, Field(strict=True, ge=1, le=10**12, description="Amount in fen (分, 1/100 yuan), an integer")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_no_nul)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
 After = Annotated[str | None, Query(max_length=64, description="Cursor: the next_cursor of the previous page")]
 

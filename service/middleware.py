@@ -1,4 +1,5 @@
-"""Refuse oversize bodies before they are read into memory (a clean 413, never a crash)."""
+"""Refuse oversize bodies before they are read into memory (a clean 413, never a crash), and a NUL
+character in the URL (PostgreSQL text cannot hold U+0000: a clean 422, not a failed query)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+            return await _send_error(send, 422, "invalid_field", "The URL must not contain the NUL character (U+0000).")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -52,10 +55,14 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send):
-        body = orjson.dumps({"error": {"code": "body_too_large", "message": f"The body is larger than {self.max_bytes} bytes."}})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, "body_too_large", f"The body is larger than {self.max_bytes} bytes.")
+
+
+async def _send_error(send, status: int, code: str, message: str) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select, update
 
 from service.auth import Principal, require
+from service.cards.schemas import NulFree
 from service.clock import iso
 from service.common import Strict, Text
 from service.context import AppContext, get_ctx
@@ -70,7 +71,7 @@ async def poll_alerts(ctx: AppContext = Depends(get_ctx), who: Principal = Depen
 
 
 class Finding(Strict):
-    finding: Text
+    finding: Annotated[Text, NulFree]
 
 
 async def _transition(ctx, request, who, alert_id: str, body, to: str, allowed: tuple[str, ...], **values):

@@ -25,7 +25,7 @@ class Payment(Strict):
 
 
 class CardPurchase(Strict):
-    product_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    product_id: Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
     payment: Payment
 
 

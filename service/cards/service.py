@@ -145,6 +145,8 @@ async def consumer_refund(tx: Tx, consumer_id: str, card_id: str) -> dict:
         raise NotFound("No such card.", "card_not_found")
     if card.status == "refunded":
         raise Conflict("This card has already been refunded.", "card_already_refunded")
+    if card.escrow == 0:
+        raise Conflict("Nothing is left in escrow on this card.", "nothing_to_refund")
     merchant = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == card.merchant_id))).first()
     now = tx.now
     if merchant.status in ("defaulted", "closed"):

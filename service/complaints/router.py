@@ -7,14 +7,16 @@ from pydantic import StringConstraints
 from sqlalchemy import select
 
 from service.auth import Principal, require
-from service.common import After, Limit, Strict, Text, page
+from service.cards.schemas import NulFree
+from service.common import After, Limit, Strict, Text as _Text, page
 from service.complaints import service
 from service.context import AppContext, get_ctx
 from service.errors import responses
 from service.idempotency import mutate
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
+Text = Annotated[_Text, NulFree]
 Category = Literal["service_quality", "refund_refused", "false_advertising", "closure_or_runaway",
                    "price_or_terms", "other"]
 
@@ -60,7 +62,7 @@ async def resolve(complaint_id: str, body: ResolutionBody, request: Request, ctx
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("", responses=responses(401, 422))
+@router.get("", responses=responses(401, 403, 422))
 async def list_complaints(ctx: AppContext = Depends(get_ctx),
                           who: Principal = Depends(require("consumer", "merchant", "regulator", "operator")),
                           merchant_id: str | None = Query(None, max_length=64),

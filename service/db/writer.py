@@ -33,7 +33,7 @@ from ledger.merkle import Frontier, frontier_node_ids
 from service.clock import Clock, iso
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.db.raw import Raw
-from service.errors import Conflict, EscrowError, Unavailable
+from service.errors import Conflict, EscrowError, Unavailable, Unprocessable
 
 log = logging.getLogger("escrow.writer")
 
@@ -266,6 +266,10 @@ class Writer:
                         log.warning("operation refused by a database constraint: %s", getattr(exc, "orig", exc))
                         error: Exception = Conflict("The change conflicts with the current state; nothing was changed.",
                                                     "constraint_violation")
+                    except dbapi.DataError as exc:  # a value the database cannot hold: this request's fault
+                        log.warning("operation refused by the database: %s", exc)
+                        error = Unprocessable("A value is out of range for the database; nothing was changed.",
+                                              "invalid_value")
                     except (DBAPIError, dbapi.Error):
                         raise  # the database itself is in trouble: the whole batch fails
                     except Exception as exc:

@@ -12,6 +12,7 @@ from sqlalchemy import case, desc, insert, select
 
 from risk import Policy, PolicyError, draw_inspections
 from service.auth import Principal, require
+from service.cards.schemas import NulFree
 from service.clock import iso
 from service.common import Strict
 from service.context import AppContext, get_ctx
@@ -93,8 +94,8 @@ async def put_policy(request: Request, ctx: AppContext = Depends(get_ctx), who: 
 
 
 class DrawRequest(Strict):
-    inspectors: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]]
-    seed: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    inspectors: list[Annotated[str, StringConstraints(min_length=1, max_length=100), NulFree]]
+    seed: Annotated[str, StringConstraints(min_length=1, max_length=200), NulFree] | None = None
 
 
 def _draw_out(d_id: str, body: dict) -> dict:

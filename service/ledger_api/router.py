@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import func, select
 
 from ledger.checkpoint import public_key_json
@@ -82,7 +82,7 @@ async def list_entries(ctx: AppContext = Depends(get_ctx),
 
 
 @router.get("/v1/ledger/entries/{seq}", responses=responses(401, 404, 422))
-async def get_entry(seq: int, ctx: AppContext = Depends(get_ctx),
+async def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
                     who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer"))):
     async with ctx.engines.reader.connect() as conn:
         row = (await conn.execute(_scope(select(entries_t).where(entries_t.c.seq == seq), who))).first()
@@ -92,7 +92,7 @@ async def get_entry(seq: int, ctx: AppContext = Depends(get_ctx),
 
 
 @router.get("/v1/ledger/entries/{seq}/proof", responses=responses(404, 422))
-async def inclusion(seq: int, ctx: AppContext = Depends(get_ctx),
+async def inclusion(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
                     tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None):
     """RFC 9162 inclusion proof of entry `seq` in the tree of `tree_size` (default: the latest checkpoint)."""
     async with ctx.engines.reader.connect() as conn:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import insert
 
 from service.auth import Principal, require
+from service.cards.schemas import NulFree
 from service.common import Name, Strict
 from service.context import AppContext, get_ctx
 from service.db.models import ApiToken, Auditor, Regulator
@@ -17,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["parties"])
 
 
 class PartyCreate(Strict):
-    name: Name
+    name: Annotated[Name, NulFree]
 
 
 def _create(table, prefix: str, token_prefix: str, role: str, name: str):

@@ -52,8 +52,10 @@ def validated_fields(body: ProductCreate, price_cap: int) -> dict:
     else:
         if body.periods is None or body.period_days is None:
             raise Unprocessable("periods and period_days are required for a period card.", "missing_field")
-        if body.valid_days < body.periods * body.period_days:
-            raise Unprocessable("valid_days must cover every period (periods × period_days).", "validity_too_short")
+        if body.valid_days <= body.periods * body.period_days:
+            # The last period ends at periods × period_days; the card must outlive it to redeem it.
+            raise Unprocessable("valid_days must exceed periods × period_days, so the last period can be redeemed.",
+                                "validity_too_short")
         cols.update(periods=body.periods, period_days=body.period_days, units_total=body.periods,
                     list_price=body.list_price or default_list_price(body.price, body.periods))
     return cols

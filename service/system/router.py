@@ -42,6 +42,8 @@ async def move_clock(body: ClockMove, ctx: AppContext = Depends(get_ctx),
     if body.now.tzinfo is None:
         raise Unprocessable("now must carry a time zone (e.g. 2026-12-01T00:00:00Z).", "invalid_field")
     current = ctx.clock.now()
+    if body.now.year >= 9000:
+        raise Unprocessable("now must be before the year 9000.", "invalid_field")
     if body.now < current:
         raise Unprocessable("The test clock only moves forward.", "clock_backwards")
     offset = body.now - utcnow()
