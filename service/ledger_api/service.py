@@ -8,15 +8,18 @@ sums with the card balances. A changed, deleted or reordered entry is named by i
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from typing import Callable
 
 import orjson
-from sqlalchemy import desc, select
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from ledger.checkpoint import verify_checkpoint_json
 from ledger.verify import verify_chain
 from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
+from service.db.engine import sync_url
 from service.ledger_api.checkpoints import _out
 
 entries_t = LedgerEntry.__table__
@@ -57,79 +60,114 @@ class Sums:
         return {"paid_in": t[0], "released": t[1], "refunded": t[2], "held": t[3], "escrow": t[0] - t[1] - t[2]}
 
 
-async def _fetch(conn, after: int) -> list[tuple]:
-    rows = (await conn.execute(
-        select(entries_t.c.seq, entries_t.c.canonical, entries_t.c.leaf_hash, entries_t.c.chain_hash)
-        .where(entries_t.c.seq > after).order_by(entries_t.c.seq).limit(CHUNK))).all()
-    return [(int(r[0]), r[1].encode(), bytes(r[2]), bytes(r[3])) for r in rows]
+CHECKPOINT_COLS = ("tree_size", "root_hash", "chain_head", "timestamp", "note", "signature", "key_id")
+_Checkpoint = namedtuple("_Checkpoint", CHECKPOINT_COLS)
+
+
+def _snapshot_cursor(dbapi, is_pg: bool):
+    """One read snapshot for the whole walk: entries, head, checkpoint and balances agree."""
+    if is_pg:
+        dbapi.rollback()
+        cur = dbapi.cursor()
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    else:
+        dbapi.isolation_level = None
+        cur = dbapi.cursor()
+        cur.execute("BEGIN")
+    return cur
+
+
+def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, check_sums: bool = True,
+                       public_key: bytes | None = None) -> dict:
+    """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    is_pg = engine.dialect.name == "postgresql"
+    try:
+        with engine.connect() as sa_conn:
+            dbapi = sa_conn.connection.dbapi_connection
+            cur = _snapshot_cursor(dbapi, is_pg)
+            try:
+                return _verify(dbapi, cur, is_pg, progress, check_sums, public_key)
+            finally:
+                cur.execute("ROLLBACK")
+    finally:
+        engine.dispose()
+
+
+def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: bytes | None) -> dict:
+    cur.execute("SELECT size, head FROM ledger_head WHERE id = 1")
+    head_row = cur.fetchone()
+    cur.execute(f"SELECT {', '.join(CHECKPOINT_COLS)} FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+    cp = cur.fetchone()
+    cp_row = _Checkpoint(*cp) if cp else None
+    snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
+    sums = Sums()
+    entries = dbapi.cursor(name="ledger_walk") if is_pg else dbapi.cursor()
+    entries.execute("SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries ORDER BY seq")
+
+    def rows():
+        fetch = entries.fetchmany
+        add = sums.add
+        while True:
+            chunk = fetch(CHUNK)
+            if not chunk:
+                return
+            if check_sums:
+                for r in chunk:
+                    add(r[1])
+            yield from chunk
+
+    report = verify_chain(rows(), progress, 100_000, snapshot)
+    entries.close()
+    problems: list[str] = []
+    result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
+              "bad_seq": report.bad_seq, "reason": report.reason}
+    if report.ok and head_row is not None:
+        if int(head_row[0]) != report.size:
+            problems.append(f"ledger head says {head_row[0]} entries, found {report.size}")
+            result["bad_seq"] = min(int(head_row[0]), report.size)
+        elif bytes(head_row[1]) != report.head:
+            problems.append("stored chain head differs from the recomputed one")
+    checks: list[str] = []
+    if cp_row is not None and report.ok:
+        size = int(cp_row.tree_size)
+        got = report.snapshots.get(size)
+        if got is None:
+            problems.append(f"the latest checkpoint states {size} entries but the ledger has {report.size}")
+            result["bad_seq"] = report.size
+        elif (got[0], got[1]) != (bytes(cp_row.root_hash), bytes(cp_row.chain_head)):
+            problems.append(f"the signed checkpoint at size {size} does not match the recomputed root and chain head "
+                            "(history was rewritten)")
+        if public_key is not None:
+            try:
+                verify_checkpoint_json(_out(cp_row), public_key)
+                checks.append(f"checkpoint at size {size} signed by the platform key, root and chain head match")
+            except ValueError as exc:
+                problems.append(f"the latest checkpoint's signature does not verify: {exc}")
+    result["checks"] = checks
+    if check_sums and report.ok:
+        cur.execute("SELECT id, price, released, refunded, held FROM cards")
+        seen = set()
+        for card_id, price, released, refunded, held in cur.fetchall():
+            seen.add(card_id)
+            s = sums.cards.get(card_id, [0, 0, 0, 0])
+            if s != [price, released, refunded, held]:
+                problems.append(f"card {card_id}: ledger says paid {s[0]} released {s[1]} refunded {s[2]} held {s[3]}, "
+                                f"balance says {price}/{released}/{refunded}/{held}")
+                if len(problems) > 20:
+                    break
+        for card_id in set(sums.cards) - seen:
+            problems.append(f"ledger has money entries for unknown card {card_id}")
+        result["ledger_totals"] = sums.totals()
+    if problems:
+        result["ok"] = False
+        result["reason"] = "; ".join(problems[:20]) if report.ok else result["reason"]
+    result["problems"] = problems
+    return result
 
 
 async def verify_ledger(engine, progress: Callable[[int], None] | None = None, check_sums: bool = True,
                         public_key: bytes | None = None) -> dict:
-    """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
-    loop = asyncio.get_running_loop()
-    sums = Sums()
-    async with engine.connect() as conn:
-        head_row = (await conn.execute(select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1))).first()
-        cp_row = (await conn.execute(select(cp_t).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
-        snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
-
-        def rows():
-            after = -1
-            while True:
-                chunk = asyncio.run_coroutine_threadsafe(_fetch(conn, after), loop).result()
-                if not chunk:
-                    return
-                for row in chunk:
-                    if check_sums:
-                        sums.add(row[1])
-                    yield row
-                after = chunk[-1][0]
-
-        report = await asyncio.to_thread(verify_chain, rows(), progress, 100_000, snapshot)
-        problems: list[str] = []
-        result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
-                  "bad_seq": report.bad_seq, "reason": report.reason}
-        if report.ok and head_row is not None:
-            if int(head_row.size) != report.size:
-                problems.append(f"ledger head says {head_row.size} entries, found {report.size}")
-                result["bad_seq"] = min(int(head_row.size), report.size)
-            elif bytes(head_row.head) != report.head:
-                problems.append("stored chain head differs from the recomputed one")
-        checks: list[str] = []
-        if cp_row is not None and report.ok:
-            size = int(cp_row.tree_size)
-            got = report.snapshots.get(size)
-            if got is None:
-                problems.append(f"the latest checkpoint states {size} entries but the ledger has {report.size}")
-                result["bad_seq"] = report.size
-            elif (got[0], got[1]) != (bytes(cp_row.root_hash), bytes(cp_row.chain_head)):
-                problems.append(f"the signed checkpoint at size {size} does not match the recomputed root and chain head "
-                                "(history was rewritten)")
-            if public_key is not None:
-                try:
-                    verify_checkpoint_json(_out(cp_row), public_key)
-                    checks.append(f"checkpoint at size {size} signed by the platform key, root and chain head match")
-                except ValueError as exc:
-                    problems.append(f"the latest checkpoint's signature does not verify: {exc}")
-        result["checks"] = checks
-        if check_sums and report.ok:
-            cards = (await conn.execute(select(cards_t.c.id, cards_t.c.price, cards_t.c.released, cards_t.c.refunded,
-                                               cards_t.c.held))).all()
-            seen = set()
-            for c in cards:
-                seen.add(c.id)
-                s = sums.cards.get(c.id, [0, 0, 0, 0])
-                if s != [c.price, c.released, c.refunded, c.held]:
-                    problems.append(f"card {c.id}: ledger says paid {s[0]} released {s[1]} refunded {s[2]} held {s[3]}, "
-                                    f"balance says {c.price}/{c.released}/{c.refunded}/{c.held}")
-                    if len(problems) > 20:
-                        break
-            for card_id in set(sums.cards) - seen:
-                problems.append(f"ledger has money entries for unknown card {card_id}")
-            result["ledger_totals"] = sums.totals()
-        if problems:
-            result["ok"] = False
-            result["reason"] = "; ".join(problems[:20]) if report.ok else result["reason"]
-        result["problems"] = problems
-        return result
+    """`verify_ledger_sync` on a worker thread, for the database `engine` points at."""
+    url = engine.url.render_as_string(hide_password=False)
+    return await asyncio.to_thread(verify_ledger_sync, url, progress, check_sums, public_key)
