@@ -156,5 +156,13 @@ def _health_extras(ledger, sub) -> None:
 
 _EXTRA_COMMANDS.append(_health_extras)
 
+
+def _backup_extras(ledger, sub) -> None:
+    from service.backup import add_commands as add_backup
+    add_backup(sub)
+
+
+_EXTRA_COMMANDS.append(_backup_extras)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,14 +23,27 @@ from service.settings import Settings
 
 
 def _read_or_create(path: Path, make: callable) -> bytes:
+    """Read a key file, or create it once. Replicas may start together on an empty folder: the key is
+    written to a private temporary file and linked into place atomically, and the loser of the race
+    reads the winner's complete file."""
     if path.exists():
         return path.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes()
+        return data
+    finally:
+        os.unlink(tmp)
 
 
 class PhoneVault:
