@@ -605,7 +605,7 @@ def start_profile(pid: int, seconds: float, out: Path, subprocesses: bool) -> su
     if not exe:
         raise BenchFailure("--profile needs py-spy (pip install py-spy)")
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
-           "--format", "raw", "-o", str(out), "--nonblocking"]
+           "--format", "raw", "-o", str(out), "--nonblocking", "--gil"]
     if subprocesses:
         cmd.append("--subprocesses")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -82,8 +82,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
-    for r in (system_router, merchants_router, parties_router, consumers_router, products_router,
-              cards_router, redemptions_router, ledger_router, complaints_router, alerts_router, health_router):
+    # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
+    for r in (redemptions_router, cards_router, system_router, merchants_router, parties_router, consumers_router,
+              products_router, ledger_router, complaints_router, alerts_router, health_router):
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

@@ -9,6 +9,8 @@ deferred transactions and never wait for the writer thanks to WAL.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event
@@ -31,7 +33,29 @@ class Engines:
         self.sync_writer.dispose()
 
 
-def _sqlite_setup(engine, settings: Settings, begin: str) -> None:
+def _begin_immediate_spinning(dbapi_connection) -> None:
+    """BEGIN IMMEDIATE, retried every half millisecond while another process holds the write lock.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between tries: with two replicas on one
+    file, each would idle through most of the other's short write batches."""
+    deadline = time.monotonic() + 30.0
+    cur = dbapi_connection.cursor()
+    try:
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0005)
+    finally:
+        cur.close()
+
+
+def _sqlite_setup(engine, settings: Settings, begin: str, spin: bool = False) -> None:
     target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     @event.listens_for(target, "connect")
@@ -42,12 +66,15 @@ def _sqlite_setup(engine, settings: Settings, begin: str) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA busy_timeout=0" if spin else "PRAGMA busy_timeout=30000")
         cur.close()
 
     @event.listens_for(target, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql(begin)
+        if spin:
+            _begin_immediate_spinning(conn.connection.dbapi_connection)
+        else:
+            conn.exec_driver_sql(begin)
 
 
 def sync_url(url: str) -> str:
@@ -67,7 +94,7 @@ def make_engines(settings: Settings) -> Engines:
         reader = create_async_engine(url, pool_size=8, max_overflow=8)
         _sqlite_setup(reader, settings, "BEGIN")
         sync_writer = create_engine(sync_url(url), pool_size=1, max_overflow=1)
-        _sqlite_setup(sync_writer, settings, "BEGIN IMMEDIATE")
+        _sqlite_setup(sync_writer, settings, "BEGIN IMMEDIATE", spin=True)
         return Engines(reader=reader, writer=writer, sync_writer=sync_writer, is_sqlite=True)
     engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     sync_writer = create_engine(sync_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True)
