@@ -22,6 +22,7 @@ from service.errors import BadRequest, Conflict
 keys_t = IdempotencyKey.__table__
 
 Result = tuple[int, dict]
+SECRET_FIELDS = ("api_key", "token")  # shown once; kept for a replay only encrypted
 
 
 def fingerprint(request: Request, body: Any) -> str:
@@ -61,10 +62,17 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
         if row is not None:
             if row[0] != digest:
                 raise Conflict("This Idempotency-Key was used with a different request.", "idempotency_key_reused")
-            return (row[1], orjson.loads(row[2])), True
+            stored = orjson.loads(row[2])
+            for name in SECRET_FIELDS:
+                if name in stored:
+                    stored[name] = ctx.keys.phone.unseal(stored[name])
+            return (row[1], stored), True
         status, result = await op(tx)
+        kept = result
+        if any(name in result for name in SECRET_FIELDS):
+            kept = {**result, **{n: ctx.keys.phone.seal(result[n]) for n in SECRET_FIELDS if n in result}}
         raw.run("INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (who, key, digest, status, orjson.dumps(result).decode(), raw.t(tx.now)))
+                "VALUES (?, ?, ?, ?, ?, ?)", (who, key, digest, status, orjson.dumps(kept).decode(), raw.t(tx.now)))
         return (status, result), False
 
     (status, result), replayed = await ctx.writer.run(idempotent)

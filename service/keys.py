@@ -63,6 +63,15 @@ class PhoneVault:
     def decrypt(self, blob: bytes) -> str:
         return self._aead.decrypt(blob[:12], blob[12:], b"consumer-phone").decode()
 
+    def seal(self, text: str) -> str:
+        """Encrypt a secret kept for an idempotent replay (a token shown once is never stored in clear)."""
+        nonce = secrets.token_bytes(12)
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), b"stored-secret")).decode()
+
+    def unseal(self, blob: str) -> str:
+        raw = base64.b64decode(blob)
+        return self._aead.decrypt(raw[:12], raw[12:], b"stored-secret").decode()
+
     def lookup(self, phone: str) -> str:
         return hmac.new(self._lookup_key, phone.encode(), hashlib.sha256).hexdigest()
 

@@ -14,7 +14,8 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+        query = scope.get("query_string", b"")
+        if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
             return await _send_error(send, 422, "invalid_field", "The URL must not contain the NUL character (U+0000).")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
