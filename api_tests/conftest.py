@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from service import migrate
-from service.app import build_context, create_app
+from service.app import asgi_app, build_context, create_app
 from service.db.models import metadata
 from service.health.service import policy_cache
 from service.settings import Settings
@@ -80,7 +80,8 @@ async def reset_database(ctx) -> None:
 @pytest.fixture
 async def client(app, ctx):
     await reset_database(ctx)
-    transport = httpx.ASGITransport(app=app, client=("10.9.0.1", 50000))
+    # Served as in production: the redemption fast path in front of FastAPI.
+    transport = httpx.ASGITransport(app=asgi_app(app), client=("10.9.0.1", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://escrow.test") as c:
         yield c
 
@@ -88,3 +89,38 @@ async def client(app, ctx):
 @pytest.fixture
 def operator_headers():
     return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability summary: the reliability tests record what they tried; one line at the end of the run.
+# ---------------------------------------------------------------------------------------------
+
+RELIABILITY: dict[str, int] = {}
+RELIABILITY_MODULES = {"test_crash_safety.py", "test_contention.py", "test_backup.py", "test_schemathesis.py",
+                       "test_authz_matrix.py", "test_hostile_input.py"}
+RELIABILITY_ORDER = ("kills", "requests", "successes checked", "lost answers retried", "fuzz cases",
+                     "fuzz requests", "matrix cells", "hostile inputs per field", "hostile requests",
+                     "backup restores", "tampered backups refused", "two-process ledger entries",
+                     "client-timeout retries")
+_reliability_failed: set[str] = set()
+
+
+def record(name: str, n: int) -> None:
+    """Add n to the session-wide reliability figure `name` (printed in the run's last summary line)."""
+    RELIABILITY[name] = RELIABILITY.get(name, 0) + n
+
+
+def pytest_runtest_logreport(report):
+    if report.failed and report.nodeid.split("::")[0].rsplit("/", 1)[-1] in RELIABILITY_MODULES:
+        _reliability_failed.add(report.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    if not RELIABILITY and not _reliability_failed:
+        return
+    keys = [k for k in RELIABILITY_ORDER if k in RELIABILITY] + [k for k in RELIABILITY if k not in RELIABILITY_ORDER]
+    figures = ", ".join(f"{RELIABILITY[k]} {k}" for k in keys)
+    verdict = f"FAILURES: {len(_reliability_failed)}" if _reliability_failed else "nothing lost"
+    database = "PostgreSQL" if TEST_DB_URL else "SQLite"
+    terminalreporter.write_line(f"reliability [{database}]: {figures or 'nothing recorded'}; {verdict}")

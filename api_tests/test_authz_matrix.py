@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
+from api_tests.conftest import record
 from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_regulator, file_complaint,
                                  poll_alerts, publish_stored_value, register_consumer, serving_routes, valid_uscc)
 
@@ -320,6 +321,7 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(client, ca
                 assert error["code"] and error["message"], r.text
     assert not wrong, f"{len(wrong)} of {cells} cells differ:\n" + "\n".join(wrong)
     assert cells == len(TABLE) * len(CALLERS)
+    record("matrix cells", cells)
     with capsys.disabled():
         print(f"\nauthorization matrix: {cells} cells checked ({len(TABLE)} routes x {len(CALLERS)} callers), "
               "all as documented")

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from api_tests.conftest import record
 from api_tests.realserver import (
     OPERATOR_TOKEN, ON_POSTGRES, REPO, Database, Http, RealServer, all_entries, fresh_database, gather_limited,
     ledger_verify, new_auditor, new_consumer, new_count_product, new_merchant, new_stored_value_product, parsed,
@@ -236,6 +237,8 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         line = ledger_verify(restored.env)
         code, out = await run_cli(restored.env, "backup", "restore", "--force", str(backup))
         assert code == 0 and "ledger OK" in out, out
+        record("backup restores", 2)
+        record("tampered backups refused", 2)
         with capsys.disabled():
             print(f"\nbackup [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: online backup at tree size {tree_size} of "
                   f"{len(source_entries)} (traffic went on), restored: {len(before)} answered writes visible, "

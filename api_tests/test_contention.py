@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from api_tests.conftest import record
 from api_tests.realserver import (
     OPERATOR_TOKEN, ON_POSTGRES, Http, LostAnswer, RealServer, all_entries, fresh_database, gather_limited,
     ledger_verify, new_auditor, new_consumer, new_count_product, new_merchant, parsed, reconciliation_ok,
@@ -273,6 +274,8 @@ async def test_two_processes_on_one_database_keep_one_chain(env, capsys):
     b.stop()
     a.stop()
     line = ledger_verify(a.env)
+    record("two-process ledger entries", len(entries))
+    record("client-timeout retries", sum(stats.values()))
     with capsys.disabled():
         print(f"\ncontention [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: two processes on one database, "
               f"{len(entries)} entries in one chain; hot card {hot['confirmed']} confirmed of 40 holds; "

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api_tests.conftest import record
 from api_tests.realserver import (
     OPERATOR_TOKEN, ON_POSTGRES, Http, LostAnswer, RealServer, all_entries, cli, fresh_database, gather_limited,
     new_auditor, new_consumer, new_count_product, new_merchant, new_stored_value_product, parsed, reconciliation_ok,
@@ -421,6 +422,10 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
         code, out = await verify_subprocess(server.env)
         assert code == 0 and "ledger OK" in out, out
         assert world.lost_total >= 1, "no answer was lost: the kills did not land mid-load"
+        record("kills", KILLS)
+        record("requests", world.sent)
+        record("successes checked", checked)
+        record("lost answers retried", world.lost_total)
         with capsys.disabled():
             print(f"\ncrash safety [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {KILLS} kills, {world.sent} requests "
                   f"sent, {checked} successes checked, {world.lost_total} answers lost and retried with their "

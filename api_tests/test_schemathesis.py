@@ -23,6 +23,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
+from api_tests.conftest import record
 from api_tests.test_authz_matrix import World, build_world
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -113,6 +114,8 @@ async def test_every_operation_survives_fuzzing_with_every_role(client, capsys):
                 except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: report every one, not only the first
                     failures.append(f"{operation.label} as {caller} -> {response.status_code} {response.text[:200]}\n"
                                     f"{str(exc)[:1500]}")
+    record("fuzz cases", generated)
+    record("fuzz requests", sent)
     with capsys.disabled():
         print(f"\nschemathesis: {len(operations)} operations, {generated} cases generated, {sent} requests sent "
               f"(max_examples={MAX_EXAMPLES} per operation and mode), {len(failures)} failures")

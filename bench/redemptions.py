@@ -406,6 +406,7 @@ class Card:
     id: str
     consumer_token: str
     price: int
+    merchant_token: str = ""
     released_seen: int = 0
     confirmed: int = 0
 
@@ -419,23 +420,27 @@ async def gather_limited(n: int, limit: int, fn):
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def set_up(client, operator: str, consumers: int, concurrency: int, uses: int, price: int):
+async def set_up(client, operator: str, consumers: int, concurrency: int, uses: int, price: int, merchants: int = 1):
     rng = random.Random(secrets.randbits(64))
-    merchant = await expect(client, 201, "POST", "/v1/merchants", operator,
-                            {"name": "Bench Gym 基准健身", "uscc": valid_uscc(rng), "category": "fitness"})
-    mtoken = merchant["api_key"]
-    product = await expect(client, 201, "POST", "/v1/products", mtoken,
-                           {"type": "count", "name": f"{uses}-visit card 次卡", "price": price, "uses": uses,
-                            "valid_days": 365})
+    shops = []
+    for m in range(merchants):
+        merchant = await expect(client, 201, "POST", "/v1/merchants", operator,
+                                {"name": f"Bench Gym {m} 基准健身", "uscc": valid_uscc(rng), "category": "fitness"})
+        mtoken = merchant["api_key"]
+        product = await expect(client, 201, "POST", "/v1/products", mtoken,
+                               {"type": "count", "name": f"{uses}-visit card 次卡", "price": price, "uses": uses,
+                                "valid_days": 365})
+        shops.append((mtoken, product))
 
     async def one(i):
+        mtoken, product = shops[i % len(shops)]
         phone = "13" + "".join(rng.choice("0123456789") for _ in range(9))
         c = await expect(client, 201, "POST", "/v1/consumers", None, {"name": f"Consumer {i} 顾客", "phone": phone})
         card = await expect(client, 201, "POST", "/v1/cards", c["token"], {
             "product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-bench-{i}-{secrets.token_hex(4)}"}})
-        return Card(card["id"], c["token"], card["price"])
+        return Card(card["id"], c["token"], card["price"], mtoken)
     cards = await gather_limited(consumers, concurrency, one)
-    return mtoken, product, cards
+    return shops[0][0], shops[0][1], cards
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,7 +518,7 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
 
     async def worker(i, window: Window, res: PhaseResult):
         mine = cards[i::concurrency]
-        asks = [client.build("POST", f"/v1/cards/{c.id}/redemptions", mtoken, ask_body) for c in mine]
+        asks = [client.build("POST", f"/v1/cards/{c.id}/redemptions", c.merchant_token or mtoken, ask_body) for c in mine]
         k = 0
         while True:
             t0 = time.perf_counter()
@@ -666,6 +671,7 @@ async def run(args) -> int:
         "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
         "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
         "PYTHONUNBUFFERED": "1",
+        "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true",
     })
     pg_name = None
     db_label = f"SQLite (synchronous=FULL, WAL) in {data_dir}"
@@ -684,9 +690,10 @@ async def run(args) -> int:
         client = make("127.0.0.1", server.port, args.concurrency)
 
         t = time.perf_counter()
-        mtoken, product, cards = await set_up(client, operator, args.consumers, args.concurrency, args.uses, args.price)
+        mtoken, product, cards = await set_up(client, operator, args.consumers, args.concurrency, args.uses, args.price,
+                                              args.merchants)
         setup_s = time.perf_counter() - t
-        print(f"set up: 1 merchant, {len(cards)} consumers and cards ({product['uses']} uses, price {product['price']} fen) "
+        print(f"set up: {args.merchants} merchant(s), {len(cards)} consumers and cards ({product['uses']} uses, price {product['price']} fen) "
               f"in {setup_s:.1f} s", flush=True)
         pids = process_tree(server.proc.pid)
 
@@ -802,6 +809,10 @@ def main(argv=None) -> int:
                    "collapsed stacks to this file and print the top functions")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--serve-cmd", default="", help=argparse.SUPPRESS)
+    p.add_argument("--merchants", type=int, default=1, help="merchants the cards are spread over (default 1); "
+                   "with many, every write batch re-assesses many health codes")
+    p.add_argument("--no-risk", action="store_true", help="switch off the incremental health-code updates "
+                   "(ESCROW_RISK_INCREMENTAL=false), to measure what they cost")
     p.add_argument("--keep", action="store_true", help="keep the data folder / database after the run")
     args = p.parse_args(argv)
     if args.consumers is None:

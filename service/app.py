@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import migrate
+from service import events, migrate
 from service.cards.router import router as cards_router
 from service.clock import Clock
 from service.consumers.router import router as consumers_router
@@ -21,6 +21,7 @@ from service.context import AppContext
 from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
+from service.fastpath import RedemptionFastPath
 from service.keys import load_keys
 from service.alerts.router import router as alerts_router
 from service.complaints.router import router as complaints_router
@@ -41,6 +42,7 @@ log = logging.getLogger("escrow")
 
 def build_context(settings: Settings) -> AppContext:
     settings.check_production()
+    events.ENABLED = settings.risk_incremental
     keys = load_keys(settings)
     engines = make_engines(settings)
     clock = Clock(movable=settings.env == "test")
@@ -91,3 +93,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     if settings.env == "test":
         app.include_router(test_router)
     return app
+
+
+def asgi_app(app: FastAPI):
+    """The app as served: the redemption fast path in front of FastAPI (see service/fastpath.py)."""
+    return RedemptionFastPath(app, app)

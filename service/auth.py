@@ -32,7 +32,10 @@ class Principal:
 
 
 async def authenticate(request: Request, ctx: AppContext) -> Principal | None:
-    header = request.headers.get("authorization")
+    return await authenticate_header(request.headers.get("authorization"), ctx)
+
+
+async def authenticate_header(header: str | None, ctx: AppContext) -> Principal | None:
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -56,15 +59,18 @@ async def authenticate(request: Request, ctx: AppContext) -> Principal | None:
     return principal
 
 
+def check_role(principal: Principal | None, roles: tuple[str, ...]) -> Principal:
+    if principal is None:
+        raise Unauthorized("This call needs 'Authorization: Bearer <token>'.", "missing_token")
+    if principal.role not in roles:
+        article = "An" if principal.role[0] in "aeiou" else "A"
+        raise Forbidden(f"{article} {principal.role} may not do this.", "role_not_allowed")
+    return principal
+
+
 def require(*roles: str):
     async def dependency(request: Request, ctx: AppContext = Depends(get_ctx)) -> Principal:
-        principal = await authenticate(request, ctx)
-        if principal is None:
-            raise Unauthorized("This call needs 'Authorization: Bearer <token>'.", "missing_token")
-        if principal.role not in roles:
-            article = "An" if principal.role[0] in "aeiou" else "A"
-            raise Forbidden(f"{article} {principal.role} may not do this.", "role_not_allowed")
-        return principal
+        return check_role(await authenticate(request, ctx), roles)
     dependency.__name__ = "require_" + "_".join(roles)
     return dependency
 

@@ -27,12 +27,19 @@ SECRET_FIELDS = ("api_key", "token")  # shown once; kept for a replay only encry
 
 def fingerprint(request: Request, body: Any) -> str:
     payload = body.model_dump(mode="json") if hasattr(body, "model_dump") else body
-    raw = request.method.encode() + b" " + request.url.path.encode() + b"\n" + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    return fingerprint_of(request.method, request.url.path, payload)
+
+
+def fingerprint_of(method: str, path: str, payload: Any) -> str:
+    raw = method.encode() + b" " + path.encode() + b"\n" + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(raw).hexdigest()
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    return checked_key(request.headers.get("idempotency-key"))
+
+
+def checked_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
@@ -49,11 +56,17 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
                  op: Callable[[Tx], Awaitable[Result]], caller: str | None = None) -> Response:
     """Run a write through the batching writer, honouring an Idempotency-Key if given."""
     key = idempotency_key(request)
+    who = caller or (principal.caller if principal else "anonymous")
+    digest = fingerprint(request, body) if key is not None else ""
+    status, result, replayed = await run_write(ctx, who, key, digest, op)
+    return json_response(status, result, replayed)
+
+
+async def run_write(ctx: AppContext, who: str, key: str | None, digest: str,
+                    op: Callable[[Tx], Awaitable[Result]]) -> tuple[int, dict, bool]:
     if key is None:
         status, result = await ctx.writer.run(op)
-        return json_response(status, result)
-    who = caller or (principal.caller if principal else "anonymous")
-    digest = fingerprint(request, body)
+        return status, result, False
 
     async def idempotent(tx: Tx) -> tuple[Result, bool]:
         raw = tx.conn.raw
@@ -76,4 +89,4 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
         return (status, result), False
 
     (status, result), replayed = await ctx.writer.run(idempotent)
-    return json_response(status, result, replayed)
+    return status, result, replayed

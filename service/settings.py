@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     writer_max_batch: int = Field(256, ge=1)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
+    risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
 
     @property
     def is_production(self) -> bool:
