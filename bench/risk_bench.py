@@ -6,7 +6,7 @@ Bulk-generates `merchant_health` and `merchant_daily` rows directly (no HTTP, no
 gets `rows-per-merchant` days of activity spread over the last 150 days, the events (cards sold,
 redemptions asked and rejected, complaints) adding up to `--events`. Then it times what a policy change
 or a test-clock move costs: one grouped query summing every merchant's window, last-7-days and prior-week
-issuance (the same sums `service.health.service.indicators_for` makes per merchant), one for overdue
+issuance (the same sums `service.health.service._state` makes per merchant), one for overdue
 complaints, then `compute_indicators` + `classify` per merchant. Target: under 60 s.
 
 Default database: a fresh SQLite file in a temporary folder. `--db postgresql://...` uses that

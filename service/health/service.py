@@ -106,32 +106,50 @@ async def _apply_batch(tx: Tx) -> None:
         await reassess(tx, merchant_id)
 
 
-_WINDOW_SQL = ("SELECT " + ", ".join(f"COALESCE(SUM(CASE WHEN day > ? THEN {c} ELSE 0 END), 0)" for c in COUNTERS)
-               + ", COALESCE(SUM(CASE WHEN day > ? THEN issued ELSE 0 END), 0)"
-               + ", COALESCE(SUM(CASE WHEN day > ? AND day <= ? THEN issued ELSE 0 END), 0)"
-               + " FROM merchant_daily WHERE merchant_id = ? AND day > ?")
 _HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
 HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
-_HEALTH_SQL = f"SELECT {', '.join(_HEALTH_COLS)} FROM merchant_health WHERE merchant_id = ?"
+# One statement per re-assessment: the health row, the merchant's state, its overdue complaints and
+# its window sums (at most a window's worth of daily rows).
+_STATE_SQL = (
+    "SELECT " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
+    "(SELECT COUNT(*) FROM complaints c WHERE c.merchant_id = ? AND c.status = 'open' AND c.due_at <= ?), "
+    + ", ".join(f"w.{c}" for c in COUNTERS) + ", w.recent, w.prior "
+    "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id CROSS JOIN (SELECT "
+    + ", ".join(f"COALESCE(SUM(CASE WHEN day > ? THEN {c} ELSE 0 END), 0) AS {c}" for c in COUNTERS)
+    + ", COALESCE(SUM(CASE WHEN day > ? THEN issued ELSE 0 END), 0) AS recent"
+    + ", COALESCE(SUM(CASE WHEN day > ? AND day <= ? THEN issued ELSE 0 END), 0) AS prior"
+    + " FROM merchant_daily WHERE merchant_id = ? AND day > ?) w WHERE h.merchant_id = ?")
+_onboarded_day: dict[str, int] = {}  # never changes once a merchant exists
 
 
-async def indicators_for(tx: Tx, merchant_id: str, h, now: datetime, policy: Policy):
-    """A merchant's indicators from at most a window's worth of its daily rows (plus all-time totals)."""
+async def _state(tx: Tx, merchant_id: str, now: datetime, policy: Policy):
+    """(health row, delisted, merchant status, indicators) of a merchant, or None if it has no health row."""
     raw = tx.conn.raw
+    onboarded = _onboarded_day.get(merchant_id)
+    if onboarded is None:
+        row = raw.one("SELECT onboarded_day FROM merchant_health WHERE merchant_id = ?", (merchant_id,))
+        if row is None:
+            return None
+        onboarded = _onboarded_day[merchant_id] = int(row[0])
     today = day_of(now)
     window_start = today - policy.window_days  # rows with day > window_start
     recent_start = today - 7
-    weeks = max(0, min(policy.surge_weeks, (recent_start - h.onboarded_day + 1) // 7))
+    weeks = max(0, min(policy.surge_weeks, (recent_start - onboarded + 1) // 7))
     prior_start = recent_start - 7 * weeks
-    row = raw.one(_WINDOW_SQL, (*([window_start] * len(COUNTERS)), recent_start, prior_start, recent_start,
-                                merchant_id, min(window_start, prior_start)))
-    window = MerchantCounters(**{c: int(row[i]) for i, c in enumerate(COUNTERS)})
+    row = raw.one(_STATE_SQL, (merchant_id, raw.t(now), *([window_start] * len(COUNTERS)), recent_start,
+                               prior_start, recent_start, merchant_id, min(window_start, prior_start), merchant_id))
+    if row is None:
+        return None
+    n = len(_HEALTH_COLS)
+    h = HealthRow(row[0], raw.pt(row[1]), raw.pt(row[2]), *row[3:n])
+    delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
+    w = row[n + 3:]
+    window = MerchantCounters(**{c: int(w[i]) for i, c in enumerate(COUNTERS)})
     all_time = MerchantCounters(**{c: int(getattr(h, c)) for c in COUNTERS})
-    overdue = raw.one("SELECT COUNT(*) FROM complaints WHERE merchant_id = ? AND status = 'open' AND due_at <= ?",
-                      (merchant_id, raw.t(now)))[0]
     outstanding = all_time.issued - all_time.released - all_time.refunded
-    return compute_indicators(window, all_time, int(row[7]), int(row[8]), int(overdue), outstanding,
-                              prior_weeks=weeks)
+    ind = compute_indicators(window, all_time, int(w[len(COUNTERS)]), int(w[len(COUNTERS) + 1]), overdue,
+                             outstanding, prior_weeks=weeks)
+    return h, delisted, status, ind
 
 
 async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
@@ -145,18 +163,15 @@ async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reason
 async def reassess(tx: Tx, merchant_id: str) -> str:
     conn = tx.conn
     raw = conn.raw
-    row = raw.one(_HEALTH_SQL, (merchant_id,))
-    if row is None:
-        return "green"
-    h = HealthRow(row[0], raw.pt(row[1]), raw.pt(row[2]), *row[3:])
     policy = await policy_cache.get(conn)
-    ind = await indicators_for(tx, merchant_id, h, tx.now, policy)
+    state = await _state(tx, merchant_id, tx.now, policy)
+    if state is None:
+        return "green"
+    h, delisted, merchant_status, ind = state
     a = classify(ind, policy)
     reasons = [r.to_dict() for r in a.reasons]
     values = dict(indicators=orjson.dumps(ind.to_dict()).decode(), reasons=orjson.dumps(reasons).decode(),
                   policy_version=a.policy_version, new_merchant=a.new_merchant)
-    delisted, merchant_status = raw.one("SELECT delisted, status FROM merchants WHERE id = ?", (merchant_id,))
-    delisted = bool(delisted)
     red_since = h.red_since
     if a.code != h.code:
         seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
