@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.clock import iso
+from service.common import page
 from service.db.models import Card, Merchant, Product, Redemption
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound
@@ -56,6 +56,17 @@ def card_out(c, now: datetime | None = None) -> dict:
         },
         "expired": now is not None and c.status == "active" and c.expires_at <= now,
     }
+
+
+async def list_cards_page(ctx, party_column: str, party_id: str, limit: int, after: str | None) -> dict:
+    """A party's cards, one cursor page: `party_column` is consumer_id or merchant_id."""
+    stmt = select(cards_t).where(cards_t.c[party_column] == party_id).order_by(cards_t.c.id).limit(limit + 1)
+    if after:
+        stmt = stmt.where(cards_t.c.id > after)
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    now = ctx.clock.now()
+    return page([card_out(r, now) for r in rows], limit)
 
 
 async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, reference: str, cooling_off_days: int) -> dict:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
-from service.cards.service import card_out, cards_t, redemptions_t
+from service.cards.service import list_cards_page, redemptions_t
 from service.common import After, Limit, Name, Strict, page
 from service.consumers import service
 from service.context import AppContext, get_ctx
@@ -49,13 +49,7 @@ async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depend
 @router.get("/me/cards", responses=responses(401, 403, 422))
 async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
                    limit: Limit = 50, after: After = None):
-    stmt = select(cards_t).where(cards_t.c.consumer_id == who.party_id).order_by(cards_t.c.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(cards_t.c.id > after)
-    async with ctx.engines.reader.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    now = ctx.clock.now()
-    return page([card_out(r, now) for r in rows], limit)
+    return await list_cards_page(ctx, "consumer_id", who.party_id, limit, after)
 
 
 @router.get("/me/redemptions", responses=responses(401, 403, 422))

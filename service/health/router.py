@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import StringConstraints
-from sqlalchemy import case, desc, insert, select
+from sqlalchemy import case, insert, select
 
 from risk import Policy, PolicyError, draw_inspections
 from service.auth import Principal, require

@@ -14,7 +14,7 @@ from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from sqlalchemy import case, desc, func, insert, select, update
+from sqlalchemy import desc, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from service.db.models import Alert, Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy

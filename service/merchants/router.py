@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 
 from service.auth import Principal, require
-from service.cards.service import card_out, cards_t
-from service.common import After, Limit, page
+from service.cards.service import list_cards_page
+from service.common import After, Limit
 from service.context import AppContext, get_ctx
 from service.errors import responses
 from service.idempotency import mutate
@@ -33,13 +32,7 @@ async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depend
 @router.get("/me/cards", responses=responses(401, 403, 422))
 async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant")),
                    limit: Limit = 50, after: After = None):
-    stmt = select(cards_t).where(cards_t.c.merchant_id == who.party_id).order_by(cards_t.c.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(cards_t.c.id > after)
-    async with ctx.engines.reader.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    now = ctx.clock.now()
-    return page([card_out(r, now) for r in rows], limit)
+    return await list_cards_page(ctx, "merchant_id", who.party_id, limit, after)
 
 
 @router.get("/me/stats", responses=responses(401, 403))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from service import events
-from service.cards.service import cards_t, load_card_for_update, merchants_t, redemptions_t
+from service.cards.service import load_card_for_update, redemptions_t
 from service.clock import iso
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
