@@ -102,8 +102,7 @@ async def _apply_batch(tx: Tx) -> None:
                 raw.run(f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) "
                         f"VALUES (?, ?, {', '.join('?' * len(COUNTERS))})",
                         (merchant_id, day, *(values.get(c, 0) for c in COUNTERS)))
-            raw.run(f"UPDATE merchant_health SET {sets} WHERE merchant_id = ?", amounts + (merchant_id,))
-        await reassess(tx, merchant_id)
+        await reassess(tx, merchant_id, values)  # also adds `values` to the all-time counters
 
 
 _HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
@@ -122,7 +121,7 @@ _STATE_SQL = (
 _onboarded_day: dict[str, int] = {}  # never changes once a merchant exists
 
 
-async def _state(tx: Tx, merchant_id: str, now: datetime, policy: Policy):
+async def _state(tx: Tx, merchant_id: str, now: datetime, policy: Policy, pending: dict[str, int] | None = None):
     """(health row, delisted, merchant status, indicators) of a merchant, or None if it has no health row."""
     raw = tx.conn.raw
     onboarded = _onboarded_day.get(merchant_id)
@@ -145,7 +144,8 @@ async def _state(tx: Tx, merchant_id: str, now: datetime, policy: Policy):
     delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
     w = row[n + 3:]
     window = MerchantCounters(**{c: int(w[i]) for i, c in enumerate(COUNTERS)})
-    all_time = MerchantCounters(**{c: int(getattr(h, c)) for c in COUNTERS})
+    pending = pending or {}
+    all_time = MerchantCounters(**{c: int(getattr(h, c)) + pending.get(c, 0) for c in COUNTERS})
     outstanding = all_time.issued - all_time.released - all_time.refunded
     ind = compute_indicators(window, all_time, int(w[len(COUNTERS)]), int(w[len(COUNTERS) + 1]), overdue,
                              outstanding, prior_weeks=weeks)
@@ -160,11 +160,13 @@ async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reason
         tx.after_commit.append(listener)
 
 
-async def reassess(tx: Tx, merchant_id: str) -> str:
+async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = None) -> str:
+    """Classify the merchant afresh and apply what a change of code brings. `pending` are counts of this
+    batch not yet in the all-time counters (today's daily row already has them); they are added here."""
     conn = tx.conn
     raw = conn.raw
     policy = await policy_cache.get(conn)
-    state = await _state(tx, merchant_id, tx.now, policy)
+    state = await _state(tx, merchant_id, tx.now, policy, pending)
     if state is None:
         return "green"
     h, delisted, merchant_status, ind = state
@@ -196,11 +198,14 @@ async def reassess(tx: Tx, merchant_id: str) -> str:
             if delisted:
                 tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
                 await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
+    added = [(c, v) for c, v in (pending or {}).items() if v]
     if a.code == h.code:  # the common case: new figures, same code
-        raw.run("UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ? "
+        sets = "".join(f", {c} = {c} + ?" for c, _ in added)
+        raw.run(f"UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?{sets} "
                 "WHERE merchant_id = ?", (values["indicators"], values["reasons"], values["policy_version"],
-                                          bool(values["new_merchant"]), merchant_id))
+                                          bool(values["new_merchant"]), *(v for _, v in added), merchant_id))
     else:
+        values.update({c: health_t.c[c] + v for c, v in added})
         await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
     if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
             and tx.now >= red_since + timedelta(days=policy.grace_days)):
