@@ -24,6 +24,7 @@ class Engines:
     reader: AsyncEngine
     writer: AsyncEngine  # for maintenance and tests; the service writes through `sync_writer`
     sync_writer: Engine
+    sync_reader: Engine  # short reads done on a worker thread in one hop (ledger proofs)
     is_sqlite: bool
 
     async def dispose(self) -> None:
@@ -31,6 +32,7 @@ class Engines:
         if self.writer is not self.reader:
             await self.writer.dispose()
         self.sync_writer.dispose()
+        self.sync_reader.dispose()
 
 
 def _begin_immediate_spinning(dbapi_connection) -> None:
@@ -95,7 +97,10 @@ def make_engines(settings: Settings) -> Engines:
         _sqlite_setup(reader, settings, "BEGIN")
         sync_writer = create_engine(sync_url(url), pool_size=1, max_overflow=1)
         _sqlite_setup(sync_writer, settings, "BEGIN IMMEDIATE", spin=True)
-        return Engines(reader=reader, writer=writer, sync_writer=sync_writer, is_sqlite=True)
+        sync_reader = create_engine(sync_url(url), pool_size=4, max_overflow=4)
+        _sqlite_setup(sync_reader, settings, "BEGIN")
+        return Engines(reader=reader, writer=writer, sync_writer=sync_writer, sync_reader=sync_reader, is_sqlite=True)
     engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     sync_writer = create_engine(sync_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True)
-    return Engines(reader=engine, writer=engine, sync_writer=sync_writer, is_sqlite=False)
+    sync_reader = create_engine(sync_url(url), pool_size=4, max_overflow=4, pool_pre_ping=True)
+    return Engines(reader=engine, writer=engine, sync_writer=sync_writer, sync_reader=sync_reader, is_sqlite=False)

@@ -20,6 +20,7 @@ from ledger.merkle import root_at, root_plan
 from service.clock import iso
 from service.context import AppContext
 from service.db.models import Checkpoint, LedgerHead, MerkleNode
+from service.db.raw import Raw
 from service.db.writer import Tx
 
 log = logging.getLogger("escrow.checkpoints")
@@ -48,6 +49,29 @@ async def fetch_nodes(conn, ids: list[tuple[int, int]]) -> dict[tuple[int, int],
         rows = await conn.execute(_nodes_sql(len(part)), params)
         nodes.update({(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
     return nodes
+
+
+def read_for_proof(sync_engine, plan, want_latest_checkpoint: bool = False):
+    """On a worker thread, in one read transaction: the ledger size, the latest checkpoint's size (if
+    asked), and the stored nodes `plan(size, checkpoint_size)` names. Returns (size, cp_size, nodes)."""
+    with sync_engine.connect() as conn:
+        raw = Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
+        with conn.begin():
+            row = raw.one("SELECT size FROM ledger_head WHERE id = 1")
+            size = int(row[0]) if row else 0
+            cp_size = None
+            if want_latest_checkpoint:
+                row = raw.one("SELECT MAX(tree_size) FROM checkpoints")
+                cp_size = int(row[0]) if row and row[0] is not None else None
+            ids = plan(size, cp_size)
+            nodes: dict[tuple[int, int], bytes] = {}
+            for i in range(0, len(ids), 200):
+                part = ids[i:i + 200]
+                sql = "SELECT level, idx, hash FROM merkle_nodes WHERE " + " OR ".join(
+                    ["(level = ? AND idx = ?)"] * len(part))
+                for lv, ix, h in raw.all(sql, tuple(x for pair in part for x in pair)):
+                    nodes[(int(lv), int(ix))] = bytes(h)
+            return size, cp_size, nodes
 
 
 def checkpoint_out(row) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -95,18 +96,24 @@ async def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext =
 async def inclusion(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
                     tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None):
     """RFC 9162 inclusion proof of entry `seq` in the tree of `tree_size` (default: the latest checkpoint)."""
-    async with ctx.engines.reader.connect() as conn:
-        if tree_size is None:
-            cp = await checkpoints.latest(conn)
-            tree_size = cp["tree_size"] if cp else await _size(conn)
-        size = await _size(conn)
-        if tree_size > size:
-            raise Unprocessable(f"tree_size {tree_size} is beyond the ledger's {size} entries.", "tree_size_too_large")
-        if not 0 <= seq < tree_size:
-            raise NotFound(f"Entry {seq} is not in the tree of size {tree_size}.", "entry_not_in_tree")
-        nodes = await checkpoints.fetch_nodes(conn, inclusion_proof_plan(seq, tree_size) + [(0, seq)])
-    proof = inclusion_proof(seq, tree_size, nodes)
-    return {"leaf_index": seq, "tree_size": tree_size, "leaf_hash": b64(nodes[(0, seq)]), "proof": [b64(h) for h in proof]}
+    chosen: dict = {}
+
+    def plan(size: int, cp_size: int | None):
+        n = tree_size if tree_size is not None else (cp_size if cp_size is not None else size)
+        chosen["n"] = n
+        if n > size or not 0 <= seq < n:
+            return []
+        return inclusion_proof_plan(seq, n) + [(0, seq)]
+
+    size, _, nodes = await asyncio.to_thread(checkpoints.read_for_proof, ctx.engines.sync_reader, plan,
+                                             tree_size is None)
+    n = chosen["n"]
+    if n > size:
+        raise Unprocessable(f"tree_size {n} is beyond the ledger's {size} entries.", "tree_size_too_large")
+    if not 0 <= seq < n:
+        raise NotFound(f"Entry {seq} is not in the tree of size {n}.", "entry_not_in_tree")
+    proof = inclusion_proof(seq, n, nodes)
+    return {"leaf_index": seq, "tree_size": n, "leaf_hash": b64(nodes[(0, seq)]), "proof": [b64(h) for h in proof]}
 
 
 @router.get("/v1/ledger/consistency", responses=responses(422))
@@ -115,11 +122,11 @@ async def consistency(first: Annotated[int, Query(ge=1, le=2**62)], second: Anno
     """RFC 9162 consistency proof between two tree sizes."""
     if first > second:
         raise Unprocessable("first must not exceed second.", "invalid_range")
-    async with ctx.engines.reader.connect() as conn:
-        size = await _size(conn)
-        if second > size:
-            raise Unprocessable(f"second {second} is beyond the ledger's {size} entries.", "tree_size_too_large")
-        nodes = await checkpoints.fetch_nodes(conn, consistency_proof_plan(first, second))
+    size, _, nodes = await asyncio.to_thread(
+        checkpoints.read_for_proof, ctx.engines.sync_reader,
+        lambda size, _cp: consistency_proof_plan(first, second) if second <= size else [])
+    if second > size:
+        raise Unprocessable(f"second {second} is beyond the ledger's {size} entries.", "tree_size_too_large")
     proof = consistency_proof(first, second, nodes)
     return {"first": first, "second": second, "proof": [b64(h) for h in proof]}
 
