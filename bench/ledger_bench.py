@@ -10,7 +10,7 @@
    merchants or products behind them) and one checkpoint signed with the data folder's key.
 3. Measures: `verify_ledger` (chain + Merkle root + head + signed checkpoint, with and without the
    per-card sums) and the CLI `ledger verify`; inclusion and consistency proofs at size N with random
-   arguments, in-process (plan + fetch_nodes + assemble, one connection per proof as the endpoint does)
+   arguments, in-process (plan + one synchronous read + assemble, as the endpoint does)
    and over HTTP against `uvicorn service.main:app` on that data folder (background tasks off).
 """
 
@@ -231,7 +231,7 @@ async def main() -> None:
         del entries, nodes
 
         from service.app import build_context
-        from service.ledger_api.checkpoints import fetch_nodes
+        from service.ledger_api.checkpoints import fetch_nodes, read_for_proof
         from service.ledger_api.service import verify_ledger
         ctx = build_context(settings)
         try:
@@ -243,21 +243,21 @@ async def main() -> None:
                 what = "chain+root+head+signed checkpoint" + (" + per-card sums" if check_sums else "")
                 print(f"verify_ledger ({what}): {el:.2f} s = {n / el:,.0f} entries/s, ok={rep['ok']}")
 
-            # In-process proofs: plan + fetch_nodes + assemble, one connection per proof (as the endpoint).
+            # In-process proofs: plan + one read on the synchronous reader + assemble, as the endpoint does.
             inc, con = [], []
             for _ in range(args.requests):
                 seq = rng.randrange(n)
                 t = time.perf_counter()
-                async with ctx.engines.reader.connect() as conn:
-                    got = await fetch_nodes(conn, inclusion_proof_plan(seq, n) + [(0, seq)])
+                _, _, got = read_for_proof(ctx.engines.sync_reader,
+                                           lambda size, _cp, seq=seq: inclusion_proof_plan(seq, n) + [(0, seq)])
                 proof = inclusion_proof(seq, n, got)
                 inc.append(time.perf_counter() - t)
                 verify_inclusion(got[(0, seq)], seq, n, proof, root)
             for _ in range(args.requests):
                 first = rng.randrange(1, n)
                 t = time.perf_counter()
-                async with ctx.engines.reader.connect() as conn:
-                    got = await fetch_nodes(conn, consistency_proof_plan(first, n))
+                _, _, got = read_for_proof(ctx.engines.sync_reader,
+                                           lambda size, _cp, first=first: consistency_proof_plan(first, n))
                 proof = consistency_proof(first, n, got)
                 con.append(time.perf_counter() - t)
                 async with ctx.engines.reader.connect() as conn:  # not timed: check the proof
