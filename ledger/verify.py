@@ -48,11 +48,18 @@ def verify_chain(
     progress: Callable[[int], None] | None = None,
     progress_every: int = 100_000,
     snapshot_sizes: Collection[int] = (),
+    start_seq: int = 0,
+    start_head: bytes = GENESIS_HEAD,
 ) -> ChainReport:
     """Verify rows (seq, canonical, leaf_hash, chain_hash) given in seq order.
 
     The leaf hash binds the exact text, the chain binds the order, and the
     returned root is what a checkpoint at `size` must state.
+
+    A walk may start inside the ledger (`start_seq`, with the chain head stored
+    just before it): the roots it reports are then of the range it walked, and
+    snapshot sizes stay absolute. Two such walks split at a power of two make the
+    whole tree's root as H(0x01 || left || right) (RFC 9162 §2.1.1).
     """
     leaf_prefix = hashlib.sha256(b"\x00")
     node_prefix = hashlib.sha256(b"\x01")
@@ -61,19 +68,20 @@ def verify_chain(
     pop, push = edge.pop, edge.append
     wanted = frozenset(snapshot_sizes)
     snapshots: dict[int, tuple[bytes, bytes]] = {}
-    head = GENESIS_HEAD
-    expected = 0
+    head = start_head
+    expected = start_seq
+    count = 0  # leaves walked: the Frontier is of the walked range
 
     def root() -> bytes:
         frontier = Frontier()
-        frontier.size, frontier._edge = expected, list(edge)
+        frontier.size, frontier._edge = count, list(edge)
         return frontier.root()
 
     def fail(bad_seq: int, reason: str) -> ChainReport:
         return ChainReport(False, expected, head, root(), bad_seq, reason, snapshots)
 
-    if 0 in wanted:
-        snapshots[0] = (root(), head)
+    if start_seq in wanted:
+        snapshots[start_seq] = (root(), head)
     for seq, canonical, stored_leaf, stored_chain in rows:
         if seq != expected:
             if seq > expected:
@@ -105,7 +113,7 @@ def verify_chain(
             return fail(seq, "chain hash mismatch")
         head = next_head
         # Frontier.push: each trailing 1-bit of the old size is a subtree this leaf completes.
-        n = expected
+        n = count
         while n & 1:
             h = node_prefix.copy()
             h.update(pop())
@@ -114,6 +122,7 @@ def verify_chain(
             n >>= 1
         push(leaf)
         expected += 1
+        count += 1
         if wanted and expected in wanted:
             snapshots[expected] = (root(), head)
         if progress is not None and expected % progress_every == 0:

@@ -8,7 +8,10 @@ sums with the card balances. A changed, deleted or reordered entry is named by i
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import defaultdict, namedtuple
+from pathlib import Path
 from typing import Callable
 
 import orjson
@@ -17,7 +20,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from ledger.checkpoint import verify_checkpoint_json
-from ledger.verify import verify_chain
+from ledger.hashing import node_hash
+from ledger.verify import ChainReport, verify_chain
 from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
 from service.db.engine import sync_url
 from service.ledger_api.checkpoints import _out
@@ -77,8 +81,11 @@ def _snapshot_cursor(dbapi, is_pg: bool):
     return cur
 
 
+SPLIT_FROM = 200_000  # below this a single walk is quicker than starting a second process
+
+
 def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, check_sums: bool = True,
-                       public_key: bytes | None = None) -> dict:
+                       public_key: bytes | None = None, split_from: int = SPLIT_FROM) -> dict:
     """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
     engine = create_engine(sync_url(url), poolclass=NullPool)
     is_pg = engine.dialect.name == "postgresql"
@@ -87,14 +94,52 @@ def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, 
             dbapi = sa_conn.connection.dbapi_connection
             cur = _snapshot_cursor(dbapi, is_pg)
             try:
-                return _verify(dbapi, cur, is_pg, progress, check_sums, public_key)
+                return _verify(dbapi, cur, is_pg, progress, check_sums, public_key, url, split_from)
             finally:
                 cur.execute("ROLLBACK")
     finally:
         engine.dispose()
 
 
-def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: bytes | None) -> dict:
+def _start_tail_walk(url: str, start: int, end: int, snapshots: list[int], check_sums: bool):
+    proc = subprocess.Popen([sys.executable, "-m", "service.ledger_api.verify_worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[2]))
+    proc.stdin.write(orjson.dumps({"url": url, "start": start, "end": end, "snapshots": snapshots,
+                                   "check_sums": check_sums}))
+    proc.stdin.close()
+    return proc
+
+
+def _split_walk(rows_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: "Sums"):
+    """Walk [0, k) here and [k, n) in a second process, k the largest power of two below n: the two
+    cores hash at once, and RFC 9162 makes the root of [0, n) H(0x01 || root[0,k) || root[k,n))."""
+    k = 1 << ((n - 1).bit_length() - 1)
+    tail = _start_tail_walk(url, k, n, [m for m in snapshot if m > k], check_sums)
+    left = verify_chain(rows_until(k), progress, 100_000, [m for m in snapshot if m <= k])
+    out = tail.stdout.read()
+    tail.wait()
+    right = orjson.loads(out) if tail.returncode == 0 and out else None
+    if not left.ok:
+        return left
+    if left.size != k:
+        return ChainReport(False, left.size, left.head, left.root, left.size, "missing entry (gap)", left.snapshots)
+    if right is None:
+        raise RuntimeError("the second verification process failed")
+    for card, s in right["sums"].items():
+        mine = sums.cards[card]
+        for i in range(4):
+            mine[i] += s[i]
+    snaps = dict(left.snapshots)
+    for m, (root, head) in right["snapshots"].items():
+        snaps[int(m)] = (node_hash(left.root, bytes.fromhex(root)), bytes.fromhex(head))
+    if not right["ok"]:
+        return ChainReport(False, right["size"], left.head, left.root, right["bad_seq"], right["reason"], snaps)
+    root = node_hash(left.root, bytes.fromhex(right["root"]))
+    return ChainReport(True, right["size"], bytes.fromhex(right["head"]), root, None, None, snaps)
+
+
+def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: bytes | None, url: str = "",
+            split_from: int = SPLIT_FROM) -> dict:
     cur.execute("SELECT size, head FROM ledger_head WHERE id = 1")
     head_row = cur.fetchone()
     cur.execute(f"SELECT {', '.join(CHECKPOINT_COLS)} FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
@@ -102,10 +147,20 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
     cp_row = _Checkpoint(*cp) if cp else None
     snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
     sums = Sums()
+    n_head = int(head_row[0]) if head_row else 0
     entries = dbapi.cursor(name="ledger_walk") if is_pg else dbapi.cursor()
-    entries.execute("SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries ORDER BY seq")
+    p = "%s" if is_pg else "?"
+    beyond = 0
+    if head_row is not None:
+        cur.execute(f"SELECT COUNT(*) FROM ledger_entries WHERE seq >= {p}", (n_head,))
+        beyond = int(cur.fetchone()[0])
 
-    def rows():
+    def rows_until(limit: int | None):
+        if limit is None:
+            entries.execute("SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries ORDER BY seq")
+        else:
+            entries.execute(f"SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries WHERE seq < {p} "
+                            "ORDER BY seq", (limit,))
         fetch = entries.fetchmany
         add = sums.add
         while True:
@@ -117,7 +172,10 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
                     add(r[1])
             yield from chunk
 
-    report = verify_chain(rows(), progress, 100_000, snapshot)
+    if url and n_head >= split_from and beyond == 0 and n_head > 1:
+        report = _split_walk(rows_until, url, n_head, progress, snapshot, check_sums, sums)
+    else:
+        report = verify_chain(rows_until(None), progress, 100_000, snapshot)
     entries.close()
     problems: list[str] = []
     result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
