@@ -26,7 +26,7 @@ also writes the recomputed figures.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -35,31 +35,19 @@ from sqlalchemy import delete, desc, func, insert, select, update
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from risk.counters import COUNTER_FIELDS
 from service.clock import Clock, iso
-from service.db.models import Card, Complaint, Merchant, MerchantDaily, MerchantHealth, Redemption, RiskPolicy
+from service.db.models import Card, Redemption
+
+from service.health.service import (  # one day numbering and one set of tables for both sides
+    complaints_t, daily_t, day_of, health_t, merchants_t, policies_t)
 
 cards_t = Card.__table__
 redemptions_t = Redemption.__table__
-complaints_t = Complaint.__table__
-merchants_t = Merchant.__table__
-daily_t = MerchantDaily.__table__
-health_t = MerchantHealth.__table__
-policies_t = RiskPolicy.__table__
-
-_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
-
-
-def day_number(dt: datetime) -> int:
-    """Days since 1970-01-01 in UTC (the `day` of a merchant_daily row)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc)
-    return dt.toordinal() - _EPOCH_ORDINAL
-
 
 Daily = dict[str, dict[int, dict[str, int]]]  # merchant -> day -> counter -> value
 
 
 def _bump(daily: Daily, merchant_id: str, when: datetime, **amounts: int) -> None:
-    row = daily[merchant_id].setdefault(day_number(when), dict.fromkeys(COUNTER_FIELDS, 0))
+    row = daily[merchant_id].setdefault(day_of(when), dict.fromkeys(COUNTER_FIELDS, 0))
     for k, v in amounts.items():
         row[k] += v
 
@@ -141,7 +129,7 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
     overdue = dict((await conn.execute(select(complaints_t.c.merchant_id, func.count()).where(
         complaints_t.c.status == "open", complaints_t.c.due_at <= now).group_by(complaints_t.c.merchant_id))).all())
     policy = await current_policy(conn)
-    today = day_number(now)
+    today = day_of(now)
 
     differences: list[dict[str, Any]] = []
     codes: list[dict[str, Any]] = []
@@ -172,7 +160,7 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
             differences.append({"merchant_id": m, "day": "all_time", "field": "escrow_outstanding",
                                  "stored": int(escrow.get(m) or 0), "recomputed": outstanding})
             wrong.add(m)
-        onboarded = day_number(merchants[m].created_at) if m in merchants else h.onboarded_day
+        onboarded = day_of(merchants[m].created_at) if m in merchants else h.onboarded_day
         ind, a = assess(mine, onboarded, today, int(overdue.get(m, 0)), policy)
         reasons = [r.to_dict() for r in a.reasons]
         if (h.code, orjson.loads(h.reasons), h.policy_version) != (a.code, reasons, a.policy_version):

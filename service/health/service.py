@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import desc, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
+from risk.counters import COUNTER_FIELDS
 from service.db.models import Alert, Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
 from service.ids import new_id
@@ -28,7 +29,7 @@ complaints_t = Complaint.__table__
 merchants_t = Merchant.__table__
 policies_t = RiskPolicy.__table__
 
-COUNTERS = ("issued", "released", "refunded", "cards_sold", "redemptions_asked", "redemptions_rejected", "complaints")
+COUNTERS = COUNTER_FIELDS  # the risk module names the counters; the daily rows keep one column each
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
