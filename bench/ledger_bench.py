@@ -233,6 +233,9 @@ async def main() -> None:
         from service.app import build_context
         from service.ledger_api.checkpoints import fetch_nodes, read_for_proof
         from service.ledger_api.service import verify_ledger
+        from ledger.verify import ACCELERATED
+        print("walk: " + ("C inner loop (ledger._walk, libcrypto SHA-256)" if ACCELERATED
+                          else "pure Python (ledger._walk not built)"))
         ctx = build_context(settings)
         try:
             for check_sums in (False, True):

@@ -197,7 +197,9 @@ class LedgerEntry(SQLModel, table=True):
         Index("ix_ledger_merchant", "merchant_id", "seq"),
         Index("ix_ledger_consumer", "consumer_id", "seq"),
     )
-    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    # On SQLite seq is the rowid (INTEGER PRIMARY KEY, migration 0003): the table is stored in seq order.
+    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                      autoincrement=False))
     kind: str = Field(max_length=32)
     time: datetime = ts()
     canonical: str = Field(sa_column=Column(Text, nullable=False))

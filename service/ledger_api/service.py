@@ -10,75 +10,27 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections import defaultdict, namedtuple
+from collections import namedtuple
 from pathlib import Path
 from typing import Callable
 
 import orjson
 
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
-
 from ledger.checkpoint import verify_checkpoint_json
 from ledger.hashing import node_hash
-from ledger.verify import ChainReport, verify_chain
+from ledger.verify import ChainReport, verify_chunks
 from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
 from service.db.engine import sync_url
 from service.ledger_api.checkpoints import _out
+from service.ledger_api.walk import Sums, absolute, connect, entry_chunks, snapshot_cursor
 
 entries_t = LedgerEntry.__table__
 cards_t = Card.__table__
 head_t = LedgerHead.__table__
 cp_t = Checkpoint.__table__
 
-CHUNK = 20_000
-
-
-class Sums:
-    """Money per card as the ledger states it."""
-
-    def __init__(self) -> None:
-        self.cards: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # paid_in, released, refunded, held
-
-    def add(self, canonical: bytes) -> None:
-        e = orjson.loads(canonical)
-        kind = e.get("kind")
-        card = e.get("card_id")
-        if card is None:
-            return
-        s = self.cards[card]
-        if kind == "purchase":
-            s[0] += e["amount"]
-        elif kind == "release":
-            s[1] += e["amount"]
-        elif kind == "refund":
-            s[2] += e["amount"]
-            s[1] += e.get("merchant_share", 0)
-        s[3] += e.get("held_delta", 0)
-
-    def totals(self) -> dict:
-        t = [0, 0, 0, 0]
-        for s in self.cards.values():
-            for i in range(4):
-                t[i] += s[i]
-        return {"paid_in": t[0], "released": t[1], "refunded": t[2], "held": t[3], "escrow": t[0] - t[1] - t[2]}
-
-
 CHECKPOINT_COLS = ("tree_size", "root_hash", "chain_head", "timestamp", "note", "signature", "key_id")
 _Checkpoint = namedtuple("_Checkpoint", CHECKPOINT_COLS)
-
-
-def _snapshot_cursor(dbapi, is_pg: bool):
-    """One read snapshot for the whole walk: entries, head, checkpoint and balances agree."""
-    if is_pg:
-        dbapi.rollback()
-        cur = dbapi.cursor()
-        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    else:
-        dbapi.isolation_level = None
-        cur = dbapi.cursor()
-        cur.execute("BEGIN")
-    return cur
 
 
 SPLIT_FROM = 200_000  # below this a single walk is quicker than starting a second process
@@ -87,35 +39,33 @@ SPLIT_FROM = 200_000  # below this a single walk is quicker than starting a seco
 def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, check_sums: bool = True,
                        public_key: bytes | None = None, split_from: int = SPLIT_FROM) -> dict:
     """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
-    engine = create_engine(sync_url(url), poolclass=NullPool)
-    is_pg = engine.dialect.name == "postgresql"
+    url = sync_url(url)
+    dbapi, is_pg = connect(url)
     try:
-        with engine.connect() as sa_conn:
-            dbapi = sa_conn.connection.dbapi_connection
-            cur = _snapshot_cursor(dbapi, is_pg)
-            try:
-                return _verify(dbapi, cur, is_pg, progress, check_sums, public_key, url, split_from)
-            finally:
-                cur.execute("ROLLBACK")
+        cur = snapshot_cursor(dbapi, is_pg)
+        try:
+            return _verify(dbapi, cur, is_pg, progress, check_sums, public_key, url, split_from)
+        finally:
+            cur.execute("ROLLBACK")
     finally:
-        engine.dispose()
+        dbapi.close()
 
 
 def _start_tail_walk(url: str, start: int, end: int, snapshots: list[int], check_sums: bool):
     proc = subprocess.Popen([sys.executable, "-m", "service.ledger_api.verify_worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[2]))
-    proc.stdin.write(orjson.dumps({"url": url, "start": start, "end": end, "snapshots": snapshots,
+    proc.stdin.write(orjson.dumps({"url": absolute(url), "start": start, "end": end, "snapshots": snapshots,
                                    "check_sums": check_sums}))
     proc.stdin.close()
     return proc
 
 
-def _split_walk(rows_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: "Sums"):
+def _split_walk(chunks_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: "Sums"):
     """Walk [0, k) here and [k, n) in a second process, k the largest power of two below n: the two
     cores hash at once, and RFC 9162 makes the root of [0, n) H(0x01 || root[0,k) || root[k,n))."""
     k = 1 << ((n - 1).bit_length() - 1)
     tail = _start_tail_walk(url, k, n, [m for m in snapshot if m > k], check_sums)
-    left = verify_chain(rows_until(k), progress, 100_000, [m for m in snapshot if m <= k])
+    left = verify_chunks(chunks_until(k), progress, 100_000, [m for m in snapshot if m <= k])
     out = tail.stdout.read()
     tail.wait()
     right = orjson.loads(out) if tail.returncode == 0 and out else None
@@ -125,10 +75,7 @@ def _split_walk(rows_until, url: str, n: int, progress, snapshot: list[int], che
         return ChainReport(False, left.size, left.head, left.root, left.size, "missing entry (gap)", left.snapshots)
     if right is None:
         raise RuntimeError("the second verification process failed")
-    for card, s in right["sums"].items():
-        mine = sums.cards[card]
-        for i in range(4):
-            mine[i] += s[i]
+    sums.merge(right["sums"])
     snaps = dict(left.snapshots)
     for m, (root, head) in right["snapshots"].items():
         snaps[int(m)] = (node_hash(left.root, bytes.fromhex(root)), bytes.fromhex(head))
@@ -148,35 +95,19 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
     snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
     sums = Sums()
     n_head = int(head_row[0]) if head_row else 0
-    entries = dbapi.cursor(name="ledger_walk") if is_pg else dbapi.cursor()
     p = "%s" if is_pg else "?"
     beyond = 0
     if head_row is not None:
         cur.execute(f"SELECT COUNT(*) FROM ledger_entries WHERE seq >= {p}", (n_head,))
         beyond = int(cur.fetchone()[0])
 
-    def rows_until(limit: int | None):
-        if limit is None:
-            entries.execute("SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries ORDER BY seq")
-        else:
-            entries.execute(f"SELECT seq, canonical, leaf_hash, chain_hash FROM ledger_entries WHERE seq < {p} "
-                            "ORDER BY seq", (limit,))
-        fetch = entries.fetchmany
-        add = sums.add
-        while True:
-            chunk = fetch(CHUNK)
-            if not chunk:
-                return
-            if check_sums:
-                for r in chunk:
-                    add(r[1])
-            yield from chunk
+    def chunks_until(limit: int | None):
+        return entry_chunks(dbapi, is_pg, None, limit, sums if check_sums else None)
 
     if url and n_head >= split_from and beyond == 0 and n_head > 1:
-        report = _split_walk(rows_until, url, n_head, progress, snapshot, check_sums, sums)
+        report = _split_walk(chunks_until, url, n_head, progress, snapshot, check_sums, sums)
     else:
-        report = verify_chain(rows_until(None), progress, 100_000, snapshot)
-    entries.close()
+        report = verify_chunks(chunks_until(None), progress, 100_000, snapshot)
     problems: list[str] = []
     result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
               "bad_seq": report.bad_seq, "reason": report.reason}
