@@ -19,7 +19,7 @@ catch that merchant. See risk/README.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .counters import MerchantCounters
@@ -67,7 +67,12 @@ class Indicators:
     complaints: int  # complaints filed in the window
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # Every field is an int, so no deep copy (dataclasses.asdict's) is needed; this runs on
+        # every re-assessment in the write path.
+        return {name: getattr(self, name) for name in _INDICATOR_FIELDS}
+
+
+_INDICATOR_FIELDS = tuple(f.name for f in fields(Indicators))
 
 
 def _check(name: str, value: Any) -> None:
