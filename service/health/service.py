@@ -90,67 +90,81 @@ async def _apply_batch(tx: Tx) -> None:
         for k, v in deltas.items():
             if v:
                 acc[k] = acc.get(k, 0) + v
-    raw = tx.conn.raw
     day = day_of(tx.now)
-    for merchant_id in sorted(per_merchant):
-        values = per_merchant[merchant_id]
-        if values:
-            names = [c for c in COUNTERS if values.get(c)]
-            sets = ", ".join(f"{c} = {c} + ?" for c in names)
-            amounts = tuple(values[c] for c in names)
-            if raw.run(f"UPDATE merchant_daily SET {sets} WHERE merchant_id = ? AND day = ?",
-                       amounts + (merchant_id, day)) == 0:
-                raw.run(f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) "
-                        f"VALUES (?, ?, {', '.join('?' * len(COUNTERS))})",
-                        (merchant_id, day, *(values.get(c, 0) for c in COUNTERS)))
-        await reassess(tx, merchant_id, values)  # also adds `values` to the all-time counters
+    counted = [(m, day, *(values.get(c, 0) for c in COUNTERS)) for m, values in sorted(per_merchant.items()) if values]
+    tx.conn.raw.many(_DAILY_UPSERT, counted)
+    await reassess_many(tx, per_merchant)  # also adds the counts to the all-time counters
 
+
+# Today's counts of every merchant of a batch in one statement: a new row, or added to the row there.
+_DAILY_UPSERT = (
+    f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) VALUES (?, ?, {', '.join('?' * len(COUNTERS))}) "
+    "ON CONFLICT (merchant_id, day) DO UPDATE SET "
+    + ", ".join(f"{c} = merchant_daily.{c} + excluded.{c}" for c in COUNTERS))
 
 _HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
 HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
-# One statement per re-assessment: the health row, the merchant's state, its overdue complaints and
-# its window sums (at most a window's worth of daily rows).
-_STATE_SQL = (
-    "SELECT " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
-    "(SELECT COUNT(*) FROM complaints c WHERE c.merchant_id = ? AND c.status = 'open' AND c.due_at <= ?), "
-    + ", ".join(f"w.{c}" for c in COUNTERS) + ", w.recent, w.prior "
-    "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id CROSS JOIN (SELECT "
-    + ", ".join(f"COALESCE(SUM(CASE WHEN day > ? THEN {c} ELSE 0 END), 0) AS {c}" for c in COUNTERS)
-    + ", COALESCE(SUM(CASE WHEN day > ? THEN issued ELSE 0 END), 0) AS recent"
-    + ", COALESCE(SUM(CASE WHEN day > ? AND day <= ? THEN issued ELSE 0 END), 0) AS prior"
-    + " FROM merchant_daily WHERE merchant_id = ? AND day > ?) w WHERE h.merchant_id = ?")
-_onboarded_day: dict[str, int] = {}  # never changes once a merchant exists
 
 
-async def _state(tx: Tx, merchant_id: str, now: datetime, policy: Policy, pending: dict[str, int] | None = None):
-    """(health row, delisted, merchant status, indicators) of a merchant, or None if it has no health row."""
+def _state_sql(is_pg: bool) -> str:
+    """One statement for the state of many merchants: each one's health row and merchant state, its overdue
+    complaints and its window sums (at most a window's worth of daily rows each).
+
+    Parameters: now (overdue), window start (once per counter), recent start; recent start, the weeks
+    pair (surge weeks, recent start) and recent start again for the prior weeks; the weeks pair; the
+    lowest day to read; the merchant ids (a list on PostgreSQL, a JSON array on SQLite)."""
+    least, greatest = ("LEAST", "GREATEST") if is_pg else ("MIN", "MAX")
+    # Whole weeks the merchant sold before the last 7 days, at most the policy's surge weeks (risk.indicators).
+    weeks = f"{greatest}(0, {least}(?, (? - h.onboarded_day + 1) / 7))"
+    ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
+    return (
+        "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
+        "(SELECT COUNT(*) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
+        "AND c.due_at <= ?), "
+        + ", ".join(f"COALESCE(SUM(CASE WHEN d.day > ? THEN d.{c} ELSE 0 END), 0)" for c in COUNTERS)
+        + ", COALESCE(SUM(CASE WHEN d.day > ? THEN d.issued ELSE 0 END), 0)"
+        + f", COALESCE(SUM(CASE WHEN d.day > ? - 7 * {weeks} AND d.day <= ? THEN d.issued ELSE 0 END), 0)"
+        + f", {weeks} "
+        "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id "
+        "LEFT JOIN merchant_daily d ON d.merchant_id = h.merchant_id AND d.day > ? "
+        f"WHERE {ids} GROUP BY h.merchant_id, m.id")
+
+
+_STATE_SQL = {False: _state_sql(False), True: _state_sql(True)}
+
+
+async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy,
+                  pending: dict[str, dict[str, int] | None]) -> dict[str, tuple]:
+    """{merchant: (health row, delisted, merchant status, indicators)} for those with a health row.
+    `pending` counts (today's daily rows already have them) are added to the all-time counters."""
     raw = tx.conn.raw
-    onboarded = _onboarded_day.get(merchant_id)
-    if onboarded is None:
-        row = raw.one("SELECT onboarded_day FROM merchant_health WHERE merchant_id = ?", (merchant_id,))
-        if row is None:
-            return None
-        onboarded = _onboarded_day[merchant_id] = int(row[0])
     today = day_of(now)
     window_start = today - policy.window_days  # rows with day > window_start
     recent_start = today - 7
-    weeks = max(0, min(policy.surge_weeks, (recent_start - onboarded + 1) // 7))
-    prior_start = recent_start - 7 * weeks
-    row = raw.one(_STATE_SQL, (merchant_id, raw.t(now), *([window_start] * len(COUNTERS)), recent_start,
-                               prior_start, recent_start, merchant_id, min(window_start, prior_start), merchant_id))
-    if row is None:
-        return None
-    n = len(_HEALTH_COLS)
-    h = HealthRow(row[0], raw.pt(row[1]), raw.pt(row[2]), *row[3:n])
-    delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
-    w = row[n + 3:]
-    window = MerchantCounters(**{c: int(w[i]) for i, c in enumerate(COUNTERS)})
-    pending = pending or {}
-    all_time = MerchantCounters(**{c: int(getattr(h, c)) + pending.get(c, 0) for c in COUNTERS})
-    outstanding = all_time.issued - all_time.released - all_time.refunded
-    ind = compute_indicators(window, all_time, int(w[len(COUNTERS)]), int(w[len(COUNTERS) + 1]), overdue,
-                             outstanding, prior_weeks=weeks)
-    return h, delisted, status, ind
+    lowest = min(window_start, recent_start - 7 * policy.surge_weeks)
+    weeks = (policy.surge_weeks, recent_start)
+    ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
+    rows = raw.all(_STATE_SQL[raw.is_pg], (raw.t(now), *([window_start] * len(COUNTERS)), recent_start,
+                                           recent_start, *weeks, recent_start, *weeks, lowest, ids))
+    n = len(_HEALTH_COLS) + 1
+    k = len(COUNTERS)
+    out = {}
+    for row in rows:
+        merchant_id = row[0]
+        h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
+        delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
+        w = row[n + 3:]
+        window = MerchantCounters(*map(int, w[:k]))  # fields in COUNTERS order (risk.counters asserts it)
+        more = pending.get(merchant_id)
+        if more:
+            all_time = MerchantCounters(*[int(v) + more.get(c, 0) for c, v in zip(COUNTERS, row[5:n])])
+        else:
+            all_time = MerchantCounters(*map(int, row[5:n]))
+        outstanding = all_time.issued - all_time.released - all_time.refunded
+        ind = compute_indicators(window, all_time, int(w[k]), int(w[k + 1]), overdue, outstanding,
+                                 prior_weeks=int(w[k + 2]))
+        out[merchant_id] = (h, delisted, status, ind)
+    return out
 
 
 async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
@@ -164,56 +178,75 @@ async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reason
 async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = None) -> str:
     """Classify the merchant afresh and apply what a change of code brings. `pending` are counts of this
     batch not yet in the all-time counters (today's daily row already has them); they are added here."""
+    return (await reassess_many(tx, {merchant_id: pending})).get(merchant_id, "green")
+
+
+# The common case of a re-assessment: new figures, same code, counts added to the all-time counters.
+_HEALTH_SAME = ("UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?, "
+                + ", ".join(f"{c} = {c} + ?" for c in COUNTERS) + " WHERE merchant_id = ?")
+
+
+async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> dict[str, str]:
+    """`reassess` for several merchants at once: one statement reads them all, one writes every merchant
+    whose code stays; a change of code is applied merchant by merchant. Returns each merchant's code."""
     conn = tx.conn
-    raw = conn.raw
     policy = await policy_cache.get(conn)
-    state = await _state(tx, merchant_id, tx.now, policy, pending)
-    if state is None:
-        return "green"
-    h, delisted, merchant_status, ind = state
-    a = classify(ind, policy)
-    reasons = [r.to_dict() for r in a.reasons]
-    values = dict(indicators=orjson.dumps(ind.to_dict()).decode(), reasons=orjson.dumps(reasons).decode(),
-                  policy_version=a.policy_version, new_merchant=a.new_merchant)
+    states = await _states(tx, sorted(pending), tx.now, policy, pending)
+    same: list[tuple] = []
+    codes: dict[str, str] = {}
+    for merchant_id in sorted(states):
+        h, delisted, merchant_status, ind = states[merchant_id]
+        more = pending.get(merchant_id) or {}
+        a = classify(ind, policy)
+        codes[merchant_id] = a.code
+        reasons = [r.to_dict() for r in a.reasons]
+        indicators = orjson.dumps(ind).decode()  # a dataclass: its fields in order, as to_dict() gives them
+        if a.code == h.code:
+            same.append((indicators, orjson.dumps(reasons).decode(), a.policy_version, bool(a.new_merchant),
+                         *(more.get(c, 0) for c in COUNTERS), merchant_id))
+            red_since = h.red_since
+        else:
+            red_since = await _code_changed(tx, merchant_id, h, delisted, a, reasons, indicators, more)
+        if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
+                and tx.now >= red_since + timedelta(days=policy.grace_days)):
+            seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
+            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
+            await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
+    conn.raw.many(_HEALTH_SAME, same)
+    return codes
+
+
+async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, delisted: bool, a, reasons: list, indicators: str,
+                        more: dict[str, int]) -> datetime | None:
+    """A new code: its ledger entry and alert; red publishes the warning, leaving red lifts it and an
+    automatic delisting. Stores the new figures; returns the merchant's red_since afterwards."""
+    conn = tx.conn
+    values = dict(indicators=indicators, reasons=orjson.dumps(reasons).decode(), policy_version=a.policy_version,
+                  new_merchant=a.new_merchant, code=a.code, since=tx.now)
     red_since = h.red_since
-    if a.code != h.code:
-        seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
-                        policy_version=a.policy_version, reasons=reasons)
-        await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
-        values["code"] = a.code
-        values["since"] = tx.now
-        if a.code == "red":
-            red_since = tx.now
-            values["red_since"] = red_since
-            if h.warning_published_at is None:
-                tx.append("warning_published", merchant_id=merchant_id)
-                values["warning_published_at"] = tx.now
-                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
-        elif h.code == "red":
-            red_since = None
-            values["red_since"] = None
-            if h.warning_published_at is not None:
-                tx.append("warning_lifted", merchant_id=merchant_id)
-                values["warning_published_at"] = None
-                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
-            if delisted:
-                tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
-                await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
-    added = [(c, v) for c, v in (pending or {}).items() if v]
-    if a.code == h.code:  # the common case: new figures, same code
-        sets = "".join(f", {c} = {c} + ?" for c, _ in added)
-        raw.run(f"UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?{sets} "
-                "WHERE merchant_id = ?", (values["indicators"], values["reasons"], values["policy_version"],
-                                          bool(values["new_merchant"]), *(v for _, v in added), merchant_id))
-    else:
-        values.update({c: health_t.c[c] + v for c, v in added})
-        await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
-    if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
-            and tx.now >= red_since + timedelta(days=policy.grace_days)):
-        seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
-        await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
-        await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
-    return a.code
+    seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
+                    policy_version=a.policy_version, reasons=reasons)
+    await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
+    if a.code == "red":
+        red_since = tx.now
+        values["red_since"] = red_since
+        if h.warning_published_at is None:
+            tx.append("warning_published", merchant_id=merchant_id)
+            values["warning_published_at"] = tx.now
+            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
+    elif h.code == "red":
+        red_since = None
+        values["red_since"] = None
+        if h.warning_published_at is not None:
+            tx.append("warning_lifted", merchant_id=merchant_id)
+            values["warning_published_at"] = None
+            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
+        if delisted:
+            tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
+            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
+    values.update({c: health_t.c[c] + v for c, v in more.items() if v})
+    await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
+    return red_since
 
 
 async def restart_grace(tx: Tx, merchant_id: str) -> None:
@@ -237,8 +270,7 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
         health_t.c.code == "red", merchants_t.c.delisted.is_(False), merchants_t.c.status == "active",
         health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days)).limit(limit))).all()
     merchants.update(r.merchant_id for r in due)
-    for m in sorted(merchants):
-        await reassess(tx, m)
+    await reassess_many(tx, {m: None for m in merchants})
     return len(rows) + len(due)
 
 
@@ -249,8 +281,7 @@ async def reassess_all(writer, chunk: int = 200) -> int:
         async def op(tx, after=after):
             ids = [r.merchant_id for r in (await tx.conn.execute(select(health_t.c.merchant_id).where(
                 health_t.c.merchant_id > after).order_by(health_t.c.merchant_id).limit(chunk))).all()]
-            for m in ids:
-                await reassess(tx, m)
+            await reassess_many(tx, {m: None for m in ids})
             return ids
         ids = await writer.run(op)
         n += len(ids)
