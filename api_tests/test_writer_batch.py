@@ -1,0 +1,90 @@
+"""One write batch, several operations: a failure stays with the operation that caused it.
+
+The writer runs each operation of a batch in its own savepoint (service/db/writer.py). A database
+refusal, whether the operation reads after the refused statement or not, fails that operation alone
+with 409 `constraint_violation`; an operation that refuses after writing leaves nothing behind; the
+other operations of the batch commit, and the writer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from service.errors import Conflict
+
+from .factories import buy_card, create_merchant, publish, register_consumer
+
+
+async def _card(client) -> str:
+    merchant = await create_merchant(client)
+    consumer = await register_consumer(client)
+    product = await publish(client, merchant)
+    return (await buy_card(client, consumer, product))["id"]
+
+
+def _set_reference(card_id: str, value: str):
+    async def op(tx):
+        tx.conn.raw.run("UPDATE cards SET payment_reference = ? WHERE id = ?", (value, card_id))
+        return value
+    return op
+
+
+def _break_held(card_id: str, read_after: bool):
+    async def op(tx):
+        raw = tx.conn.raw
+        raw.run("UPDATE cards SET payment_reference = 'broken' WHERE id = ?", (card_id,))
+        raw.run("UPDATE cards SET held = escrow + 1 WHERE id = ?", (card_id,))  # CHECK held <= escrow
+        if read_after:
+            raw.one("SELECT held FROM cards WHERE id = ?", (card_id,))
+        return "should not succeed"
+    return op
+
+
+def _refuse_after_writing(card_id: str):
+    async def op(tx):
+        tx.conn.raw.run("UPDATE cards SET payment_reference = 'refused' WHERE id = ?", (card_id,))
+        raise Conflict("refused after writing", "refused_for_the_test")
+    return op
+
+
+@pytest.mark.parametrize("read_after", [False, True])
+async def test_a_refused_write_fails_its_operation_alone(client, ctx, read_after):
+    card_id = await _card(client)
+    raw_before = await _card_row(ctx, card_id)
+    ops = [_set_reference(card_id, "first"), _break_held(card_id, read_after), _refuse_after_writing(card_id),
+           _set_reference(card_id, "last")]
+    # Hold the writer thread in an operation of its own until all four wait, so they share one batch.
+    gate = threading.Event()
+
+    async def hold(tx):
+        gate.wait(10)
+        return "held"
+
+    batches = ctx.writer.batches
+    holding = asyncio.ensure_future(ctx.writer.run(hold))
+    await asyncio.sleep(0.1)
+    waiting = [asyncio.ensure_future(ctx.writer.run(op)) for op in ops]
+    await asyncio.sleep(0.1)
+    gate.set()
+    assert await holding == "held"
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert ctx.writer.batches - batches == 2  # the holding one, then the four together
+
+    assert results[0] == "first" and results[3] == "last"
+    assert isinstance(results[1], Conflict) and results[1].code == "constraint_violation"
+    assert isinstance(results[2], Conflict) and results[2].code == "refused_for_the_test"
+    after = await _card_row(ctx, card_id)
+    assert after["payment_reference"] == "last"
+    assert (after["held"], after["escrow"]) == (raw_before["held"], raw_before["escrow"])
+    # The writer is still healthy for the next batch.
+    assert await ctx.writer.run(_set_reference(card_id, "again")) == "again"
+
+
+async def _card_row(ctx, card_id: str) -> dict:
+    async def op(tx):
+        row = tx.conn.raw.one("SELECT held, escrow, payment_reference FROM cards WHERE id = ?", (card_id,))
+        return {"held": row[0], "escrow": row[1], "payment_reference": row[2]}
+    return await ctx.writer.run(op)
