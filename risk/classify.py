@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .indicators import Indicators
-from .policy import COUNT_THRESHOLDS, LEVELS, THRESHOLD_NAMES, Policy
+from .policy import COUNT_THRESHOLDS, THRESHOLD_NAMES, Policy
 
 # Policy threshold name -> the field of Indicators it judges (and the name a Reason carries,
 # so a reader finds the value under the same key in the health's `indicators` object).
@@ -72,27 +72,26 @@ class Assessment:
         }
 
 
+_JUDGED_ALL = tuple(JUDGED_FIELD.items())  # (threshold name, indicator field), in THRESHOLD_NAMES order
+_JUDGED_NEW = tuple((name, f) for name, f in _JUDGED_ALL if name in COUNT_THRESHOLDS)
+
+
 def classify(ind: Indicators, policy: Policy) -> Assessment:
     """Judge one merchant's indicators under one policy version."""
     new_merchant = ind.all_time_cards_sold < policy.min_cards
-    judged = COUNT_THRESHOLDS if new_merchant else THRESHOLD_NAMES
-
-    found: dict[str, list[Reason]] = {level: [] for level in LEVELS}
-    for name in THRESHOLD_NAMES:  # fixed order -> deterministic reasons
-        if name not in judged:
-            continue
-        threshold = policy.threshold(name)
-        value = getattr(ind, JUDGED_FIELD[name])
-        level = threshold.level(value)
-        if level is not None:
-            limit = threshold.red if level == "red" else threshold.yellow
-            found[level].append(Reason(JUDGED_FIELD[name], value, limit, level))
-
-    reasons = found["red"] + found["yellow"]
-    code = "red" if found["red"] else "yellow" if found["yellow"] else "green"
+    red: list[Reason] = []
+    yellow: list[Reason] = []
+    # Threshold.level inlined: this runs for every merchant of every write batch.
+    for name, indicator in _JUDGED_NEW if new_merchant else _JUDGED_ALL:
+        threshold = getattr(policy, name)
+        value = getattr(ind, indicator)
+        if value >= threshold.red:
+            red.append(Reason(indicator, value, threshold.red, "red"))
+        elif value >= threshold.yellow:
+            yellow.append(Reason(indicator, value, threshold.yellow, "yellow"))
     return Assessment(
-        code=code,
-        reasons=reasons,
+        code="red" if red else "yellow" if yellow else "green",
+        reasons=red + yellow,
         new_merchant=new_merchant,
         policy_version=policy.version,
     )
