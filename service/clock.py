@@ -6,6 +6,7 @@ The offset lives in the database (`app_state`) so every replica reads the same t
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +23,11 @@ def utcnow() -> datetime:
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
+    return _iso(dt)
+
+
+@lru_cache(maxsize=1024)  # a write batch states its one `now` in every entry and answer
+def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 

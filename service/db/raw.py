@@ -9,6 +9,7 @@ so rows written here and rows written through SQLAlchemy compare and read back a
 from __future__ import annotations
 
 from collections import namedtuple
+from functools import lru_cache
 from datetime import datetime, timezone
 
 CARD_COLS = ("id", "product_id", "merchant_id", "consumer_id", "type", "status", "price", "currency", "list_price",
@@ -24,6 +25,18 @@ RDM_COLS = ("id", "card_id", "merchant_id", "consumer_id", "status", "units", "h
 RdmRow = namedtuple("RdmRow", RDM_COLS)
 _RDM_TIMES = tuple(i for i, c in enumerate(RDM_COLS) if c.endswith("_at"))
 RDM_SELECT = f"SELECT {', '.join(RDM_COLS)} FROM redemptions WHERE id = ?"
+
+
+@lru_cache(maxsize=256)
+def _sqlite_text(dt: datetime) -> str:
+    if dt.tzinfo is not timezone.utc:
+        dt = dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=None).isoformat(" ", "microseconds")  # as strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@lru_cache(maxsize=4096)
+def _parse_sqlite_text(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
 class Raw:
@@ -63,17 +76,18 @@ class Raw:
         if rows:
             self._cursor.executemany(self._convert(sql), rows)
 
-    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds.
+    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds. A write batch binds
+    # its one `now` many times, and reads the same few card times again and again: both are memoised.
     def t(self, dt: datetime | None):
         if dt is None or self.is_pg:
             return dt
-        return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_text(dt)
 
     def pt(self, value) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+            return _parse_sqlite_text(value)
         return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
     def card(self, card_id: str) -> CardRow | None:
