@@ -10,8 +10,9 @@ import pytest
 
 from ledger import verify as verify_mod
 from ledger.canonical import canonical_json
-from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
+from ledger.hashing import GENESIS_HEAD, leaf_hash
 from ledger.merkle import Frontier, root_from_leaves
+from ledger.tests.test_receipt_and_chain import make_rows as rows_of
 from ledger.verify import _Walk, verify_chain
 
 PATHS = [False, True]
@@ -23,15 +24,6 @@ def entry(seq: int, rng: random.Random) -> bytes:
     if rng.random() < 0.1:
         body["zz"] = {"seq": seq}  # a nested seq after the top-level one: the full parse decides
     return canonical_json(body)
-
-
-def rows_of(canonicals: list[bytes]) -> list[tuple]:
-    rows, head = [], GENESIS_HEAD
-    for seq, canonical in enumerate(canonicals):
-        leaf = leaf_hash(canonical)
-        head = chain_hash(head, leaf)
-        rows.append((seq, canonical, leaf, head))
-    return rows
 
 
 def reference(rows, snapshots, start_seq=0, start_head=GENESIS_HEAD):
