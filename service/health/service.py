@@ -189,6 +189,8 @@ _HEALTH_SAME = ("UPDATE merchant_health SET indicators = ?, reasons = ?, policy_
 async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> dict[str, str]:
     """`reassess` for several merchants at once: one statement reads them all, one writes every merchant
     whose code stays; a change of code is applied merchant by merchant. Returns each merchant's code."""
+    if not pending:
+        return {}
     conn = tx.conn
     policy = await policy_cache.get(conn)
     states = await _states(tx, sorted(pending), tx.now, policy, pending)
