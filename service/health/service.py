@@ -258,7 +258,8 @@ async def restart_grace(tx: Tx, merchant_id: str) -> None:
 
 
 async def sweep(tx: Tx, limit: int = 200) -> int:
-    """Complaints that became overdue, and red merchants past their grace, are re-assessed."""
+    """Complaints that became overdue, and red merchants past their grace, are re-assessed; and once a
+    day every merchant, a chunk at a time (`_daily_reassessment`)."""
     merchants: set[str] = set()
     rows = (await tx.conn.execute(select(complaints_t.c.id, complaints_t.c.merchant_id).where(
         complaints_t.c.status == "open", complaints_t.c.overdue.is_(False), complaints_t.c.due_at <= tx.now)
@@ -273,7 +274,33 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
         health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days)).limit(limit))).all()
     merchants.update(r.merchant_id for r in due)
     await reassess_many(tx, {m: None for m in merchants})
-    return len(rows) + len(due)
+    return len(rows) + len(due) + await _daily_reassessment(tx, limit)
+
+
+DAILY_KEY = "risk_daily_reassessment"  # app_state: "<day> done" or "<day> after <merchant id>"
+
+
+async def _daily_reassessment(tx: Tx, limit: int) -> int:
+    """Re-assess the next `limit` merchants not yet re-assessed today; 0 once all have been.
+
+    Codes follow events, but the rolling window also moves by itself: a day later, refunds or a
+    surge may have left it while the merchant had no event. Each UTC day (of the service clock) every
+    merchant is re-assessed once, in merchant-id order; the progress is kept in `app_state` inside
+    the same write, so replicas share the work instead of repeating it."""
+    raw = tx.conn.raw
+    today = str(day_of(tx.now))
+    row = raw.one("SELECT value FROM app_state WHERE name = ?", (DAILY_KEY,))
+    day, _, state = row[0].partition(" ") if row else ("", "", "")
+    if day == today and state == "done":
+        return 0
+    after = state[len("after "):] if day == today and state.startswith("after ") else ""
+    ids = [r[0] for r in raw.all("SELECT merchant_id FROM merchant_health WHERE merchant_id > ? "
+                                 "ORDER BY merchant_id LIMIT ?", (after, limit))]
+    await reassess_many(tx, {m: None for m in ids})
+    value = f"{today} after {ids[-1]}" if len(ids) == limit else f"{today} done"
+    raw.run("INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (DAILY_KEY, value))
+    return len(ids)
 
 
 async def reassess_all(writer, chunk: int = 200) -> int:
