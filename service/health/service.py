@@ -4,7 +4,8 @@ Every purchase, redemption, refund and complaint adds to its merchant's counters
 and all-time totals on the health row) and re-assesses the merchant in the same transaction:
 indicators come from at most a window's worth of daily rows, never a scan of cards. A change of
 code raises an alert and a ledger entry; red publishes a warning at once; still red after the
-grace period, the merchant is delisted (下架) automatically; a code that improves lifts both.
+grace period, the merchant is delisted (下架) automatically; a code that improves lifts the warning,
+and only a regulator lifts a delisting.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
                          *(more.get(c, 0) for c in COUNTERS), merchant_id))
             red_since = h.red_since
         else:
-            red_since = await _code_changed(tx, merchant_id, h, delisted, a, reasons, indicators, more)
+            red_since = await _code_changed(tx, merchant_id, h, a, reasons, indicators, more)
         if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
                 and tx.now >= red_since + timedelta(days=policy.grace_days)):
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
@@ -218,10 +219,10 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
     return codes
 
 
-async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, delisted: bool, a, reasons: list, indicators: str,
+async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list, indicators: str,
                         more: dict[str, int]) -> datetime | None:
-    """A new code: its ledger entry and alert; red publishes the warning, leaving red lifts it and an
-    automatic delisting. Stores the new figures; returns the merchant's red_since afterwards."""
+    """A new code: its ledger entry and alert; red publishes the warning, leaving red lifts it. Stores
+    the new figures; returns the merchant's red_since afterwards."""
     conn = tx.conn
     values = dict(indicators=indicators, reasons=orjson.dumps(reasons).decode(), policy_version=a.policy_version,
                   new_merchant=a.new_merchant, code=a.code, since=tx.now)
@@ -243,9 +244,8 @@ async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, delisted: bool, 
             tx.append("warning_lifted", merchant_id=merchant_id)
             values["warning_published_at"] = None
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
-        if delisted:
-            tx.append("delisting_lifted", merchant_id=merchant_id, actor="health_code")
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=False))
+        # A delisting stays: only a regulator lifts one (SPEC §3), whether the grace period or a
+        # regulator imposed it; the code cannot tell which, and must not undo a regulator's act.
     values.update({c: health_t.c[c] + v for c, v in more.items() if v})
     await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
     return red_since
