@@ -25,6 +25,11 @@ RDM_COLS = ("id", "card_id", "merchant_id", "consumer_id", "status", "units", "h
 RdmRow = namedtuple("RdmRow", RDM_COLS)
 _RDM_TIMES = tuple(i for i, c in enumerate(RDM_COLS) if c.endswith("_at"))
 RDM_SELECT = f"SELECT {', '.join(RDM_COLS)} FROM redemptions WHERE id = ?"
+# What an ask and an answer read first, each in one statement instead of two.
+CARD_AND_MERCHANT_SELECT = (f"SELECT {', '.join('c.' + c for c in CARD_COLS)}, m.status FROM cards c "
+                            "JOIN merchants m ON m.id = c.merchant_id WHERE c.id = ?")
+RDM_AND_CARD_SELECT = (f"SELECT {', '.join('r.' + c for c in RDM_COLS)}, {', '.join('c.' + c for c in CARD_COLS)} "
+                       "FROM redemptions r JOIN cards c ON c.id = r.card_id WHERE r.id = ?")
 
 
 @lru_cache(maxsize=256)
@@ -92,17 +97,32 @@ class Raw:
 
     def card(self, card_id: str) -> CardRow | None:
         row = self.one(CARD_SELECT, (card_id,))
+        return None if row is None else self._card_row(row)
+
+    def card_and_merchant_status(self, card_id: str) -> tuple[CardRow, str] | None:
+        """The card and its merchant's status (one statement)."""
+        row = self.one(CARD_AND_MERCHANT_SELECT, (card_id,))
+        return None if row is None else (self._card_row(row[:-1]), row[-1])
+
+    def redemption(self, redemption_id: str) -> RdmRow | None:
+        row = self.one(RDM_SELECT, (redemption_id,))
+        return None if row is None else self._rdm_row(row)
+
+    def redemption_and_card(self, redemption_id: str) -> tuple[RdmRow, CardRow] | None:
+        """The redemption and its card (one statement)."""
+        row = self.one(RDM_AND_CARD_SELECT, (redemption_id,))
         if row is None:
             return None
+        n = len(RDM_COLS)
+        return self._rdm_row(row[:n]), self._card_row(row[n:])
+
+    def _card_row(self, row) -> CardRow:
         row = list(row)
         for i in _CARD_TIMES:
             row[i] = self.pt(row[i])
         return CardRow(*row)
 
-    def redemption(self, redemption_id: str) -> RdmRow | None:
-        row = self.one(RDM_SELECT, (redemption_id,))
-        if row is None:
-            return None
+    def _rdm_row(self, row) -> RdmRow:
         row = list(row)
         for i in _RDM_TIMES:
             row[i] = self.pt(row[i])

@@ -45,13 +45,13 @@ async def expire_card_holds(tx: Tx, card) -> object:
 
 async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: int, hold_minutes: int) -> dict:
     raw = tx.conn.raw
-    card = raw.card(card_id)
-    if card is None or card.merchant_id != merchant_id:
+    found = raw.card_and_merchant_status(card_id)
+    if found is None or found[0].merchant_id != merchant_id:
         raise NotFound("No such card.", "card_not_found")
+    card, merchant_status = found
     expected = UNIT_FIELD[card.type]
     if unit_field != expected:
         raise Unprocessable(f"A {card.type} card is redeemed by '{expected}', not '{unit_field}'.", "wrong_unit")
-    merchant_status = raw.one("SELECT status FROM merchants WHERE id = ?", (merchant_id,))[0]
     if merchant_status in ("defaulted", "closed"):
         raise Conflict("The merchant can no longer redeem cards.", "merchant_not_operating")
     if card.status != "active":
@@ -90,14 +90,16 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
 
 
 async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: str):
-    r = tx.conn.raw.redemption(redemption_id)
-    if r is None or getattr(r, party_field) != party_id:
+    """(redemption, its card) if the redemption is the party's and still pending."""
+    found = tx.conn.raw.redemption_and_card(redemption_id)
+    if found is None or getattr(found[0], party_field) != party_id:
         raise NotFound("No such redemption.", "redemption_not_found")
+    r = found[0]
     if r.status != "pending":
         raise Conflict(f"The redemption is already {r.status}.", "redemption_not_pending")
     if r.expires_at <= tx.now:
         raise Conflict("The redemption expired before it was answered.", "redemption_expired")
-    return r
+    return found
 
 
 async def _void(tx: Tx, card, redemption_id: str, status: str):
@@ -117,8 +119,7 @@ async def _void(tx: Tx, card, redemption_id: str, status: str):
 
 async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
     raw = tx.conn.raw
-    r = await _load_pending(tx, redemption_id, "consumer_id", consumer_id)
-    card = raw.card(r.card_id)
+    r, card = await _load_pending(tx, redemption_id, "consumer_id", consumer_id)
     units_used = card.units_used + r.units
     units_held = card.units_held - r.units
     release = release_share(card.price, card.units_total, card.units_used, r.units)
@@ -142,8 +143,8 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
 
 async def settle_without_release(tx: Tx, redemption_id: str, party_field: str, party_id: str, status: str) -> dict:
     """Reject (consumer) or cancel (merchant): the hold is voided and nothing moves."""
-    r = await _load_pending(tx, redemption_id, party_field, party_id)
-    await _void(tx, tx.conn.raw.card(r.card_id), r.id, status)
+    r, card = await _load_pending(tx, redemption_id, party_field, party_id)
+    await _void(tx, card, r.id, status)
     return redemption_out(tx.conn.raw.redemption(r.id))
 
 
