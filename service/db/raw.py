@@ -47,12 +47,13 @@ def _parse_sqlite_text(value: str) -> datetime:
 class Raw:
     """Driver-level access inside the writer's transaction."""
 
-    __slots__ = ("_cursor", "is_pg", "_sql")
+    __slots__ = ("_cursor", "is_pg", "_sql", "writes")
 
     def __init__(self, dbapi_connection, is_pg: bool):
         self._cursor = dbapi_connection.cursor()
         self.is_pg = is_pg
         self._sql: dict[str, str] = {}
+        self.writes = 0  # statements run that may have changed something (`run`, `many`, the writer's own)
 
     def _convert(self, sql: str) -> str:
         if not self.is_pg:
@@ -73,11 +74,13 @@ class Raw:
         return cur.fetchall()
 
     def run(self, sql: str, params: tuple = ()) -> int:
+        self.writes += 1
         cur = self._cursor
         cur.execute(self._convert(sql), params)
         return cur.rowcount
 
     def many(self, sql: str, rows: list[tuple]) -> None:
+        self.writes += 1
         if rows:
             self._cursor.executemany(self._convert(sql), rows)
 
