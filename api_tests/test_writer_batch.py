@@ -1,10 +1,9 @@
 """One write batch, several operations: a failure stays with the operation that caused it.
 
-The writer runs a batch first without savepoints, and again with one per operation when an operation
-failed after writing (service/db/writer.py). A database refusal, whether the operation reads after
-the refused statement or not, fails that operation alone with 409 `constraint_violation`; an
-operation that refuses after writing leaves nothing behind; the other operations of the batch
-commit, and the writer goes on.
+The writer runs each operation of a batch in its own savepoint (service/db/writer.py). A database
+refusal, whether the operation reads after the refused statement or not, fails that operation alone
+with 409 `constraint_violation`; an operation that refuses after writing leaves nothing behind; the
+other operations of the batch commit, and the writer goes on.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ async def _card_row(ctx, card_id: str) -> dict:
 
 
 async def test_a_refusal_after_writing_alone_leaves_nothing(client, ctx):
-    """No database error in the batch: the refusal after a write is the only reason to roll back."""
+    """No database error in the batch: the refusal after a write alone must be rolled back."""
     card_id = await _card(client)
     results = await _one_batch(ctx, [_set_reference(card_id, "first"), _refuse_after_writing(card_id),
                                      _set_reference(card_id, "last")])

@@ -9,8 +9,8 @@ so rows written here and rows written through SQLAlchemy compare and read back a
 from __future__ import annotations
 
 from collections import namedtuple
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 
 CARD_COLS = ("id", "product_id", "merchant_id", "consumer_id", "type", "status", "price", "currency", "list_price",
              "units_total", "units_used", "units_held", "period_days", "escrow", "held", "released", "refunded",
@@ -47,13 +47,12 @@ def _parse_sqlite_text(value: str) -> datetime:
 class Raw:
     """Driver-level access inside the writer's transaction."""
 
-    __slots__ = ("_cursor", "is_pg", "_sql", "writes")
+    __slots__ = ("_cursor", "is_pg", "_sql")
 
     def __init__(self, dbapi_connection, is_pg: bool):
         self._cursor = dbapi_connection.cursor()
         self.is_pg = is_pg
         self._sql: dict[str, str] = {}
-        self.writes = 0  # statements run that may have changed something (`run`, `many`, the writer's own)
 
     def _convert(self, sql: str) -> str:
         if not self.is_pg:
@@ -74,13 +73,11 @@ class Raw:
         return cur.fetchall()
 
     def run(self, sql: str, params: tuple = ()) -> int:
-        self.writes += 1
         cur = self._cursor
         cur.execute(self._convert(sql), params)
         return cur.rowcount
 
     def many(self, sql: str, rows: list[tuple]) -> None:
-        self.writes += 1
         if rows:
             self._cursor.executemany(self._convert(sql), rows)
 

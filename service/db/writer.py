@@ -61,21 +61,17 @@ class TxConnection:
         self.raw = Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
 
     async def execute(self, statement, parameters=None):
-        if not getattr(statement, "is_select", False):
-            self.raw.writes += 1
         if parameters is None:
             return self._conn.execute(statement)
         return self._conn.execute(statement, parameters)
 
     async def exec_driver_sql(self, sql: str, parameters=None):
-        self.raw.writes += 1
         return self._conn.exec_driver_sql(sql, parameters) if parameters is not None else self._conn.exec_driver_sql(sql)
 
     async def stream(self, statement, parameters=None):
         return _SyncStream(await self.execute(statement, parameters))
 
     def begin_nested(self) -> "_Savepoint":
-        self.raw.writes += 1
         return _Savepoint(self._conn)
 
 
@@ -227,12 +223,8 @@ class Writer:
             loop.close()
 
     def _process(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        ops = [op for op, _, _ in batch]
         try:
-            try:
-                results, callbacks = loop.run_until_complete(self._run_batch(ops, savepoints=False))
-            except _NeedsSavepoints:  # an operation failed after writing: again, each in a savepoint
-                results, callbacks = loop.run_until_complete(self._run_batch(ops, savepoints=True))
+            results, callbacks = loop.run_until_complete(self._run_batch([op for op, _, _ in batch]))
         except Exception as exc:  # the commit itself failed: nothing in the batch happened
             log.exception("write batch failed")
             self.forget_state()
@@ -249,12 +241,7 @@ class Writer:
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 pass
 
-    async def _run_batch(self, ops: list[Op], savepoints: bool) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
-        """Run the operations in one transaction. First without savepoints: most operations either succeed
-        or refuse before they write, and then there is nothing to roll back (on PostgreSQL a savepoint and
-        its release are two round trips an operation). An operation that fails after it wrote, or on a
-        database error, raises `_NeedsSavepoints`: the transaction is rolled back and the batch runs again
-        with each operation in its own savepoint, so it fails alone."""
+    async def _run_batch(self, ops: list[Op]) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         results: list[tuple[bool, Any]] = []
         with self.engine.connect() as sync_conn:
             with sync_conn.begin():
@@ -269,38 +256,28 @@ class Writer:
                     mark = len(tx.entries)
                     cb_mark = len(tx.after_commit)
                     hooks_mark = tx.mark_hooks()
-                    if savepoints:
-                        raw.run("SAVEPOINT op")  # one failing operation rolls back alone
-                    writes = raw.writes
+                    raw.run("SAVEPOINT op")  # one failing operation rolls back alone
                     try:
                         value = await op(tx)
-                        if savepoints:
-                            raw.run("RELEASE SAVEPOINT op")
+                        raw.run("RELEASE SAVEPOINT op")
                         results.append((True, value))
                         continue
                     except (IntegrityError, dbapi.IntegrityError) as exc:
-                        if not savepoints:
-                            raise _NeedsSavepoints() from exc
                         log.warning("operation refused by a database constraint: %s", getattr(exc, "orig", exc))
                         error: Exception = Conflict("The change conflicts with the current state; nothing was changed.",
                                                     "constraint_violation")
                     except dbapi.DataError as exc:  # a value the database cannot hold: this request's fault
-                        if not savepoints:
-                            raise _NeedsSavepoints() from exc
                         log.warning("operation refused by the database: %s", exc)
                         error = Unprocessable("A value is out of range for the database; nothing was changed.",
                                               "invalid_value")
                     except (DBAPIError, dbapi.Error):
                         raise  # the database itself is in trouble: the whole batch fails
                     except Exception as exc:
-                        if not savepoints and raw.writes != writes:
-                            raise _NeedsSavepoints() from exc
                         if not isinstance(exc, EscrowError):
                             log.exception("operation failed")
                         error = exc
-                    if savepoints:
-                        raw.run("ROLLBACK TO SAVEPOINT op")
-                        raw.run("RELEASE SAVEPOINT op")
+                    raw.run("ROLLBACK TO SAVEPOINT op")
+                    raw.run("RELEASE SAVEPOINT op")
                     del tx.entries[mark:]
                     del tx.after_commit[cb_mark:]
                     tx.rollback_hooks(hooks_mark)
@@ -368,10 +345,6 @@ class Writer:
                 "refunded = refunded + ?, held = held + ? WHERE id = 1",
                 (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held))
         return head
-
-class _NeedsSavepoints(Exception):
-    """An operation of a batch run without savepoints failed after it wrote: run the batch again with them."""
-
 
 def _resolve(items: list, callbacks: list) -> None:
     """On the requester's loop: run after-commit callbacks (e.g. wake long-polls), then answer."""
