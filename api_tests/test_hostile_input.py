@@ -10,8 +10,8 @@ from __future__ import annotations
 import secrets
 
 from api_tests.conftest import record
-from api_tests.factories import (OP, assert_error, create_merchant, publish_stored_value, register_consumer,
-                                 valid_uscc)
+from api_tests.factories import (OP, assert_error, buy_card, create_merchant, publish_stored_value,
+                                 register_consumer, valid_uscc)
 from api_tests.test_authz_matrix import QUERIES, ROLE, TABLE, Row, World, build_world
 
 JSON = {"Content-Type": "application/json"}
@@ -72,12 +72,15 @@ async def test_every_field_of_every_body_survives_hostile_values(client):
     record("hostile requests", sent)
 
 
-async def test_nul_in_any_text_field_is_422_on_either_database(client):
+async def _shop_with_a_card(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
     product = await publish_stored_value(client, gym, price=10_000, face_value=12_000)
-    card = (await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "alipay", "reference": "ali-1"}}, headers=li["headers"])).json()
+    return gym, li, product, await buy_card(client, li, product)
+
+
+async def test_nul_in_any_text_field_is_422_on_either_database(client):
+    gym, li, product, card = await _shop_with_a_card(client)
     regulator = (await client.post("/v1/regulators", json={"name": "AMR"}, headers=OP)).json()
     rg = {"Authorization": f"Bearer {regulator['api_key']}"}
     complaint = (await client.post("/v1/complaints", json={"merchant_id": gym["id"], "category": "other",
@@ -234,11 +237,7 @@ async def test_oversize_bodies_are_413_with_or_without_a_content_length(client):
 
 
 async def test_money_fields_take_only_integer_fen(client):
-    gym = await create_merchant(client)
-    li = await register_consumer(client)
-    product = await publish_stored_value(client, gym, price=10_000, face_value=12_000)
-    card = (await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "alipay", "reference": "ali-2"}}, headers=li["headers"])).json()
+    gym, li, product, card = await _shop_with_a_card(client)
     for value in (10**30, -10**30, 0, -1, 1.5, 100.0, 1e4, "100", "1e4", True, None, [100], {"fen": 100}):
         body = {"type": "stored_value", "name": "x", "price": value, "face_value": 12_000, "valid_days": 9}
         assert_error(await client.post("/v1/products", json=body, headers=gym["headers"]), 422, "invalid_field")
