@@ -16,6 +16,7 @@ import logging
 import orjson
 
 from service.auth import authenticate_header, check_role
+from service.db.writer import Reads, prefetching
 from service.errors import BadRequest, EscrowError
 from service.idempotency import checked_key, fingerprint_of, run_write
 from service.redemptions import service as redemptions
@@ -27,13 +28,18 @@ LIMITS = {"amount": 10**12, "uses": 100_000, "periods": 1000}
 _JSON = [(b"content-type", b"application/json")]
 
 
+def _plain_id(value: str) -> bool:
+    """Ids are letters, digits and underscores; anything else is left to FastAPI's usual answer."""
+    return len(value) <= 64 and value.isascii() and value.replace("_", "").isalnum()
+
+
 def _route(path: str) -> tuple[str, str] | None:
     parts = path.split("/")
     # /v1/cards/{id}/redemptions  or  /v1/redemptions/{id}/confirm
-    if len(parts) == 5 and parts[1] == "v1" and parts[2] and parts[3]:
-        if parts[2] == "cards" and parts[4] == "redemptions" and len(parts[3]) <= 64:
+    if len(parts) == 5 and parts[1] == "v1" and _plain_id(parts[3]):
+        if parts[2] == "cards" and parts[4] == "redemptions":
             return "ask", parts[3]
-        if parts[2] == "redemptions" and parts[4] == "confirm" and len(parts[3]) <= 64:
+        if parts[2] == "redemptions" and parts[4] == "confirm":
             return "confirm", parts[3]
     return None
 
@@ -127,12 +133,14 @@ class RedemptionFastPath:
 
                 async def op(tx):
                     return 201, await redemptions.ask(tx, who.party_id, object_id, field, n, hold_minutes)
+                prefetching(op, Reads(card=object_id))
                 path = f"/v1/cards/{object_id}/redemptions"
             else:
                 who = check_role(await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("consumer",))
 
                 async def op(tx):
                     return 200, await redemptions.confirm(tx, who.party_id, object_id)
+                prefetching(op, Reads(redemption=object_id))
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
             return await run_write(ctx, who.caller, key, digest, op)

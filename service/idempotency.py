@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from service.auth import Principal
 from service.context import AppContext
 from service.db.models import IdempotencyKey
-from service.db.writer import Tx
+from service.db.writer import Tx, prefetching
 from service.errors import BadRequest, Conflict
 
 keys_t = IdempotencyKey.__table__
@@ -88,5 +88,8 @@ async def run_write(ctx: AppContext, who: str, key: str | None, digest: str,
                 "VALUES (?, ?, ?, ?, ?, ?)", (who, key, digest, status, orjson.dumps(kept).decode(), raw.t(tx.now)))
         return (status, result), False
 
+    reads = getattr(op, "reads", None)
+    if reads is not None:
+        prefetching(idempotent, reads)
     (status, result), replayed = await ctx.writer.run(idempotent)
     return status, result, replayed

@@ -1,0 +1,209 @@
+"""The quick way through a write batch gives every request the answer the careful way would.
+
+A batch of asks and confirms reads its cards and redemptions in one statement, defers its writes
+and sends them merged (service/db/writer.py, service/db/raw.py). These tests put awkward mixes into
+one batch over HTTP (two requests on one card, a confirm by the wrong consumer, an ask beyond the
+balance, retries with one Idempotency-Key) and check each answer, every balance and the ledger;
+then they make the quick way fail, by a refusal after writing and by a database refusal, and check
+that it is undone or run again carefully, with the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from service.db.raw import _literal, _script
+from service.db.writer import Reads, prefetching
+from service.errors import Conflict
+from service.ledger_api.service import verify_ledger
+
+from .factories import ask, assert_error, buy_card, create_merchant, get_card, publish_count, register_consumer
+
+
+class Held:
+    """Holds the writer thread until every request under test is waiting, so they share one batch."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.gate = threading.Event()
+
+    async def __aenter__(self):
+        async def hold(tx):
+            self.gate.wait(10)
+            return "held"
+        self.batches = self.ctx.writer.batches
+        self.holding = asyncio.ensure_future(self.ctx.writer.run(hold))
+        await asyncio.sleep(0.1)
+        return self
+
+    async def release(self, requests: list) -> list:
+        tasks = [asyncio.ensure_future(r) for r in requests]
+        await asyncio.sleep(0.3)  # every request has reached the writer's queue
+        self.gate.set()
+        assert await self.holding == "held"
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        assert self.ctx.writer.batches - self.batches == 2  # the holding batch, then all of them together
+        return out
+
+    async def __aexit__(self, *exc):
+        self.gate.set()
+
+
+async def _shop(client, cards: int):
+    gym = await create_merchant(client)
+    product = await publish_count(client, gym, price=10_000, uses=10)
+    people = [await register_consumer(client, name=f"Consumer {i}") for i in range(cards)]
+    return gym, people, [await buy_card(client, p, product) for p in people]
+
+
+def _ask(client, gym, card, uses=1, key=None):
+    headers = dict(gym["headers"], **({"Idempotency-Key": key} if key else {}))
+    return client.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": uses}, headers=headers)
+
+
+def _confirm(client, person, redemption, key=None):
+    headers = dict(person["headers"], **({"Idempotency-Key": key} if key else {}))
+    return client.post(f"/v1/redemptions/{redemption['id']}/confirm", headers=headers)
+
+
+async def _ledger_ok(ctx, held: int) -> None:
+    """The chain verifies and its running totals agree with the cards."""
+    report = await verify_ledger(ctx.engines.reader)
+    assert report["ok"] is True, report
+    assert report["ledger_totals"]["held"] == held
+
+
+async def test_a_mixed_batch_answers_each_request_as_if_alone(client, ctx):
+    gym, people, cards = await _shop(client, 4)
+    a, b, c, d = cards
+    pending_a = await ask(client, gym, a, uses=2)
+    pending_b = await ask(client, gym, b, uses=3)
+    pending_d = await ask(client, gym, d, uses=1)
+    quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
+
+    async with Held(ctx) as held:
+        r = await held.release([
+            _confirm(client, people[0], pending_a),   # card a: a confirm …
+            _ask(client, gym, a, uses=3),             # … and an ask on the same card in the same batch
+            _confirm(client, people[2], pending_b),   # the wrong consumer: 404, nothing moves
+            _ask(client, gym, c, uses=11),            # beyond the card: 409
+            _ask(client, gym, c, uses=4),
+            _ask(client, gym, c, uses=5),             # a second hold on c sees the first one
+            _confirm(client, people[3], pending_d, key="k-d"),
+            _confirm(client, people[3], pending_d, key="k-d"),  # a retry: the same answer, replayed
+        ])
+    assert [x.status_code for x in r] == [200, 201, 404, 409, 201, 201, 200, 200]
+    assert_error(r[2], 404, "redemption_not_found")
+    assert_error(r[3], 409)
+    assert r[6].json() == r[7].json() and r[7].headers.get("idempotent-replayed") == "true"
+    assert ctx.writer.quick_batches == quick + 1 and ctx.writer.careful_retries == careful
+
+    balance = {card["id"]: (await get_card(client, p, card))["balance"] for p, card in zip(people, cards)}
+    assert (balance[a["id"]]["units_used"], balance[a["id"]]["units_held"]) == (2, 3)
+    assert (balance[b["id"]]["units_used"], balance[b["id"]]["units_held"]) == (0, 3)
+    assert (balance[c["id"]]["units_used"], balance[c["id"]]["units_held"]) == (0, 9)
+    assert (balance[d["id"]]["units_used"], balance[d["id"]]["units_held"]) == (1, 0)
+    assert r[0].json()["card_balance"]["escrow"] == balance[a["id"]]["escrow"] == 10_000 - 2_000
+    for x in balance.values():
+        assert x["escrow"] + x["released"] + x["refunded"] == 10_000
+    await _ledger_ok(ctx, held=sum(x["held"] for x in balance.values()))
+
+
+async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client, ctx):
+    gym, people, cards = await _shop(client, 2)
+    quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
+
+    def units_held(card_id: str):  # an operation that did not say what it reads: the careful way
+        async def op(tx):
+            return tx.conn.raw.one("SELECT units_held FROM cards WHERE id = ?", (card_id,))[0]
+        return op
+    async with Held(ctx) as held:
+        r = await held.release([ctx.writer.run(units_held(cards[0]["id"])), _ask(client, gym, cards[0], uses=4),
+                                _ask(client, gym, cards[1], uses=2), ctx.writer.run(units_held(cards[1]["id"]))])
+    # The first read came before the asks; the last one after, and sees their (deferred) writes.
+    assert (r[0], r[1].status_code, r[2].status_code, r[3]) == (0, 201, 201, 2)
+    assert ctx.writer.quick_batches == quick + 1 and ctx.writer.careful_retries == careful
+    balances = [(await get_card(client, p, c))["balance"] for p, c in zip(people, cards)]
+    await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+
+
+def _refusing_ask(card_id: str, merchant_id: str):
+    """An ask-shaped operation that writes and then refuses: its queued writes must go."""
+    async def op(tx):
+        tx.conn.raw.run("UPDATE cards SET payment_reference = 'written before the refusal' WHERE id = ?", (card_id,))
+        tx.append("hold", card_id=card_id, merchant_id=merchant_id, units=1, amount=1, held_delta=0)
+        raise Conflict("refused after writing", "refused_for_the_test")
+    return prefetching(op, Reads(card=card_id))
+
+
+def _breaking_ask(card_id: str):
+    """An ask-shaped operation whose write the database refuses (CHECK held <= escrow)."""
+    async def op(tx):
+        tx.conn.raw.run("UPDATE cards SET held = ? WHERE id = ?", (10_001, card_id))
+        return "should not succeed"
+    return prefetching(op, Reads(card=card_id))
+
+
+@pytest.mark.parametrize("how", ["refuses after writing", "database refuses"])
+async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ctx, how):
+    gym, people, cards = await _shop(client, 3)
+    quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
+    failing = (_refusing_ask(cards[1]["id"], gym["id"]) if how == "refuses after writing"
+               else _breaking_ask(cards[1]["id"]))
+    async with Held(ctx) as held:
+        r = await held.release([_ask(client, gym, cards[0], uses=2), ctx.writer.run(failing),
+                                _ask(client, gym, cards[2], uses=3)])
+    assert [r[0].status_code, r[2].status_code] == [201, 201]
+    expected = "refused_for_the_test" if how == "refuses after writing" else "constraint_violation"
+    assert isinstance(r[1], Conflict) and r[1].code == expected
+    balances = [(await get_card(client, p, card))["balance"] for p, card in zip(people, cards)]
+    assert [b["units_held"] for b in balances] == [2, 0, 3]
+
+    async def read(tx):
+        return tx.conn.raw.one("SELECT held, payment_reference FROM cards WHERE id = ?", (cards[1]["id"],))
+    held_now, reference = await ctx.writer.run(read)
+    assert held_now == 0 and reference != "written before the refusal"
+    assert ctx.writer.quick_batches - quick == (1 if how == "refuses after writing" else 0)
+    assert ctx.writer.careful_retries - careful == (0 if how == "refuses after writing" else 1)
+    await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+
+
+AWKWARD = ["", "'", "''", "\\", "\\'", "'; DROP TABLE cards; --", "$$", "$tag$", "%s", "%%", "?", "\"", "E'x'",
+           "李雷 💳 铁馆健身", "line\nbreak\ttab\r", "\\x41", "-- comment", "/* c */", "\u2028", "a" * 5000]
+
+
+async def test_literals_read_back_as_the_values(ctx):
+    """The deferred writes' literal SQL (PostgreSQL) quotes every string, however awkward, exactly."""
+    now = datetime(2026, 11, 25, 12, 34, 56, 789012, tzinfo=timezone.utc)
+    typed = [0, -1, 2**62, None] + ([b"", b"\x00\xff'\\", now] if ctx.settings.is_sqlite is False else [])
+
+    async def op(tx):
+        raw = tx.conn.raw
+        assert raw._literal_ok is raw.is_pg  # the script is PostgreSQL's; SQLite binds parameters
+        cur = raw._cursor
+        out = []
+        for value in AWKWARD + typed:
+            cur.execute("SELECT " + _literal(value))  # no parameters: the text goes as it is
+            out.append(cur.fetchone()[0])
+        return out
+    assert await ctx.writer.run(op) == AWKWARD + typed
+    with pytest.raises(ValueError):
+        _literal("nul \x00 inside")  # refused: the batch then runs with bound parameters
+    with pytest.raises(ValueError):
+        _literal(1.5)  # no float near money
+
+
+def test_merged_writes_never_write_one_row_twice_out_of_order():
+    """Merging groups row writes by their statement; a row written twice keeps the writes' order."""
+    a = "UPDATE cards SET held = ? WHERE id = ?"
+    b = "UPDATE cards SET units_held = ? WHERE id = ?"
+    pending = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "x"), False)]
+    assert _script(pending) == ["UPDATE cards SET held = 1 WHERE id = 'x'", "UPDATE cards SET units_held = 2 WHERE id = 'y'",
+                                "UPDATE cards SET held = 3 WHERE id = 'x'"]
+    distinct = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "z"), False)]
+    merged = _script(distinct)
+    assert len(merged) == 2 and merged[0].startswith("UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))")
