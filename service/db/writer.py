@@ -197,6 +197,7 @@ class Writer:
         self._lock = threading.Lock()
         self._frontier: Frontier | None = None
         self._frontier_head: bytes | None = None
+        self._stopping = False
         self.batches = 0
         self.ops = 0
         self.quick_batches = 0  # batches that ran the quick way (prefetched reads, deferred writes)
@@ -231,43 +232,40 @@ class Writer:
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
+        self._stopping = False
         try:
-            while True:
+            while not self._stopping:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
-                stop = False
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                batch = [b for b in batch if not b[1].cancelled()]
-                if batch:
-                    self._process(loop, batch)
-                if stop:
-                    return
+                self._process(loop, [first])
         finally:
             loop.close()
 
+    def _drain(self, batch: list) -> None:
+        """Add what waits in the queue to `batch`. Called once the batch holds the ledger head, so
+        what arrived while it waited for the lock (another replica's batch) rides along."""
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopping = True
+                break
+            batch.append(item)
+        batch[:] = [b for b in batch if not b[1].cancelled()]
+
     def _process(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        ops = [op for op, _, _ in batch]
-        reads = [getattr(op, "reads", None) for op in ops]
         try:
             results = None
-            if any(reads):
-                try:
-                    results, callbacks = loop.run_until_complete(self._run_batch(ops, reads))
-                except _Careful:
-                    self.forget_state()
-                    self.careful_retries += 1
+            try:
+                results, callbacks = loop.run_until_complete(self._run_batch(batch, quick=True))
+            except _Careful:
+                self.forget_state()
+                self.careful_retries += 1
             if results is None:
-                results, callbacks = loop.run_until_complete(self._run_batch(ops, None))
+                results, callbacks = loop.run_until_complete(self._run_batch(batch, quick=False))
         except Exception as exc:  # the commit itself failed: nothing in the batch happened
             log.exception("write batch failed")
             self.forget_state()
@@ -284,13 +282,12 @@ class Writer:
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 pass
 
-    async def _run_batch(self, ops: list[Op], reads: list[Reads | None] | None
-                         ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
-        """Run a batch in one transaction, in arrival order. With `reads`, each run of operations that
-        have theirs goes the quick way (their rows read in one statement, their writes deferred); the
-        others (all of them without `reads`) go the careful way."""
-        results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
-        quick = False
+    async def _run_batch(self, batch: list, quick: bool) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
+        """Run a batch in one transaction, in arrival order. With `quick`, each run of operations that
+        said what they read goes the quick way (their rows read in one statement, their writes
+        deferred); the others (all of them without `quick`) go the careful way. The first attempt
+        takes in what waits in the queue once it holds the ledger head."""
+        first_attempt = quick
         with self.engine.connect() as sync_conn:
             with sync_conn.begin():
                 conn = TxConnection(sync_conn)
@@ -300,6 +297,14 @@ class Writer:
                 tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
                 raw = conn.raw
                 dbapi = sync_conn.dialect.loaded_dbapi
+                if first_attempt:
+                    self._drain(batch)
+                ops = [op for op, _, _ in batch]
+                reads = [getattr(op, "reads", None) for op in ops] if quick else None
+                if reads is not None and not any(reads):
+                    reads = None
+                results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
+                quick = False
                 for i, op in enumerate(ops):
                     wants_quick = reads is not None and reads[i] is not None
                     try:
