@@ -5,13 +5,14 @@ handful of fixed statements per request, so it talks to the driver directly. SQL
 with `?` placeholders (converted for psycopg) and times are bound the way SQLAlchemy stores them,
 so rows written here and rows written through SQLAlchemy compare and read back alike.
 
-Deferred writes. Every statement the writer thread sends lets go of the GIL while it waits, and
-getting it back from a busy HTTP thread costs up to the interpreter's switch interval (5 ms), far
-more than the statement (about 50 µs to PostgreSQL on loopback). So a batch of redemptions runs
-with its writes deferred: `run` and `many` queue, and the queue goes out in one script just before
-the next read and before the commit. Reads the batch was told about in advance (`prefetch`) are
-answered from one query for the whole batch. A write batch then talks to the database a handful of
-times instead of five times per request.
+Deferred writes. Every statement psycopg sends lets go of the GIL while it waits, and getting it
+back from a busy HTTP thread costs up to the interpreter's switch interval (5 ms), far more than
+the statement (about 50-80 µs to PostgreSQL on loopback; `bench/gil_roundtrip.py`); PostgreSQL
+itself spends ~100 µs on each small statement. So a run of redemptions in a batch has its writes
+deferred: `run` and `many` queue, and the queue goes out just before the next read and before the
+commit, on PostgreSQL as one script of merged statements. Reads the batch was told about in
+advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
+database a handful of times instead of five times per request (on SQLite: no savepoints, one read).
 """
 
 from __future__ import annotations
