@@ -133,12 +133,11 @@ class Raw:
         if card_ids:
             for row in self.all(CARD_AND_MERCHANT_SELECT.replace("c.id = ?", self._in("c.id")),
                                 (self._ids(card_ids),)):
-                cards[row[0]] = (self._card_row(row[:-1]), row[-1])
+                cards[row[0]] = self._card_and_status(row)
         if redemption_ids:
-            n = len(RDM_COLS)
             for row in self.all(RDM_AND_CARD_SELECT.replace("r.id = ?", self._in("r.id")),
                                 (self._ids(redemption_ids),)):
-                rdms[row[0]] = (self._rdm_row(row[:n]), self._card_row(row[n:]))
+                rdms[row[0]] = self._rdm_and_card(row)
         uses: dict[str, int] = {}
         for cid in card_ids:
             uses[cid] = uses.get(cid, 0) + 1
@@ -217,7 +216,7 @@ class Raw:
         if found is not None:
             return found
         row = self.one(CARD_AND_MERCHANT_SELECT, (card_id,))
-        return None if row is None else (self._card_row(row[:-1]), row[-1])
+        return None if row is None else self._card_and_status(row)
 
     def redemption(self, redemption_id: str) -> RdmRow | None:
         row = self.one(RDM_SELECT, (redemption_id,))
@@ -229,8 +228,12 @@ class Raw:
         if found is not None:
             return found
         row = self.one(RDM_AND_CARD_SELECT, (redemption_id,))
-        if row is None:
-            return None
+        return None if row is None else self._rdm_and_card(row)
+
+    def _card_and_status(self, row) -> tuple[CardRow, str]:
+        return self._card_row(row[:-1]), row[-1]
+
+    def _rdm_and_card(self, row) -> tuple[RdmRow, CardRow]:
         n = len(RDM_COLS)
         return self._rdm_row(row[:n]), self._card_row(row[n:])
 
@@ -291,7 +294,7 @@ def _script(pending: list[tuple[str, Any, bool]]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per statement text (memoised): compared by identity
 class _RowWrite:
     """A one-row write by primary key: `UPDATE t SET a = ?, b = 'x' WHERE id = ?` or
     `INSERT INTO t (id, a, b) VALUES (?, ?, NULL)`."""
@@ -335,7 +338,7 @@ def _merge(run: list[tuple[_RowWrite, Any]]) -> list[str]:
     safe when no row is written twice: then the order can only matter through a foreign key to a
     row inserted in the same run, and that fails loudly (the batch then runs the careful way)."""
     if len(run) < 2:
-        return [_bind(_split(shape.sql), params) for shape, params in run]
+        return _one_by_one(run)
     updated = {shape.table for shape, _ in run if shape.kind == "update"}
     rows: set = set()
     groups: dict[_RowWrite, list] = {}
@@ -343,16 +346,16 @@ def _merge(run: list[tuple[_RowWrite, Any]]) -> list[str]:
         key = shape.key(params)
         if key is None:
             if shape.table in updated:
-                return [_bind(_split(s.sql), p) for s, p in run]
+                return _one_by_one(run)
         elif (shape.table, key) in rows:
-            return [_bind(_split(s.sql), p) for s, p in run]
+            return _one_by_one(run)
         else:
             rows.add((shape.table, key))
         groups.setdefault(shape, []).append(params)
     out = []
     for shape, group in groups.items():
         if len(group) == 1:
-            out.append(_bind(_split(shape.sql), group[0]))
+            out.extend(_one_by_one([(shape, group[0])]))
         elif shape.kind == "insert":
             head, row = _multi_row(shape.sql)
             out.append(head + ", ".join(_bind(row, params) for params in group))
@@ -361,11 +364,15 @@ def _merge(run: list[tuple[_RowWrite, Any]]) -> list[str]:
     return out
 
 
+def _one_by_one(run: list[tuple[_RowWrite, Any]]) -> list[str]:
+    return [_bind(_split(shape.sql), params) for shape, params in run]
+
+
 def _update_from_values(shape: _RowWrite, group: list) -> list[str]:
     params_of = [c for c, v in zip(shape.columns, shape.values) if v is None]
     for i in range(len(params_of)):
         if all(params[i] is None for params in group):  # a NULL-only column has no type in VALUES
-            return [_bind(_split(shape.sql), params) for params in group]
+            return _one_by_one([(shape, params) for params in group])
     sets = ", ".join(f"{c} = v.{c}" if v is None else f"{c} = {v}" for c, v in zip(shape.columns, shape.values))
     rows = ", ".join("(" + ", ".join(_literal(x) for x in (params[-1], *params[:-1])) + ")" for params in group)
     return [f"UPDATE {shape.table} AS t SET {sets} FROM (VALUES {rows}) AS v(id, {', '.join(params_of)}) "

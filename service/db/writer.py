@@ -287,7 +287,6 @@ class Writer:
         said what they read goes the quick way (their rows read in one statement, their writes
         deferred); the others (all of them without `quick`) go the careful way. The first attempt
         takes in what waits in the queue once it holds the ledger head."""
-        first_attempt = quick
         with self.engine.connect() as sync_conn:
             with sync_conn.begin():
                 conn = TxConnection(sync_conn)
@@ -297,63 +296,51 @@ class Writer:
                 tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
                 raw = conn.raw
                 dbapi = sync_conn.dialect.loaded_dbapi
-                if first_attempt:
+                if quick:  # the first attempt
                     self._drain(batch)
                 ops = [op for op, _, _ in batch]
                 reads = [getattr(op, "reads", None) for op in ops] if quick else None
                 if reads is not None and not any(reads):
                     reads = None
                 results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
-                quick = False
+                in_run = False  # inside a quick run
                 for i, op in enumerate(ops):
                     wants_quick = reads is not None and reads[i] is not None
                     try:
-                        if wants_quick and not quick:  # a quick run starts: read what it will read
+                        if wants_quick and not in_run:  # a quick run starts: read what it will read
                             end = next((j for j in range(i, len(ops)) if reads[j] is None), len(ops))
                             run = reads[i:end]
                             raw.prefetch([r.card for r in run if r.card], [r.redemption for r in run if r.redemption])
                             raw.defer()
-                        elif quick and not wants_quick:  # it is over: send its writes, go on carefully
+                        elif in_run and not wants_quick:  # it is over: send its writes, go on carefully
                             raw.stop_deferring()
                     except (DBAPIError, dbapi.Error, LiteralRefused) as exc:  # e.g. an id PostgreSQL cannot compare
                         raise _Careful from exc
-                    quick = wants_quick
+                    in_run = wants_quick
                     mark = len(tx.entries)
                     cb_mark = len(tx.after_commit)
                     hooks_mark = tx.mark_hooks()
-                    if quick:
+                    if in_run:
                         write_mark = raw.mark()
                     else:
                         raw.run("SAVEPOINT op")  # one failing operation rolls back alone
                     try:
                         value = await op(tx)
-                        if not quick:
+                        if not in_run:
                             raw.run("RELEASE SAVEPOINT op")
                         results[i] = (True, value)
                         continue
-                    except (IntegrityError, dbapi.IntegrityError) as exc:
-                        if quick:
-                            raise _Careful from exc
-                        log.warning("operation refused by a database constraint: %s", getattr(exc, "orig", exc))
-                        error: Exception = Conflict("The change conflicts with the current state; nothing was changed.",
-                                                    "constraint_violation")
-                    except dbapi.DataError as exc:  # a value the database cannot hold: this request's fault
-                        if quick:
-                            raise _Careful from exc
-                        log.warning("operation refused by the database: %s", exc)
-                        error = Unprocessable("A value is out of range for the database; nothing was changed.",
-                                              "invalid_value")
                     except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
-                        if quick:
+                        if in_run:
                             raise _Careful from exc
-                        raise  # the database itself is in trouble: the whole batch fails
+                        error: Exception = _refusal(exc, dbapi)
                     except Exception as exc:
-                        if quick and not raw.discard_since(write_mark):
+                        if in_run and not raw.discard_since(write_mark):
                             raise _Careful from exc
                         if not isinstance(exc, EscrowError):
                             log.exception("operation failed")
                         error = exc
-                    if not quick:
+                    if not in_run:
                         raw.run("ROLLBACK TO SAVEPOINT op")
                         raw.run("RELEASE SAVEPOINT op")
                     del tx.entries[mark:]
@@ -431,6 +418,18 @@ class Writer:
                 "refunded = refunded + ?, held = held + ? WHERE id = 1",
                 (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held))
         return head
+
+def _refusal(exc: Exception, dbapi) -> EscrowError:
+    """What a database error in one operation means for that request; re-raised when the database
+    itself is in trouble (the whole batch then fails)."""
+    if isinstance(exc, (IntegrityError, dbapi.IntegrityError)):
+        log.warning("operation refused by a database constraint: %s", getattr(exc, "orig", exc))
+        return Conflict("The change conflicts with the current state; nothing was changed.", "constraint_violation")
+    if isinstance(exc, dbapi.DataError):  # a value the database cannot hold: this request's fault
+        log.warning("operation refused by the database: %s", exc)
+        return Unprocessable("A value is out of range for the database; nothing was changed.", "invalid_value")
+    raise exc
+
 
 def _resolve(items: list, callbacks: list) -> None:
     """On the requester's loop: run after-commit callbacks (e.g. wake long-polls), then answer."""
