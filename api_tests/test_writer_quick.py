@@ -207,3 +207,71 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
     distinct = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "z"), False)]
     merged = _script(distinct)
     assert len(merged) == 2 and merged[0].startswith("UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))")
+
+
+async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(client, ctx, monkeypatch):
+    """A batch takes in what waits in the queue once it holds the ledger head (another replica's batch
+    may have held it): those requests run as a second quick run and see the first run's writes."""
+    gym, people, cards = await _shop(client, 2)
+    x, y = cards
+    writer = ctx.writer
+    quick, careful, batches = writer.quick_batches, writer.careful_retries, writer.batches
+    locked = threading.Event()
+    gate = threading.Event()
+    original = writer._lock_head
+
+    async def slow_lock(conn, run):
+        found = await original(conn, run)
+        if run:  # the batch under test: it holds the head now; make it wait as if for another replica
+            locked.set()
+            gate.wait(10)
+        return found
+    monkeypatch.setattr(writer, "_lock_head", slow_lock)
+    try:
+        first = [asyncio.ensure_future(_ask(client, gym, x, uses=3)), asyncio.ensure_future(_ask(client, gym, y, uses=1))]
+        assert await asyncio.to_thread(locked.wait, 10)
+        late = [asyncio.ensure_future(_ask(client, gym, x, uses=8)),  # 3 of x's 10 are held by the first run
+                asyncio.ensure_future(_ask(client, gym, x, uses=7)),
+                asyncio.ensure_future(_ask(client, gym, y, uses=2))]
+        await asyncio.sleep(0.3)  # they wait in the queue
+    finally:
+        gate.set()
+    r = await asyncio.gather(*first, *late)
+    monkeypatch.undo()
+    assert [a.status_code for a in r] == [201, 201, 409, 201, 201]
+    assert writer.batches - batches == 1  # all five in one batch …
+    assert writer.quick_batches - quick == 1 and writer.careful_retries == careful  # … the quick way
+    balances = [(await get_card(client, p, c))["balance"] for p, c in zip(people, cards)]
+    assert [b["units_held"] for b in balances] == [10, 3]
+    await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+
+
+async def test_a_writer_connection_that_died_while_idle_costs_no_request(client, ctx):
+    """The writer's pool does not ping (a round trip per batch): a batch whose first statement finds
+    the connection dead (the database restarted, an idle timeout) runs again on a new one."""
+    from sqlalchemy import event
+    gym, people, cards = await _shop(client, 1)
+    engine = ctx.engines.sync_writer
+    killed = []
+
+    def kill(dbapi_connection, record, proxy):
+        if killed:
+            return
+        if ctx.settings.is_sqlite:
+            dbapi_connection.close()
+        else:  # what a database restart does to it: the server ends the session
+            import psycopg
+            pid = dbapi_connection.info.backend_pid
+            with psycopg.connect(ctx.settings.effective_database_url.replace("+asyncpg", ""), autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        killed.append(True)
+    reconnects = ctx.writer.reconnects
+    event.listen(engine, "checkout", kill)
+    try:
+        r = await _ask(client, gym, cards[0], uses=2)
+    finally:
+        event.remove(engine, "checkout", kill)
+    assert killed and r.status_code == 201, r.text
+    assert ctx.writer.reconnects == reconnects + 1
+    assert (await get_card(client, people[0], cards[0]))["balance"]["units_held"] == 2
+    assert (await _ask(client, gym, cards[0], uses=1)).status_code == 201  # and the writer goes on

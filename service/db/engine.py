@@ -101,6 +101,8 @@ def make_engines(settings: Settings) -> Engines:
         _sqlite_setup(sync_reader, settings, "BEGIN")
         return Engines(reader=reader, writer=writer, sync_writer=sync_writer, sync_reader=sync_reader, is_sqlite=True)
     engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    sync_writer = create_engine(sync_url(url), pool_size=2, max_overflow=2, pool_pre_ping=True)
+    # The writer's connection is not pinged at checkout (a round trip per batch); the writer runs a
+    # batch again on a new connection when the first statements find the pooled one dead.
+    sync_writer = create_engine(sync_url(url), pool_size=2, max_overflow=2)
     sync_reader = create_engine(sync_url(url), pool_size=4, max_overflow=4, pool_pre_ping=True)
     return Engines(reader=engine, writer=engine, sync_writer=sync_writer, sync_reader=sync_reader, is_sqlite=False)

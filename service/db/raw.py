@@ -76,8 +76,10 @@ class Raw:
 
     # -- deferred writes ---------------------------------------------------------------------------
     def defer(self) -> None:
-        """From now on writes queue until the next read, `flush()` or live statement."""
-        self._pending = []
+        """From now on writes queue until the next read, `flush()` or live statement (what is queued
+        already stays queued)."""
+        if self._pending is None:
+            self._pending = []
 
     def stop_deferring(self) -> None:
         """Send what is queued; from now on every statement runs at once and reads the database
@@ -106,37 +108,78 @@ class Raw:
             self.flush()
             self.sent += 1
 
-    def flush(self) -> None:
+    def flush(self, commit: bool = False) -> bool:
+        """Send what is queued. With `commit`, on PostgreSQL the script ends with the COMMIT (one
+        round trip for both); returns whether it did (the driver then has nothing left to commit)."""
         pending = self._pending
         if not pending:
-            return
+            return False
         self._pending = []
         self.sent += len(pending)
         cur = self._cursor
         if self._literal_ok:
             # No parameters: psycopg sends it as a simple query, several statements in one message.
-            cur.execute(";\n".join(_script(pending)), prepare=False)
-            return
+            # Should one fail, PostgreSQL runs none after it: the COMMIT too.
+            cur.execute(";\n".join(_script(pending) + (["COMMIT"] if commit else [])), prepare=False)
+            return commit
         for sql, params, is_many in pending:
             if is_many:
                 cur.executemany(self._convert(sql), params)
             else:
                 cur.execute(self._convert(sql), params)
+        return False
+
+    def reads(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
+        """Each query's rows, read after what is queued went out. On PostgreSQL, when there are
+        queued writes or several reads, writes and reads go as one script: one round trip."""
+        pending = self._pending
+        if self._literal_ok and (pending or len(queries) > 1):
+            try:
+                script = (_script(pending) if pending else []) + [_bind(_split(sql), p) for sql, p in queries]
+            except LiteralRefused:
+                pass  # a value the script cannot carry: the writes go alone (or fail), reads bound
+            else:
+                if pending:
+                    self._pending = []
+                    self.sent += len(pending)
+                cur = self._cursor
+                cur.execute(";\n".join(script), prepare=False)
+                for _ in range(len(script) - len(queries)):  # the writes' results
+                    cur.nextset()
+                out = [cur.fetchall()]
+                while cur.nextset():
+                    out.append(cur.fetchall())
+                return out
+        if pending:
+            self.flush()
+        cur = self._cursor
+        out = []
+        for sql, params in queries:
+            cur.execute(self._convert(sql), params)
+            out.append(cur.fetchall())
+        return out
 
     # -- reads known in advance --------------------------------------------------------------------
-    def prefetch(self, card_ids: list[str], redemption_ids: list[str]) -> None:
+    def prefetch(self, card_ids: list[str], redemption_ids: list[str], lead: str | None = None) -> list[tuple] | None:
         """Read, in one statement each, the cards (with their merchant's status) and the redemptions
-        (with their card) a batch's operations will ask for. A row is kept only when it is the one
-        operation of the batch on that card: a second would have to see the first one's writes."""
+        (with their card) a run of a batch's operations will ask for; on PostgreSQL together with
+        what is queued and with `lead` (a read without parameters run first, e.g. the lock on the
+        ledger head), in one round trip. Returns `lead`'s rows. A row is kept only when it is the one
+        operation of the run on that card: a second would have to see the first one's writes."""
+        queries: list[tuple[str, tuple]] = [(lead, ())] if lead else []
+        if card_ids:
+            queries.append((CARD_AND_MERCHANT_SELECT.replace("c.id = ?", self._in("c.id")), (self._ids(card_ids),)))
+        if redemption_ids:
+            queries.append((RDM_AND_CARD_SELECT.replace("r.id = ?", self._in("r.id")), (self._ids(redemption_ids),)))
+        results = iter(self.reads(queries))
+        led = next(results) if lead else None
         cards: dict[str, tuple[CardRow, str]] = {}
         rdms: dict[str, tuple[RdmRow, CardRow]] = {}
         if card_ids:
-            for row in self.all(CARD_AND_MERCHANT_SELECT.replace("c.id = ?", self._in("c.id")),
-                                (self._ids(card_ids),)):
+            for row in next(results):
                 cards[row[0]] = self._card_and_status(row)
         if redemption_ids:
-            for row in self.all(RDM_AND_CARD_SELECT.replace("r.id = ?", self._in("r.id")),
-                                (self._ids(redemption_ids),)):
+            for row in next(results):
                 rdms[row[0]] = self._rdm_and_card(row)
         uses: dict[str, int] = {}
         for cid in card_ids:
@@ -148,6 +191,7 @@ class Raw:
             uses[rid] = uses.get(rid, 0) + 1
         self._cards = {k: v for k, v in cards.items() if uses.get(k) == 1}
         self._rdms = {k: v for k, v in rdms.items() if uses.get(k) == 1 and uses.get(v[1].id) == 1}
+        return led
 
     def _in(self, column: str) -> str:
         return f"{column} = ANY(?)" if self.is_pg else f"{column} IN (SELECT value FROM json_each(?))"
@@ -165,14 +209,15 @@ class Raw:
 
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
         if self._pending:
-            self.flush()
+            rows = self.reads([(sql, params)])[0]
+            return rows[0] if rows else None
         cur = self._cursor
         cur.execute(self._convert(sql), params)
         return cur.fetchone()
 
     def all(self, sql: str, params: tuple = ()) -> list[tuple]:
         if self._pending:
-            self.flush()
+            return self.reads([(sql, params)])[0]
         cur = self._cursor
         cur.execute(self._convert(sql), params)
         return cur.fetchall()
@@ -405,6 +450,8 @@ def _literal(value) -> str:
         return "true" if value else "false"
     if t is datetime and value.tzinfo is not None:
         return "'" + value.isoformat() + "'::timestamptz"
+    if t is list and value and all(type(v) is str for v in value):  # ids for `= ANY(?)` in a read
+        return "ARRAY[" + ", ".join(map(_literal, value)) + "]"
     raise LiteralRefused(f"no literal for {t.__name__}")
 
 

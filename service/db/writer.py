@@ -186,6 +186,11 @@ class _Careful(Exception):
     """The quick way cannot give this batch its exact answers: run it again the careful way."""
 
 
+class _Stale(Exception):
+    """The writer's connection died while it was idle (e.g. the database restarted); the batch
+    had sent nothing yet."""
+
+
 class Writer:
     def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
         self.engine = engine
@@ -202,6 +207,7 @@ class Writer:
         self.ops = 0
         self.quick_batches = 0  # batches that ran the quick way (prefetched reads, deferred writes)
         self.careful_retries = 0  # of those, how many had to run again the careful way
+        self.reconnects = 0  # batches that found the connection dead and ran on a new one
 
     def _ensure_started(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -242,10 +248,11 @@ class Writer:
         finally:
             loop.close()
 
-    def _drain(self, batch: list) -> None:
-        """Add what waits in the queue to `batch`. Called once the batch holds the ledger head, so
-        what arrived while it waited for the lock (another replica's batch) rides along."""
-        while len(batch) < self.max_batch:
+    def _drain(self) -> list:
+        """What waits in the queue now (at most what fills a batch), leaving out requests whose
+        callers gave up."""
+        items = []
+        while len(items) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -253,19 +260,20 @@ class Writer:
             if item is None:
                 self._stopping = True
                 break
-            batch.append(item)
-        batch[:] = [b for b in batch if not b[1].cancelled()]
+            if not item[1].cancelled():
+                items.append(item)
+        return items
 
     def _process(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         try:
             results = None
             try:
-                results, callbacks = loop.run_until_complete(self._run_batch(batch, quick=True))
+                results, callbacks = self._attempt(loop, batch, quick=True)
             except _Careful:
                 self.forget_state()
                 self.careful_retries += 1
             if results is None:
-                results, callbacks = loop.run_until_complete(self._run_batch(batch, quick=False))
+                results, callbacks = self._attempt(loop, batch, quick=False)
         except Exception as exc:  # the commit itself failed: nothing in the batch happened
             log.exception("write batch failed")
             self.forget_state()
@@ -282,34 +290,77 @@ class Writer:
             except RuntimeError:  # that loop has closed: nobody is waiting any more
                 pass
 
+    def _attempt(self, loop: asyncio.AbstractEventLoop, batch: list, quick: bool):
+        """Run the batch; once more on a new connection if the pooled one turns out dead before the
+        batch sent anything (the pool does not ping: a ping would cost every batch a round trip)."""
+        try:
+            return loop.run_until_complete(self._run_batch(batch, quick))
+        except _Stale as exc:
+            log.warning("the writer's database connection had gone (%s); reconnected", exc.__cause__)
+            self.forget_state()
+            self.reconnects += 1
+            return loop.run_until_complete(self._run_batch(batch, quick))
+
     async def _run_batch(self, batch: list, quick: bool) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         """Run a batch in one transaction, in arrival order. With `quick`, each run of operations that
         said what they read goes the quick way (their rows read in one statement, their writes
         deferred); the others (all of them without `quick`) go the careful way. The first attempt
         takes in what waits in the queue once it holds the ledger head."""
         with self.engine.connect() as sync_conn:
-            with sync_conn.begin():
-                conn = TxConnection(sync_conn)
-                await self.clock.refresh(conn)
-                size, head = await self._lock_head(conn)
-                frontier = await self._load_frontier(conn, size, head)
-                tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
+            dbapi = sync_conn.dialect.loaded_dbapi
+            try:
+                transaction = sync_conn.begin()  # SQLite: BEGIN IMMEDIATE
+            except (DBAPIError, dbapi.Error) as exc:
+                _check_stale(sync_conn, exc)
+                raise
+            with transaction:
+                try:
+                    conn = TxConnection(sync_conn)
+                    await self.clock.refresh(conn)
+                except (DBAPIError, dbapi.Error) as exc:
+                    _check_stale(sync_conn, exc)
+                    raise
                 raw = conn.raw
-                dbapi = sync_conn.dialect.loaded_dbapi
-                if quick:  # the first attempt
-                    self._drain(batch)
+                if quick:  # the first attempt: take in what waits now
+                    batch.extend(self._drain()[:self.max_batch - len(batch)])
                 ops = [op for op, _, _ in batch]
                 reads = [getattr(op, "reads", None) for op in ops] if quick else None
                 if reads is not None and not any(reads):
                     reads = None
+                run_end = 0  # the operations before run_end had their reads made
+                try:
+                    if reads is not None and reads[0] is not None:
+                        # The first quick run's reads go with the lock on the ledger head: one round trip.
+                        run_end = _run_end(reads, 0)
+                        size, head = await self._lock_head(conn, reads[:run_end])
+                        raw.defer()
+                    else:
+                        size, head = await self._lock_head(conn, [])
+                except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
+                    _check_stale(sync_conn, exc)  # only reads went out so far
+                    if run_end:
+                        raise _Careful from exc
+                    raise
+                frontier = await self._load_frontier(conn, size, head)
+                tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
+                if quick and len(batch) < self.max_batch:
+                    # What arrived while this batch waited for the head (another replica's batch) rides along.
+                    late = self._drain()[:self.max_batch - len(batch)]
+                    batch.extend(late)
+                    ops.extend(op for op, _, _ in late)
+                    if reads is not None:
+                        reads.extend(getattr(op, "reads", None) for op, _, _ in late)
+                    elif any(getattr(op, "reads", None) for op, _, _ in late):
+                        reads = [getattr(op, "reads", None) for op in ops]
                 results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
                 in_run = False  # inside a quick run
                 for i, op in enumerate(ops):
                     wants_quick = reads is not None and reads[i] is not None
                     try:
-                        if wants_quick and not in_run:  # a quick run starts: read what it will read
-                            end = next((j for j in range(i, len(ops)) if reads[j] is None), len(ops))
-                            run = reads[i:end]
+                        if wants_quick and i >= run_end:  # a quick run starts: read what it will read
+                            run_end = _run_end(reads, i)
+                            run = reads[i:run_end]
+                            # (what an earlier quick run queued goes out with these reads)
                             raw.prefetch([r.card for r in run if r.card], [r.redemption for r in run if r.redemption])
                             raw.defer()
                         elif in_run and not wants_quick:  # it is over: send its writes, go on carefully
@@ -350,7 +401,7 @@ class Writer:
                 try:
                     await tx.run_before_flush()
                     new_head = await self._flush_ledger(conn, tx, frontier, head)
-                    raw.flush()
+                    raw.flush(commit=True)  # on PostgreSQL the last writes carry the COMMIT
                 except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
                     if reads is not None:
                         raise _Careful from exc
@@ -363,16 +414,21 @@ class Writer:
             self.quick_batches += 1
         return results, callbacks
 
-    async def _lock_head(self, conn: TxConnection) -> tuple[int, bytes]:
-        stmt = select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1)
-        if not self.is_sqlite:
-            stmt = stmt.with_for_update()
-        row = (await conn.execute(stmt)).first()
-        if row is None:
+    async def _lock_head(self, conn: TxConnection, run: list[Reads]) -> tuple[int, bytes]:
+        """Lock the ledger head (replicas on one PostgreSQL take turns here; SQLite's BEGIN IMMEDIATE
+        already did) and read it, together with the reads of `run`, the batch's first quick run."""
+        raw = conn.raw
+        lock = _LOCK_HEAD_SQLITE if self.is_sqlite else _LOCK_HEAD_PG
+        if run:
+            rows = raw.prefetch([r.card for r in run if r.card], [r.redemption for r in run if r.redemption], lead=lock)
+        else:
+            rows = raw.reads([(lock, ())])[0]
+        if not rows:
             await conn.execute(insert(head_t).values(id=1, size=0, head=GENESIS_HEAD, paid_in=0, released=0,
                                                      refunded=0, held=0))
             return 0, GENESIS_HEAD
-        return int(row.size), bytes(row.head)
+        size, head = rows[0]
+        return int(size), bytes(head)
 
     async def _load_frontier(self, conn: TxConnection, size: int, head: bytes) -> Frontier:
         if self._frontier is not None and self._frontier.size == size and self._frontier_head == head:
@@ -418,6 +474,30 @@ class Writer:
                 "refunded = refunded + ?, held = held + ? WHERE id = 1",
                 (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held))
         return head
+
+_LOCK_HEAD_SQLITE = "SELECT size, head FROM ledger_head WHERE id = 1"
+_LOCK_HEAD_PG = _LOCK_HEAD_SQLITE + " FOR UPDATE"
+
+
+def _check_stale(sync_conn: Connection, exc: Exception) -> None:
+    """Raise _Stale (after dropping the connection from the pool) if `exc` says it is dead."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    dead = getattr(exc, "connection_invalidated", False)
+    if not dead and isinstance(orig, sync_conn.dialect.loaded_dbapi.Error):
+        try:
+            dead = sync_conn.dialect.is_disconnect(orig, sync_conn.connection.dbapi_connection, None)
+        except Exception:
+            dead = False
+    if dead:
+        if not sync_conn.invalidated:
+            sync_conn.invalidate()
+        raise _Stale(str(orig)) from exc
+
+
+def _run_end(reads: list[Reads | None], start: int) -> int:
+    """Where the quick run starting at `start` ends: the next operation that did not say what it reads."""
+    return next((j for j in range(start, len(reads)) if reads[j] is None), len(reads))
+
 
 def _refusal(exc: Exception, dbapi) -> EscrowError:
     """What a database error in one operation means for that request; re-raised when the database
