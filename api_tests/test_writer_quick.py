@@ -275,3 +275,30 @@ async def test_a_writer_connection_that_died_while_idle_costs_no_request(client,
     assert ctx.writer.reconnects == reconnects + 1
     assert (await get_card(client, people[0], cards[0]))["balance"]["units_held"] == 2
     assert (await _ask(client, gym, cards[0], uses=1)).status_code == 201  # and the writer goes on
+
+
+async def test_a_burst_larger_than_a_batch_is_answered_in_full(client, ctx, monkeypatch):
+    """A batch takes at most `max_batch` requests; the rest stay queued for the next ones."""
+    gym, people, cards = await _shop(client, 7)
+    writer = ctx.writer
+    monkeypatch.setattr(writer, "max_batch", 3)
+    batches = writer.batches
+    gate = threading.Event()
+
+    async def hold(tx):
+        gate.wait(10)
+        return "held"
+    holding = asyncio.ensure_future(writer.run(hold))
+    await asyncio.sleep(0.1)
+    try:
+        asks = [asyncio.ensure_future(_ask(client, gym, card, uses=1 + i)) for i, card in enumerate(cards)]
+        await asyncio.sleep(0.3)  # all seven wait in the queue
+    finally:
+        gate.set()
+    assert await holding == "held"
+    r = await asyncio.wait_for(asyncio.gather(*asks), 20)
+    assert [a.status_code for a in r] == [201] * 7
+    assert writer.batches - batches == 1 + 3  # the holding batch, then 3 + 3 + 1
+    balances = [(await get_card(client, p, c))["balance"] for p, c in zip(people, cards)]
+    assert [b["units_held"] for b in balances] == [1, 2, 3, 4, 5, 6, 7]
+    await _ledger_ok(ctx, held=sum(b["held"] for b in balances))

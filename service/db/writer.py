@@ -248,11 +248,11 @@ class Writer:
         finally:
             loop.close()
 
-    def _drain(self) -> list:
-        """What waits in the queue now (at most what fills a batch), leaving out requests whose
-        callers gave up."""
-        items = []
-        while len(items) < self.max_batch:
+    def _drain(self, room: int) -> list:
+        """What waits in the queue now, up to `room` requests (the rest stay queued for the next
+        batch), leaving out requests whose callers gave up."""
+        items: list = []
+        while len(items) < room:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -322,7 +322,7 @@ class Writer:
                     raise
                 raw = conn.raw
                 if quick:  # the first attempt: take in what waits now
-                    batch.extend(self._drain()[:self.max_batch - len(batch)])
+                    batch.extend(self._drain(self.max_batch - len(batch)))
                 ops = [op for op, _, _ in batch]
                 reads = [getattr(op, "reads", None) for op in ops] if quick else None
                 if reads is not None and not any(reads):
@@ -345,7 +345,7 @@ class Writer:
                 tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
                 if quick and len(batch) < self.max_batch:
                     # What arrived while this batch waited for the head (another replica's batch) rides along.
-                    late = self._drain()[:self.max_batch - len(batch)]
+                    late = self._drain(self.max_batch - len(batch))
                     batch.extend(late)
                     ops.extend(op for op, _, _ in late)
                     if reads is not None:
