@@ -9,8 +9,8 @@ Deferred writes. Every statement psycopg sends lets go of the GIL while it waits
 back from a busy HTTP thread costs up to the interpreter's switch interval (5 ms), far more than
 the statement (about 50-80 µs to PostgreSQL on loopback; `bench/gil_roundtrip.py`); PostgreSQL
 itself spends ~100 µs on each small statement. So a run of redemptions in a batch has its writes
-deferred: `run` and `many` queue, and the queue goes out just before the next read and before the
-commit, on PostgreSQL as one script of merged statements. Reads the batch was told about in
+deferred: `run` and `many` queue, and the queue goes out with the next read (`reads`: writes and
+reads in one message) or with the commit, on PostgreSQL as one script of merged statements. Reads the batch was told about in
 advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
 database a handful of times instead of five times per request (on SQLite: no savepoints, one read).
 """

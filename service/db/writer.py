@@ -20,6 +20,11 @@ careful way, one savepoint each; the batch keeps its arrival order throughout. I
 quick run goes wrong that dropping cannot undo (a database error, an operation failing after its
 writes went out), the transaction is rolled back and the whole batch runs again the careful way,
 so every operation gets exactly the answer it would have had alone.
+
+On PostgreSQL a quick batch makes three round trips: the head lock with the first run's reads,
+the run's writes with the health-code read, and the ledger's writes with the COMMIT. The pool
+does not ping the connection at checkout; a batch whose first statements find it dead (the
+database restarted) has sent nothing and runs again on a new connection.
 """
 
 from __future__ import annotations
