@@ -310,7 +310,8 @@ class Writer:
         """Run a batch in one transaction, in arrival order. With `quick`, each run of operations that
         said what they read goes the quick way (their rows read in one statement, their writes
         deferred); the others (all of them without `quick`) go the careful way. The first attempt
-        takes in what waits in the queue once it holds the ledger head."""
+        takes in what waits in the queue before it locks the ledger head, and again after (what
+        arrived while another replica's batch held it)."""
         with self.engine.connect() as sync_conn:
             dbapi = sync_conn.dialect.loaded_dbapi
             try:
