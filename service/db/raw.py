@@ -10,8 +10,8 @@ back from a busy HTTP thread costs up to the interpreter's switch interval (5 ms
 the statement (about 50-80 µs to PostgreSQL on loopback; `bench/gil_roundtrip.py`); PostgreSQL
 itself spends ~100 µs on each small statement. So a run of redemptions in a batch has its writes
 deferred: `run` and `many` queue, and the queue goes out with the next read (`reads`: writes and
-reads in one message) or with the commit, on PostgreSQL as one script of merged statements. Reads the batch was told about in
-advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
+reads in one message) or with the commit, on PostgreSQL as one script of merged statements. Reads
+the batch was told about in advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
 database a handful of times instead of five times per request (on SQLite: no savepoints, one read).
 """
 
@@ -108,12 +108,12 @@ class Raw:
             self.flush()
             self.sent += 1
 
-    def flush(self, commit: bool = False) -> bool:
+    def flush(self, commit: bool = False) -> None:
         """Send what is queued. With `commit`, on PostgreSQL the script ends with the COMMIT (one
-        round trip for both); returns whether it did (the driver then has nothing left to commit)."""
+        round trip for both; the driver's own commit then finds nothing left to do)."""
         pending = self._pending
         if not pending:
-            return False
+            return
         self._pending = []
         self.sent += len(pending)
         cur = self._cursor
@@ -121,13 +121,12 @@ class Raw:
             # No parameters: psycopg sends it as a simple query, several statements in one message.
             # Should one fail, PostgreSQL runs none after it: the COMMIT too.
             cur.execute(";\n".join(_script(pending) + (["COMMIT"] if commit else [])), prepare=False)
-            return commit
+            return
         for sql, params, is_many in pending:
             if is_many:
                 cur.executemany(self._convert(sql), params)
             else:
                 cur.execute(self._convert(sql), params)
-        return False
 
     def reads(self, queries: list[tuple[str, tuple]]) -> list[list[tuple]]:
         """Each query's rows, read after what is queued went out. On PostgreSQL, when there are

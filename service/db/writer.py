@@ -320,12 +320,7 @@ class Writer:
                 _check_stale(sync_conn, exc)
                 raise
             with transaction:
-                try:
-                    conn = TxConnection(sync_conn)
-                    await self.clock.refresh(conn)
-                except (DBAPIError, dbapi.Error) as exc:
-                    _check_stale(sync_conn, exc)
-                    raise
+                conn = TxConnection(sync_conn)
                 raw = conn.raw
                 if quick:  # the first attempt: take in what waits now
                     batch.extend(self._drain(self.max_batch - len(batch)))
@@ -334,7 +329,8 @@ class Writer:
                 if reads is not None and not any(reads):
                     reads = None
                 run_end = 0  # the operations before run_end had their reads made
-                try:
+                try:  # only reads go out here: a dead connection can be replaced
+                    await self.clock.refresh(conn)
                     if reads is not None and reads[0] is not None:
                         # The first quick run's reads go with the lock on the ledger head: one round trip.
                         run_end = _run_end(reads, 0)
@@ -343,7 +339,7 @@ class Writer:
                     else:
                         size, head = await self._lock_head(conn, [])
                 except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
-                    _check_stale(sync_conn, exc)  # only reads went out so far
+                    _check_stale(sync_conn, exc)
                     if run_end:
                         raise _Careful from exc
                     raise
