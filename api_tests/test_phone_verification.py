@@ -19,8 +19,6 @@ from api_tests.factories import (OP, assert_error, bearer, buy_card, client_at, 
                                  move_clock_to, parse_time, publish_stored_value, register_consumer, sign_in,
                                  verify_phone)
 from service.app import asgi_app, build_context, create_app
-from service.client_address import client_ip, limit_bucket, parse_networks
-from service.consumers.sms import HttpSender
 from service.db.models import metadata
 from service.settings import Settings
 
@@ -74,6 +72,7 @@ async def test_rotating_x_forwarded_for_from_the_socket_peer_does_not_lift_the_l
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_and_the_others_are_not(client, ctx):
+    from service.client_address import parse_networks
     limit = ctx.settings.registration_limit_per_minute
     await at_top_of_a_minute(client)
     ctx.extras["trusted_proxies"] = parse_networks("192.0.2.10, 10.200.0.0/16")
@@ -113,6 +112,7 @@ async def test_two_ipv6_addresses_in_one_64_share_a_limit(client, ctx):
 
 
 def test_the_client_address_rules():
+    from service.client_address import client_ip, limit_bucket, parse_networks
     trusted = parse_networks("10.0.0.0/8, 192.0.2.10, fd00::/8")
     assert client_ip("198.51.100.1", ["6.6.6.6"], trusted) == "198.51.100.1"  # an untrusted peer: XFF ignored
     assert client_ip("198.51.100.1", ["6.6.6.6"], ()) == "198.51.100.1"
@@ -351,6 +351,11 @@ async def test_signing_out_on_one_replica_is_401_on_another_at_once(client, data
 
 # ---- the SMS senders --------------------------------------------------------------------------------------
 
+def http_sender(settings: Settings, gateway):
+    from service.consumers.sms import HttpSender
+    return HttpSender(settings, transport=httpx.MockTransport(gateway))
+
+
 def gateway_settings(**overrides) -> Settings:
     return Settings(**{"env": "production", "sms_sender": "http", "sms_url": "https://sms.example.cn/send",
                        "sms_token": "gateway-token-123", "sms_sign_name": "预付保", "sms_template": "SMS_123",
@@ -364,7 +369,7 @@ async def test_the_http_sender_posts_the_gateway_shape_and_retries(caplog):
     def gateway(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(next(answers), json={"ok": True})
-    sender = HttpSender(gateway_settings(), transport=httpx.MockTransport(gateway))
+    sender = http_sender(gateway_settings(), gateway)
     caplog.set_level(logging.DEBUG)
     assert await sender.deliver("13800138000", "123456") is True
     assert len(seen) == 2
@@ -385,7 +390,7 @@ async def test_the_http_sender_gives_up_after_its_retries_on_timeouts():
         nonlocal calls
         calls += 1
         raise httpx.ReadTimeout("slow gateway", request=request)
-    sender = HttpSender(gateway_settings(sms_retries=1), transport=httpx.MockTransport(gateway))
+    sender = http_sender(gateway_settings(sms_retries=1), gateway)
     assert await sender.deliver("13800138000", "654321") is False
     assert calls == 2
 
@@ -394,8 +399,8 @@ async def test_with_the_http_sender_the_code_reaches_the_gateway_and_no_table(cl
     import asyncio
     import json
     got: list[dict] = []
-    sender = HttpSender(gateway_settings(), transport=httpx.MockTransport(
-        lambda request: got.append(json.loads(request.content)) or httpx.Response(202)))
+    sender = http_sender(gateway_settings(), lambda request: got.append(json.loads(request.content))
+                         or httpx.Response(202))
     ctx.extras["sms_sender"] = sender
     try:
         phone = new_phone()
