@@ -46,6 +46,8 @@ async def second_instance(data_dir, peer: str = "10.9.0.2"):
             yield c
     finally:
         await other.writer.stop()
+        if "epoch_watch" in other.extras:
+            other.extras["epoch_watch"].close()
         await other.engines.dispose()
 
 

@@ -420,6 +420,22 @@ async def gather_limited(n: int, limit: int, fn):
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
+OUTBOX: dict = {}  # the development server's SMS outbox, read from its database (set in run)
+
+
+async def outbox_code(phone: str) -> str:
+    """The code the server (ESCROW_ENV=development, outbox sender) kept for `phone`."""
+    from service.consumers.sms import outbox_messages
+    if "engines" not in OUTBOX:
+        from service.db.engine import make_engines
+        from service.keys import load_keys
+        from service.settings import Settings
+        settings = Settings(data_dir=OUTBOX["data_dir"], database_url=OUTBOX.get("database_url", ""))
+        OUTBOX["engines"], OUTBOX["vault"] = make_engines(settings), load_keys(settings).phone
+    messages = await outbox_messages(OUTBOX["engines"].reader, OUTBOX["vault"], phone, 1)
+    return messages[-1]["code"]
+
+
 async def set_up(client, operator: str, consumers: int, concurrency: int, uses: int, price: int, merchants: int = 1):
     rng = random.Random(secrets.randbits(64))
     shops = []
@@ -435,7 +451,10 @@ async def set_up(client, operator: str, consumers: int, concurrency: int, uses: 
     async def one(i):
         mtoken, product = shops[i % len(shops)]
         phone = "13" + "".join(rng.choice("0123456789") for _ in range(9))
-        c = await expect(client, 201, "POST", "/v1/consumers", None, {"name": f"Consumer {i} 顾客", "phone": phone})
+        started = await expect(client, 202, "POST", "/v1/consumers/verifications", None, {"phone": phone})
+        c = await expect(client, 201, "POST", "/v1/consumers", None, {
+            "name": f"Consumer {i} 顾客", "phone": phone, "verification_id": started["verification_id"],
+            "code": await outbox_code(phone)})
         card = await expect(client, 201, "POST", "/v1/cards", c["token"], {
             "product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-bench-{i}-{secrets.token_hex(4)}"}})
         return Card(card["id"], c["token"], card["price"], mtoken)
@@ -681,6 +700,7 @@ async def run(args) -> int:
         global DB_NAME
         DB_NAME = pg_name
         db_label = f"PostgreSQL, fresh database {pg_name}"
+    OUTBOX.update(data_dir=data_dir, database_url=env.get("ESCROW_DATABASE_URL", ""))
     server = start_server(env, args.workers, data_dir / "server.log", args.serve_cmd)
     client = None
     try:
@@ -778,6 +798,8 @@ async def run(args) -> int:
     finally:
         if client is not None:
             await client.close()
+        if "engines" in OUTBOX:
+            await OUTBOX.pop("engines").dispose()
         stop_server(server)
         if pg_name and not args.keep:
             await drop_pg_database(args.database_url, pg_name)

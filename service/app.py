@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await ctx.writer.stop()
+            if "epoch_watch" in ctx.extras:
+                ctx.extras["epoch_watch"].close()
             await ctx.engines.dispose()
 
     app = FastAPI(title="Prepaid escrow service (预付保)", version="0.1.0", lifespan=lifespan,

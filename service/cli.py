@@ -166,5 +166,13 @@ def _backup_extras(ledger, sub) -> None:
 
 _EXTRA_COMMANDS.append(_backup_extras)
 
+
+def _sms_extras(ledger, sub) -> None:
+    from service.consumers.sms import add_commands as add_sms
+    add_sms(sub)
+
+
+_EXTRA_COMMANDS.append(_sms_extras)
+
 if __name__ == "__main__":
     sys.exit(main())

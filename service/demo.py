@@ -39,8 +39,12 @@ def _yuan(fen: int) -> str:
     return f"¥{fen // 100:,}.{fen % 100:02d}"
 
 
-async def run_demo(client: httpx.AsyncClient, operator_token: str, say: Callable[[str], Any] = print) -> dict:
-    """Play the story; returns the final state (health codes, alerts, refunds, reconciliation)."""
+async def run_demo(client: httpx.AsyncClient, operator_token: str, say: Callable[[str], Any] = print,
+                   read_code: Callable[[str], Any] | None = None) -> dict:
+    """Play the story; returns the final state (health codes, alerts, refunds, reconciliation).
+
+    `read_code(phone)` gives the last SMS code sent to a phone; by default the test outbox
+    (`GET /v1/test/sms`, a service running with ESCROW_ENV=test)."""
     op = {"Authorization": f"Bearer {operator_token}"}
     step = 0
 
@@ -76,8 +80,25 @@ async def run_demo(client: httpx.AsyncClient, operator_token: str, say: Callable
     say(f"   gym: {gym_card['uses']} sessions for {_yuan(gym_card['price'])}; "
         f"salon: {_yuan(salon_card['face_value'])} of service for {_yuan(salon_card['price'])}")
 
+    async def outbox_code(phone: str) -> str | None:
+        r = await client.get("/v1/test/sms", params={"phone": phone}, headers=op)
+        if r.status_code == 404:
+            return None
+        items = r.json()["items"] if r.status_code == 200 else []
+        return items[-1]["code"] if items else None
+
     async def consumer(name: str) -> dict:
-        c = await call("POST", "/v1/consumers", 201, json={"name": name, "phone": "139" + "".join(secrets.choice("0123456789") for _ in range(8))})
+        # the phone is proved first (实名手机号): a code by SMS, then registration with it
+        phone = "139" + "".join(secrets.choice("0123456789") for _ in range(8))
+        started = await call("POST", "/v1/consumers/verifications", 202, json={"phone": phone})
+        code = await outbox_code(phone)
+        if code is None and read_code is not None:
+            code = await read_code(phone)
+        if code is None:
+            raise DemoError("no SMS code to read: run the service with ESCROW_ENV=test, or run the demo where "
+                            "it can read the development outbox (the same ESCROW_* settings)")
+        c = await call("POST", "/v1/consumers", 201, json={"name": name, "phone": phone, "code": code,
+                                                           "verification_id": started["verification_id"]})
         c["headers"] = bearer(c["token"])
         return c
 
@@ -181,9 +202,27 @@ def _run(args) -> int:
         print("give --operator-token (or set ESCROW_OPERATOR_TOKEN)")
         return 2
 
+    local: dict = {}
+
+    async def read_local_outbox(phone: str) -> str | None:
+        """A development service keeps codes in its database: read them with the same ESCROW_* settings."""
+        from service.consumers.sms import outbox_messages
+        from service.db.engine import make_engines
+        from service.keys import load_keys
+        from service.settings import get_settings
+        if not local:
+            settings = get_settings()
+            local["engines"], local["keys"] = make_engines(settings), load_keys(settings)
+        messages = await outbox_messages(local["engines"].reader, local["keys"].phone, phone, 1)
+        return messages[-1]["code"] if messages else None
+
     async def go():
-        async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
-            return await run_demo(client, token)
+        try:
+            async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
+                return await run_demo(client, token, read_code=read_local_outbox)
+        finally:
+            if local:
+                await local["engines"].dispose()
     try:
         asyncio.run(go())
     except DemoError as exc:

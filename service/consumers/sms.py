@@ -106,3 +106,41 @@ def deliver_later(sender, phone: str, code: str) -> None:
     task = asyncio.get_running_loop().create_task(sender.deliver(phone, code))
     _in_flight.add(task)
     task.add_done_callback(_in_flight.discard)
+
+
+async def outbox_messages(engine, vault, phone: str, limit: int = 20) -> list[dict]:
+    """The last messages the outbox kept for `phone`, oldest first (`escrow sms outbox`, the demo)."""
+    from sqlalchemy import select
+    from service.clock import iso
+    t = outbox_t
+    stmt = (select(t.c.text, t.c.code, t.c.sent_at).where(t.c.phone_lookup == vault.lookup(phone))
+            .order_by(t.c.id.desc()).limit(limit))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]
+
+
+def _outbox_command(args) -> int:
+    import json
+    from service.cli import _with_context
+    from service.consumers.service import normalize_phone
+    from service.errors import Unprocessable
+    try:
+        phone = normalize_phone(args.phone)
+    except Unprocessable as exc:
+        print(exc.message)
+        return 2
+
+    async def run(ctx):
+        return await outbox_messages(ctx.engines.reader, ctx.keys.phone, phone, args.limit)
+    for message in asyncio.run(_with_context(run)):
+        print(json.dumps(message, ensure_ascii=False))
+    return 0
+
+
+def add_commands(sub) -> None:
+    sms = sub.add_parser("sms", help="SMS commands").add_subparsers(dest="sms_command", required=True)
+    p = sms.add_parser("outbox", help="print the codes the outbox sender kept for a phone (development)")
+    p.add_argument("--phone", required=True)
+    p.add_argument("--limit", type=int, default=5)
+    p.set_defaults(func=_outbox_command)
