@@ -41,7 +41,10 @@ class Held:
         return self
 
     async def release(self, requests: list) -> list:
-        tasks = [asyncio.ensure_future(r) for r in requests]
+        tasks = []
+        for r in requests:  # one at a time: each reaches the queue (past its token check) before the next starts
+            tasks.append(asyncio.ensure_future(r))
+            await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # every request has reached the writer's queue
         self.gate.set()
         assert await self.holding == "held"
