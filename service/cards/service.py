@@ -144,7 +144,7 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
     await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(
         status="refunded", escrow=0, held=0, units_held=0, refunded=card.refunded + amount,
         released=card.released + merchant_share, refund_rule=rule, ended_at=tx.now))
-    await events.card_refunded(tx, card.merchant_id, amount, merchant_share)
+    await events.card_refunded(tx, card.merchant_id, amount, merchant_share, card.consumer_id)
     return {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
             "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
             "ledger_seq": seq}
