@@ -70,7 +70,7 @@ async def publish(client: httpx.AsyncClient, merchant: dict, **fields) -> dict:
 
 async def buy_card(client: httpx.AsyncClient, consumer: dict, product: dict, reference: str | None = None) -> dict:
     r = await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(6)}"}}, headers=consumer["headers"])
+        "method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(12)}"}}, headers=consumer["headers"])
     assert r.status_code == 201, r.text
     return r.json()
 
