@@ -109,7 +109,7 @@ async def publish(client: httpx.AsyncClient, merchant: dict, **fields) -> dict:
 
 async def buy_card(client: httpx.AsyncClient, consumer: dict, product: dict, reference: str | None = None) -> dict:
     r = await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(6)}"}}, headers=consumer["headers"])
+        "method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(12)}"}}, headers=consumer["headers"])
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -380,3 +380,14 @@ def serving_routes(app) -> list[tuple[str, str]]:
 def client_at(app, host: str, port: int = 40000) -> httpx.AsyncClient:
     """A client whose requests come from `host` (the registration limit is per address)."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, port)), base_url="http://escrow.test")
+
+
+# ---- health-code defences (issue 12, part B) ------------------------------------------------
+
+async def customer_of(client: httpx.AsyncClient, merchant: dict, name: str = "Customer 顾客", price: int = 10_000) -> dict:
+    """A consumer holding a card of the merchant (in `["card"]`): only such consumers' complaints count
+    toward the merchant's health code, once each (SPEC §3)."""
+    product = await publish_stored_value(client, merchant, price=price, face_value=price)
+    consumer = await register_consumer(client, name)
+    consumer["card"] = await buy_card(client, consumer, product)
+    return consumer

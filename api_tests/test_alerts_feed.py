@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from api_tests.factories import (
-    OP, all_alerts, assert_error, create_merchant, create_regulator, file_complaint, poll_alerts, put_policy,
+    OP, all_alerts, assert_error, create_merchant, customer_of, create_regulator, file_complaint, poll_alerts, put_policy,
     register_consumer,
 )
 
@@ -32,11 +32,12 @@ async def test_cursor_pages_through_alerts_of_several_merchants_in_order(client)
     regulator = await create_regulator(client)
     await put_policy(client, {"complaints": {"yellow": 1, "red": 2}})  # one complaint: yellow, two: red
     shops = [await create_merchant(client, f"Shop {i}") for i in range(3)]
-    consumer = await register_consumer(client)
-    for shop in shops:
-        await file_complaint(client, consumer, shop)
-    for shop in shops:
-        await file_complaint(client, consumer, shop)
+    # Each shop's two customers complain in turn (a complaint counts once per card-holding consumer).
+    customers = [[await customer_of(client, shop, f"Customer {i}") for i in range(2)] for shop in shops]
+    for shop, theirs in zip(shops, customers):
+        await file_complaint(client, theirs[0], shop)
+    for shop, theirs in zip(shops, customers):
+        await file_complaint(client, theirs[1], shop)
 
     first = await poll_alerts(client, regulator, limit=4)
     assert len(first["items"]) == 4
@@ -54,8 +55,8 @@ async def test_cursor_pages_through_alerts_of_several_merchants_in_order(client)
 async def test_resolving_an_open_alert_acknowledges_it_too_and_each_step_happens_once(client):
     regulator = await create_regulator(client)
     shop = await create_merchant(client)
-    for i in range(5):  # five complaints: the default complaint count's yellow line
-        await file_complaint(client, await register_consumer(client, f"C{i}"), shop)
+    for i in range(5):  # five customers' complaints: the default complaint count's yellow line
+        await file_complaint(client, await customer_of(client, shop, f"C{i}"), shop)
     [alert] = await all_alerts(client, regulator, shop)
 
     r = await client.post(f"/v1/alerts/{alert['id']}/resolve", json={"finding": ""}, headers=regulator["headers"])

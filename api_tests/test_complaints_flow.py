@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from api_tests.factories import (
     OP, all_alerts, assert_error, buy_card, create_merchant, create_regulator, file_complaint, health,
-    move_clock_to, parse_time, publish_stored_value, register_consumer,
+    move_clock_to, parse_time, publish_stored_value, register_consumer, customer_of, put_policy,
 )
 
 
@@ -91,7 +91,7 @@ async def test_file_respond_resolve_each_party_in_its_own_lane(client):
 async def test_an_unanswered_complaint_goes_overdue_after_24_hours_and_turns_the_code_yellow(client):
     regulator = await create_regulator(client)
     gym = await create_merchant(client, "Iron Gym 铁馆健身", "fitness")
-    li = await register_consumer(client)
+    li = await customer_of(client, gym)  # a customer's complaint counts (SPEC §3)
     c = await file_complaint(client, li, gym)
 
     await move_clock_to(client, parse_time(c["created_at"]) + timedelta(hours=23))
@@ -100,7 +100,7 @@ async def test_an_unanswered_complaint_goes_overdue_after_24_hours_and_turns_the
 
     await move_clock_to(client, parse_time(c["created_at"]) + timedelta(hours=24, minutes=1))
     h = await health(client, gym)
-    assert h["new_merchant"] is True  # no cards sold: only count signals are judged, and this one is
+    assert h["new_merchant"] is True  # one card sold: only count signals are judged, and this one is
     assert (h["code"], h["indicators"]["overdue_complaints"]) == ("yellow", 1)
     assert h["reasons"] == [{"indicator": "overdue_complaints", "value": 1, "threshold": 1, "level": "yellow"}]
     [listed] = (await client.get("/v1/complaints", headers=regulator["headers"])).json()["items"]
@@ -117,8 +117,11 @@ async def test_an_unanswered_complaint_goes_overdue_after_24_hours_and_turns_the
 
 
 async def test_complaint_counts_judge_a_merchant_too_new_for_rates(client):
+    # A merchant stays new until it has sold min_cards cards; complainants must hold one, so the
+    # operator raises min_cards above the twenty customers this story needs.
+    await put_policy(client, {"min_cards": 50})
     salon = await create_merchant(client, "Jade Salon 玉美发", "beauty")
-    consumers = [await register_consumer(client, f"Consumer {i}") for i in range(5)]
+    consumers = [await customer_of(client, salon, f"Consumer {i}") for i in range(20)]
     for i, who in enumerate(consumers[:4]):
         await file_complaint(client, who, salon, text=f"complaint {i}")
     assert (await health(client, salon))["code"] == "green"
@@ -126,8 +129,12 @@ async def test_complaint_counts_judge_a_merchant_too_new_for_rates(client):
     h = await health(client, salon)
     assert (h["code"], h["new_merchant"]) == ("yellow", True)
     assert h["reasons"] == [{"indicator": "complaints", "value": 5, "threshold": 5, "level": "yellow"}]
-    for i in range(15):
+    for i in range(15):  # the same five again: each consumer counts once
         await file_complaint(client, consumers[i % 5], salon, text=f"more {i}")
+    h = await health(client, salon)
+    assert (h["code"], h["indicators"]["complaints"], h["indicators"]["complaints_filed"]) == ("yellow", 5, 20)
+    for i, who in enumerate(consumers[5:]):  # fifteen more customers: twenty consumers complain
+        await file_complaint(client, who, salon, text=f"another customer {i}")
     h = await health(client, salon)
     assert h["code"] == "red" and h["warning"] is not None
     assert h["reasons"] == [{"indicator": "complaints", "value": 20, "threshold": 20, "level": "red"}]

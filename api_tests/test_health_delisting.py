@@ -8,13 +8,13 @@ from datetime import timedelta
 from api_tests.factories import (
     buy_card, create_regulator, health, move_clock_to, my_merchant, parse_time, refund, register_consumer,
 )
-from api_tests.test_health_story import _salon_with_ten_cards
+from api_tests.test_health_story import _salon_with_cards
 
 
 async def test_improving_code_keeps_a_regulators_delisting(client):
     regulator = await create_regulator(client)
-    salon, product, consumers, cards = await _salon_with_ten_cards(client)
-    for i in range(3):  # 3,000 bp refunded: red, warned
+    salon, product, consumers, cards = await _salon_with_cards(client)
+    for i in range(6):  # six consumers refund 3,000 bp: red, warned
         await refund(client, consumers[i], cards[i])
     assert (await health(client, salon))["code"] == "red"
     r = await client.post(f"/v1/merchants/{salon['id']}/delisting", json={"listed": True}, headers=regulator["headers"])
@@ -28,8 +28,7 @@ async def test_improving_code_keeps_a_regulators_delisting(client):
     await buy_card(client, late, product)  # red → yellow: the warning goes
     h = await health(client, salon)
     assert (h["code"], h["warning"], h["delisted"]) == ("yellow", None, False)
-    for i in (3, 4, 5):  # back to red
-        await refund(client, consumers[i], cards[i])
+    await refund(client, consumers[6], cards[6])  # 70,000 of 210,000: back to red
     assert (await health(client, salon))["code"] == "red"
     r = await client.post(f"/v1/merchants/{salon['id']}/delisting", json={"listed": True}, headers=regulator["headers"])
     assert r.status_code == 200, r.text
@@ -44,8 +43,8 @@ async def test_improving_code_keeps_a_regulators_delisting(client):
 
 async def test_improving_code_keeps_an_automatic_delisting_until_a_regulator_lifts_it(client):
     regulator = await create_regulator(client)
-    salon, product, consumers, cards = await _salon_with_ten_cards(client)
-    for i in range(3):
+    salon, product, consumers, cards = await _salon_with_cards(client)
+    for i in range(6):
         await refund(client, consumers[i], cards[i])
     h = await health(client, salon)
     assert h["code"] == "red"

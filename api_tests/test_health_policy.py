@@ -24,10 +24,13 @@ async def test_operator_changes_the_policy_and_every_code_follows_the_new_versio
     assert (h["code"], h["policy_version"], h["indicators"]["refund_rate_bp"]) == ("green", 1, 1_000)
 
     # Only what changes is sent; the version is bumped by the service, whatever the body says.
-    new = await put_policy(client, {"version": 99, "refund_rate": {"yellow": 1_000}})
+    # (One consumer's refund is judged only once the operator lowers min_refund_consumers to one.)
+    new = await put_policy(client, {"version": 99, "refund_rate": {"yellow": 1_000}, "min_refund_consumers": 1})
     assert new["version"] == 2 and new["refund_rate"] == {"yellow": 1_000, "red": 3_000}
-    assert {k: v for k, v in new.items() if k not in ("version", "refund_rate")} == {
-        k: v for k, v in DEFAULT_POLICY.to_dict().items() if k not in ("version", "refund_rate")}
+    assert new["min_refund_consumers"] == 1
+    changed = ("version", "refund_rate", "min_refund_consumers")
+    assert {k: v for k, v in new.items() if k not in changed} == {
+        k: v for k, v in DEFAULT_POLICY.to_dict().items() if k not in changed}
     assert (await client.get("/v1/risk/policy", headers=OP)).json() == new
     h = await health(client, shop)
     assert (h["code"], h["policy_version"]) == ("yellow", 2)
@@ -36,6 +39,8 @@ async def test_operator_changes_the_policy_and_every_code_follows_the_new_versio
     # A policy that cannot be used is refused whole, with the error body naming the field.
     for bad, field in (({"refund_rate": {"yellow": 5_000}}, "refund_rate"), ({"complaints": {"red": 0}}, "complaints.red"),
                        ({"min_cards": 2.5}, "min_cards"), ({"refund_rat": {"red": 1}}, "refund_rat"),
+                       ({"min_rejection_consumers": 0}, "min_rejection_consumers"),
+                       ({"complaint_needs_card": "yes"}, "complaint_needs_card"),
                        ({"inspection_ratios": {"green": 5_000, "yellow": 1_000}}, "inspection_ratios")):
         r = await client.put("/v1/risk/policy", json=bad, headers=OP)
         error = assert_error(r, 422, "invalid_policy")
@@ -58,11 +63,13 @@ async def test_inspection_draw_repeats_with_its_seed_and_always_takes_red_mercha
     regulator = await create_regulator(client)
     greens = [await create_merchant(client, f"Green shop {i}") for i in range(6)]
     bad = await create_merchant(client, "Runaway Salon 跑路美发", "beauty")
-    # A stricter complaint count (red at 2) makes the salon red with two complaints.
+    # A stricter complaint count (red at 2) makes the salon red with two of its customers' complaints.
     await put_policy(client, {"complaints": {"yellow": 1, "red": 2}})
-    consumer = await register_consumer(client)
-    await file_complaint(client, consumer, bad, text="closed")
-    await file_complaint(client, consumer, bad, text="still closed")
+    product = await publish_stored_value(client, bad, price=10_000, face_value=10_000)
+    consumer, other = await register_consumer(client), await register_consumer(client, "Han Meimei 韩梅梅")
+    for who in (consumer, other):
+        await buy_card(client, who, product)
+        await file_complaint(client, who, bad, text="closed")
     assert (await health(client, bad))["code"] == "red"
 
     body = {"inspectors": ["inspector-wang", "inspector-zhao"], "seed": "2026-03-15 lottery 07 19 23"}

@@ -1,8 +1,10 @@
 """A salon whose consumers pull their money out goes green → yellow → red: the regulator's feed
 follows every change, red publishes a warning, the grace period ends in a delisting, and a code that
-improves lifts the warning. Numbers come from the default policy (risk/policy.py): ten cards of
-10,000 fen make the salon judged on rates; each cooling-off refund is 1,000 bp of issuance, so two
-refunds cross refund_rate yellow (1,500 bp) and three reach red (3,000 bp)."""
+improves lifts the warning. Numbers come from the default policy (risk/policy.py): twenty cards of
+10,000 fen, each to its own consumer, make the salon judged on rates; each cooling-off refund is 500
+bp of issuance. The refund rate is judged once five distinct consumers refunded (min_refund_consumers):
+four refunds (2,000 bp) leave it green, the fifth makes it yellow (2,500 bp, over 1,500), the sixth
+red (3,000 bp)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from api_tests.factories import (
 PRICE = 10_000
 
 
-async def _salon_with_ten_cards(client):
+async def _salon_with_cards(client, n: int = 20):
     salon = await create_merchant(client, "Jade Salon 玉美发", "beauty")
     product = await publish_stored_value(client, salon, price=PRICE, face_value=PRICE)
-    consumers = [await register_consumer(client, f"Consumer {i}") for i in range(10)]
+    consumers = [await register_consumer(client, f"Consumer {i}") for i in range(n)]
     cards = [await buy_card(client, c, product) for c in consumers]
     return salon, product, consumers, cards
 
@@ -29,20 +31,23 @@ async def _salon_with_ten_cards(client):
 async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regulator(client):
     regulator = await create_regulator(client)
     gym = await create_merchant(client, "Iron Gym 铁馆健身", "fitness")
-    salon, product, consumers, cards = await _salon_with_ten_cards(client)
+    salon, product, consumers, cards = await _salon_with_cards(client)
 
     h = await health(client, salon)
-    assert (h["code"], h["new_merchant"], h["indicators"]["window_issued"]) == ("green", False, 10 * PRICE)
+    assert (h["code"], h["new_merchant"], h["indicators"]["window_issued"]) == ("green", False, 20 * PRICE)
     assert await all_alerts(client, regulator) == []
 
-    # Two cooling-off refunds: 2,000 bp of issuance crosses the yellow line.
-    await refund(client, consumers[0], cards[0])
-    assert (await health(client, salon))["code"] == "green"  # 1,000 bp: below 1,500
-    await refund(client, consumers[1], cards[1])
+    # Four consumers' cooling-off refunds: 2,000 bp, over the yellow line, but four people are not yet a
+    # pattern (min_refund_consumers 5); the fifth consumer's refund makes 2,500 bp, judged: yellow.
+    for i in range(4):
+        await refund(client, consumers[i], cards[i])
+    h = await health(client, salon)
+    assert (h["code"], h["indicators"]["refund_rate_bp"], h["indicators"]["refund_consumers"]) == ("green", 2_000, 4)
+    await refund(client, consumers[4], cards[4])
     h = await health(client, salon)
     assert h["code"] == "yellow" and h["warning"] is None
-    assert h["reasons"] == [{"indicator": "refund_rate_bp", "value": 2_000, "threshold": 1_500, "level": "yellow"}]
-    assert h["indicators"]["refund_rate_bp"] == 2_000
+    assert h["reasons"] == [{"indicator": "refund_rate_bp", "value": 2_500, "threshold": 1_500, "level": "yellow"}]
+    assert (h["indicators"]["refund_rate_bp"], h["indicators"]["refund_consumers"]) == (2_500, 5)
 
     feed = await poll_alerts(client, regulator)
     [yellow] = feed["items"]
@@ -62,13 +67,13 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     r = await client.get("/v1/merchants", params={"code": "yellow"})
     assert [m["id"] for m in r.json()["items"]] == [salon["id"]]
 
-    # A long poll waiting on the cursor returns as soon as the third refund turns the salon red.
-    async def third_refund():
+    # A long poll waiting on the cursor returns as soon as the sixth refund turns the salon red.
+    async def sixth_refund():
         await asyncio.sleep(0.3)
-        return await refund(client, consumers[2], cards[2])
+        return await refund(client, consumers[5], cards[5])
 
     started = time.monotonic()
-    polled, _ = await asyncio.gather(poll_alerts(client, regulator, after=cursor, wait=5), third_refund())
+    polled, _ = await asyncio.gather(poll_alerts(client, regulator, after=cursor, wait=5), sixth_refund())
     elapsed = time.monotonic() - started
     assert elapsed < 3, f"the long poll took {elapsed:.1f}s: it should wake on the alert, not at the deadline"
     [red] = polled["items"]
@@ -117,19 +122,19 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     assert (await health(client, salon))["delisted"] is False
     await buy_card(client, late, product)
 
-    # That sale alone brings refunds under 30% (30,000 of 110,000 = 2,727 bp): the code improves to
+    # That sale alone brings refunds under 30% (60,000 of 210,000 = 2,857 bp): the code improves to
     # yellow, which lifts the warning.
     h = await health(client, salon)
     assert h["code"] == "yellow" and h["warning"] is None
-    assert h["reasons"] == [{"indicator": "refund_rate_bp", "value": 2_727, "threshold": 1_500, "level": "yellow"}]
+    assert h["reasons"] == [{"indicator": "refund_rate_bp", "value": 2_857, "threshold": 1_500, "level": "yellow"}]
     assert (await my_merchant(client, salon))["status"] == "active"
 
-    # Enough fresh sales bring refunds under 15% of issuance (30,000 of 210,000 = 1,428 bp): green.
-    for i in range(10):
+    # Enough fresh sales bring refunds under 15% of issuance (60,000 of 410,000 = 1,463 bp): green.
+    for i in range(20):
         await buy_card(client, await register_consumer(client, f"Returning {i}"), product)
     h = await health(client, salon)
     assert (h["code"], h["warning"], h["reasons"]) == ("green", None, [])
-    assert h["indicators"]["refund_rate_bp"] == 30_000 * 10_000 // 210_000
+    assert h["indicators"]["refund_rate_bp"] == 60_000 * 10_000 // 410_000
     assert (await my_merchant(client, salon))["status"] == "active"
 
     alerts = await all_alerts(client, regulator, salon)

@@ -77,7 +77,9 @@ async def test_keys_belong_to_their_caller(client):
     product = await publish_stored_value(client, gym, price=50_000, face_value=60_000)
     body = {"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-1"}}
     lis = await client.post("/v1/cards", json=body, headers=keyed(li, "same-key"))
-    meis = await client.post("/v1/cards", json=body, headers=keyed(mei, "same-key"))
+    # The same key and body but her own payment (a reference funds one card only, SPEC §12).
+    theirs = {**body, "payment": {"method": "alipay", "reference": "ali-2"}}
+    meis = await client.post("/v1/cards", json=theirs, headers=keyed(mei, "same-key"))
     assert lis.status_code == meis.status_code == 201
     assert lis.json()["id"] != meis.json()["id"]
     assert meis.json()["consumer_id"] == mei["id"] and "Idempotent-Replayed" not in meis.headers

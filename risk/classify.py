@@ -9,6 +9,10 @@ This module owns `classify`, `Assessment` and `Reason`. Rules (spec §3):
   all time; before that the merchant is a `new_merchant` and only the count-based signals
   (complaints, overdue complaints) are judged — a thin history makes rates noise, but ten
   complaints are ten complaints.
+- The refund, rejection and complaint rates are judged only once enough distinct consumers stand
+  behind them (`policy.min_refund_consumers`, `min_rejection_consumers`, `min_complaint_consumers`):
+  one consumer refunding ten cards, or rejecting every ask, is one voice, not a pattern (SPEC §3,
+  risk/README.md).
 - The redemption rate is reported but never judged: cards are prepaid for months of use, so
   a low rate is what any merchant selling well looks like; selling hard is what the issuance
   surge judges.
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .indicators import Indicators
-from .policy import COUNT_THRESHOLDS, THRESHOLD_NAMES, Policy
+from .policy import CONSUMER_GATES, COUNT_THRESHOLDS, THRESHOLD_NAMES, Policy
 
 # Policy threshold name -> the field of Indicators it judges (and the name a Reason carries,
 # so a reader finds the value under the same key in the health's `indicators` object).
@@ -74,6 +78,12 @@ class Assessment:
 
 _JUDGED_ALL = tuple(JUDGED_FIELD.items())  # (threshold name, indicator field), in THRESHOLD_NAMES order
 _JUDGED_NEW = tuple((name, f) for name, f in _JUDGED_ALL if name in COUNT_THRESHOLDS)
+# Rate threshold -> (policy gate field, Indicators field of the distinct consumers behind it).
+# The complaint rate's gate compares the counted complaints: distinct consumers under the default policy.
+_GATED = {"refund_rate": ("min_refund_consumers", "refund_consumers"),
+          "rejection_rate": ("min_rejection_consumers", "rejection_consumers"),
+          "complaint_rate": ("min_complaint_consumers", "complaints")}
+assert set(_GATED) == set(CONSUMER_GATES) and all(_GATED[k][0] == v for k, v in CONSUMER_GATES.items())
 
 
 def classify(ind: Indicators, policy: Policy) -> Assessment:
@@ -83,6 +93,9 @@ def classify(ind: Indicators, policy: Policy) -> Assessment:
     yellow: list[Reason] = []
     # Threshold.level inlined: this runs for every merchant of every write batch.
     for name, indicator in _JUDGED_NEW if new_merchant else _JUDGED_ALL:
+        gate = _GATED.get(name)
+        if gate is not None and getattr(ind, gate[1]) < getattr(policy, gate[0]):
+            continue  # too few distinct consumers behind the rate to judge it
         threshold = getattr(policy, name)
         value = getattr(ind, indicator)
         if value >= threshold.red:

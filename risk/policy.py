@@ -28,6 +28,12 @@ RATE_THRESHOLDS: tuple[str, ...] = (
 )
 COUNT_THRESHOLDS: tuple[str, ...] = ("overdue_complaints", "complaints")
 THRESHOLD_NAMES: tuple[str, ...] = RATE_THRESHOLDS + COUNT_THRESHOLDS
+# Defences (SPEC §3 "No one party…"): switches on what counts, and the fewest distinct consumers a
+# rate needs before it is judged (rate threshold -> policy field).
+FLAG_FIELDS: tuple[str, ...] = ("complaint_needs_card", "complaint_once_per_consumer", "dismissed_complaints_count")
+GATE_FIELDS: tuple[str, ...] = ("min_refund_consumers", "min_rejection_consumers", "min_complaint_consumers")
+CONSUMER_GATES: dict[str, str] = {"refund_rate": "min_refund_consumers", "rejection_rate": "min_rejection_consumers",
+                                  "complaint_rate": "min_complaint_consumers"}
 
 
 class PolicyError(ValueError):
@@ -128,6 +134,13 @@ class Policy:
     rejection_rate: Threshold = Threshold(yellow=1_000, red=2_500)  # bp of asks
     overdue_complaints: Threshold = Threshold(yellow=1, red=3)  # count, now
     complaints: Threshold = Threshold(yellow=5, red=20)  # count in the window
+    # Defences against one party moving a code by itself (SPEC §3; why each default: risk/README.md).
+    complaint_needs_card: bool = True  # a complaint counts only from a consumer who holds or held a card here
+    complaint_once_per_consumer: bool = True  # complaints and overdue complaints count distinct consumers
+    dismissed_complaints_count: bool = False  # a complaint a regulator dismissed stops counting
+    min_refund_consumers: int = 5  # refund_rate is judged once this many distinct consumers refunded in the window
+    min_rejection_consumers: int = 5  # rejection_rate: the same, for consumers who rejected an ask
+    min_complaint_consumers: int = 5  # complaint_rate: judged once this many complaints count in the window
 
     def __post_init__(self) -> None:
         _check_int("version", self.version, 1)
@@ -135,6 +148,11 @@ class Policy:
         _check_int("min_cards", self.min_cards, 0)
         _check_int("surge_weeks", self.surge_weeks, 1)
         _check_int("grace_days", self.grace_days, 0)
+        for name in FLAG_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise PolicyError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in GATE_FIELDS:
+            _check_int(name, getattr(self, name), 1)
         if not isinstance(self.inspection_ratios, InspectionRatios):
             raise PolicyError("inspection_ratios must be an InspectionRatios")
         for name in THRESHOLD_NAMES:
@@ -157,6 +175,8 @@ class Policy:
         }
         for name in THRESHOLD_NAMES:
             out[name] = getattr(self, name).to_dict()
+        for name in FLAG_FIELDS + GATE_FIELDS:
+            out[name] = getattr(self, name)
         return out
 
     @classmethod
@@ -181,7 +201,7 @@ class Policy:
 
         start = base if base is not None else cls(version=1)
         merged: dict[str, Any] = {}
-        for name in ("version", "window_days", "min_cards", "surge_weeks", "grace_days"):
+        for name in ("version", "window_days", "min_cards", "surge_weeks", "grace_days", *FLAG_FIELDS, *GATE_FIELDS):
             merged[name] = d.get(name, getattr(start, name))
         merged["inspection_ratios"] = InspectionRatios(
             **_merge_group(

@@ -38,6 +38,7 @@ from service.settings import Settings, get_settings
 from service.system.router import router as system_router, test_router
 from service import sweeper
 from service.keys_api.router import router as keys_router
+from service.filemodes import secure_data_dir
 
 log = logging.getLogger("escrow")
 
@@ -45,6 +46,7 @@ log = logging.getLogger("escrow")
 def build_context(settings: Settings) -> AppContext:
     settings.check_production()
     events.ENABLED = settings.risk_incremental
+    secure_data_dir(settings)  # 0700 folder, 0600 keys and database files, also those made before
     keys = load_keys(settings)
     engines = make_engines(settings)
     clock = Clock(movable=settings.env == "test")
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
+        secure_data_dir(settings)  # the migration may just have created the database file
         if ctx.keys.operator_token_generated:
             print(f"Development operator token (stored in {settings.data_dir / 'operator_token'}): "
                   f"{ctx.keys.operator_token}", file=sys.stderr, flush=True)

@@ -11,7 +11,12 @@ A backup is a folder:
 - `manifest.json`, written last: time, database kind, ledger tree size and chain head at the
   snapshot, latest checkpoint size, and the SHA-256 of every file.
 
-A restore checks the checksums, refuses a non-empty target unless `--force`, loads the database,
+A restore first checks the manifest and the files, and writes nothing until every check passed: only
+the known key names (`operator_token`, `phone.key`, `signing_key.pem`) and the database file of the
+manifest's kind (`escrow.db` or `escrow.dump`) are accepted, each must be listed with its SHA-256 and
+match it, and each must be a regular file directly inside the backup folder (no `..`, no absolute
+path, no symbolic link) whose place in the data folder is not a link either. It then checks the
+checksums, refuses a non-empty target unless `--force`, loads the database,
 then runs the full ledger verification (every leaf and chain hash, the Merkle root, the latest
 checkpoint's signature with the key the restored service will use, ledger sums against card
 balances) and checks the ledger's size and head against the manifest. If anything fails it exits
@@ -41,6 +46,8 @@ KEY_FILES = ("operator_token", "phone.key", "signing_key.pem")
 SQLITE_FILE = "escrow.db"
 PG_FILE = "escrow.dump"
 MANIFEST = "manifest.json"
+DATABASE_FILES = {"sqlite": SQLITE_FILE, "postgresql": PG_FILE}  # the only database file each kind restores
+CONFIGURED_KEYS = ("ESCROW_OPERATOR_TOKEN", "ESCROW_PHONE_KEY", "ESCROW_SIGNING_KEY")
 
 
 class BackupError(Exception):
@@ -202,23 +209,69 @@ def create_backup(settings: Settings, dest: Path) -> dict:
 # Restore
 # ---------------------------------------------------------------------------------------------
 
+def _inside(folder: Path, name: str, what: str) -> Path:
+    """`folder / name` for a plain file name, refusing anything that could land elsewhere."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\x00" in name or os.path.isabs(name):
+        raise BackupError(f"the manifest names {what} {name!r}, which is not a plain file name.")
+    path = folder / name
+    if path.is_symlink():
+        raise BackupError(f"{path} is a symbolic link; a restore follows no links.")
+    if path.resolve().parent != folder.resolve():
+        raise BackupError(f"{what} {name!r} resolves outside {folder}.")
+    return path
+
+
 def read_manifest(src: Path) -> dict:
-    path = Path(src) / MANIFEST
-    if not path.is_file():
+    """The backup's manifest, once every file it names is known, listed, checksummed and inside `src`.
+
+    Refuses (BackupError) unknown key names, a database file other than its kind's, a file restored but
+    not listed with a SHA-256, a listed file not restored, and any name that is a path or a link."""
+    src = Path(src)
+    path = src / MANIFEST
+    if not path.is_file() or path.is_symlink():
         raise BackupError(f"{src} has no {MANIFEST}: not a backup, or an incomplete one.")
     try:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
         raise BackupError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{path} is not an {FORMAT} manifest.")
-    for name, info in manifest["files"].items():
-        if "/" in name or name.startswith("."):
-            raise BackupError(f"the manifest names an unexpected file {name!r}.")
-        f = Path(src) / name
+    kind = manifest.get("database")
+    if kind not in DATABASE_FILES:
+        raise BackupError(f"the manifest's database {kind!r} is not one of {', '.join(DATABASE_FILES)}.")
+    db_file = manifest.get("database_file")
+    if db_file != DATABASE_FILES[kind]:
+        raise BackupError(f"the manifest's database_file {db_file!r} is not {DATABASE_FILES[kind]!r}, "
+                          f"the only database file a {kind} backup holds.")
+    keys = manifest.get("keys", [])
+    if not isinstance(keys, list) or len(set(map(str, keys))) != len(keys):
+        raise BackupError("the manifest's keys must be a list of distinct names.")
+    for name in keys:
+        if name not in KEY_FILES:
+            raise BackupError(f"the manifest names an unknown key {name!r}; a backup holds only {', '.join(KEY_FILES)}.")
+    configured = manifest.get("keys_from_configuration", [])
+    if not isinstance(configured, list) or any(n not in CONFIGURED_KEYS for n in configured):
+        raise BackupError(f"the manifest's keys_from_configuration may name only {', '.join(CONFIGURED_KEYS)}.")
+    if not isinstance(manifest.get("tree_size"), int) or isinstance(manifest.get("tree_size"), bool):
+        raise BackupError("the manifest's tree_size must be an integer.")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BackupError("the manifest lists no files.")
+    restored = {db_file, *keys}
+    for name in sorted(set(files) - restored, key=str):
+        raise BackupError(f"the manifest lists an unexpected file {name!r}: neither its database file nor a known key.")
+    for name in sorted(restored - set(files)):
+        raise BackupError(f"the manifest does not list {name!r} with a checksum; every restored file must be checksummed.")
+    for name in sorted(restored):
+        info = files[name]
+        digest = info.get("sha256") if isinstance(info, dict) else None
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise BackupError(f"the manifest gives no SHA-256 for {name}.")
+        f = _inside(src, name, "file")
         if not f.is_file():
             raise BackupError(f"the backup lacks {name}, which its manifest lists.")
-        if sha256_file(f) != info["sha256"]:
+        if sha256_file(f) != digest:
             raise BackupError(f"{name} does not match the SHA-256 in the manifest: the backup is damaged or was altered.")
     return manifest
 
@@ -283,9 +336,11 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
     for name in manifest.get("keys_from_configuration", []):
         if not getattr(settings, name.removeprefix("ESCROW_").lower()):
             say(f"note: the backed-up service took {name} from its configuration; set it again before serving")
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    data = Path(settings.data_dir)
     keys = manifest.get("keys", [])
+    if data.exists():
+        for name in keys:  # where each key will go must be the data folder itself, not a link out of it
+            _inside(data, name, "key")
     present = [n for n in keys if (data / n).exists() and (data / n).read_bytes() != (src / n).read_bytes()]
     if kind == "sqlite":
         target = sqlite_path(settings)
@@ -298,10 +353,12 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
             else f"the data folder already holds other keys ({', '.join(present)})"
         raise BackupError(f"refusing to restore: {what}. Stop the service and give --force to overwrite it.")
 
+    # Every check passed: only now is anything written.
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data))
     try:
         for name in keys:
-            _write_private(staging / name, (src / name).read_bytes())
+            _write_private(_inside(staging, name, "key"), (src / name).read_bytes())
         public_key = _public_key(settings, staging)
         if kind == "sqlite":
             staged_db = staging / SQLITE_FILE
@@ -331,6 +388,8 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
                 Path(str(target) + suffix).unlink(missing_ok=True)
             os.replace(staged_db, target)
         _fsync_dir(data)
+        from service.filemodes import secure_data_dir
+        secure_data_dir(settings)
         return {"manifest": manifest, "report": report}
     finally:
         shutil.rmtree(staging, ignore_errors=True)

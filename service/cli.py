@@ -32,6 +32,8 @@ def _migrate(args) -> int:
         migrate.downgrade(settings.effective_database_url, args.downgrade)
     else:
         migrate.upgrade(settings.effective_database_url)
+    from service.filemodes import secure_data_dir
+    secure_data_dir(settings)
     print("schema is up to date" if not args.downgrade else f"downgraded to {args.downgrade}")
     return 0
 
@@ -87,6 +89,8 @@ def _verify(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from service.filemodes import restrict_umask
+    restrict_umask()  # data folder 0700, database files and keys 0600 (serve, migrate, restore, …)
     parser = argparse.ArgumentParser(prog="escrow", description="Prepaid escrow service (预付保)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="migrate, then run the HTTP service")

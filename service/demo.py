@@ -6,8 +6,9 @@ Run it against an empty database (`escrow serve`, then `escrow demo --url http:/
 1. The operator onboards a gym and a salon, a regulator and an auditor (the custodian bank).
 2. The merchants publish prepaid cards; consumers buy them (100% of the money goes into escrow).
 3. The gym asks for redemptions (核销); consumers confirm them (money moves to the gym) or reject one.
-4. The salon sells hard — twelve cards — and draws complaints: one complaint per 12 cards crosses the
-   complaint-rate yellow line (300 bp), a second crosses red (1,000 bp). Red publishes a warning.
+4. The salon sells hard — sixty cards to twenty clients — and draws complaints from its clients, each
+   counted once (SPEC §3): the complaint rate is judged once five clients complain (833 bp, over the
+   yellow line of 300 bp), the sixth makes 1,000 bp, red. Red publishes a warning.
 5. The regulator's alert feed shows green → yellow → red; the regulator acknowledges.
 6. The regulator declares the salon defaulted: every salon card is refunded at once by its purchase route.
 7. The auditor fetches a signed checkpoint and the escrow reconciliation: paid in = escrow + released +
@@ -125,24 +126,29 @@ async def run_demo(client: httpx.AsyncClient, operator_token: str, say: Callable
     say(f"   the gym's health code: {gym_health['code']}"
         + (" (a new merchant: its rates are judged once it has sold 10 cards)" if gym_health["new_merchant"] else ""))
 
-    section("The salon sells hard: twelve cards in a day")
-    salon_buyers = [await consumer(f"Salon client {i + 1}") for i in range(12)]
-    salon_cards = [await buy(c, salon_card) for c in salon_buyers]
+    section("The salon sells hard: sixty cards in a day, to twenty clients")
+    salon_buyers = [await consumer(f"Salon client {i + 1}") for i in range(20)]
+    salon_cards = [await buy(c, salon_card) for c in salon_buyers for _ in range(3)]
+    salon_owner = [c for c in salon_buyers for _ in range(3)]
     h = await call("GET", f"/v1/merchants/{salon['id']}/health", 200)
     say(f"   {len(salon_cards)} cards, {_yuan(h['indicators']['window_issued'])} in escrow; code {h['code']}")
 
     section("Complaints (投诉) pile up, and the salon's code follows each one")
-    codes = []
-    for who, text in ((salon_buyers[0], "The stylist has left and nobody answers the phone."),
-                      (salon_buyers[1], "Shop closed for 'renovation' right after I paid.")):
+    say("   a complaint counts once per client who holds a card, so no single client (nor a competitor) "
+        "moves the code alone")
+    texts = ["The stylist has left and nobody answers the phone.", "Shop closed for 'renovation' right after I paid.",
+             "Nobody at the shop for a week.", "Phone disconnected.", "The sign is gone.", "Landlord says they left."]
+    each = []
+    for who, text in zip(salon_buyers, texts):
         c = await call("POST", "/v1/complaints", 201, who["headers"], json={
             "merchant_id": salon["id"], "category": "closure_or_runaway", "text": text})
         h = await call("GET", f"/v1/merchants/{salon['id']}/health", 200)
-        codes.append(h["code"])
+        each.append(h["code"])
         reasons = ", ".join(f"{r['indicator']} {r['value']} ≥ {r['threshold']} ({r['level']})" for r in h["reasons"])
-        say(f"   complaint {c['id']} filed → code {h['code']}: {reasons}")
-    if codes != ["yellow", "red"]:
-        raise DemoError(f"the salon should have turned yellow then red, got {codes}")
+        say(f"   complaint {c['id']} filed → code {h['code']}" + (f": {reasons}" if reasons else ""))
+    if each != ["green"] * 4 + ["yellow", "red"]:
+        raise DemoError(f"the salon should have turned yellow at the fifth complaint and red at the sixth, got {each}")
+    codes = [code for i, code in enumerate(each) if code != (["green"] + each)[i]]  # the changes of code
     say(f"   red publishes a warning at once (公示预警): published at {h['warning']['published_at']}; "
         f"after the grace period the salon would be delisted automatically")
 
@@ -160,7 +166,7 @@ async def run_demo(client: httpx.AsyncClient, operator_token: str, say: Callable
         "reason": "Shop found closed during the offline check (线下核实)."})
     say(f"   {default['cards_refunded']} cards refunded by their purchase route (ledger #{default['ledger_seq']})")
     refunded = 0
-    for who, card in zip(salon_buyers, salon_cards):
+    for who, card in zip(salon_owner, salon_cards):
         after = await call("GET", f"/v1/cards/{card['id']}", 200, who["headers"])
         if after["status"] != "refunded" or after["balance"]["escrow"] != 0:
             raise DemoError(f"card {card['id']} was not refunded: {after}")

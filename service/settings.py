@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
+    # Pruning by the sweeper (issue 12): idempotency keys are promised for 24 hours (SPEC), never less;
+    # rate-limit rows are kept this long after their window started (at least the longest window in use).
+    idempotency_keep_hours: int = Field(24, ge=24)
+    rate_limit_keep_seconds: int = Field(86_400, ge=60)
 
     # Phone verification, SMS and client addresses (SPEC §8)
     sms_sender: Literal["outbox", "http", ""] = ""  # empty: outbox outside production, http in production

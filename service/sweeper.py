@@ -1,4 +1,5 @@
-"""The sweeper: expires unanswered holds, refunds expired cards, closes merchants at their date.
+"""The sweeper: expires unanswered holds, refunds expired cards, closes merchants at their date, and
+prunes idempotency keys past their 24-hour promise and rate-limit windows long over.
 
 Runs in the service every few seconds and as the one-shot command `escrow sweep`. Work is done in
 chunks, each chunk one write through the writer, so a large sweep never blocks requests for long.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -29,10 +32,35 @@ async def refund_expired(tx: Tx, limit: int = 200) -> int:
     return len(rows)
 
 
+def _pruner(table: str, key: str, column: str, keep):
+    """A sweep step deleting up to `limit` rows of `table` whose `column` is older than `keep(ctx)`, oldest
+    first: a bounded statement per chunk, so a backlog never holds the writer for long."""
+    sql = (f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < ? "
+           f"ORDER BY {column} LIMIT ?)")
+
+    def step_for(ctx: AppContext):
+        async def step(tx: Tx, limit: int) -> int:
+            raw = tx.conn.raw
+            return raw.run(sql, (raw.t(tx.now - keep(ctx)), limit))
+        return step
+    return step_for
+
+
+# Idempotency keys: the SPEC promises a replay for 24 hours; kept `idempotency_keep_hours` (>= 24).
+prune_idempotency = _pruner("idempotency_keys", "caller, key", "created_at",
+                            lambda ctx: timedelta(hours=ctx.settings.idempotency_keep_hours))
+# Rate-limit rows: a window long over counts nothing; kept `rate_limit_keep_seconds` after its start.
+prune_rate_limits = _pruner("rate_limits", "bucket", "window_start",
+                            lambda ctx: timedelta(seconds=ctx.settings.rate_limit_keep_seconds))
+
+
 async def sweep_once(ctx: AppContext) -> dict:
-    totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0, "health_reassessed": 0}
+    totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0, "health_reassessed": 0,
+              "idempotency_keys_pruned": 0, "rate_limits_pruned": 0}
     for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
-                              ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200)):
+                              ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200),
+                              ("idempotency_keys_pruned", prune_idempotency(ctx), 1000),
+                              ("rate_limits_pruned", prune_rate_limits(ctx), 1000)):
         while True:
             done = await ctx.writer.run(lambda tx, step=step, chunk=chunk: step(tx, chunk))
             totals[name] += done

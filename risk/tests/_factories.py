@@ -27,6 +27,9 @@ _BASE = dict(
     rejection_rate_bp=0,
     overdue_complaints=0,
     complaints=0,
+    complaints_filed=0,
+    refund_consumers=50,
+    rejection_consumers=50,
 )
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from risk.classify import JUDGED_FIELD, Reason, classify
@@ -28,7 +30,10 @@ def _edges(name):
 )
 def test_threshold_edges(name, value, code, limit):
     field = JUDGED_FIELD[name]
-    a = classify(make_indicators(**{field: value}), DEFAULT_POLICY)
+    # The complaint rate is judged once enough complaints count: four, below the count's own yellow line.
+    policy = dataclasses.replace(DEFAULT_POLICY, min_complaint_consumers=4)
+    extra = {"complaints": 4} if name == "complaint_rate" else {}
+    a = classify(make_indicators(**{field: value}, **extra), policy)
     assert a.code == code
     if limit is None:
         assert a.reasons == []
@@ -40,7 +45,7 @@ def test_edges_through_arithmetic():
     # refunded exactly 30% of issued: at red
     def refund_code(refunded, issued):
         w = MerchantCounters(issued=issued, refunded=refunded, cards_sold=50)
-        return classify(compute_indicators(w, w, 0, 0, 0, 0), DEFAULT_POLICY).code
+        return classify(compute_indicators(w, w, 0, 0, 0, 0, refund_consumers=50), DEFAULT_POLICY).code
 
     assert refund_code(3_000, 10_000) == "red"
     # 3000/10001 = 29.997%: rounds down to 2999 bp and stays yellow, as the exact ratio does
@@ -126,3 +131,17 @@ def test_assessment_to_dict():
 def test_rate_and_count_split_covers_every_threshold():
     assert set(RATE_THRESHOLDS) | set(COUNT_THRESHOLDS) == set(THRESHOLD_NAMES)
     assert set(COUNT_THRESHOLDS) == {"complaints", "overdue_complaints"}
+
+
+@pytest.mark.parametrize("rate, people", [("refund_rate", "refund_consumers"), ("rejection_rate", "rejection_consumers"),
+                                          ("complaint_rate", "complaints")])
+def test_a_rate_needs_enough_distinct_consumers_behind_it(rate, people):
+    field, gate = JUDGED_FIELD[rate], {"refund_rate": "min_refund_consumers", "rejection_rate": "min_rejection_consumers",
+                                       "complaint_rate": "min_complaint_consumers"}[rate]
+    n = getattr(DEFAULT_POLICY, gate)
+    policy = dataclasses.replace(DEFAULT_POLICY, complaints=DEFAULT_POLICY.complaints.__class__(100, 200))
+    far_past_red = DEFAULT_POLICY.threshold(rate).red * 3
+    few = classify(make_indicators(**{field: far_past_red, people: n - 1}), policy)
+    assert (few.code, few.reasons) == ("green", [])
+    enough = classify(make_indicators(**{field: far_past_red, people: n}), policy)
+    assert enough.code == "red" and [r.indicator for r in enough.reasons] == [field]

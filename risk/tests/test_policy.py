@@ -4,6 +4,8 @@ import pytest
 
 from risk.policy import (
     DEFAULT_POLICY,
+    FLAG_FIELDS,
+    GATE_FIELDS,
     THRESHOLD_NAMES,
     InspectionRatios,
     Policy,
@@ -29,7 +31,19 @@ def test_round_trip():
     assert Policy.from_dict(DEFAULT_POLICY.to_dict()) == DEFAULT_POLICY
     d = DEFAULT_POLICY.to_dict()
     assert set(d) == {"version", "window_days", "min_cards", "surge_weeks", "grace_days",
-                      "inspection_ratios", *THRESHOLD_NAMES}
+                      "inspection_ratios", *THRESHOLD_NAMES, *FLAG_FIELDS, *GATE_FIELDS}
+
+
+def test_defences_default_on_and_are_validated():
+    p = DEFAULT_POLICY
+    assert (p.complaint_needs_card, p.complaint_once_per_consumer, p.dismissed_complaints_count) == (True, True, False)
+    assert (p.min_refund_consumers, p.min_rejection_consumers, p.min_complaint_consumers) == (5, 5, 5)
+    assert Policy.from_dict({"min_refund_consumers": 2, "complaint_needs_card": False}, base=p).min_refund_consumers == 2
+    for bad, field in (({"complaint_needs_card": 1}, "complaint_needs_card"), ({"dismissed_complaints_count": "no"},
+                       "dismissed_complaints_count"), ({"min_refund_consumers": 0}, "min_refund_consumers"),
+                       ({"min_rejection_consumers": True}, "min_rejection_consumers")):
+        with pytest.raises(PolicyError, match=field):
+            Policy.from_dict(bad, base=p)
 
 
 def test_is_frozen_and_hashable():

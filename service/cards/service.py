@@ -80,6 +80,13 @@ async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, refer
     problem = merchant_selling_problem(merchant)
     if problem:
         raise Conflict(problem, "merchant_not_selling")
+    # A payment reference funds one card only (SPEC §12). Writes are serialised, so this check sees every
+    # earlier purchase; the unique index uq_cards_payment is the backstop across replicas.
+    used = (await conn.execute(select(cards_t.c.id).where(
+        cards_t.c.payment_method == method, cards_t.c.payment_reference == reference).limit(1))).first()
+    if used is not None:
+        raise Conflict("This payment reference has already funded a card; a payment funds one card only.",
+                       "payment_reference_used")
     now = tx.now
     card_id = new_id("card")
     seq = tx.append("purchase", card_id=card_id, merchant_id=product.merchant_id, consumer_id=consumer_id,
@@ -144,7 +151,7 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
     await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(
         status="refunded", escrow=0, held=0, units_held=0, refunded=card.refunded + amount,
         released=card.released + merchant_share, refund_rule=rule, ended_at=tx.now))
-    await events.card_refunded(tx, card.merchant_id, amount, merchant_share)
+    await events.card_refunded(tx, card.merchant_id, amount, merchant_share, card.consumer_id)
     return {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
             "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
             "ledger_seq": seq}

@@ -29,15 +29,22 @@ async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, 
     m = (await tx.conn.execute(select(Merchant.__table__.c.id).where(Merchant.__table__.c.id == merchant_id))).first()
     if m is None:
         raise NotFound("No such merchant.", "merchant_not_found")
+    cards = Card.__table__
     if card_id is not None:
-        cards = Card.__table__
         card = (await tx.conn.execute(select(cards.c.consumer_id, cards.c.merchant_id).where(cards.c.id == card_id))).first()
         if card is None or card.consumer_id != consumer_id or card.merchant_id != merchant_id:
             raise NotFound("No such card of yours at this merchant.", "card_not_found")
+        card_holder = True
+    else:
+        # Anyone may file (the complaint is kept and answered), but under the default policy only a
+        # consumer who holds or held a card here moves the health code (SPEC §3).
+        card_holder = (await tx.conn.execute(select(cards.c.id).where(
+            cards.c.consumer_id == consumer_id, cards.c.merchant_id == merchant_id).limit(1))).first() is not None
     cid = new_id("cmp")
     await tx.conn.execute(insert(complaints_t).values(
         id=cid, merchant_id=merchant_id, consumer_id=consumer_id, card_id=card_id, category=category, text=text,
-        status="open", overdue=False, created_at=tx.now, due_at=tx.now + timedelta(hours=RESPONSE_HOURS)))
+        status="open", overdue=False, created_at=tx.now, due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
+        card_holder=card_holder))
     await events.complaint_filed(tx, merchant_id)
     return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first(), tx.now)
 

@@ -140,6 +140,8 @@ class Card(SQLModel, table=True):
         Index("ix_cards_consumer", "consumer_id", "id"),
         Index("ix_cards_merchant", "merchant_id", "id"),
         Index("ix_cards_expiry", "status", "expires_at"),
+        # A payment reference funds one card only (SPEC §12): the same method and reference twice is a 409.
+        Index("uq_cards_payment", "payment_method", "payment_reference", unique=True),
     )
     id: str = Field(primary_key=True, max_length=40)
     product_id: str = Field(foreign_key="products.id", max_length=40)
@@ -310,7 +312,8 @@ class Complaint(SQLModel, table=True):
     __tablename__ = "complaints"
     __table_args__ = (Index("ix_complaints_overdue", "status", "due_at"),
                       Index("ix_complaints_merchant", "merchant_id", "id"),
-                      Index("ix_complaints_consumer", "consumer_id", "id"))
+                      Index("ix_complaints_consumer", "consumer_id", "id"),
+                      Index("ix_complaints_merchant_time", "merchant_id", "created_at"))
     id: str = Field(primary_key=True, max_length=40)
     merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
     consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
@@ -326,6 +329,9 @@ class Complaint(SQLModel, table=True):
     resolved_at: datetime | None = ts(nullable=True)
     created_at: datetime = ts()
     due_at: datetime = ts()
+    # The consumer held (or had held) a card of this merchant when filing: only such complaints count
+    # toward the health code under the default policy (SPEC §3, risk/README.md).
+    card_holder: bool = False
 
 
 class Alert(SQLModel, table=True):
@@ -387,3 +393,13 @@ class SmsOutbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     code: str = Field(max_length=16)
     sent_at: datetime = ts(index=True)
+class MerchantConsumerDay(SQLModel, table=True):
+    """Which consumers refunded a card of, or rejected an ask of, a merchant on a day (one row per merchant,
+    kind, day and consumer; kind `refund` or `reject`). Distinct consumers in a window are a count of rows
+    over a window's days, so the refund and rejection rates are judged by how many people stand behind
+    them (SPEC §3), kept in the same transaction as the counters (service/health/service.py)."""
+    __tablename__ = "merchant_consumer_days"
+    merchant_id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(primary_key=True, max_length=8)
+    day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    consumer_id: str = Field(primary_key=True, max_length=40)

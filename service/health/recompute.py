@@ -12,6 +12,12 @@ the same figures from scratch, from the rows that are the truth:
 | redemptions_asked | redemptions: one each, on the day of `created_at` (whatever became of them) |
 | redemptions_rejected | rejected redemptions: one each, on the day of `answered_at` |
 | complaints | complaints: one each, on the day of `created_at` |
+| merchant_consumer_days | refunded cards: (`refund`, day of `ended_at`, consumer); rejected redemptions: (`reject`, day of `answered_at`, consumer) |
+
+The judged complaint figures (counted complaints in the window, overdue complaints) and the distinct
+refunding and rejecting consumers are recomputed here in Python from those rows under the policy's
+defences (card holders only, once per consumer, dismissed ones dropped), independently of the SQL the
+incremental path uses.
 
 It then returns every difference (per merchant and day, and per merchant for all time), and checks that
 the stored code is what `classify` makes of indicators computed from the recomputed counters under the
@@ -35,13 +41,20 @@ from sqlalchemy import delete, desc, func, insert, select, update
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from risk.counters import COUNTER_FIELDS
 from service.clock import Clock, iso
-from service.db.models import Card, Redemption
+from service.db.models import Card, MerchantConsumerDay, Redemption
 
 from service.health.service import (  # one day numbering and one set of tables for both sides
     complaints_t, daily_t, day_of, health_t, merchants_t, policies_t)
 
 cards_t = Card.__table__
 redemptions_t = Redemption.__table__
+consumer_days_t = MerchantConsumerDay.__table__
+
+# The figures the defences of SPEC §3 judge by: compared with the stored ones as well as the code, since
+# a wrong count usually leaves the code as it is until it matters.
+DEFENCE_FIGURES = ("complaints", "overdue_complaints", "complaints_filed", "refund_consumers", "rejection_consumers")
+
+ConsumerDays = dict[str, set[tuple[str, int, str]]]  # merchant -> {(kind, day, consumer)}
 
 Daily = dict[str, dict[int, dict[str, int]]]  # merchant -> day -> counter -> value
 
@@ -84,6 +97,46 @@ async def recomputed_daily(conn) -> Daily:
     return daily
 
 
+async def recomputed_consumer_days(conn) -> ConsumerDays:
+    """Which consumers refunded or rejected at each merchant on each day, from cards and redemptions."""
+    out: ConsumerDays = defaultdict(set)
+    c = cards_t.c
+    async for r in _rows(conn, select(c.merchant_id, c.consumer_id, c.ended_at).where(c.status == "refunded")):
+        out[r.merchant_id].add(("refund", day_of(r.ended_at), r.consumer_id))
+    d = redemptions_t.c
+    async for r in _rows(conn, select(d.merchant_id, d.consumer_id, d.answered_at).where(d.status == "rejected")):
+        out[r.merchant_id].add(("reject", day_of(r.answered_at), r.consumer_id))
+    return out
+
+
+async def stored_consumer_days(conn) -> ConsumerDays:
+    out: ConsumerDays = defaultdict(set)
+    async for r in _rows(conn, select(consumer_days_t)):
+        out[r.merchant_id].add((r.kind, int(r.day), r.consumer_id))
+    return out
+
+
+async def merchant_complaints(conn) -> dict[str, list]:
+    """Every complaint, per merchant: what the counted-complaint rules look at."""
+    out: dict[str, list] = defaultdict(list)
+    k = complaints_t.c
+    async for r in _rows(conn, select(k.merchant_id, k.consumer_id, k.card_holder, k.status, k.resolution,
+                                      k.created_at, k.due_at)):
+        out[r.merchant_id].append(r)
+    return out
+
+
+def counted_complaints(complaints, today: int, now: datetime, policy: Policy) -> tuple[int, int]:
+    """(counted complaints in the window, counted overdue complaints now) under the policy's defences."""
+    def tally(rows) -> int:
+        rows = [r for r in rows if r.card_holder or not policy.complaint_needs_card]
+        return len({r.consumer_id for r in rows}) if policy.complaint_once_per_consumer else len(rows)
+    window = [r for r in complaints if today - policy.window_days < day_of(r.created_at)
+              and (policy.dismissed_complaints_count or r.resolution != "dismissed")]
+    overdue = [r for r in complaints if r.status == "open" and r.due_at <= now]
+    return tally(window), tally(overdue)
+
+
 async def stored_daily(conn) -> Daily:
     daily: Daily = defaultdict(dict)
     async for r in _rows(conn, select(daily_t)):
@@ -100,8 +153,13 @@ def _total(days: dict[int, dict[str, int]], keep=lambda day: True) -> MerchantCo
     return MerchantCounters(**out)
 
 
-def assess(days: dict[int, dict[str, int]], onboarded_day: int, today: int, overdue: int, policy: Policy):
-    """Indicators and assessment of one merchant from its daily rows, as of `today` (SPEC §3, risk/README)."""
+def assess(days: dict[int, dict[str, int]], onboarded_day: int, today: int, overdue: int, policy: Policy, *,
+           complaints: int | None = None, consumer_days: set[tuple[str, int, str]] = frozenset()):
+    """Indicators and assessment of one merchant from its daily rows, as of `today` (SPEC §3, risk/README).
+    `complaints` and `overdue` are the counted ones (`counted_complaints`); `consumer_days` its
+    (kind, day, consumer) rows, of which those inside the window give the distinct consumers."""
+    def people(kind: str) -> int:
+        return len({c for k, day, c in consumer_days if k == kind and today - policy.window_days < day})
     window = _total(days, lambda day: today - policy.window_days < day <= today)
     all_time = _total(days)
     recent_first = today - 6  # the last 7 days: today and the 6 before it
@@ -110,7 +168,9 @@ def assess(days: dict[int, dict[str, int]], onboarded_day: int, today: int, over
     last_7 = sum(row["issued"] for day, row in days.items() if recent_first <= day <= today)
     prior = sum(row["issued"] for day, row in days.items() if prior_first <= day < recent_first)
     ind = compute_indicators(window, all_time, last_7, prior, overdue,
-                             all_time.issued - all_time.released - all_time.refunded, prior_weeks=weeks)
+                             all_time.issued - all_time.released - all_time.refunded, prior_weeks=weeks,
+                             complaints=complaints, refund_consumers=people("refund"),
+                             rejection_consumers=people("reject"))
     return ind, classify(ind, policy)
 
 
@@ -126,8 +186,9 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
     merchants = {r.id: r for r in (await conn.execute(select(merchants_t.c.id, merchants_t.c.created_at))).all()}
     escrow = dict((await conn.execute(select(cards_t.c.merchant_id, func.sum(cards_t.c.escrow))
                                       .group_by(cards_t.c.merchant_id))).all())
-    overdue = dict((await conn.execute(select(complaints_t.c.merchant_id, func.count()).where(
-        complaints_t.c.status == "open", complaints_t.c.due_at <= now).group_by(complaints_t.c.merchant_id))).all())
+    people_truth = await recomputed_consumer_days(conn)
+    people_stored = await stored_consumer_days(conn)
+    complaints = await merchant_complaints(conn)
     policy = await current_policy(conn)
     today = day_of(now)
 
@@ -135,8 +196,13 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
     codes: list[dict[str, Any]] = []
     wrong: set[str] = set()
     zero = dict.fromkeys(COUNTER_FIELDS, 0)
-    for m in sorted(set(merchants) | set(truth) | set(stored) | set(health)):
+    for m in sorted(set(merchants) | set(truth) | set(stored) | set(health) | set(people_truth) | set(people_stored)):
         mine, kept = truth.get(m, {}), stored.get(m, {})
+        for kind, day, consumer in sorted(people_truth.get(m, set()) ^ people_stored.get(m, set())):
+            differences.append({"merchant_id": m, "day": day, "field": f"consumer_{kind}:{consumer}",
+                                "stored": int((kind, day, consumer) in people_stored.get(m, set())),
+                                "recomputed": int((kind, day, consumer) in people_truth.get(m, set()))})
+            wrong.add(m)
         for day in sorted(set(mine) | set(kept)):
             want, have = mine.get(day, zero), kept.get(day, zero)
             for k in COUNTER_FIELDS:
@@ -161,12 +227,18 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
                                  "stored": int(escrow.get(m) or 0), "recomputed": outstanding})
             wrong.add(m)
         onboarded = day_of(merchants[m].created_at) if m in merchants else h.onboarded_day
-        ind, a = assess(mine, onboarded, today, int(overdue.get(m, 0)), policy)
+        counted, overdue = counted_complaints(complaints.get(m, []), today, now, policy)
+        ind, a = assess(mine, onboarded, today, overdue, policy, complaints=counted,
+                        consumer_days=people_truth.get(m, set()))
         reasons = [r.to_dict() for r in a.reasons]
-        if (h.code, orjson.loads(h.reasons), h.policy_version) != (a.code, reasons, a.policy_version):
+        kept_ind = orjson.loads(h.indicators)
+        stored_people = {f: kept_ind.get(f) for f in DEFENCE_FIGURES}
+        people = {f: getattr(ind, f) for f in DEFENCE_FIGURES}
+        if (h.code, orjson.loads(h.reasons), h.policy_version, stored_people) != (a.code, reasons, a.policy_version, people):
             codes.append({"merchant_id": m, "stored_code": h.code, "recomputed_code": a.code,
                           "stored_reasons": orjson.loads(h.reasons), "recomputed_reasons": reasons,
-                          "stored_policy_version": h.policy_version, "policy_version": a.policy_version})
+                          "stored_policy_version": h.policy_version, "policy_version": a.policy_version,
+                          "stored_figures": stored_people, "recomputed_figures": people})
             wrong.add(m)
 
     written = False
@@ -179,6 +251,10 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
             if rows:
                 await conn.execute(insert(daily_t), rows)
             await conn.execute(update(health_t).where(health_t.c.merchant_id == m).values(**_total(truth.get(m, {})).to_dict()))
+            await conn.execute(delete(consumer_days_t).where(consumer_days_t.c.merchant_id == m))
+            people = [{"merchant_id": m, "kind": k, "day": d, "consumer_id": c} for k, d, c in sorted(people_truth.get(m, set()))]
+            if people:
+                await conn.execute(insert(consumer_days_t), people)
             if tx is not None:
                 from service.health.service import reassess
                 await reassess(tx, m)

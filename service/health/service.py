@@ -84,6 +84,16 @@ async def record(tx: Tx, merchant_id: str, **deltas: int) -> None:
     events.append((merchant_id, deltas))
 
 
+def record_consumer(tx: Tx, merchant_id: str, consumer_id: str, kind: str) -> None:
+    """Note that a consumer refunded (`refund`) or rejected (`reject`) at a merchant today: the rates are
+    judged by how many distinct consumers stand behind them (SPEC §3). Written with the batch's counters;
+    always noted together with a `record` of the same event, which registers the batch hook."""
+    tx.batch_state.setdefault("risk_consumers", []).append((merchant_id, kind, consumer_id))
+    if "risk_events" not in tx.batch_state:
+        tx.batch_state["risk_events"] = []
+        tx.before_flush.append(_apply_batch)
+
+
 async def _apply_batch(tx: Tx) -> None:
     per_merchant: dict[str, dict[str, int]] = {}
     for merchant_id, deltas in tx.batch_state.get("risk_events", []):
@@ -94,7 +104,17 @@ async def _apply_batch(tx: Tx) -> None:
     day = day_of(tx.now)
     counted = [(m, day, *(values.get(c, 0) for c in COUNTERS)) for m, values in sorted(per_merchant.items()) if values]
     tx.conn.raw.many(_DAILY_UPSERT, counted)
+    consumers = sorted({(m, kind, day, c) for m, kind, c in tx.batch_state.get("risk_consumers", [])})
+    if consumers:
+        tx.conn.raw.many(_CONSUMER_DAY_INSERT, consumers)
+        for m, _, _, _ in consumers:
+            per_merchant.setdefault(m, {})
     await reassess_many(tx, per_merchant)  # also adds the counts to the all-time counters
+
+
+# A consumer's first refund (or rejection) at a merchant on a day; later ones that day change nothing.
+_CONSUMER_DAY_INSERT = ("INSERT INTO merchant_consumer_days (merchant_id, kind, day, consumer_id) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (merchant_id, kind, day, consumer_id) DO NOTHING")
 
 
 # Today's counts of every merchant of a batch in one statement: a new row, or added to the row there.
@@ -107,21 +127,36 @@ _HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + 
 HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
 
 
-def _state_sql(is_pg: bool) -> str:
-    """One statement for the state of many merchants: each one's health row and merchant state, its overdue
-    complaints and its window sums (at most a window's worth of daily rows each).
+def _complaint_filters(policy: Policy) -> tuple[str, str]:
+    """(what to count, extra WHERE) for the complaints that count under the policy's defences."""
+    what = "DISTINCT c.consumer_id" if policy.complaint_once_per_consumer else "*"
+    where = " AND c.card_holder" if policy.complaint_needs_card else ""
+    return what, where
 
-    Parameters: now (overdue), window start (once per counter), recent start; recent start, the weeks
-    pair (surge weeks, recent start) and recent start again for the prior weeks; the weeks pair; the
-    lowest day to read; the merchant ids (a list on PostgreSQL, a JSON array on SQLite)."""
+
+def _state_sql(is_pg: bool, policy: Policy) -> str:
+    """One statement for the state of many merchants: each one's health row and merchant state, its counted
+    overdue complaints, counted complaints in the window, distinct refunding and rejecting consumers in the
+    window, and its window sums (at most a window's worth of daily rows each).
+
+    Parameters: now (overdue), the window's first instant (complaints), window start twice (refund and
+    rejection consumers), window start (once per counter), recent start; recent start, the weeks pair
+    (surge weeks, recent start) and recent start again for the prior weeks; the weeks pair; the lowest day
+    to read; the merchant ids (a list on PostgreSQL, a JSON array on SQLite)."""
     least, greatest = ("LEAST", "GREATEST") if is_pg else ("MIN", "MAX")
     # Whole weeks the merchant sold before the last 7 days, at most the policy's surge weeks (risk.indicators).
     weeks = f"{greatest}(0, {least}(?, (? - h.onboarded_day + 1) / 7))"
     ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
+    what, holder = _complaint_filters(policy)
+    kept = "" if policy.dismissed_complaints_count else " AND (c.resolution IS NULL OR c.resolution <> 'dismissed')"
+    people = ("(SELECT COUNT(DISTINCT x.consumer_id) FROM merchant_consumer_days x WHERE x.merchant_id = h.merchant_id "
+              "AND x.kind = '{}' AND x.day > ?)")
     return (
         "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
-        "(SELECT COUNT(*) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
-        "AND c.due_at <= ?), "
+        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
+        f"AND c.due_at <= ?{holder}), "
+        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.created_at >= ?{holder}{kept}), "
+        + people.format("refund") + ", " + people.format("reject") + ", "
         + ", ".join(f"COALESCE(SUM(CASE WHEN d.day > ? THEN d.{c} ELSE 0 END), 0)" for c in COUNTERS)
         + ", COALESCE(SUM(CASE WHEN d.day > ? THEN d.issued ELSE 0 END), 0)"
         + f", COALESCE(SUM(CASE WHEN d.day > ? - 7 * {weeks} AND d.day <= ? THEN d.issued ELSE 0 END), 0)"
@@ -131,7 +166,15 @@ def _state_sql(is_pg: bool) -> str:
         f"WHERE {ids} GROUP BY h.merchant_id, m.id")
 
 
-_STATE_SQL = {False: _state_sql(False), True: _state_sql(True)}
+_STATE_SQL: dict[tuple, str] = {}  # (is_pg, the policy's complaint switches) -> statement
+
+
+def _state_sql_for(is_pg: bool, policy: Policy) -> str:
+    key = (is_pg, policy.complaint_needs_card, policy.complaint_once_per_consumer, policy.dismissed_complaints_count)
+    sql = _STATE_SQL.get(key)
+    if sql is None:
+        sql = _STATE_SQL[key] = _state_sql(is_pg, policy)
+    return sql
 
 
 async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy,
@@ -145,8 +188,11 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
     lowest = min(window_start, recent_start - 7 * policy.surge_weeks)
     weeks = (policy.surge_weeks, recent_start)
     ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
-    rows = raw.all(_STATE_SQL[raw.is_pg], (raw.t(now), *([window_start] * len(COUNTERS)), recent_start,
-                                           recent_start, *weeks, recent_start, *weeks, lowest, ids))
+    first_instant = EPOCH + timedelta(days=window_start + 1)  # complaints filed on a day inside the window
+    rows = raw.all(_state_sql_for(raw.is_pg, policy),
+                   (raw.t(now), raw.t(first_instant), window_start, window_start,
+                    *([window_start] * len(COUNTERS)), recent_start, recent_start, *weeks, recent_start, *weeks,
+                    lowest, ids))
     n = len(_HEALTH_COLS) + 1
     k = len(COUNTERS)
     out = {}
@@ -154,7 +200,8 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
         merchant_id = row[0]
         h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
         delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
-        w = row[n + 3:]
+        complaints, refunders, rejecters = int(row[n + 3]), int(row[n + 4]), int(row[n + 5])
+        w = row[n + 6:]
         window = MerchantCounters(*map(int, w[:k]))  # fields in COUNTERS order (risk.counters asserts it)
         more = pending.get(merchant_id)
         if more:
@@ -163,7 +210,8 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
             all_time = MerchantCounters(*map(int, row[5:n]))
         outstanding = all_time.issued - all_time.released - all_time.refunded
         ind = compute_indicators(window, all_time, int(w[k]), int(w[k + 1]), overdue, outstanding,
-                                 prior_weeks=int(w[k + 2]))
+                                 prior_weeks=int(w[k + 2]), complaints=complaints, refund_consumers=refunders,
+                                 rejection_consumers=rejecters)
         out[merchant_id] = (h, delisted, status, ind)
     return out
 

@@ -113,7 +113,7 @@ async def _void(tx: Tx, card, redemption_id: str, status: str):
     raw.run("UPDATE cards SET units_held = ?, held = ? WHERE id = ?", (units_held, held, card.id))
     raw.run("UPDATE redemptions SET status = ?, answered_at = ?, ledger_seq = ? WHERE id = ?",
             (status, raw.t(tx.now), seq, r.id))
-    await events.redemption_answered(tx, card.merchant_id, status, 0)
+    await events.redemption_answered(tx, card.merchant_id, status, 0, card.consumer_id)
     return card._replace(units_held=units_held, held=held)
 
 
