@@ -17,6 +17,13 @@ def _serve(args) -> int:
     import uvicorn
     from service import migrate
     settings = get_settings()
+    # Before anything touches the database: a production start without its secrets stops here with
+    # one clear line (not a traceback from inside uvicorn, after a migration of a default database).
+    try:
+        settings.check_production()
+    except RuntimeError as exc:
+        print(f"escrow: {exc}", file=sys.stderr)
+        return 2
     migrate.upgrade(settings.effective_database_url)
     uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers, log_level="warning",
                 access_log=False)
