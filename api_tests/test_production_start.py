@@ -21,7 +21,10 @@ def production_env(data_dir, **overrides: str) -> dict:
     env.update({"ESCROW_ENV": "production", "ESCROW_OPERATOR_TOKEN": "op_" + secrets.token_urlsafe(32),
                 "ESCROW_PHONE_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), "ESCROW_SIGNING_KEY": pem,
                 # Never reached: the check comes first (a closed loopback port, should it not).
-                "ESCROW_DATABASE_URL": "postgresql://escrow@127.0.0.1:9/escrow"})
+                "ESCROW_DATABASE_URL": "postgresql://escrow@127.0.0.1:9/escrow",
+                # The SMS gateway production sends verification codes through (SPEC §8).
+                "ESCROW_SMS_SENDER": "http", "ESCROW_SMS_URL": "http://127.0.0.1:9/send",
+                "ESCROW_SMS_TOKEN": "sms_" + secrets.token_urlsafe(16)})
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
@@ -37,6 +40,8 @@ def test_serve_in_production_without_a_secret_exits_naming_it_and_makes_nothing(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("escrow: refusing to start in production:"), proc.stderr
     assert missing in lines[0], lines[0]
+    others = {"ESCROW_OPERATOR_TOKEN", "ESCROW_PHONE_KEY", "ESCROW_SIGNING_KEY", "ESCROW_DATABASE_URL"} - {missing}
+    assert not any(name in lines[0] for name in others), f"only {missing} is missing: {lines[0]}"
     assert list(data.iterdir()) == [], "no SQLite file, no generated key before refusing"
 
 
