@@ -17,6 +17,13 @@ def _serve(args) -> int:
     import uvicorn
     from service import migrate
     settings = get_settings()
+    # Before anything touches the database: a production start without its secrets stops here with
+    # one clear line (not a traceback from inside uvicorn, after a migration of a default database).
+    try:
+        settings.check_production()
+    except RuntimeError as exc:
+        print(f"escrow: {exc}", file=sys.stderr)
+        return 2
     migrate.upgrade(settings.effective_database_url)
     # X-Forwarded-For only from ESCROW_TRUSTED_PROXIES: uvicorn would otherwise believe any loopback caller
     trusted = ",".join(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
