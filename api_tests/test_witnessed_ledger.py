@@ -169,3 +169,35 @@ async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx,
     with pytest.raises(TlogProofError, match="quorum"):
         verify_tlog_proof(forged_receipt, log_vkey, vkeys, 1)
     assert good.index == 0
+
+
+async def test_tiles_are_public_and_match_the_entries_and_the_checkpoint(client, operator_headers):
+    from ledger.checkpoint import verify_note
+    from ledger.merkle import root_from_leaves
+    from ledger.tiles import parse_entry_bundle, split_hash_tile, tile_path
+
+    mix = await ledger_mix(client)
+    cp = await new_checkpoint(client, mix["gym"])
+    n = cp["tree_size"]
+    assert 0 < n < 256
+    note = await client.get("/log/checkpoint")
+    assert note.status_code == 200 and note.headers["content-type"].startswith("text/plain")
+    vkey = (await client.get("/v1/ledger/public-key")).json()["verifier_key"]
+    assert verify_note(note.text, vkey, cp["origin"])[0] == n
+    # Anyone, with or without a token (a bad one too), reads the tiles: they are static, public data.
+    for headers in ({}, {"Authorization": "Bearer cs_" + "0" * 43}, operator_headers):
+        bundle = await client.get("/log/" + tile_path("entries", 0, n), headers=headers)
+        assert bundle.status_code == 200
+        tile = await client.get("/log/" + tile_path(0, 0, n), headers=headers)
+        assert tile.status_code == 200 and tile.headers["cache-control"] == "public, max-age=5"
+    entries = parse_entry_bundle(bundle.content)
+    listed = (await client.get("/v1/ledger/entries", params={"limit": 1000}, headers=operator_headers)).json()
+    assert [e.decode() for e in entries] == [e["canonical"] for e in listed["items"]][:n]
+    hashes = split_hash_tile(tile.content, n)
+    assert hashes == [leaf_hash(e) for e in entries]
+    assert root_from_leaves(hashes) == unb64(cp["root_hash"])
+    # What is not there yet, or is no tile at all, is a 404 with the error body.
+    for path in (tile_path(0, 0, n + 1), tile_path(0, 0), tile_path("entries", 1, 1), tile_path(1, 0, 1),
+                 "tile/0/1", "tile/0/000.p/0", "tile/9/000.p/1", "tile/x/000", "tile/entries/x000/001"):
+        r = await client.get("/log/" + path)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "tile_not_found", path
