@@ -12,6 +12,7 @@ fully verified run, so the next run picks up where this one stopped.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from .merkle import Frontier
 from .tiles import TILE_WIDTH, TileError, parse_entry_bundle, split_hash_tile, tile_path, tile_width
 
 __all__ = ["MonitorError", "MoneyRules", "Monitor"]
+
+PREFETCH = 8  # tiles fetched ahead of the one being checked
 
 
 class MonitorError(Exception):
@@ -160,33 +163,34 @@ class Monitor:
             raise MonitorError(f"same size {old_size} as last time, different root (fork)")
         seq = old_size
         size = cp.tree_size
-        while seq < size:
-            n = seq // TILE_WIDTH
+        first, last = seq // TILE_WIDTH, (size + TILE_WIDTH - 1) // TILE_WIDTH
+
+        def fetch(n: int) -> tuple[bytes, bytes]:
             width = tile_width(0, n, size)
-            try:
-                entries = parse_entry_bundle(self._get(tile_path("entries", n, width)))
-                hashes = split_hash_tile(self._get(tile_path(0, n, width)), width)
-            except TileError as exc:
-                raise MonitorError(f"tile {n}: {exc}", seq) from None
-            if len(entries) != width:
-                raise MonitorError(f"entry bundle {n} has {len(entries)} entries, expected {width}", n * TILE_WIDTH)
-            for i in range(seq - n * TILE_WIDTH, width):
-                data = entries[i]
-                leaf = leaf_hash(data)
-                if leaf != hashes[i]:
-                    raise MonitorError(f"entry {seq}: its leaf hash differs from hash tile 0/{n} (entry altered)", seq)
+            return self._get(tile_path("entries", n, width)), self._get(tile_path(0, n, width))
+
+        # Tiles are static files: fetch a few ahead while this thread hashes and checks the current one.
+        pool = ThreadPoolExecutor(max_workers=PREFETCH)
+        ahead = {n: pool.submit(fetch, n) for n in range(first, min(last, first + PREFETCH))}
+        try:
+            while seq < size:
+                n = seq // TILE_WIDTH
+                width = tile_width(0, n, size)
+                if n + PREFETCH < last:
+                    ahead[n + PREFETCH] = pool.submit(fetch, n + PREFETCH)
+                bundle, tile = ahead.pop(n).result()
                 try:
-                    e = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise MonitorError(f"entry {seq}: not JSON", seq) from None
-                if not isinstance(e, dict) or e.get("seq") != seq:
-                    raise MonitorError(f"entry {seq}: its seq field is {e.get('seq') if isinstance(e, dict) else e!r}",
-                                       seq)
-                money.apply(seq, e)
-                frontier.push(leaf)
-                seq += 1
-            if progress:
-                progress(seq)
+                    entries = parse_entry_bundle(bundle)
+                    hashes = split_hash_tile(tile, width)
+                except TileError as exc:
+                    raise MonitorError(f"tile {n}: {exc}", seq) from None
+                seq = self._check_tile(n, width, seq, entries, hashes, money, frontier)
+                if progress:
+                    progress(seq)
+        finally:
+            for f in ahead.values():
+                f.cancel()
+            pool.shutdown(wait=True)
         if frontier.root() != cp.root_hash:
             raise MonitorError(f"the entries do not lead to the checkpoint's root at size {size} "
                                "(history rewritten, or tiles altered)", old_size if old_size < size else None)
@@ -194,3 +198,24 @@ class Monitor:
         return {"ok": True, "size": size, "root_hash": cp.root_hash.hex(), "new_entries": size - old_size,
                 "cosigned_by": [name for name, _ in cp.witnesses], "cards": len(money.cards),
                 "open_holds": len(money.holds), "bad_seq": None, "reason": None}
+
+    def _check_tile(self, n: int, width: int, seq: int, entries: list[bytes], hashes: list[bytes],
+                    money: MoneyRules, frontier: Frontier) -> int:
+        if len(entries) != width:
+            raise MonitorError(f"entry bundle {n} has {len(entries)} entries, expected {width}", n * TILE_WIDTH)
+        for i in range(seq - n * TILE_WIDTH, width):
+            data = entries[i]
+            leaf = leaf_hash(data)
+            if leaf != hashes[i]:
+                raise MonitorError(f"entry {seq}: its leaf hash differs from hash tile 0/{n} (entry altered)", seq)
+            try:
+                e = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise MonitorError(f"entry {seq}: not JSON", seq) from None
+            if not isinstance(e, dict) or e.get("seq") != seq:
+                raise MonitorError(f"entry {seq}: its seq field is {e.get('seq') if isinstance(e, dict) else e!r}",
+                                   seq)
+            money.apply(seq, e)
+            frontier.push(leaf)
+            seq += 1
+        return seq
