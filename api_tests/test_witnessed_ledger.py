@@ -201,3 +201,18 @@ async def test_tiles_are_public_and_match_the_entries_and_the_checkpoint(client,
                  "tile/0/1", "tile/0/000.p/0", "tile/9/000.p/1", "tile/x/000", "tile/entries/x000/001"):
         r = await client.get("/log/" + path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "tile_not_found", path
+
+
+def test_a_bad_witness_configuration_stops_start_up(data_dir):
+    from service.settings import Settings
+    from ledger.cosignature import generate_witness_key
+    _, vkey = generate_witness_key("bank.example/witness")
+    log_vkey = "escrow.example/ledger+" + verifier_key("escrow.example/ledger", bytes(32)).split("+", 1)[1]
+    cases = [("[1]", 0, "vkey and url"), ('{"vkey": 1}', 0, "JSON list"),
+             (orjson.dumps([{"vkey": vkey, "url": "http://w"}]).decode(), 2, "exceeds"),
+             (orjson.dumps([{"vkey": log_vkey, "url": "http://w"}]).decode(), 1, "cosignature/v1"),
+             (orjson.dumps([{"vkey": vkey[:-2] + "AA", "url": "http://w"}]).decode(), 1, "ESCROW_WITNESSES")]
+    for text, quorum, words in cases:
+        with pytest.raises(ValueError, match=words):
+            witnessing.configured(Settings(data_dir=data_dir, witnesses=text, witness_quorum=quorum))
+    assert len(witnessing.configured(Settings(data_dir=data_dir, witnesses=cases[2][0], witness_quorum=1))) == 1
