@@ -20,7 +20,7 @@ from ledger.cosignature import (
     parse_witness_key, verify_cosignature, verify_cosigned,
 )
 from ledger.hashing import b64, leaf_hash, unb64
-from ledger.merkle import Frontier, consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves
+from ledger.merkle import consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves
 from ledger.merkle import verify_inclusion
 from ledger.tiles import (
     TileError, encode_index, entry_bundle, parse_entry_bundle, parse_tile_path, tile_path, tile_root, tile_width,
