@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     sms_outbox_in_production: bool = False  # production refuses the outbox sender unless this says otherwise
     codes_per_phone_per_hour: int = Field(5, ge=1)
     trusted_proxies: str = ""  # comma-separated addresses or CIDRs whose X-Forwarded-For is believed
+    # Witnesses (SPEC §11): JSON list of {"vkey": "<C2SP vkey>", "url": "<submission prefix>"}, and how many
+    # of them must cosign a checkpoint for it to count as witnessed.
+    witnesses: str = ""
+    witness_quorum: int = Field(0, ge=0)
+    witness_timeout_seconds: float = Field(5.0, gt=0)
 
     @property
     def is_production(self) -> bool:

@@ -12,7 +12,7 @@
   more than one card, which a person must reconcile with the bank before the index can exist.
 
 Revision ID: 0004b
-Revises: 0003
+Revises: 0004d
 Create Date: 2026-12-01 22:30:00
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from alembic import op
 
 
 revision = '0004b'
-down_revision = '0003'
+down_revision = '0004d'
 branch_labels = None
 depends_on = None
 

@@ -403,3 +403,20 @@ class MerchantConsumerDay(SQLModel, table=True):
     kind: str = Field(primary_key=True, max_length=8)
     day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     consumer_id: str = Field(primary_key=True, max_length=40)
+class WitnessCosignature(SQLModel, table=True):
+    """The cosignature line (C2SP cosignature/v1) a witness returned for the checkpoint at `tree_size`."""
+    __tablename__ = "witness_cosignatures"
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    witness: str = Field(primary_key=True, max_length=300)  # the witness's vkey
+    line: str = Field(sa_column=Column(Text, nullable=False))
+    cosigned_at: int = Field(sa_column=Column(BigInteger, nullable=False))  # POSIX seconds, from the cosignature
+
+
+class WitnessState(SQLModel, table=True):
+    """Per witness: the size it last cosigned (the `old` of the next request), shared by every replica."""
+    __tablename__ = "witness_state"
+    witness: str = Field(primary_key=True, max_length=300)
+    last_size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failures: int = 0
+    retry_after_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # POSIX ms: not asked before
