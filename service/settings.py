@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRETS = {"", "changethis", "changeme", "secret", "dev"}
@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
+    # Custody (SPEC §12): settlement days are calendar days in this zone; the sweeper closes yesterday
+    # at this local hour.
+    settlement_timezone: str = "Asia/Shanghai"
+    settlement_hour: int = Field(2, ge=0, le=23)
+
+    @field_validator("settlement_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)  # an unknown zone stops the start-up, not the first settlement
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @property
     def is_production(self) -> bool:
