@@ -188,8 +188,10 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
         "date_from": date_from, "date_to": date_to, "timezone": tz_name, "currency": "CNY",
         "lines": len(lines), "matched": matched,
         "unmatched_statement_lines": unmatched_lines, "unmatched_ledger_items": unmatched_items,
-        "open_instructions": [{**instruction_out(r), "batch_id": r.batch_id, "date": r.date}
-                              for r in open_rows if "inst:" + r.id not in taken],
+        # Every instruction the bank has not reported executed, whichever day's: still owed. One the
+        # statement nevertheless shows paid is flagged: the bank's report and its account disagree.
+        "open_instructions": [{**instruction_out(r), "batch_id": r.batch_id, "date": r.date,
+                               "on_statement": "inst:" + r.id in taken} for r in open_rows],
         "balance": {
             "bank": {"credits": credits, "debits": debits, "net": credits - debits},
             "ledger": {"credits": ledger_credits, "debits": ledger_debits, "net": ledger_credits - ledger_debits},
