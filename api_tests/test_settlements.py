@@ -277,3 +277,27 @@ async def test_bad_days_and_results_are_clear_refusals(client):
     assert [b["id"] for b in page["items"]] == [empty["id"]] and page["next_cursor"] == "2020-01-01"
     r = await client.get("/v1/settlements", params={"limit": 1, "after": page["next_cursor"]}, headers=bank["headers"])
     assert [b["id"] for b in r.json()["items"]] == [second["id"]] and r.json()["next_cursor"] is None
+
+
+async def test_statement_lines_match_once_by_route_and_amount(client):
+    day = a_future_day(2)
+    await move_clock_to(client, local(day, 10))
+    bank = await create_auditor(client)
+    gym = await create_merchant(client)
+    li = await register_consumer(client)
+    product = await publish_stored_value(client, gym, price=2_000, face_value=2_000)
+    one = await buy_card(client, li, product, reference="wx-route-1")
+    two = await buy_card(client, li, product, reference="wx-route-2")
+    three = await buy_card(client, li, product, reference="wx-route-3")
+    d = day.isoformat()
+    body = await upload(client, bank, statement([
+        (d, "credit", 2_000, "wx-route-1"),  # the bare reference: only one card carries it
+        (d, "credit", 2_000, "wechat_pay:wx-route-1"),  # the same purchase twice
+        (d, "credit", 1_999, "wechat_pay:wx-route-2"),  # a fen short
+        (d, "credit", 2_000, "alipay:wx-route-3"),  # the wrong method
+    ]))
+    assert [(x["line"], x["ledger_item"]["card_id"]) for x in body["matched"]] == [(2, one["id"])]
+    reasons = {x["line"]: x["reason"] for x in body["unmatched_statement_lines"]}
+    assert set(reasons) == {3, 4, 5} and "line 2 already matched" in reasons[3] and "2000 fen" in reasons[4]
+    assert {x["card_id"] for x in body["unmatched_ledger_items"]} == {two["id"], three["id"]}
+    assert body["balance"]["bank"]["credits"] == 7_999 and body["balance"]["ledger"]["credits"] == 6_000

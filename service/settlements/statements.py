@@ -21,7 +21,7 @@ import re
 from datetime import date
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import and_, select, tuple_
 
 from service.db.models import BankStatement, Card
 from service.db.writer import Tx
@@ -86,16 +86,25 @@ def parse(body: bytes) -> list[dict]:
 
 
 async def _cards_by_route(conn, routes: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], list]:
-    """Cards by (method, reference), and by (None, reference) for a bare reference."""
+    """Cards by (method, reference), and by (None, reference) for a bare reference. A (method, reference)
+    pair is looked up as a pair: the unique index on the payment route answers it."""
     out: dict[tuple[str | None, str], list] = {}
-    refs = sorted({r for _, r in routes})
-    for i in range(0, len(refs), IN_CHUNK):
-        rows = (await conn.execute(select(cards_t.c.id, cards_t.c.price, cards_t.c.payment_method,
-                                          cards_t.c.payment_reference, cards_t.c.purchase_seq)
-                                   .where(cards_t.c.payment_reference.in_(refs[i:i + IN_CHUNK])))).all()
-        for r in rows:
-            out.setdefault((r.payment_method, r.payment_reference), []).append(r)
-            out.setdefault((None, r.payment_reference), []).append(r)
+    cols = (cards_t.c.id, cards_t.c.price, cards_t.c.payment_method, cards_t.c.payment_reference, cards_t.c.purchase_seq)
+    pairs = sorted({r for r in routes if r[0] is not None})
+    bare = sorted({ref for method, ref in routes if method is None})
+    found = []
+    for i in range(0, len(pairs), IN_CHUNK):
+        found += (await conn.execute(select(*cols).where(
+            tuple_(cards_t.c.payment_method, cards_t.c.payment_reference).in_(pairs[i:i + IN_CHUNK])))).all()
+    for i in range(0, len(bare), IN_CHUNK):
+        found += (await conn.execute(select(*cols).where(cards_t.c.payment_reference.in_(bare[i:i + IN_CHUNK])))).all()
+    seen = set()
+    for r in found:
+        if r.id in seen:
+            continue
+        seen.add(r.id)
+        out.setdefault((r.payment_method, r.payment_reference), []).append(r)
+        out.setdefault((None, r.payment_reference), []).append(r)
     return out
 
 
@@ -126,6 +135,8 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
         expected_instructions.update({r.id: r for r in rows})
 
     credit_routes = [_route(x["reference"]) for x in lines if x["direction"] == "credit"]
+    # a reference that itself holds a colon may also be given bare
+    credit_routes += [(None, x["reference"]) for x in lines if x["direction"] == "credit" and ":" in x["reference"]]
     cards = await _cards_by_route(conn, credit_routes)
     debit_ids = sorted({x["reference"] for x in lines if x["direction"] == "debit"} - set(expected_instructions))
     other_instructions = {}
@@ -139,7 +150,7 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
     taken: dict[str, int] = {}  # ledger item -> the line that matched it
     for x in lines:
         if x["direction"] == "credit":
-            found = cards.get(_route(x["reference"]), [])
+            found = cards.get(_route(x["reference"])) or cards.get((None, x["reference"]), [])
             if len(found) != 1:
                 why = "no purchase carries this payment reference" if not found else \
                     "several cards carry this reference; give it as method:reference"
