@@ -11,8 +11,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from api_tests.factories import (OP, answer, ask, assert_error, buy_card, create_auditor, create_merchant,
-                                 create_regulator, ledger_entries, move_clock_to, publish_count,
+                                 create_regulator, inclusion_proof, ledger_entries, ledger_public_key, move_clock_to,
+                                 new_checkpoint, publish_count,
                                  publish_stored_value, redeem, refund, register_consumer)
+from ledger.receipt import verify_receipt
 from service.ledger_api.service import verify_ledger
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -221,6 +223,10 @@ async def test_the_sweeper_closes_yesterday_at_its_hour_once(client):
     assert again["id"] == items[0]["id"] and again["totals"] == items[0]["totals"]
     entries = [e for e in await ledger_entries(client, w["bank"], limit=200) if e["kind"] == "settlement_batch"]
     assert len(entries) == 1 and orjson.loads(entries[0]["canonical"])["digest"] == again["digest"]
+    # the batch's entry is provable like any other: a receipt against a signed checkpoint
+    cp = await new_checkpoint(client, w["bank"])
+    verify_receipt(entries[0], await inclusion_proof(client, entries[0]["seq"], cp["tree_size"]), cp,
+                   await ledger_public_key(client))
 
 
 async def test_malformed_statements_name_the_line_and_store_nothing(client):
