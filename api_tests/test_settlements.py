@@ -307,3 +307,17 @@ async def test_statement_lines_match_once_by_route_and_amount(client):
     assert set(reasons) == {3, 4, 5} and "line 2 already matched" in reasons[3] and "2000 fen" in reasons[4]
     assert {x["card_id"] for x in body["unmatched_ledger_items"]} == {two["id"], three["id"]}
     assert body["balance"]["bank"]["credits"] == 7_999 and body["balance"]["ledger"]["credits"] == 6_000
+
+
+async def test_a_statement_upload_retried_with_its_key_is_stored_once(client):
+    bank = await create_auditor(client)
+    body = statement([("2026-12-01", "credit", 100, "alipay:nobody")])
+    headers = {**bank["headers"], "Content-Type": "text/csv", "Idempotency-Key": "statement-2026-12-01"}
+    first = await client.post("/v1/bank-statements", content=body, headers=headers)
+    again = await client.post("/v1/bank-statements", content=body, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"] and again.headers.get("idempotent-replayed") == "true"
+    other = await client.post("/v1/bank-statements", content=body + b"2026-12-01,credit,5,alipay:x\n", headers=headers)
+    assert_error(other, 409, "idempotency_key_reused")
+    kinds = [e["kind"] for e in await ledger_entries(client, bank)]
+    assert kinds.count("bank_statement") == 1
