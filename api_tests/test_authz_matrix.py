@@ -14,22 +14,26 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from api_tests.conftest import record
-from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_regulator, customer_of,
+from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_party, create_regulator,
+                                 customer_of,
                                  file_complaint, own_address, poll_alerts, publish_stored_value, register_consumer,
                                  serving_routes, sign_in, valid_uscc, verify_phone)
 
 CALLERS = ("none", "bad_token", "operator", "merchant_a", "merchant_b", "consumer_a", "consumer_b", "regulator",
-           "auditor")
+           "auditor", "lender")
 ROLE = {"operator": "operator", "merchant_a": "merchant", "merchant_b": "merchant", "consumer_a": "consumer",
-        "consumer_b": "consumer", "regulator": "regulator", "auditor": "auditor"}
+        "consumer_b": "consumer", "regulator": "regulator", "auditor": "auditor", "lender": "lender"}
 OTHER_PARTY = {"merchant_b", "consumer_b"}  # the same role as the owner of the world's objects, another party
-ALL_ROLES = frozenset(ROLE.values())
+ALL_ROLES = frozenset(ROLE.values()) - {"lender"}  # a lender reads consenting merchants' credit reports, nothing else
 BAD_TOKEN = {"Authorization": "Bearer cs_" + "0" * 43}
 
 # Writes an auditor may make, and why: registering is public (the token is ignored), and asking the service
 # to sign a checkpoint of the ledger as it stands is how a verifier gets a fresh tree head; it moves nothing.
 AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/consumers/verifications"), ("POST", "/v1/consumers/sessions"),
                   ("POST", "/v1/ledger/checkpoints")}
+# The auditor is the custodian bank (SPEC §12): it closes days, reports what it paid and uploads its statement.
+AUDITOR_WRITES |= {("POST", "/v1/settlements"), ("POST", "/v1/settlements/{batch_id}/results"),
+                   ("POST", "/v1/bank-statements")}
 
 
 @dataclass
@@ -45,6 +49,14 @@ class World:
     draw_id: str = ""
     entry_seq: int = 0
     ledger_size: int = 0
+    batch_id: str = ""
+    statement_id: str = ""
+    days_closed: int = 0
+
+    def next_day(self) -> str:
+        """A day long past that no cell has closed yet (closing answers 201 once per day)."""
+        self.days_closed += 1
+        return (datetime(2001, 1, 1) + timedelta(days=self.days_closed)).date().isoformat()
 
     def headers(self, caller: str) -> dict:
         if caller == "none":
@@ -90,6 +102,7 @@ class Row:
     body: Body | None = None
     fresh_body: Callable[[World], Awaitable[dict]] | None = None  # for the succeeding cells (e.g. a fresh code)
     signs_out: bool = False  # a succeeding cell spends the caller's token: it gets a freshly signed-in one
+    content_type: str | None = None  # the body is sent as is, with this type (e.g. a CSV statement)
 
     def expected(self, caller: str) -> int:
         if self.roles is None:
@@ -155,6 +168,17 @@ async def _draw(w: World, succeeds: bool) -> dict:
 
 async def _entry(w: World, succeeds: bool) -> dict:
     return {"seq": w.entry_seq}
+
+
+async def _batch(w: World, succeeds: bool) -> dict:
+    return {"batch_id": w.batch_id}
+
+
+async def _statement(w: World, succeeds: bool) -> dict:
+    return {"statement_id": w.statement_id}
+
+
+STATEMENT = "date,direction,amount,reference\n2026-12-01,credit,100,alipay:matrix-nobody\n"
 
 
 def _merchant_body(w: World) -> dict:
@@ -294,6 +318,20 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/ledger/witnesses", 200),
     Row("GET", "/v1/ledger/entries/{seq}/receipt", 200, target=_entry),
     Row("GET", "/v1/escrow/reconciliation", 200, roles("auditor", "regulator", "operator")),
+    # custody and credit (SPEC §12)
+    Row("POST", "/v1/settlements", 201, roles("auditor", "operator"), body=lambda w: {"date": w.next_day()}),
+    Row("GET", "/v1/settlements", 200, roles("auditor", "operator", "regulator")),
+    Row("GET", "/v1/settlements/instructions", 200, roles("auditor", "operator", "regulator")),
+    Row("GET", "/v1/settlements/{batch_id}", 200, roles("auditor", "operator", "regulator"), target=_batch),
+    Row("POST", "/v1/settlements/{batch_id}/results", 200, roles("auditor"), target=_batch,
+        body=lambda w: {"results": []}),
+    Row("POST", "/v1/bank-statements", 201, roles("auditor"), body=lambda w: STATEMENT, content_type="text/csv"),
+    Row("GET", "/v1/bank-statements/{statement_id}", 200, roles("auditor", "operator", "regulator"),
+        target=_statement),
+    Row("POST", "/v1/lenders", 201, roles("operator"), body=lambda w: {"name": "Loan desk 信贷部"}),
+    Row("POST", "/v1/merchants/me/credit-consent", 200, roles("merchant"), body=lambda w: {"consent": True}),
+    Row("GET", "/v1/credit/merchants", 200, roles("lender")),
+    Row("GET", "/v1/credit/merchants/{merchant_id}", 200, roles("lender"), target=_merchant_a),
     # last: a merchant that announced closure sells nothing more, and the rows above buy from merchant A
     Row("POST", "/v1/merchants/me/closure", 200, roles("merchant"), body=_closure_body),
 )
@@ -310,7 +348,8 @@ async def build_world(client) -> World:
                "consumer_a": await register_consumer(client, "Li Lei 李雷"),
                "consumer_b": await register_consumer(client, "Han Meimei 韩梅梅"),
                "regulator": await create_regulator(client),
-               "auditor": await create_auditor(client)}
+               "auditor": await create_auditor(client),
+               "lender": await create_party(client, "lenders", "Industrial Bank loans 兴业银行信贷部")}
     w = World(client, parties)
     w.product = await publish_stored_value(client, parties["merchant_a"], price=100_000, face_value=120_000)
     w.card = await w.fresh_card()
@@ -324,6 +363,15 @@ async def build_world(client) -> World:
     w.entry_seq = r.json()["items"][0]["seq"]
     r = await client.post("/v1/ledger/checkpoints", headers=OP)
     w.ledger_size = r.json()["tree_size"]
+    r = await client.post("/v1/merchants/me/credit-consent", json={"consent": True}, headers=parties["merchant_a"]["headers"])
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/settlements", json={"date": "2001-01-01"}, headers=OP)
+    assert r.status_code == 201, r.text
+    w.batch_id = r.json()["id"]
+    r = await client.post("/v1/bank-statements", content=STATEMENT.encode(),
+                          headers={**parties["auditor"]["headers"], "Content-Type": "text/csv"})
+    assert r.status_code == 201, r.text
+    w.statement_id = r.json()["id"]
     return w
 
 
@@ -362,7 +410,11 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(client, ca
             headers = w.headers(caller)
             if row.signs_out and expect == row.ok:
                 headers = (await sign_in(client, w.parties[caller]["phone"]))["headers"]
-            r = await client.request(row.method, url, json=body, params=query, headers=headers)
+            if row.content_type:
+                r = await client.request(row.method, url, content=body, params=query,
+                                         headers={**headers, "Content-Type": row.content_type})
+            else:
+                r = await client.request(row.method, url, json=body, params=query, headers=headers)
             cells += 1
             if r.status_code != expect:
                 wrong.append(f"{row.method} {row.path} as {caller}: {r.status_code}, expected {expect}: {r.text[:200]}")

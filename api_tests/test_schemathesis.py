@@ -27,7 +27,7 @@ from api_tests.conftest import record
 from api_tests.test_authz_matrix import World, build_world
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-ROLES = ("operator", "merchant_a", "consumer_a", "regulator", "auditor")
+ROLES = ("operator", "merchant_a", "consumer_a", "regulator", "auditor", "lender")
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # Examples per operation and generation mode: bounded so that the whole run stays well under a minute.
 MAX_EXAMPLES = int(os.environ.get("ESCROW_FUZZ_EXAMPLES", "10"))
@@ -53,7 +53,7 @@ def generate(operation, mode: GenerationMode, n: int) -> list:
 def real_ids(w: World) -> dict[str, object]:
     return {"card_id": w.card["id"], "redemption_id": w.pending["id"], "merchant_id": w.parties["merchant_a"]["id"],
             "product_id": w.product["id"], "complaint_id": w.complaint["id"], "alert_id": w.alert_id,
-            "draw_id": w.draw_id, "seq": w.entry_seq}
+            "draw_id": w.draw_id, "seq": w.entry_seq, "batch_id": w.batch_id, "statement_id": w.statement_id}
 
 
 def send_kwargs(case, headers: dict) -> dict:

@@ -40,6 +40,8 @@ from service.system.router import router as system_router, test_router
 from service import sweeper
 from service.keys_api.router import router as keys_router
 from service.filemodes import secure_data_dir
+from service.credit.router import router as credit_router
+from service.settlements.router import router as settlements_router
 
 log = logging.getLogger("escrow")
 
@@ -102,6 +104,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
     for r in (redemptions_router, cards_router, system_router, merchants_router, parties_router, consumers_router,
               products_router, ledger_router, complaints_router, alerts_router, health_router):
+        app.include_router(r)
+    for r in (settlements_router, credit_router):  # custody and credit (SPEC §12)
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

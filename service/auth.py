@@ -18,8 +18,8 @@ from service.errors import Forbidden, Unauthorized
 from service.ids import token_hash
 from service.revocation import watch_of
 
-ROLES = ("operator", "merchant", "consumer", "regulator", "auditor")
-PREFIX_ROLE = {"op": "operator", "mk": "merchant", "cs": "consumer", "rg": "regulator", "au": "auditor"}
+ROLES = ("operator", "merchant", "consumer", "regulator", "auditor", "lender")
+PREFIX_ROLE = {"op": "operator", "mk": "merchant", "cs": "consumer", "rg": "regulator", "au": "auditor", "ln": "lender"}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRETS = {"", "changethis", "changeme", "secret", "dev"}
@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     witnesses: str = ""
     witness_quorum: int = Field(0, ge=0)
     witness_timeout_seconds: float = Field(5.0, gt=0)
+    # Custody (SPEC §12): settlement days are calendar days in this zone; the sweeper closes yesterday
+    # at this local hour.
+    settlement_timezone: str = "Asia/Shanghai"
+    settlement_hour: int = Field(2, ge=0, le=23)
+
+    @field_validator("settlement_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)  # an unknown zone stops the start-up, not the first settlement
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @property
     def is_production(self) -> bool:

@@ -20,6 +20,7 @@ from service.db.writer import Tx
 from service.health.service import sweep as health_sweep
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
+from service.settlements.service import sweep_due as settle_due_days
 
 log = logging.getLogger("escrow.sweeper")
 
@@ -66,6 +67,7 @@ async def sweep_once(ctx: AppContext) -> dict:
             totals[name] += done
             if done < chunk:
                 break
+    totals["days_settled"] = await settle_due_days(ctx)
     extra = ctx.extras.get("after_sweep")
     if extra:
         await extra(ctx)

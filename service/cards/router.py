@@ -24,7 +24,7 @@ async def buy_card(body: CardPurchase, request: Request, ctx: AppContext = Depen
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/{card_id}", responses=responses(401, 404))
+@router.get("/{card_id}", responses=responses(401, 403, 404))
 async def get_card(card_id: str, ctx: AppContext = Depends(get_ctx),
                    who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator"))):
     async with ctx.engines.reader.connect() as conn:

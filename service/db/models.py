@@ -420,3 +420,69 @@ class WitnessState(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     failures: int = 0
     retry_after_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # POSIX ms: not asked before
+# --- Custody: settlement batches, bank statements, lenders and credit consent (资金托管与信用推介) ---
+
+class SettlementBatch(SQLModel, table=True):
+    """One per calendar day in the settlement time zone: the unique date makes closing a day idempotent
+    across replicas."""
+    __tablename__ = "settlement_batches"
+    id: str = Field(primary_key=True, max_length=40)
+    date: str = Field(max_length=10, unique=True)  # YYYY-MM-DD, in ESCROW_SETTLEMENT_TIMEZONE
+    payouts_total: int = money()
+    refunds_total: int = money()
+    payouts_count: int
+    refunds_count: int
+    digest: str = Field(max_length=64)  # SHA-256 of the batch's canonical body, stated in its ledger entry
+    ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = ts()
+
+
+class SettlementInstruction(SQLModel, table=True):
+    """A payout to a merchant or a refund to a consumer's original payment route, for the bank to execute."""
+    __tablename__ = "settlement_instructions"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_settlement_instructions_batch", "batch_id", "id"),
+        Index("ix_settlement_instructions_status", "status", "id"),
+    )
+    id: str = Field(primary_key=True, max_length=40)  # pay_… or rfi_…
+    batch_id: str = Field(max_length=40)
+    kind: str = Field(max_length=8)  # payout, refund
+    merchant_id: str = Field(max_length=40)
+    card_id: str | None = Field(default=None, max_length=40)
+    amount: int = money()
+    method: str | None = Field(default=None, max_length=32)
+    reference: str | None = Field(default=None, max_length=128)
+    status: str = Field(default="open", max_length=10)  # open, executed, failed
+    bank_reference: str | None = Field(default=None, max_length=128)
+    reason: str | None = Field(default=None, max_length=500)
+    reported_at: datetime | None = ts(nullable=True)
+
+
+class BankStatement(SQLModel, table=True):
+    """A statement of the escrow account the bank uploaded, and what matching it found."""
+    __tablename__ = "bank_statements"
+    id: str = Field(primary_key=True, max_length=40)
+    date_from: str = Field(max_length=10)
+    date_to: str = Field(max_length=10)
+    lines: int
+    digest: str = Field(max_length=64)
+    result: str = Field(sa_column=Column(Text, nullable=False))
+    ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = ts()
+
+
+class Lender(SQLModel, table=True):
+    __tablename__ = "lenders"
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    created_at: datetime = ts()
+
+
+class CreditConsent(SQLModel, table=True):
+    """A merchant's consent to show its figures to lenders; withdrawing keeps the row with consent false."""
+    __tablename__ = "credit_consents"
+    merchant_id: str = Field(primary_key=True, max_length=40)
+    consent: bool
+    updated_at: datetime = ts()
+    ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -71,7 +71,7 @@ async def public_key(ctx: AppContext = Depends(get_ctx)):
     return public_key_json(ctx.keys.key_name, ctx.keys.public_key)
 
 
-@router.get("/v1/ledger/entries", responses=responses(401, 422))
+@router.get("/v1/ledger/entries", responses=responses(401, 403, 422))
 async def list_entries(ctx: AppContext = Depends(get_ctx),
                        who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
                        after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
@@ -85,7 +85,7 @@ async def list_entries(ctx: AppContext = Depends(get_ctx),
     return page([entry_out(r) for r in rows], limit, key="seq")
 
 
-@router.get("/v1/ledger/entries/{seq}", responses=responses(401, 404, 422))
+@router.get("/v1/ledger/entries/{seq}", responses=responses(401, 403, 404, 422))
 async def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
                     who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer"))):
     async with ctx.engines.reader.connect() as conn:

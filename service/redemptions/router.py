@@ -14,7 +14,7 @@ from service.redemptions import service
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 
 
-@router.get("/{redemption_id}", responses=responses(401, 404))
+@router.get("/{redemption_id}", responses=responses(401, 403, 404))
 async def get_redemption(redemption_id: str, ctx: AppContext = Depends(get_ctx),
                          who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator"))):
     async with ctx.engines.reader.connect() as conn:

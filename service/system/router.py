@@ -25,7 +25,7 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/v1/ping", responses=responses(401))
+@router.get("/v1/ping", responses=responses(401, 403))
 async def ping(who: Principal = Depends(require("operator", "merchant", "consumer", "regulator", "auditor"))):
     """An authenticated no-op: the framework's ceiling in benchmarks."""
     return {"ok": True, "role": who.role}
