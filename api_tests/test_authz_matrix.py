@@ -208,6 +208,7 @@ TABLE: tuple[Row, ...] = (
     Row("POST", "/v1/cards/{card_id}/redemptions", 201, roles("merchant"), owned=True, target=_card,
         body=lambda w: {"amount": 1}),
     Row("POST", "/v1/cards/{card_id}/refund", 200, roles("consumer"), owned=True, target=_card_to_refund),
+    Row("GET", "/v1/cards/{card_id}/refund-quote", 200, roles("consumer"), owned=True, target=_card),
     # redemptions
     Row("GET", "/v1/redemptions/{redemption_id}", 200, CARD_READERS, owned=True, target=_pending),
     Row("POST", "/v1/redemptions/{redemption_id}/confirm", 200, roles("consumer"), owned=True,

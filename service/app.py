@@ -31,6 +31,7 @@ from service.ledger_api import checkpoints
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
 from service.middleware import BodyLimitMiddleware
+from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
 from service.redemptions.router import router as redemptions_router
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)
+    app.include_router(pages_router)  # the pages last: their /{portal}/api/... proxy must not shadow an API route
     if settings.env == "test":
         app.include_router(test_router)
     return app

@@ -159,18 +159,30 @@ async def consumer_refund(tx: Tx, consumer_id: str, card_id: str) -> dict:
     if card.escrow == 0:
         raise Conflict("Nothing is left in escrow on this card.", "nothing_to_refund")
     merchant = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == card.merchant_id))).first()
-    now = tx.now
-    if merchant.status in ("defaulted", "closed"):
-        rule = "merchant_default" if merchant.status == "defaulted" else "merchant_closure"
-    elif card.expires_at <= now:
-        rule = "expiry"
-    elif merchant.status == "closing":
-        rule = "merchant_closure"  # the merchant cannot serve the card to its end: all that is left
-    elif now < card.cooling_off_ends_at and card.units_used == 0 and card.released == 0:
-        rule = "cooling_off"
-    else:
-        rule = "consumer_quit"
-    return await refund_card(tx, card, rule)
+    return await refund_card(tx, card, refund_rule(card, merchant.status, tx.now))
+
+
+def refund_rule(card, merchant_status: str, now: datetime) -> str:
+    """Which refund rule applies to a consumer's refund of this card now (SPEC §2)."""
+    if merchant_status in ("defaulted", "closed"):
+        return "merchant_default" if merchant_status == "defaulted" else "merchant_closure"
+    if card.expires_at <= now:
+        return "expiry"
+    if merchant_status == "closing":
+        return "merchant_closure"  # the merchant cannot serve the card to its end: all that is left
+    if now < card.cooling_off_ends_at and card.units_used == 0 and card.released == 0:
+        return "cooling_off"
+    return "consumer_quit"
+
+
+def refund_quote(card, merchant_status: str, now: datetime) -> dict:
+    """What `consumer_refund` would pay back now, read-only: the same rule and arithmetic as `refund_card`."""
+    rule = refund_rule(card, merchant_status, now)
+    amount = (consumer_quit_refund(card.price, card.escrow, card.units_used, card.list_price)
+              if rule == "consumer_quit" else card.escrow)
+    return {"card_id": card.id, "amount": amount, "merchant_share": card.escrow - amount, "rule": rule,
+            "currency": card.currency, "refundable": card.status != "refunded" and card.escrow > 0,
+            "payment": {"method": card.payment_method, "reference": card.payment_reference}}
 
 
 async def refund_merchant_cards(tx: Tx, merchant_id: str, rule: str, limit: int | None = None) -> int:
