@@ -42,20 +42,59 @@ async def create_party(client: httpx.AsyncClient, kind: str, name: str = "Weihai
     return p
 
 
-async def register_consumer(client: httpx.AsyncClient, name: str = "Li Lei 李雷") -> dict:
+async def register_consumer(client: httpx.AsyncClient, name: str = "Li Lei 李雷", phone: str | None = None) -> dict:
+    """Verification → the code from the test outbox → registration (SPEC §8). Returns the answer plus
+    `phone` and `headers`."""
     # Each registration from its own address, as real consumers' phones would be (the limit is per address).
-    transport = client._transport
-    n = next(_addresses)
-    own = httpx.AsyncClient(transport=httpx.ASGITransport(app=transport.app, client=(f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}", 40000)),
-                            base_url=str(client.base_url))
-    async with own:
-        phone = "13" + "".join(random.choice("0123456789") for _ in range(9))
-        r = await own.post("/v1/consumers", json={"name": name, "phone": phone})
+    phone = phone or random_phone()
+    async with own_address(client) as own:
+        verification_id, code = await verify_phone(own, phone, reader=client)
+        r = await own.post("/v1/consumers", json={"name": name, "phone": phone, "verification_id": verification_id,
+                                                  "code": code})
     assert r.status_code == 201, r.text
     c = r.json()
     c["phone"] = phone
     c["headers"] = bearer(c["token"])
     return c
+
+
+def random_phone() -> str:
+    return "13" + "".join(random.choice("0123456789") for _ in range(9))
+
+
+def own_address(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """A client on the same app from an address no other factory call uses."""
+    n = next(_addresses)
+    return client_at(client._transport.app, f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}")
+
+
+async def latest_code(client: httpx.AsyncClient, phone: str) -> str:
+    """The last code sent to `phone`, read from the outbox (ESCROW_ENV=test, operator only)."""
+    r = await client.get("/v1/test/sms", params={"phone": phone}, headers=OP)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert items, f"no SMS was sent to {phone[:3]}****"
+    return items[-1]["code"]
+
+
+async def verify_phone(client: httpx.AsyncClient, phone: str, reader: httpx.AsyncClient | None = None,
+                       headers: dict | None = None) -> tuple[str, str]:
+    """Ask for a code for `phone` → (verification_id, code)."""
+    r = await client.post("/v1/consumers/verifications", json={"phone": phone}, headers=headers)
+    assert r.status_code == 202, r.text
+    return r.json()["verification_id"], await latest_code(reader or client, phone)
+
+
+async def sign_in(client: httpx.AsyncClient, phone: str) -> dict:
+    """Sign in again with a new code (a new device): the answer plus `headers`."""
+    async with own_address(client) as own:
+        verification_id, code = await verify_phone(own, phone, reader=client)
+        r = await own.post("/v1/consumers/sessions", json={"phone": phone, "verification_id": verification_id,
+                                                           "code": code})
+    assert r.status_code == 201, r.text
+    s = r.json()
+    s["headers"] = bearer(s["token"])
+    return s
 
 
 async def publish(client: httpx.AsyncClient, merchant: dict, **fields) -> dict:

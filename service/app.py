@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from service import events, migrate
 from service.cards.router import router as cards_router
 from service.clock import Clock
-from service.consumers.router import router as consumers_router
+from service.consumers.router import router as consumers_router, sms_test_router
 from service.context import AppContext
 from service.db.engine import make_engines
 from service.db.writer import Writer
@@ -38,6 +38,7 @@ from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.system.router import router as system_router, test_router
 from service import sweeper
+from service.keys_api.router import router as keys_router
 
 log = logging.getLogger("escrow")
 
@@ -97,9 +98,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)
+    app.include_router(keys_router)
     app.include_router(pages_router)  # the pages last: their /{portal}/api/... proxy must not shadow an API route
     if settings.env == "test":
         app.include_router(test_router)
+        app.include_router(sms_test_router)
     return app
 
 

@@ -16,6 +16,7 @@ from service.context import AppContext, get_ctx
 from service.db.models import ApiToken
 from service.errors import Forbidden, Unauthorized
 from service.ids import token_hash
+from service.revocation import watch_of
 
 ROLES = ("operator", "merchant", "consumer", "regulator", "auditor")
 PREFIX_ROLE = {"op": "operator", "mk": "merchant", "cs": "consumer", "rg": "regulator", "au": "auditor"}
@@ -45,17 +46,26 @@ async def authenticate_header(header: str | None, ctx: AppContext) -> Principal 
     digest = token_hash(token)
     if hmac.compare_digest(digest, token_hash(ctx.keys.operator_token)):
         return Principal("operator", "operator")
-    cached = ctx.token_cache.get(digest)
-    if cached is not None:
-        return cached
-    async with ctx.engines.reader.connect() as conn:
-        row = (await conn.execute(select(ApiToken.role, ApiToken.party_id).where(ApiToken.token_hash == digest))).first()
-    if row is None or not hmac.compare_digest(PREFIX_ROLE.get(token[:2], ""), row.role):
-        raise Unauthorized("The token is not valid.", "bad_token")
-    principal = Principal(row.role, row.party_id)
-    if len(ctx.token_cache) > 100_000:
+    watch = watch_of(ctx)
+    epoch = await watch.current()  # read after this request arrived: a revocation anywhere is seen
+    if epoch != watch.seen:
         ctx.token_cache.clear()
-    ctx.token_cache[digest] = principal
+        watch.seen = epoch
+    cached = ctx.token_cache.get(digest)
+    if cached is None:
+        async with ctx.engines.reader.connect() as conn:
+            row = (await conn.execute(select(ApiToken.role, ApiToken.party_id, ApiToken.expires_at)
+                                      .where(ApiToken.token_hash == digest))).first()
+        if row is None or not hmac.compare_digest(PREFIX_ROLE.get(token[:2], ""), row.role):
+            raise Unauthorized("The token is not valid.", "bad_token")
+        cached = (Principal(row.role, row.party_id), row.expires_at)
+        if epoch == watch.seen:  # not if a revocation landed while this row was read
+            if len(ctx.token_cache) > 100_000:
+                ctx.token_cache.clear()
+            ctx.token_cache[digest] = cached
+    principal, expires_at = cached
+    if expires_at is not None and expires_at <= ctx.clock.now():
+        raise Unauthorized("The token is not valid.", "bad_token")
     return principal
 
 

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
 
+    # Phone verification, SMS and client addresses (SPEC §8)
+    sms_sender: Literal["outbox", "http", ""] = ""  # empty: outbox outside production, http in production
+    sms_url: str = ""
+    sms_token: str = ""
+    sms_sign_name: str = "预付保"
+    sms_template: str = "SMS_ESCROW_CODE"
+    sms_timeout_seconds: float = Field(5.0, gt=0)
+    sms_retries: int = Field(2, ge=0, le=10)
+    sms_outbox_in_production: bool = False  # production refuses the outbox sender unless this says otherwise
+    codes_per_phone_per_hour: int = Field(5, ge=1)
+    trusted_proxies: str = ""  # comma-separated addresses or CIDRs whose X-Forwarded-For is believed
+
     @property
     def is_production(self) -> bool:
         return self.env == "production"
@@ -53,6 +65,10 @@ class Settings(BaseSettings):
                 url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'escrow.db').resolve()}"
+
+    @property
+    def effective_sms_sender(self) -> str:
+        return self.sms_sender or ("http" if self.is_production else "outbox")
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,8 +87,26 @@ class Settings(BaseSettings):
             problems.append("ESCROW_SIGNING_KEY must be set (Ed25519 private key, PEM)")
         if not self.database_url:
             problems.append("ESCROW_DATABASE_URL must be set in production")
+        problems.extend(self._sms_problems())
         if problems:
             raise RuntimeError("refusing to start in production: " + "; ".join(problems))
+
+    def _sms_problems(self) -> list[str]:
+        from service.client_address import parse_networks
+        problems = []
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            problems.append(f"ESCROW_TRUSTED_PROXIES: {exc}")
+        if self.effective_sms_sender == "outbox" and not self.sms_outbox_in_production:
+            problems.append("ESCROW_SMS_SENDER=outbox keeps codes in the database: use http, or set "
+                            "ESCROW_SMS_OUTBOX_IN_PRODUCTION=true to accept that")
+        if self.effective_sms_sender == "http":
+            if not self.sms_url.startswith(("https://", "http://")):
+                problems.append("ESCROW_SMS_URL must be the gateway's http(s) URL")
+            if self.sms_token.strip().lower() in DEFAULT_SECRETS:
+                problems.append("ESCROW_SMS_TOKEN must be set")
+        return problems
 
 
 @lru_cache

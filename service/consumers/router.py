@@ -2,42 +2,148 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 from pydantic import StringConstraints
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
 from service.cards.service import list_cards_page, redemptions_t
 from service.common import After, Limit, Name, Strict, page
-from service.consumers import service
+from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
+from service.consumers import service, verification
+from service.consumers.service import consumers_t, tokens_t
+from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
 from service.context import AppContext, get_ctx
 from service.errors import TooManyRequests, responses
 from service.idempotency import mutate
+from service.ids import new_token, token_hash
+from service.revocation import bump_epoch
+from service.clock import iso
 from service.redemptions.service import redemption_out
 
 router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
+sms_test_router = APIRouter(prefix="/v1/test", tags=["test"])
+
+
+Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]
+VerificationId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class VerificationCreate(Strict):
+    phone: Annotated[Phone, NulFree]
 
 
 class ConsumerCreate(Strict):
     name: Annotated[Name, NulFree]
-    phone: Annotated[str, StringConstraints(min_length=5, max_length=20)]
+    phone: Annotated[Phone, NulFree]
+    verification_id: Annotated[VerificationId, NulFree]
+    code: Code
 
 
-@router.post("", status_code=201, responses=responses(400, 409, 422, 429))
-async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
-    """Register as a consumer (anyone); the answer carries the `token` once. Rate-limited per address."""
-    address = request.client.host if request.client else "unknown"
+class SessionCreate(Strict):
+    phone: Annotated[Phone, NulFree]
+    verification_id: Annotated[VerificationId, NulFree]
+    code: Code
+
+
+def _admit(ctx: AppContext, request: Request) -> str:
+    """The caller's limit bucket, after the in-memory gate: a flood is refused here, before any write."""
+    trusted = ctx.extras.get("trusted_proxies")
+    if trusted is None:
+        trusted = ctx.extras["trusted_proxies"] = parse_networks(ctx.settings.trusted_proxies)
+    bucket = limit_bucket(request_client(request, trusted))
+    limiter = ctx.extras.get("anon_limiter")
+    if limiter is None:
+        limiter = ctx.extras["anon_limiter"] = MemoryLimiter()
     limit = ctx.settings.registration_limit_per_minute
+    if limiter.hit(bucket, ctx.clock.now(), limit):
+        raise TooManyRequests(f"Too many attempts from this address; the limit is {limit} a minute.", "rate_limited")
+    return bucket
 
-    async def count(tx):
-        return await service.over_rate_limit(tx, address, limit)
-    if await ctx.writer.run(count):
-        raise TooManyRequests(f"Too many registrations from this address; the limit is {limit} a minute.", "rate_limited")
+
+def sender_of(ctx: AppContext):
+    sender = ctx.extras.get("sms_sender")
+    if sender is None:
+        sender = ctx.extras["sms_sender"] = make_sender(ctx.settings)
+    return sender
+
+
+def _with_token(response: Response, token: str) -> Response:
+    """Add the new token to a first answer. A replayed answer never carries it (it was never stored)."""
+    if response.status_code != 201 or response.headers.get("idempotent-replayed") == "true":
+        return response
+    body = orjson.loads(response.body)
+    body["token"] = token
+    return Response(orjson.dumps(body), status_code=201, media_type="application/json")
+
+
+@router.post("/verifications", status_code=202, responses=responses(400, 409, 422, 429))
+async def start_verification(body: VerificationCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+    """Send a 6-digit code to the phone (anyone). The answer is the same whether or not the phone is registered."""
+    bucket = _admit(ctx, request)
+    phone = service.normalize_phone(body.phone)
+    sender = sender_of(ctx)
+    limit = ctx.settings.registration_limit_per_minute
+    sent: list[str] = []
 
     async def op(tx):
-        return 201, await service.register(tx, ctx.keys.phone, body.name, body.phone)
-    return await mutate(ctx, request, None, body, op, caller=f"anon:{address}")
+        await verification.count_address(tx, bucket, limit)
+        answer, code = await verification.start(tx, ctx.keys.phone, sender, phone, ctx.settings.codes_per_phone_per_hour)
+        sent.append(code)
+        return 202, answer
+    response = await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}")
+    if sent and response.status_code == 202:  # committed (not a replay): now deliver it
+        if isinstance(sender, OutboxSender):
+            await sender.deliver(phone, sent[0])
+        else:
+            deliver_later(sender, phone, sent[0])
+    return response
+
+
+@router.post("", status_code=201, responses=responses(400, 404, 409, 422, 429))
+async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+    """Register with a code from `/v1/consumers/verifications` (anyone); the answer carries the `token` once.
+    A replay of the same Idempotency-Key answers the other fields without the token."""
+    bucket = _admit(ctx, request)
+    token = new_token("cs")
+    limit = ctx.settings.registration_limit_per_minute
+
+    async def op(tx):
+        await verification.count_address(tx, bucket, limit)
+        return await service.register(tx, ctx.keys.phone, body.name, body.phone, body.verification_id, body.code, token)
+    return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
+
+
+@router.post("/sessions", status_code=201, responses=responses(400, 404, 409, 422, 429))
+async def sign_in(body: SessionCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+    """Sign in again on a new device with a code (anyone holding it) → a new `token`; other tokens keep working."""
+    bucket = _admit(ctx, request)
+    token = new_token("cs")
+    limit = ctx.settings.registration_limit_per_minute
+
+    async def op(tx):
+        await verification.count_address(tx, bucket, limit)
+        return await service.sign_in(tx, ctx.keys.phone, body.phone, body.verification_id, body.code, token)
+    return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
+
+
+@router.delete("/me/tokens/current", status_code=204, responses=responses(401, 403))
+async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx),
+                   who: Principal = Depends(require("consumer"))):
+    """Sign out: this token stops working at once, on every replica; the consumer's other tokens keep working."""
+    digest = token_hash(request.headers["authorization"].partition(" ")[2].strip())
+
+    async def op(tx):
+        await tx.conn.execute(delete(tokens_t).where(tokens_t.c.token_hash == digest,
+                                                     tokens_t.c.party_id == who.party_id))
+        await bump_epoch(tx)
+    await ctx.writer.run(op)
+    ctx.token_cache.pop(digest, None)
+    return Response(status_code=204)
 
 
 @router.get("/me", responses=responses(401, 403))
@@ -66,3 +172,16 @@ async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = De
     async with ctx.engines.reader.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     return page([redemption_out(r) for r in rows], limit)
+
+
+@sms_test_router.get("/sms", responses=responses(401, 403, 422))
+async def read_sms_outbox(phone: Annotated[str, Query(min_length=5, max_length=20)], ctx: AppContext = Depends(get_ctx),
+                          who: Principal = Depends(require("operator"))):
+    """The outbox for one phone, oldest first (only with ESCROW_ENV=test): how tests finish the code flow."""
+    phone = service.normalize_phone(phone)
+    t = outbox_t
+    stmt = (select(t.c.text, t.c.code, t.c.sent_at).where(t.c.phone_lookup == ctx.keys.phone.lookup(phone))
+            .order_by(t.c.id.desc()).limit(50))
+    async with ctx.engines.reader.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return {"items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]}

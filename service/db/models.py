@@ -59,6 +59,7 @@ class ApiToken(SQLModel, table=True):
     role: str = Field(max_length=16)
     party_id: str = Field(max_length=40, index=True)
     created_at: datetime = ts()
+    expires_at: datetime | None = ts(nullable=True)  # a rotated key's grace end; NULL: until revoked
 
 
 class Merchant(SQLModel, table=True):
@@ -244,7 +245,7 @@ class Checkpoint(SQLModel, table=True):
 
 class IdempotencyKey(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
-    caller: str = Field(primary_key=True, max_length=40)
+    caller: str = Field(primary_key=True, max_length=255)
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
     status_code: int
@@ -358,3 +359,31 @@ class InspectionDraw(SQLModel, table=True):
     seed: str = Field(max_length=200)
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = ts()
+
+
+# --- Phone verification and SMS (实名手机号, SPEC §8) ------------------------------------------
+
+class PhoneVerification(SQLModel, table=True):
+    """A one-time code sent to a phone; only its keyed hash is kept. Used once, burnt by five misses."""
+    __tablename__ = "phone_verifications"
+    __table_args__ = (Index("ix_phone_verifications_phone", "phone_lookup", "created_at"),
+                      CheckConstraint("attempts >= 0", name="attempts_nonnegative"))
+    id: str = Field(primary_key=True, max_length=40)
+    phone_lookup: str = Field(max_length=64)
+    code_hash: str = Field(max_length=64)
+    attempts: int = 0
+    created_at: datetime = ts()
+    expires_at: datetime = ts()
+    used_at: datetime | None = ts(nullable=True)
+
+
+class SmsOutbox(SQLModel, table=True):
+    """Messages the `outbox` sender keeps instead of sending (development and test)."""
+    __tablename__ = "sms_outbox"
+    __table_args__ = (Index("ix_sms_outbox_phone", "phone_lookup", "id"),)
+    id: str = Field(primary_key=True, max_length=40)
+    phone_lookup: str = Field(max_length=64)
+    phone_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    code: str = Field(max_length=16)
+    sent_at: datetime = ts(index=True)

@@ -1,0 +1,108 @@
+"""SMS senders for one-time codes (`ESCROW_SMS_SENDER`, SPEC §8).
+
+- `outbox` (default outside production): the message is written to `sms_outbox` in the same
+  transaction as its verification, and logged; in `ESCROW_ENV=test` the operator reads it at
+  `GET /v1/test/sms`, and `escrow sms outbox` prints it in any environment.
+- `http` (production): after the verification committed, one POST to `ESCROW_SMS_URL` with
+  `Authorization: Bearer ESCROW_SMS_TOKEN` and the JSON body the common Chinese gateways take:
+  `{"phone", "sign_name", "template_code", "template_param": {"code"}}`. Any 2xx is success; a
+  timeout, a connection error or any other status is retried a few times with a short backoff. The
+  code never reaches the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from sqlalchemy import insert
+
+from service.db.models import SmsOutbox
+from service.ids import new_id
+from service.settings import Settings
+
+log = logging.getLogger("escrow.sms")
+outbox_t = SmsOutbox.__table__
+
+
+def message_text(code: str) -> str:
+    return f"【预付保】验证码 {code}，5分钟内有效，请勿告诉他人。Your code is {code}; it expires in 5 minutes."
+
+
+class OutboxSender:
+    """Keeps the message in the database (inside the verification's transaction) and logs it."""
+
+    name = "outbox"
+
+    def __init__(self, settings: Settings):
+        self.log_code = not settings.is_production
+
+    async def store(self, tx, vault, phone: str, lookup: str, code: str) -> None:
+        await tx.conn.execute(insert(outbox_t).values(
+            id=new_id("sms"), phone_lookup=lookup, phone_ciphertext=vault.encrypt(phone), text=message_text(code),
+            code=code, sent_at=tx.now))
+
+    async def deliver(self, phone: str, code: str) -> bool:
+        hint = phone[:3] + "****" + phone[-4:]
+        if self.log_code:
+            log.warning("SMS outbox: code %s for %s (development: nothing was sent)", code, hint)
+        else:
+            log.warning("SMS outbox: a code for %s is in sms_outbox (nothing was sent)", hint)
+        return True
+
+
+class HttpSender:
+    """POSTs the code to an SMS gateway; never logs it."""
+
+    name = "http"
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self.url = settings.sms_url
+        self.token = settings.sms_token
+        self.sign_name = settings.sms_sign_name
+        self.template = settings.sms_template
+        self.timeout = settings.sms_timeout_seconds
+        self.retries = settings.sms_retries
+        self.transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    async def store(self, tx, vault, phone: str, lookup: str, code: str) -> None:
+        return None  # nothing kept: the code lives only in the verification's hash and the gateway
+
+    def body(self, phone: str, code: str) -> dict:
+        return {"phone": phone, "sign_name": self.sign_name, "template_code": self.template,
+                "template_param": {"code": code}}
+
+    async def deliver(self, phone: str, code: str) -> bool:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        hint = phone[:3] + "****" + phone[-4:]
+        for attempt in range(self.retries + 1):
+            try:
+                r = await self._client.post(self.url, json=self.body(phone, code), headers=headers)
+                if 200 <= r.status_code < 300:
+                    return True
+                problem = f"status {r.status_code}"
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            log.warning("SMS gateway attempt %d for %s failed: %s", attempt + 1, hint, problem)
+            if attempt < self.retries:
+                await asyncio.sleep(0.2 * 2 ** attempt)
+        log.error("SMS gateway: giving up on a code for %s after %d attempts", hint, self.retries + 1)
+        return False
+
+
+def make_sender(settings: Settings):
+    return HttpSender(settings) if settings.effective_sms_sender == "http" else OutboxSender(settings)
+
+
+_in_flight: set[asyncio.Task] = set()
+
+
+def deliver_later(sender, phone: str, code: str) -> None:
+    """Send after the answer: the client's 202 does not wait on the gateway (a slow gateway is not our latency)."""
+    task = asyncio.get_running_loop().create_task(sender.deliver(phone, code))
+    _in_flight.add(task)
+    task.add_done_callback(_in_flight.discard)

@@ -1,0 +1,1 @@
+"""API keys of merchants, regulators and auditors: rotation and revocation (SPEC §8)."""
