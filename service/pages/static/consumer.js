@@ -15,7 +15,7 @@
     a.appendChild(Esc.el("h3", {}, info.merchant || r.merchant_id));
     var p = Esc.el("p");
     p.append(Esc.t("units") + ": ", Esc.el("strong", {}, Esc.units(info.type, r.units)),
-             " · " + Esc.t("amount") + ": ", Esc.el("strong", {}, Esc.yuan(r.release_amount)));
+             " · " + Esc.t("amount") + ": ", Esc.el("strong", {}, Esc.yuan(r.release_amount !== null ? r.release_amount : r.hold_amount)));
     a.appendChild(p);
     a.appendChild(Esc.el("p", { "class": "muted" }, Esc.t("expires") + " " + Esc.when(r.expires_at)));
     var actions = Esc.el("div", { "class": "actions" });

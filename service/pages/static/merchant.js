@@ -35,7 +35,7 @@
     document.getElementById("ask-qr").src = "/merchant/qr/" + encodeURIComponent(rdm.id) + ".svg";
     document.getElementById("ask-link").href = "/app/r/" + encodeURIComponent(rdm.id);
     document.getElementById("ask-link").textContent = location.origin + "/app/r/" + rdm.id;
-    status.textContent = Esc.t("rstatus_pending") + " · " + Esc.yuan(rdm.release_amount);
+    status.textContent = Esc.t("rstatus_pending") + " · " + Esc.yuan(rdm.release_amount !== null ? rdm.release_amount : rdm.hold_amount);
     status.className = "status";
     view.hidden = false;
     var mine = ++watching;
