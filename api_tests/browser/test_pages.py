@@ -98,7 +98,8 @@ async def test_the_qr_deep_link_opens_one_ask_a_stranger_sees_a_sign_in_and_reje
     assert "Iron Gym" not in await page.content()
     # Another consumer's session: not found, and nothing of the ask.
     other = await register(api, "Han Meimei 韩梅梅")
-    r = await api.get(f"/app/r/{rdm['id']}", cookies={"esc_app": other["token"]})
+    async with httpx.AsyncClient(base_url=str(api.base_url), cookies={"esc_app": other["token"]}) as theirs:
+        r = await theirs.get(f"/app/r/{rdm['id']}")
     assert r.status_code == 404 and rdm["id"] not in r.text.replace(f"/app/r/{rdm['id']}", "")
     assert "Iron Gym" not in r.text
 
@@ -135,7 +136,8 @@ async def test_the_merchant_counter_asks_and_sees_the_confirmation_arrive(visit,
     href = await page.get_attribute("#ask-link", "href")
     assert href.startswith("/app/r/rdm_"), href
     await page.wait_for_function("() => document.getElementById('ask-qr').naturalWidth > 0", timeout=LIVE)
-    qr = await api.get(f"/merchant/qr/{href.rsplit('/', 1)[1]}.svg", cookies={"esc_merchant": merchant["api_key"]})
+    async with httpx.AsyncClient(base_url=str(api.base_url), cookies={"esc_merchant": merchant["api_key"]}) as own:
+        qr = await own.get(f"/merchant/qr/{href.rsplit('/', 1)[1]}.svg")
     assert qr.status_code == 200 and qr.text.startswith("<svg"), qr.text[:100]
     stranger = await api.get(f"/merchant/qr/{href.rsplit('/', 1)[1]}.svg")
     assert stranger.status_code == 404

@@ -7,6 +7,7 @@ token), so a page shows exactly what that party's token may read and nothing els
 
 from __future__ import annotations
 
+import io
 import secrets
 from pathlib import Path
 
@@ -255,9 +256,10 @@ async def app_card_qr(card_id: str, request: Request):
 
 
 def _svg(text: str) -> Response:
-    qr = segno.make(text, error="m")
-    svg = qr.svg_inline(scale=4, dark="#000", light="#fff", border=2)
-    return web.secure_headers(Response(svg, media_type="image/svg+xml"))
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="svg", scale=4, dark="#000", light="#fff", border=2, xmldecl=False,
+                                     svgclass=None, lineclass=None)
+    return web.secure_headers(Response(out.getvalue(), media_type="image/svg+xml"))
 
 
 # ---- merchants (/merchant) ------------------------------------------------------------------------

@@ -55,13 +55,16 @@ var Verify = (function () {
     return { body: body, origin: lines[0], size: Number(lines[1]), root: lines[2], sigs: sigs };
   }
 
-  function witnessKeys() {
-    var meta = document.querySelector('meta[name="witness-vkeys"]');
-    return meta && meta.content ? meta.content.split(/\s+/).filter(Boolean) : [];
+  /* The witnesses the service publishes (GET /v1/ledger/witnesses: [{name, vkey}] and a quorum); a service
+     without witnesses (404 or an empty list) leaves any cosignature line reported as unverified. */
+  async function witnessList() {
+    var r = await Esc.call("GET", "/v1/ledger/witnesses");
+    if (!r.ok || !r.body || !Array.isArray(r.body.witnesses)) return { vkeys: [], quorum: 0 };
+    return { vkeys: r.body.witnesses.map(function (w) { return w.vkey; }), quorum: Number(r.body.quorum) || 0 };
   }
 
   async function cosignatures(parsed, logName) {
-    var keys = {}, vkeys = witnessKeys();
+    var list = await witnessList(), keys = {}, vkeys = list.vkeys;
     for (var i = 0; i < vkeys.length; i++) {  // name+hex8(key id)+base64(alg ‖ key)
       var parts = vkeys[i].split("+"); if (parts.length !== 3) continue;
       var raw = b64(parts[2]);
@@ -80,7 +83,7 @@ var Verify = (function () {
       if (await ed25519(k.pub, s.bytes.slice(12), msg)) verified++;
       else return { bad: s.name };
     }
-    return { present: present, verified: verified };
+    return { present: present, verified: verified, quorum: list.quorum };
   }
 
   async function get(path) {
@@ -120,6 +123,7 @@ var Verify = (function () {
       if (!signed) return { ok: false, reason: Esc.t("vf_signature") };
       var cos = await cosignatures(note, cp.origin);
       if (cos.bad) return { ok: false, reason: Esc.t("vf_cosignature") + " " + cos.bad };
+      if (cos.verified < cos.quorum) return { ok: false, reason: Esc.t("vf_quorum") + " " + cos.verified + "/" + cos.quorum };
       var extra = cos.present ? cos.verified + "/" + cos.present + " " + Esc.t("vf_cosigned") : "";
       return { ok: true, note: Esc.t("vf_in_tree") + " " + cp.tree_size + (extra ? " · " + extra : "") };
     } catch (e) {
