@@ -250,6 +250,8 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/ledger/entries/{seq}", 200, EVERYONE_SIGNED_IN, owned=True, target=_entry),
     Row("GET", "/v1/ledger/entries/{seq}/proof", 200, target=_entry),
     Row("GET", "/v1/ledger/consistency", 200),
+    Row("GET", "/v1/ledger/witnesses", 200),
+    Row("GET", "/v1/ledger/entries/{seq}/receipt", 200, target=_entry),
     Row("GET", "/v1/escrow/reconciliation", 200, roles("auditor", "regulator", "operator")),
     # last: a merchant that announced closure sells nothing more, and the rows above buy from merchant A
     Row("POST", "/v1/merchants/me/closure", 200, roles("merchant"), body=_closure_body),

@@ -28,6 +28,7 @@ from service.alerts.router import router as alerts_router
 from service.complaints.router import router as complaints_router
 from service.health.router import router as health_router
 from service.ledger_api import checkpoints
+from service.ledger_api import witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
 from service.middleware import BodyLimitMiddleware
@@ -56,6 +57,7 @@ def build_context(settings: Settings) -> AppContext:
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
     settings = settings or (ctx.settings if ctx else get_settings())
     ctx = ctx or build_context(settings)
+    ctx.extras["witnesses"] = witnessing.configured(ctx.settings)  # a bad ESCROW_WITNESSES stops start-up here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         if settings.background_tasks:
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
             tasks.append(asyncio.create_task(checkpoints.run_forever(ctx), name="checkpointer"))
+            tasks.append(asyncio.create_task(witnessing.run_forever(ctx), name="witnesses"))
             for starter in ctx.extras.get("background", []):
                 tasks.append(asyncio.create_task(starter(ctx)))
         try:

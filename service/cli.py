@@ -107,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verify_receipt(args) -> int:
+    if len(args.files) == 1 and args.log_vkey:
+        from service.ledger_cli import verify_tlog_receipt
+        return verify_tlog_receipt(args)
+    if len(args.files) != 4 or args.log_vkey:
+        print("usage: verify-receipt FILE --log-vkey VKEY [--witness-vkey VKEY ...] [--quorum K], "
+              "or verify-receipt ENTRY PROOF CHECKPOINT PUBKEY", file=sys.stderr)
+        return 2
     from ledger.receipt import main as receipt_main
-    return receipt_main([args.entry, args.proof, args.checkpoint, args.public_key])
+    return receipt_main(args.files)
 
 
 def _export(args) -> int:
@@ -133,9 +140,13 @@ def _checkpoint(args) -> int:
 
 
 def _ledger_extras(ledger, sub) -> None:
-    p = ledger.add_parser("verify-receipt", help="check a receipt offline: entry, proof, checkpoint, public key (JSON files)")
-    for name in ("entry", "proof", "checkpoint", "public_key"):
-        p.add_argument(name)
+    p = ledger.add_parser("verify-receipt", help="check a receipt offline: a tlog-proof FILE with --log-vkey "
+                          "(and witnesses, quorum), or four JSON files: entry, proof, checkpoint, public key")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--log-vkey", default=None, help="the log's C2SP vkey (tlog-proof form)")
+    p.add_argument("--witness-vkey", action="append", default=[], help="a trusted witness's vkey (repeatable)")
+    p.add_argument("--quorum", type=int, default=0, help="cosignatures required from those witnesses")
+    p.add_argument("--entry", default=None, help="the entry's canonical JSON file (default: the proof's extra)")
     p.set_defaults(func=_verify_receipt)
     p = ledger.add_parser("export", help="export the ledger as JSON Lines (one entry a line) for the bank")
     p.add_argument("--output", "-o", default="-")
@@ -163,6 +174,14 @@ def _backup_extras(ledger, sub) -> None:
 
 
 _EXTRA_COMMANDS.append(_backup_extras)
+
+
+def _witness_extras(ledger, sub) -> None:
+    from service.ledger_cli import add_commands as add_witness_monitor
+    add_witness_monitor(ledger, sub)
+
+
+_EXTRA_COMMANDS.append(_witness_extras)
 
 if __name__ == "__main__":
     sys.exit(main())

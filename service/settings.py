@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
+    # Witnesses (SPEC §11): JSON list of {"vkey": "<C2SP vkey>", "url": "<submission prefix>"}, and how many
+    # of them must cosign a checkpoint for it to count as witnessed.
+    witnesses: str = ""
+    witness_quorum: int = Field(0, ge=0)
+    witness_timeout_seconds: float = Field(5.0, gt=0)
 
     # Phone verification, SMS and client addresses (SPEC §8)
     sms_sender: Literal["outbox", "http", ""] = ""  # empty: outbox outside production, http in production

@@ -387,3 +387,22 @@ class SmsOutbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     code: str = Field(max_length=16)
     sent_at: datetime = ts(index=True)
+
+
+class WitnessCosignature(SQLModel, table=True):
+    """The cosignature line (C2SP cosignature/v1) a witness returned for the checkpoint at `tree_size`."""
+    __tablename__ = "witness_cosignatures"
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    witness: str = Field(primary_key=True, max_length=300)  # the witness's vkey
+    line: str = Field(sa_column=Column(Text, nullable=False))
+    cosigned_at: int = Field(sa_column=Column(BigInteger, nullable=False))  # POSIX seconds, from the cosignature
+
+
+class WitnessState(SQLModel, table=True):
+    """Per witness: the size it last cosigned (the `old` of the next request), shared by every replica."""
+    __tablename__ = "witness_state"
+    witness: str = Field(primary_key=True, max_length=300)
+    last_size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failures: int = 0
+    retry_after_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # POSIX ms: not asked before

@@ -17,7 +17,7 @@ from service.clock import iso
 from service.common import page
 from service.context import AppContext, get_ctx
 from service.errors import NotFound, Unprocessable, responses
-from service.ledger_api import checkpoints
+from service.ledger_api import checkpoints, witnessing
 from service.ledger_api.service import entries_t, head_t
 
 router = APIRouter(tags=["ledger"])
@@ -52,14 +52,17 @@ async def get_checkpoint(ctx: AppContext = Depends(get_ctx),
         if tree_size is not None:
             raise NotFound("No checkpoint was made at that tree size.", "checkpoint_not_found")
         cp = await checkpoints.make_checkpoint(ctx)
-    return cp
+    async with ctx.engines.reader.connect() as conn:
+        return await witnessing.decorate(conn, ctx, cp)
 
 
 @router.post("/v1/ledger/checkpoints", status_code=201, responses=responses(401, 403))
 async def checkpoint_now(ctx: AppContext = Depends(get_ctx),
                          who: Principal = Depends(require("operator", "auditor", "regulator", "merchant", "consumer"))):
     """Make a checkpoint of the ledger as it is now (or return the one at the current size)."""
-    return await checkpoints.make_checkpoint(ctx)
+    cp = await checkpoints.make_checkpoint(ctx)
+    async with ctx.engines.reader.connect() as conn:
+        return await witnessing.decorate(conn, ctx, cp)
 
 
 @router.get("/v1/ledger/public-key")
@@ -153,3 +156,12 @@ async def reconciliation(ctx: AppContext = Depends(get_ctx),
     consistent = conserved and all(ledger[k] == balances[k] for k in balances)
     return {**balances, "currency": "CNY", "cards": int(c[5]), "ledger": ledger, "conserved": conserved,
             "consistent": consistent}
+
+
+# ---------------------------------------------------------------- witnesses, receipts, tiles (SPEC §11)
+
+from service.ledger_api.receipts import router as _receipts_router  # noqa: E402
+from service.ledger_api.tiles import router as _tiles_router  # noqa: E402
+
+router.include_router(_receipts_router)
+router.include_router(_tiles_router)

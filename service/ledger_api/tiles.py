@@ -1,0 +1,93 @@
+"""The ledger as C2SP tlog-tiles under `/log/`: checkpoint, hash tiles and entry bundles.
+
+A hash tile (L, N) is read from the stored perfect-subtree hashes: the nodes at tree level 8·L with
+indexes N·256 … N·256+W−1, one primary-key range scan. An entry bundle is the canonical JSON of
+entries N·256 … (each with a u16 length). A tile exists once the ledger holds all its leaves, so full
+tiles never change and are served immutable; partial tiles and the checkpoint are cached briefly.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy import select
+
+from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, entry_bundle, hash_tile, parse_tile_path
+from service.context import AppContext, get_ctx
+from service.db.models import LedgerEntry, LedgerHead, MerkleNode
+from service.errors import NotFound, responses
+from service.ledger_api import checkpoints, witnessing
+
+router = APIRouter(prefix="/log", tags=["tiles"])
+entries_t = LedgerEntry.__table__
+head_t = LedgerHead.__table__
+nodes_t = MerkleNode.__table__
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=5"
+MAX_LEVEL = 7  # 256^8 leaves would overflow a 63-bit size
+
+
+async def _size(conn) -> int:
+    return int((await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar() or 0)
+
+
+def _parse(rest: str) -> tuple[int, int]:
+    try:
+        return parse_tile_path(rest)
+    except TileError as exc:
+        raise NotFound(f"No such tile: {exc}", "tile_not_found") from None
+
+
+def _binary(data: bytes, width: int) -> Response:
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Cache-Control": IMMUTABLE if width == TILE_WIDTH else SHORT})
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "signed note"}})
+async def checkpoint(ctx: AppContext = Depends(get_ctx)):
+    """The latest checkpoint as a signed note, with the witnesses' cosignatures."""
+    async with ctx.engines.reader.connect() as conn:
+        cp = await checkpoints.latest(conn)
+    if cp is None:
+        cp = await checkpoints.make_checkpoint(ctx)
+    async with ctx.engines.reader.connect() as conn:
+        cp = await witnessing.decorate(conn, ctx, cp)
+    return PlainTextResponse(cp["note"], media_type="text/plain; charset=utf-8",
+                             headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/tile/entries/{rest:path}", responses={**responses(404), 200: {
+    "content": {"application/octet-stream": {}}, "description": "entry bundle"}})
+async def entries_tile(rest: str, ctx: AppContext = Depends(get_ctx)):
+    """Entry bundle N: the canonical JSON of entries N·256 … N·256+W−1, each after its u16 big-endian length."""
+    n, width = _parse(rest)
+    lo = n * TILE_WIDTH
+    async with ctx.engines.reader.connect() as conn:
+        if await _size(conn) < lo + width:
+            raise NotFound("That entry bundle is beyond the ledger.", "tile_not_found")
+        rows = (await conn.execute(select(entries_t.c.canonical).where(
+            entries_t.c.seq >= lo, entries_t.c.seq < lo + width).order_by(entries_t.c.seq))).all()
+    if len(rows) != width:
+        raise NotFound("That entry bundle is incomplete.", "tile_not_found")
+    return _binary(entry_bundle([r[0].encode("utf-8") for r in rows]), width)
+
+
+@router.get("/tile/{level}/{rest:path}", responses={**responses(404), 200: {
+    "content": {"application/octet-stream": {}}, "description": "hash tile"}})
+async def hash_tile_at(level: str, rest: str, ctx: AppContext = Depends(get_ctx)):
+    """Hash tile (L, N): the Merkle nodes at level 8·L, indexes N·256 … N·256+W−1, 32 bytes each."""
+    if not level.isdigit() or len(level) > 1 or int(level) > MAX_LEVEL:
+        raise NotFound("No such tile level.", "tile_not_found")
+    lv = int(level)
+    n, width = _parse(rest)
+    lo = n * TILE_WIDTH
+    async with ctx.engines.reader.connect() as conn:
+        if (await _size(conn)) >> (TILE_HEIGHT * lv) < lo + width:
+            raise NotFound("That tile is beyond the ledger.", "tile_not_found")
+        rows = (await conn.execute(select(nodes_t.c.hash).where(
+            nodes_t.c.level == TILE_HEIGHT * lv, nodes_t.c.idx >= lo, nodes_t.c.idx < lo + width)
+            .order_by(nodes_t.c.idx))).all()
+    if len(rows) != width:
+        raise NotFound("That tile's nodes are not stored.", "tile_not_found")
+    return _binary(hash_tile([bytes(r[0]) for r in rows]), width)
