@@ -36,6 +36,7 @@ from service.products.router import router as products_router
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.system.router import router as system_router, test_router
+from service.event_log.router import router as events_router
 from service import sweeper
 
 log = logging.getLogger("escrow")
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
     for r in (redemptions_router, cards_router, system_router, merchants_router, parties_router, consumers_router,
               products_router, ledger_router, complaints_router, alerts_router, health_router):
+        app.include_router(r)
+    for r in (events_router,):  # events and webhooks (SPEC §9)
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

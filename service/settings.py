@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
+    # Events and webhooks (SPEC §9)
+    event_retention_days: int = Field(30, ge=30)
+    webhook_retry_seconds: str = "5,300,1800,7200,18000,36000,36000"  # back-off between attempts
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_disable_after_days: float = Field(5.0, gt=0)
+    webhook_secret_grace_hours: float = Field(24.0, ge=0)
+    webhook_poll_seconds: float = Field(0.5, gt=0)
+    webhook_concurrency: int = Field(32, ge=1)
+    webhook_endpoint_concurrency: int = Field(4, ge=1)
+    webhook_allow_private: bool | None = None  # None: only outside production
+
+    @property
+    def webhook_retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_seconds.split(",") if x.strip()]
 
     @property
     def is_production(self) -> bool:
