@@ -155,7 +155,8 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
     out = {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
            "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
            "ledger_seq": seq}
-    emit(tx, "card.refunded", out, merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    emit(tx, "card.refunded", {**out, "merchant_id": card.merchant_id, "consumer_id": card.consumer_id},
+         merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
     return out
 
 
