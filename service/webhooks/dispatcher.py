@@ -152,11 +152,11 @@ class Dispatcher:
                 .scalar_subquery()))).scalar_one()
         return int(pending) + int(behind)
 
-    async def step(self) -> bool:
+    async def step(self, claim: bool = True) -> bool:
         """One transaction: record, fan out, claim; then start the sends. True if anything happened."""
         results, self.results = self.results, []
         full = {e for e, n in self.in_flight.items() if n >= self.endpoint_concurrency}
-        room = self.concurrency - sum(self.in_flight.values())
+        room = self.concurrency - sum(self.in_flight.values()) if claim else 0
         try:
             if self.ctx.engines.is_sqlite:
                 async def op(tx: Tx):
