@@ -37,7 +37,7 @@ log = logging.getLogger("escrow.webhooks")
 
 FAN_OUT_CHUNK = 1000  # events read per step
 CLAIM_CHUNK = 200
-LEASE_MARGIN_SECONDS = 20  # a claimed delivery is another replica's again after the timeout plus this
+LEASE_MARGIN_SECONDS = 5  # a claimed delivery is another replica's again after the timeout plus this
 
 
 @dataclass
