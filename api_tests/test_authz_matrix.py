@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from api_tests.conftest import record
+from service.webhooks.dispatcher import Dispatcher
 from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_regulator, file_complaint,
                                  poll_alerts, publish_stored_value, register_consumer, serving_routes, valid_uscc)
 
@@ -28,6 +29,11 @@ BAD_TOKEN = {"Authorization": "Bearer cs_" + "0" * 43}
 # Writes an auditor may make, and why: registering is public (the token is ignored), and asking the service
 # to sign a checkpoint of the ledger as it stands is how a verifier gets a fresh tree head; it moves nothing.
 AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/ledger/checkpoints")}
+# An auditor (the bank) registers webhook endpoints of its own to learn of every release it will pay out.
+AUDITOR_WRITES |= {("POST", "/v1/webhook-endpoints"), ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry")}
 
 
 @dataclass
@@ -43,6 +49,8 @@ class World:
     draw_id: str = ""
     entry_seq: int = 0
     ledger_size: int = 0
+    endpoint: dict = field(default_factory=dict)
+    delivery_id: str = ""
 
     def headers(self, caller: str) -> dict:
         if caller == "none":
@@ -60,6 +68,12 @@ class World:
 
     async def fresh_complaint(self, merchant: dict | None = None) -> dict:
         return await file_complaint(self.client, self.parties["consumer_a"], merchant or self.parties["merchant_a"])
+
+    async def fresh_endpoint(self) -> dict:
+        r = await self.client.post("/v1/webhook-endpoints", json=_endpoint_body(self),
+                                   headers=self.parties["merchant_a"]["headers"])
+        assert r.status_code == 201, r.text
+        return r.json()
 
     async def fresh_merchant(self) -> dict:
         return await create_merchant(self.client, f"Victim {secrets.token_hex(3)}", "fitness")
@@ -86,6 +100,7 @@ class Row:
     owned: bool = False  # the path names merchant A's or consumer A's object: the other party of that role gets 404
     target: Target | None = None  # (world, succeeds) -> path parameters
     body: Body | None = None
+    not_found: frozenset[str] = frozenset()  # callers of an allowed role for whom the object is another's
 
     def expected(self, caller: str) -> int:
         if self.roles is None:
@@ -94,6 +109,8 @@ class Row:
             return 401
         if ROLE[caller] not in self.roles:
             return 403
+        if caller in self.not_found:
+            return 404
         if self.owned and caller in OTHER_PARTY:
             return 404
         return self.ok
@@ -153,6 +170,22 @@ async def _entry(w: World, succeeds: bool) -> dict:
     return {"seq": w.entry_seq}
 
 
+async def _endpoint(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": w.endpoint["id"]}
+
+
+async def _endpoint_to_delete(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": (await w.fresh_endpoint())["id"] if succeeds else w.endpoint["id"]}
+
+
+async def _delivery(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": w.endpoint["id"], "delivery_id": w.delivery_id}
+
+
+def _endpoint_body(w: World) -> dict:
+    return {"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]}
+
+
 def _merchant_body(w: World) -> dict:
     return {"name": f"New shop {secrets.token_hex(3)}", "uscc": valid_uscc(), "category": "beauty"}
 
@@ -182,6 +215,8 @@ def _closure_body(w: World) -> dict:
 
 
 REGULATORS = roles("regulator", "operator")
+WEBHOOK_OWNERS = roles("merchant", "regulator", "auditor", "operator")
+NOT_MERCHANT_AS_ENDPOINT = frozenset({"merchant_b", "regulator", "auditor", "operator"})  # merchant A's endpoint
 EVERYONE_SIGNED_IN = ALL_ROLES
 CARD_READERS = roles("consumer", "merchant", "regulator", "auditor", "operator")
 
@@ -253,6 +288,22 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/ledger/witnesses", 200),
     Row("GET", "/v1/ledger/entries/{seq}/receipt", 200, target=_entry),
     Row("GET", "/v1/escrow/reconciliation", 200, roles("auditor", "regulator", "operator")),
+    # events and webhooks
+    Row("GET", "/v1/events", 200, EVERYONE_SIGNED_IN),
+    Row("POST", "/v1/webhook-endpoints", 201, WEBHOOK_OWNERS, body=_endpoint_body),
+    Row("GET", "/v1/webhook-endpoints", 200, WEBHOOK_OWNERS),
+    Row("GET", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/enable", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", 202, WEBHOOK_OWNERS,
+        target=_delivery, not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("DELETE", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint_to_delete,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
     # last: a merchant that announced closure sells nothing more, and the rows above buy from merchant A
     Row("POST", "/v1/merchants/me/closure", 200, roles("merchant"), body=_closure_body),
 )
@@ -282,6 +333,12 @@ async def build_world(client) -> World:
     w.entry_seq = r.json()["items"][0]["seq"]
     r = await client.post("/v1/ledger/checkpoints", headers=OP)
     w.ledger_size = r.json()["tree_size"]
+    w.endpoint = await w.fresh_endpoint()
+    await w.fresh_card()  # an event for merchant A's endpoint: one delivery (fanned out, not sent)
+    await Dispatcher(client._transport.app.fastapi_app.state.ctx).step(claim=False)
+    r = await client.get(f"/v1/webhook-endpoints/{w.endpoint['id']}/deliveries",
+                         headers=parties["merchant_a"]["headers"])
+    w.delivery_id = r.json()["items"][0]["id"]
     return w
 
 

@@ -38,6 +38,9 @@ from service.products.router import router as products_router
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.system.router import router as system_router, test_router
+from service.event_log.router import router as events_router
+from service.webhooks.router import router as webhooks_router
+from service.webhooks import dispatcher as webhook_dispatcher
 from service import sweeper
 from service.keys_api.router import router as keys_router
 
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
             tasks.append(asyncio.create_task(checkpoints.run_forever(ctx), name="checkpointer"))
             tasks.append(asyncio.create_task(witnessing.run_forever(ctx), name="witnesses"))
+            tasks.append(asyncio.create_task(webhook_dispatcher.run_forever(ctx), name="webhooks"))
             for starter in ctx.extras.get("background", []):
                 tasks.append(asyncio.create_task(starter(ctx)))
         try:
@@ -98,6 +102,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
     for r in (redemptions_router, cards_router, system_router, merchants_router, parties_router, consumers_router,
               products_router, ledger_router, complaints_router, alerts_router, health_router):
+        app.include_router(r)
+    for r in (events_router, webhooks_router):  # events and webhooks (SPEC §9)
         app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from service.cards.service import cards_t, load_card_for_update, refund_card
 from service.context import AppContext
 from service.db.writer import Tx
+from service.event_log.service import prune as prune_events
 from service.health.service import sweep as health_sweep
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
@@ -31,8 +32,14 @@ async def refund_expired(tx: Tx, limit: int = 200) -> int:
 
 async def sweep_once(ctx: AppContext) -> dict:
     totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0, "health_reassessed": 0}
+    retention = ctx.settings.event_retention_days
+
+    async def events_pruned(tx: Tx, chunk: int) -> int:
+        return await prune_events(tx, retention, chunk)
+    totals["events_pruned"] = 0
     for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
-                              ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200)):
+                              ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200),
+                              ("events_pruned", events_pruned, 2000)):
         while True:
             done = await ctx.writer.run(lambda tx, step=step, chunk=chunk: step(tx, chunk))
             totals[name] += done

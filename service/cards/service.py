@@ -18,6 +18,7 @@ from service.errors import Conflict, NotFound
 from service.ids import new_id
 from service.money import consumer_quit_refund, held_amount
 from service import events
+from service.event_log.service import emit
 
 cards_t = Card.__table__
 products_t = Product.__table__
@@ -99,6 +100,7 @@ async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, refer
     card = (await conn.execute(select(cards_t).where(cards_t.c.id == card_id))).first()
     out = card_out(card, now)
     out["ledger_seq"] = seq
+    emit(tx, "card.purchased", out, merchant_id=product.merchant_id, consumer_id=consumer_id, ledger_seq=seq)
     return out
 
 
@@ -110,7 +112,7 @@ async def load_card_for_update(conn, card_id: str):
 async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: str = "refund") -> None:
     """Void every pending hold of a card (before a refund): each void is a ledger entry."""
     pending = (await tx.conn.execute(
-        select(redemptions_t.c.id, redemptions_t.c.units, redemptions_t.c.hold_amount)
+        select(redemptions_t)
         .where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending")
         .order_by(redemptions_t.c.id))).all()
     units_held, held = card.units_held, card.held
@@ -122,6 +124,11 @@ async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: st
                         reason=reason)
         await tx.conn.execute(update(redemptions_t).where(redemptions_t.c.id == r.id).values(
             status=status, answered_at=tx.now, ledger_seq=seq))
+        from service.redemptions.service import redemption_out
+        rdm = redemption_out(r)
+        rdm.update(status=status, answered_at=iso(tx.now), ledger_seq=seq)
+        emit(tx, f"redemption.{status}", rdm, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
+             ledger_seq=seq)
         units_held, held = new_units_held, new_held
     if pending:
         await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=0, held=0))
@@ -145,9 +152,12 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
         status="refunded", escrow=0, held=0, units_held=0, refunded=card.refunded + amount,
         released=card.released + merchant_share, refund_rule=rule, ended_at=tx.now))
     await events.card_refunded(tx, card.merchant_id, amount, merchant_share)
-    return {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
-            "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
-            "ledger_seq": seq}
+    out = {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
+           "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
+           "ledger_seq": seq}
+    emit(tx, "card.refunded", {**out, "merchant_id": card.merchant_id, "consumer_id": card.consumer_id},
+         merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    return out
 
 
 async def consumer_refund(tx: Tx, consumer_id: str, card_id: str) -> dict:
