@@ -340,8 +340,13 @@ async def new_auditor(http: Http) -> dict:
 
 
 async def new_consumer(http: Http, i: int) -> dict:
+    """Verification, the code from the test outbox, registration (SPEC §8)."""
     phone = "13" + "".join(str(secrets.randbelow(10)) for _ in range(9))
-    return await http.expect(201, "POST", "/v1/consumers", None, {"name": f"Consumer {i} 顾客", "phone": phone})
+    started = await http.expect(202, "POST", "/v1/consumers/verifications", None, {"phone": phone})
+    outbox = await http.expect(200, "GET", f"/v1/test/sms?phone={phone}", OPERATOR_TOKEN)
+    return await http.expect(201, "POST", "/v1/consumers", None, {
+        "name": f"Consumer {i} 顾客", "phone": phone, "verification_id": started["verification_id"],
+        "code": outbox["items"][-1]["code"]})
 
 
 async def new_count_product(http: Http, merchant: dict, price: int = 10_001, uses: int = 10) -> dict:

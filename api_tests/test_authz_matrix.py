@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 from api_tests.conftest import record
 from service.webhooks.dispatcher import Dispatcher
 from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_regulator, file_complaint,
-                                 poll_alerts, publish_stored_value, register_consumer, serving_routes, valid_uscc)
+                                 own_address, poll_alerts, publish_stored_value, register_consumer, serving_routes,
+                                 sign_in, valid_uscc, verify_phone)
 
 CALLERS = ("none", "bad_token", "operator", "merchant_a", "merchant_b", "consumer_a", "consumer_b", "regulator",
            "auditor")
@@ -28,7 +29,8 @@ BAD_TOKEN = {"Authorization": "Bearer cs_" + "0" * 43}
 
 # Writes an auditor may make, and why: registering is public (the token is ignored), and asking the service
 # to sign a checkpoint of the ledger as it stands is how a verifier gets a fresh tree head; it moves nothing.
-AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/ledger/checkpoints")}
+AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/consumers/verifications"), ("POST", "/v1/consumers/sessions"),
+                  ("POST", "/v1/ledger/checkpoints")}
 # An auditor (the bank) registers webhook endpoints of its own to learn of every release it will pay out.
 AUDITOR_WRITES |= {("POST", "/v1/webhook-endpoints"), ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
                    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
@@ -101,6 +103,8 @@ class Row:
     target: Target | None = None  # (world, succeeds) -> path parameters
     body: Body | None = None
     not_found: frozenset[str] = frozenset()  # callers of an allowed role for whom the object is another's
+    fresh_body: Callable[[World], Awaitable[dict]] | None = None  # for the succeeding cells (e.g. a fresh code)
+    signs_out: bool = False  # a succeeding cell spends the caller's token: it gets a freshly signed-in one
 
     def expected(self, caller: str) -> int:
         if self.roles is None:
@@ -190,8 +194,40 @@ def _merchant_body(w: World) -> dict:
     return {"name": f"New shop {secrets.token_hex(3)}", "uscc": valid_uscc(), "category": "beauty"}
 
 
+def _new_phone() -> str:
+    return "139" + "".join(secrets.choice("0123456789") for _ in range(8))
+
+
 def _consumer_body(w: World) -> dict:
-    return {"name": "Wang Wu 王五", "phone": "139" + "".join(secrets.choice("0123456789") for _ in range(8))}
+    return {"name": "Wang Wu 王五", "phone": _new_phone(), "verification_id": "vrf_0", "code": "000000"}
+
+
+def _session_body(w: World) -> dict:
+    return {"phone": _new_phone(), "verification_id": "vrf_0", "code": "000000"}
+
+
+async def _fresh_consumer_body(w: World) -> dict:
+    phone = _new_phone()
+    async with own_address(w.client) as own:
+        verification_id, code = await verify_phone(own, phone, reader=w.client)
+    return {"name": "Wang Wu 王五", "phone": phone, "verification_id": verification_id, "code": code}
+
+
+async def _fresh_session_body(w: World) -> dict:
+    consumer = await register_consumer(w.client, "Zhao Liu 赵六")
+    async with own_address(w.client) as own:
+        verification_id, code = await verify_phone(own, consumer["phone"], reader=w.client)
+    return {"phone": consumer["phone"], "verification_id": verification_id, "code": code}
+
+
+async def _keyed_party(w: World, succeeds: bool) -> dict:
+    """A merchant whose keys may end: a fresh one for each succeeding cell, one spare for the others (never
+    merchant A, whose key the other rows use)."""
+    if succeeds:
+        return {"party_id": (await w.fresh_merchant())["id"]}
+    if "spare_merchant" not in w.parties:
+        w.parties["spare_merchant"] = await w.fresh_merchant()
+    return {"party_id": w.parties["spare_merchant"]["id"]}
 
 
 def _product_body(w: World) -> dict:
@@ -227,7 +263,13 @@ TABLE: tuple[Row, ...] = (
     Row("POST", "/v1/merchants", 201, roles("operator"), body=_merchant_body),
     Row("POST", "/v1/regulators", 201, roles("operator"), body=lambda w: {"name": "Rongcheng AMR"}),
     Row("POST", "/v1/auditors", 201, roles("operator"), body=lambda w: {"name": "Second bank"}),
-    Row("POST", "/v1/consumers", 201, None, body=_consumer_body),
+    Row("POST", "/v1/consumers/verifications", 202, None, body=lambda w: {"phone": _new_phone()}),
+    Row("POST", "/v1/consumers", 201, None, body=_consumer_body, fresh_body=_fresh_consumer_body),
+    Row("POST", "/v1/consumers/sessions", 201, None, body=_session_body, fresh_body=_fresh_session_body),
+    Row("DELETE", "/v1/consumers/me/tokens/current", 204, roles("consumer"), signs_out=True),
+    Row("GET", "/v1/test/sms", 200, roles("operator")),
+    Row("POST", "/v1/keys/{party_id}/rotate", 201, roles("operator"), target=_keyed_party),  # the body is optional
+    Row("POST", "/v1/keys/{party_id}/revoke", 200, roles("operator"), target=_keyed_party),
     Row("GET", "/v1/merchants/me", 200, roles("merchant")),
     Row("GET", "/v1/merchants/me/cards", 200, roles("merchant")),
     Row("GET", "/v1/merchants/me/stats", 200, roles("merchant")),
@@ -309,6 +351,7 @@ TABLE: tuple[Row, ...] = (
 )
 
 QUERIES = {"/v1/ledger/consistency": lambda w: {"first": 1, "second": w.ledger_size},
+           "/v1/test/sms": lambda w: {"phone": w.parties["consumer_a"]["phone"]},
            "/v1/ledger/entries/{seq}/proof": lambda w: {"tree_size": w.ledger_size}}
 
 
@@ -371,8 +414,13 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(client, ca
             params = await row.target(w, expect == row.ok) if row.target else {}
             url = row.path.format(**params)
             body = row.body(w) if row.body else None
+            if row.fresh_body and expect == row.ok:
+                body = await row.fresh_body(w)
             query = QUERIES[row.path](w) if row.path in QUERIES else None
-            r = await client.request(row.method, url, json=body, params=query, headers=w.headers(caller))
+            headers = w.headers(caller)
+            if row.signs_out and expect == row.ok:
+                headers = (await sign_in(client, w.parties[caller]["phone"]))["headers"]
+            r = await client.request(row.method, url, json=body, params=query, headers=headers)
             cells += 1
             if r.status_code != expect:
                 wrong.append(f"{row.method} {row.path} as {caller}: {r.status_code}, expected {expect}: {r.text[:200]}")

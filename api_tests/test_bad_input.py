@@ -206,7 +206,8 @@ async def test_bad_names_are_422(client):
         assert_error(await post_product(client, gym, {**A_PRODUCT, "name": name}), 422)
         assert_error(await client.post("/v1/merchants", json={"name": name, "uscc": valid_uscc(), "category": "x"},
                                        headers=OP), 422)
-        assert_error(await client.post("/v1/consumers", json={"name": name, "phone": "13912345678"}), 422)
+        assert_error(await client.post("/v1/consumers", json={"name": name, "phone": "13912345678",
+                                                               "verification_id": "vrf_x", "code": "123456"}), 422)
     assert (await client.get(f"/v1/products?merchant_id={gym['id']}")).json()["items"] == []
 
 

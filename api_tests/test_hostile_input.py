@@ -92,8 +92,15 @@ async def test_nul_in_any_text_field_is_422_on_either_database(client):
             ("POST", "/v1/merchants", OP, {"name": "Gym", "uscc": "91350100M000100Y43", "category": nul}),
             ("POST", "/v1/regulators", OP, {"name": nul}),
             ("POST", "/v1/auditors", OP, {"name": nul}),
-            ("POST", "/v1/consumers", {}, {"name": nul, "phone": "13912345678"}),
-            ("POST", "/v1/consumers", {}, {"name": "Li", "phone": "1391234567" + nul}),
+            ("POST", "/v1/consumers", {}, {"name": nul, "phone": "13912345678", "verification_id": "vrf_x",
+                                           "code": "123456"}),
+            ("POST", "/v1/consumers", {}, {"name": "Li", "phone": "1391234567" + nul, "verification_id": "vrf_x",
+                                           "code": "123456"}),
+            ("POST", "/v1/consumers", {}, {"name": "Li", "phone": "13912345678", "verification_id": "vrf_" + nul,
+                                           "code": "123456"}),
+            ("POST", "/v1/consumers/verifications", {}, {"phone": "1391234567" + nul}),
+            ("POST", "/v1/consumers/sessions", {}, {"phone": "13912345678", "verification_id": nul,
+                                                    "code": "123456"}),
             ("POST", "/v1/products", gym["headers"], {"type": "count", "name": nul, "price": 100, "uses": 1,
                                                       "valid_days": 9}),
             ("POST", "/v1/cards", li["headers"], {"product_id": product["id"] + nul,
@@ -138,10 +145,9 @@ async def test_unicode_edge_cases_round_trip_in_every_name(client):
         assert r.status_code == 201 and r.json()["text"] == name.strip(), r.text
         r = await client.post("/v1/merchants", json={"name": name, "uscc": valid_uscc(), "category": name}, headers=OP)
         assert r.status_code == 201 and r.json()["name"] == name.strip(), r.text
-        phone = "13" + str(secrets.randbelow(10**9)).zfill(9)
-        r = await client.post("/v1/consumers", json={"name": name, "phone": phone})
-        assert r.status_code == 201 and r.json()["name"] == name.strip(), r.text
-        me = await client.get("/v1/consumers/me", headers={"Authorization": f"Bearer {r.json()['token']}"})
+        consumer = await register_consumer(client, name)
+        assert consumer["name"] == name.strip(), consumer
+        me = await client.get("/v1/consumers/me", headers=consumer["headers"])
         assert me.json()["name"] == name.strip()
 
 
@@ -257,8 +263,8 @@ async def test_a_bad_idempotency_key_is_a_clean_400(client):
     for key in ("k" * 256, "ключ-ключ".encode(), "键".encode(), b"tab\tkey", b"nul\x00key", b"\xff\xfe", b""):
         r = await client.post("/v1/products", json=body, headers={**gym["headers"], "Idempotency-Key": key})
         assert_error(r, 400, "bad_idempotency_key")
-    r = await client.post("/v1/consumers", json={"name": "Li", "phone": "13912345678"},
-                          headers={"Idempotency-Key": "k" * 10_000})
+    r = await client.post("/v1/consumers", json={"name": "Li", "phone": "13912345678", "verification_id": "vrf_x",
+                                                 "code": "123456"}, headers={"Idempotency-Key": "k" * 10_000})
     assert_error(r, 400, "bad_idempotency_key")
     assert (await client.get("/v1/products", params={"merchant_id": gym["id"]})).json()["items"] == []
 

@@ -18,8 +18,10 @@ def _serve(args) -> int:
     from service import migrate
     settings = get_settings()
     migrate.upgrade(settings.effective_database_url)
+    # X-Forwarded-For only from ESCROW_TRUSTED_PROXIES: uvicorn would otherwise believe any loopback caller
+    trusted = ",".join(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
     uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers, log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=bool(trusted), forwarded_allow_ips=trusted)
     return 0
 
 
