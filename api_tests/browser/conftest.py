@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desk": {"width": 1366, "height": 900}}
 PAGE_BUDGET = 150 * 1024  # bytes of HTML + CSS + JS on a page's first load
 AXE_SOURCE = (HERE / "axe.min.js").read_text(encoding="utf-8")
-SHOTS = Path(tempfile.mkdtemp(prefix="escrow-pages-shots-"))
+SHOTS = Path(os.environ.get("ESCROW_KEEP_SHOTS") or tempfile.mkdtemp(prefix="escrow-pages-shots-"))
 # Where the README's screenshots are written (`ESCROW_SCREENSHOT_DIR=docs/screenshots`); unset: the temp folder.
 README_SHOTS = Path(os.environ["ESCROW_SCREENSHOT_DIR"]) if os.environ.get("ESCROW_SCREENSHOT_DIR") else SHOTS
 
@@ -143,6 +143,8 @@ async def visit(browser, server, viewport, request):
         if getattr(request.node, "_failed", False):
             folder = await v.keep_shots()
             print(f"\nscreenshots kept in {folder}\nconsole errors: {v.errors}")
+        elif os.environ.get("ESCROW_KEEP_SHOTS"):  # to look at every page as people see it
+            await v.keep_shots()
         await context.close()
 
 

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -59,11 +60,18 @@ def yuan(fen) -> str:
     return f"{sign}¥{whole:,}.{cents:02d}"
 
 
+LOCAL = timezone(timedelta(hours=8))  # the people using the pages live in China (UTC+8 all year)
+
+
 def when(iso: str | None) -> str:
-    """An ISO time as `2026-12-01 08:30 UTC` (the API's times are UTC)."""
+    """An API time (UTC) as people there read it: `2026-12-01 16:30 (UTC+8)`."""
     if not iso:
         return ""
-    return iso[:10] + " " + iso[11:16] + " UTC"
+    try:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(LOCAL)
+    except ValueError:
+        return iso
+    return t.strftime("%Y-%m-%d %H:%M") + " (UTC+8)"
 
 
 def indicator(value, name: str) -> str:

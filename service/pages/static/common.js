@@ -21,7 +21,11 @@ var Esc = (function () {
     return n + " " + t(type === "count" ? "uses" : "periods");
   }
 
-  function when(iso) { return iso ? iso.slice(0, 10) + " " + iso.slice(11, 16) + " UTC" : ""; }
+  function when(iso) {  // as the server renders it: UTC+8, the time people there read
+    if (!iso) return "";
+    var d = new Date(new Date(iso).getTime() + 8 * 3600 * 1000).toISOString();
+    return d.slice(0, 10) + " " + d.slice(11, 16) + " (UTC+8)";
+  }
 
   function key() {
     var b = new Uint8Array(16); crypto.getRandomValues(b);

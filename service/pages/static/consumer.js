@@ -14,10 +14,10 @@
     var a = Esc.el("article", { "class": "ask", "data-id": r.id });
     a.appendChild(Esc.el("h3", {}, info.merchant || r.merchant_id));
     var p = Esc.el("p");
-    p.append(Esc.t("units") + ": ", Esc.el("strong", {}, Esc.units(info.type, r.units)),
-             " · " + Esc.t("amount") + ": ", Esc.el("strong", {}, Esc.yuan(r.release_amount !== null ? r.release_amount : r.hold_amount)));
+    p.append(Esc.t("ask_units_label") + ": ", Esc.el("strong", {}, Esc.units(info.type, r.units)),
+             " · " + Esc.t("ask_amount_label") + ": ", Esc.el("strong", {}, Esc.yuan(r.release_amount !== null ? r.release_amount : r.hold_amount)));
     a.appendChild(p);
-    a.appendChild(Esc.el("p", { "class": "muted" }, Esc.t("expires") + " " + Esc.when(r.expires_at)));
+    a.appendChild(Esc.el("p", { "class": "muted" }, Esc.t("answer_by") + " " + Esc.when(r.expires_at)));
     var actions = Esc.el("div", { "class": "actions" });
     actions.appendChild(Esc.el("button", { type: "button", "class": "confirm", "data-action": "confirm", "data-id": r.id }, Esc.t("confirm")));
     actions.appendChild(Esc.el("button", { type: "button", "class": "reject", "data-action": "reject", "data-id": r.id }, Esc.t("reject")));
