@@ -139,3 +139,24 @@ def test_both_catalogs_hold_every_string_the_pages_use():
         text = f.read_text(encoding="utf-8")
         used |= set(re.findall(r"\bt\.([a-z][a-z_]+)\b", text)) | set(re.findall(r'Esc\.t\("([a-z_]+)"\)', text))
     assert used - set(zh) == set(), used - set(zh)
+
+
+async def test_odd_page_requests_get_a_clear_answer_never_a_500(client):
+    merchant = await create_merchant(client)
+    consumer = await register_consumer(client)
+    odd = ["/directory/" + "x" * 300, "/directory/%E2%80%AE", "/app/r/'%22%3Cscript%3E", "/app/cards/nope/refund",
+           "/app/cards/nope/qr.svg", "/merchant/qr/nope.svg", "/static/..%2Fweb.py", "/static/nope.js",
+           "/nobody/api/v1/ping", "/regulator/merchants/nope", "/directory?code=purple", "/regulator?sort=%00"]
+    async with with_cookies(client, esc_app=consumer["token"], esc_merchant=merchant["api_key"],
+                            esc_regulator="rg_" + "0" * 40) as browser:
+        for path in odd:
+            r = await browser.get(path)
+            assert r.status_code < 500, (path, r.status_code, r.text[:200])
+        token = csrf_of((await browser.get("/app")).text)
+        for body in (b"not json", b"[]", b'{"phone": 1}', "{\"phone\": \"\u0000\"}".encode()):
+            r = await browser.post("/app/session", content=body, headers={"X-CSRF-Token": token,
+                                                                          "Content-Type": "application/json"})
+            assert 400 <= r.status_code < 500, (body, r.status_code, r.text[:200])
+        r = await browser.post("/app/complaints", content=b"csrf=" + token.encode() + b"&text=%FF%FE&merchant_id=",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert 400 <= r.status_code < 500, r.text[:200]

@@ -66,6 +66,9 @@ async def test_consumer_signs_in_sees_an_ask_live_confirms_and_verifies_the_rece
     seq = r.json()["ledger_seq"]
     card_now = (await api.get(f"/v1/cards/{card['id']}", headers=consumer["headers"])).json()
     assert card_now["balance"]["released"] == 4_166
+    await page.wait_for_function(  # the card on the page follows, without a reload
+        "id => document.querySelector('#card-' + id + ' .balance').textContent === '¥958.34'", arg=card["id"],
+        timeout=LIVE)
 
     receipt = page.locator(f"#receipts .receipt[data-seq='{seq}']")
     await receipt.get_by_role("button", name="验证凭证").click()

@@ -11,7 +11,7 @@
 
   function askElement(r) {
     var info = cardInfo(r.card_id);
-    var a = Esc.el("article", { "class": "ask", "data-id": r.id });
+    var a = Esc.el("article", { "class": "ask", "data-id": r.id, "data-card-id": r.card_id });
     a.appendChild(Esc.el("h3", {}, info.merchant || r.merchant_id));
     var p = Esc.el("p");
     p.append(Esc.t("ask_units_label") + ": ", Esc.el("strong", {}, Esc.units(info.type, r.units)),
@@ -43,6 +43,18 @@
              function (body) { showInbox(body.items || []); });
   }
 
+  /* After an answer the card's balance has changed: show it as the API has it now. */
+  async function refreshCard(cardId) {
+    var box = cardId && document.querySelector('[data-card="' + CSS.escape(cardId) + '"]');
+    if (!box) return;
+    var r = await Esc.call("GET", "/v1/cards/" + encodeURIComponent(cardId));
+    if (!r.ok) return;
+    var b = r.body.balance;
+    box.querySelector(".balance").textContent = Esc.yuan(b.escrow);
+    box.querySelector(".available").textContent = Esc.yuan(b.available);
+    box.querySelector(".units-left").textContent = Esc.units(r.body.type, b.units_left);
+  }
+
   function addReceipt(seq, what) {
     var list = document.getElementById("receipts"), tpl = document.getElementById("receipt-tpl");
     if (!list || !tpl) return;
@@ -65,6 +77,7 @@
         status.textContent = Esc.t("rstatus_" + r.body.status);
         status.className = "status " + (r.body.status === "confirmed" ? "good" : "");
         ask.querySelector(".actions").remove();
+        refreshCard(ask.dataset.cardId);
         if (r.body.status === "confirmed" && r.body.ledger_seq !== null && r.body.ledger_seq !== undefined) {
           addReceipt(r.body.ledger_seq, (ask.querySelector("h3") || {}).textContent + " · " + Esc.yuan(r.body.release_amount));
         }

@@ -8,6 +8,11 @@
   });
   var after = null;
 
+  async function learnNames() {  // the public directory names the merchants the table does not show
+    var r = await Esc.call("GET", "/v1/merchants?limit=200");
+    if (r.ok) (r.body.items || []).forEach(function (m) { if (!names[m.id]) names[m.id] = m.name; });
+  }
+
   function codeName(c) { return c ? Esc.t("code_" + c) : "—"; }
 
   function render(a) {
@@ -39,11 +44,13 @@
     empty.hidden = true;
   }
 
+  learnNames().finally(function () {
   Esc.poll(function () { return "/v1/alerts?limit=100&wait=20" + (after !== null ? "&after=" + encodeURIComponent(after) : ""); },
            function (body) {
              (body.items || []).forEach(render);
              if (body.next_cursor !== null && body.next_cursor !== undefined) after = body.next_cursor;
            });
+  });
 
   list.addEventListener("click", async function (ev) {
     var b = ev.target.closest("button[data-act]");
