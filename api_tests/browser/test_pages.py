@@ -54,6 +54,9 @@ async def test_consumer_signs_in_sees_an_ask_live_confirms_and_verifies_the_rece
     await item.wait_for(timeout=LIVE)
     text = await item.inner_text()
     assert "Iron Gym" in text and "¥50.00" in text and "¥41.66" in text, text  # units (face) and release amount
+    await page.wait_for_function(  # the hold shows on the card at once
+        "id => document.querySelector('#card-' + id + ' .available').textContent === '¥958.34'", arg=card["id"],
+        timeout=LIVE)
     await check_axe(page, "/app with an ask")
     if viewport == "phone":
         README_SHOTS.mkdir(parents=True, exist_ok=True)

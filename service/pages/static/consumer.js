@@ -33,7 +33,10 @@
       if (!pending[a.dataset.id] && !answered[a.dataset.id]) a.remove();
     });
     items.forEach(function (r) {
-      if (!inbox.querySelector('[data-id="' + CSS.escape(r.id) + '"]')) inbox.appendChild(askElement(r));
+      if (!inbox.querySelector('[data-id="' + CSS.escape(r.id) + '"]')) {
+        inbox.appendChild(askElement(r));
+        refreshCard(r.card_id);  // the hold lowers what is available
+      }
     });
     empty.hidden = inbox.querySelector(".ask") !== null;
   }
