@@ -143,7 +143,8 @@ async def test_two_replicas_two_witnesses_one_cosigned_history_and_the_monitor(e
             verify_cosigned(note, env["log_vkey"])  # unwitnessed ones are still the log's own
     assert len(witnessed) >= 1 and witnessed[-1].tree_size == cp["tree_size"]
     a = env["http"][0]
-    for x, y in zip(history, history[1:]):
+    grown = [h for h in history if h[0] > 0]  # a checkpoint of the empty ledger proves nothing
+    for x, y in zip(grown, grown[1:]):
         px, py = (verify_cosigned(n, env["log_vkey"]) for n in (x[1], y[1]))
         proof = await a.expect(200, "GET", f"/v1/ledger/consistency?first={px.tree_size}&second={py.tree_size}", None)
         verify_consistency(px.tree_size, py.tree_size, px.root_hash, py.root_hash, [unb64(h) for h in proof["proof"]])

@@ -36,7 +36,8 @@ async def witnesses(ctx: AppContext = Depends(get_ctx)):
             **witnessing.public_witnesses(ctx)}
 
 
-async def _choose_size(conn, ctx: AppContext, seq: int) -> int | None:
+async def choose_size(conn, ctx: AppContext, seq: int) -> int | None:
+    """The latest checkpoint holding entry `seq` with its quorum of cosignatures, else the latest holding it."""
     ws = [w.vkey_text for w in witnessing._witnesses(ctx)]
     quorum = ctx.settings.witness_quorum
     if ws and quorum > 0:
@@ -69,7 +70,7 @@ async def receipt(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = D
             if cp is None:
                 raise NotFound("No checkpoint was made at that tree size.", "checkpoint_not_found")
         else:
-            n = await _choose_size(conn, ctx, seq)
+            n = await choose_size(conn, ctx, seq)
             cp = await checkpoints.at_size(conn, n) if n is not None else None
     if cp is None:  # the entry is newer than every checkpoint: make one now
         cp = await checkpoints.make_checkpoint(ctx)

@@ -17,6 +17,7 @@ from service.context import AppContext, get_ctx
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.errors import NotFound, responses
 from service.ledger_api import checkpoints, witnessing
+from service.ledger_api.receipts import choose_size
 
 router = APIRouter(prefix="/log", tags=["tiles"])
 entries_t = LedgerEntry.__table__
@@ -46,9 +47,13 @@ def _binary(data: bytes, width: int) -> Response:
 @router.get("/checkpoint", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}, "description": "signed note"}})
 async def checkpoint(ctx: AppContext = Depends(get_ctx)):
-    """The latest checkpoint as a signed note, with the witnesses' cosignatures."""
+    """The latest checkpoint that has its quorum of cosignatures (else the latest), as a signed note with them.
+
+    Tile readers are told of a tree only once the witnesses vouch for it: a monitor never has to race
+    the witnessing round that follows each new checkpoint."""
     async with ctx.engines.reader.connect() as conn:
-        cp = await checkpoints.latest(conn)
+        size = await choose_size(conn, ctx, -1)
+        cp = await checkpoints.at_size(conn, size) if size is not None else None
     if cp is None:
         cp = await checkpoints.make_checkpoint(ctx)
     async with ctx.engines.reader.connect() as conn:
