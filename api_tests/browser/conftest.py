@@ -75,6 +75,18 @@ def viewport(request):
     return request.param
 
 
+WEIGHTS: dict[str, int] = {}  # the heaviest first load seen per page, for the run's summary line
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    if WEIGHTS:
+        worst = max(WEIGHTS.values())
+        terminalreporter.write_line(f"pages: first loads of HTML+CSS+JS, heaviest {worst / 1024:.1f} KB of "
+                                    f"{PAGE_BUDGET // 1024} KB: " + ", ".join(
+                                        f"{k} {v / 1024:.1f} KB" for k, v in sorted(WEIGHTS.items())))
+
+
 class Visit:
     """Pages of one browser context; each visit checked for weight, accessibility and console errors."""
 
@@ -106,6 +118,7 @@ class Visit:
         page.remove_listener("response", on_response)
         total = sum(sizes)
         self.weights[path] = total
+        WEIGHTS[f"{path.split('?')[0]} ({self.viewport})"] = max(total, WEIGHTS.get(f"{path.split('?')[0]} ({self.viewport})", 0))
         assert total < PAGE_BUDGET, f"{path}: first load {total} bytes of HTML+CSS+JS (budget {PAGE_BUDGET})"
         if axe:
             await check_axe(page, path)
