@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 from api_tests.conftest import record
+from service.webhooks.dispatcher import Dispatcher
 from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_party, create_regulator,
                                  customer_of,
                                  file_complaint, own_address, poll_alerts, publish_stored_value, register_consumer,
@@ -34,6 +35,11 @@ AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/consumers/verificatio
 # The auditor is the custodian bank (SPEC §12): it closes days, reports what it paid and uploads its statement.
 AUDITOR_WRITES |= {("POST", "/v1/settlements"), ("POST", "/v1/settlements/{batch_id}/results"),
                    ("POST", "/v1/bank-statements")}
+# An auditor (the bank) registers webhook endpoints of its own to learn of every release it will pay out.
+AUDITOR_WRITES |= {("POST", "/v1/webhook-endpoints"), ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
+                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry")}
 
 
 @dataclass
@@ -57,6 +63,8 @@ class World:
         """A day long past that no cell has closed yet (closing answers 201 once per day)."""
         self.days_closed += 1
         return (datetime(2001, 1, 1) + timedelta(days=self.days_closed)).date().isoformat()
+    endpoint: dict = field(default_factory=dict)
+    delivery_id: str = ""
 
     def headers(self, caller: str) -> dict:
         if caller == "none":
@@ -74,6 +82,12 @@ class World:
 
     async def fresh_complaint(self, merchant: dict | None = None) -> dict:
         return await file_complaint(self.client, self.parties["consumer_a"], merchant or self.parties["merchant_a"])
+
+    async def fresh_endpoint(self) -> dict:
+        r = await self.client.post("/v1/webhook-endpoints", json=_endpoint_body(self),
+                                   headers=self.parties["merchant_a"]["headers"])
+        assert r.status_code == 201, r.text
+        return r.json()
 
     async def fresh_merchant(self) -> dict:
         return await create_merchant(self.client, f"Victim {secrets.token_hex(3)}", "fitness")
@@ -100,6 +114,7 @@ class Row:
     owned: bool = False  # the path names merchant A's or consumer A's object: the other party of that role gets 404
     target: Target | None = None  # (world, succeeds) -> path parameters
     body: Body | None = None
+    not_found: frozenset[str] = frozenset()  # callers of an allowed role for whom the object is another's
     fresh_body: Callable[[World], Awaitable[dict]] | None = None  # for the succeeding cells (e.g. a fresh code)
     signs_out: bool = False  # a succeeding cell spends the caller's token: it gets a freshly signed-in one
     content_type: str | None = None  # the body is sent as is, with this type (e.g. a CSV statement)
@@ -111,6 +126,8 @@ class Row:
             return 401
         if ROLE[caller] not in self.roles:
             return 403
+        if caller in self.not_found:
+            return 404
         if self.owned and caller in OTHER_PARTY:
             return 404
         return self.ok
@@ -179,6 +196,20 @@ async def _statement(w: World, succeeds: bool) -> dict:
 
 
 STATEMENT = "date,direction,amount,reference\n2026-12-01,credit,100,alipay:matrix-nobody\n"
+async def _endpoint(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": w.endpoint["id"]}
+
+
+async def _endpoint_to_delete(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": (await w.fresh_endpoint())["id"] if succeeds else w.endpoint["id"]}
+
+
+async def _delivery(w: World, succeeds: bool) -> dict:
+    return {"endpoint_id": w.endpoint["id"], "delivery_id": w.delivery_id}
+
+
+def _endpoint_body(w: World) -> dict:
+    return {"url": "http://127.0.0.1:9/hooks", "event_types": ["*"]}
 
 
 def _merchant_body(w: World) -> dict:
@@ -242,6 +273,8 @@ def _closure_body(w: World) -> dict:
 
 
 REGULATORS = roles("regulator", "operator")
+WEBHOOK_OWNERS = roles("merchant", "regulator", "auditor", "operator")
+NOT_MERCHANT_AS_ENDPOINT = frozenset({"merchant_b", "regulator", "auditor", "operator"})  # merchant A's endpoint
 EVERYONE_SIGNED_IN = ALL_ROLES
 CARD_READERS = roles("consumer", "merchant", "regulator", "auditor", "operator")
 
@@ -274,6 +307,7 @@ TABLE: tuple[Row, ...] = (
     Row("POST", "/v1/cards/{card_id}/redemptions", 201, roles("merchant"), owned=True, target=_card,
         body=lambda w: {"amount": 1}),
     Row("POST", "/v1/cards/{card_id}/refund", 200, roles("consumer"), owned=True, target=_card_to_refund),
+    Row("GET", "/v1/cards/{card_id}/refund-quote", 200, roles("consumer"), owned=True, target=_card),
     # redemptions
     Row("GET", "/v1/redemptions/{redemption_id}", 200, CARD_READERS, owned=True, target=_pending),
     Row("POST", "/v1/redemptions/{redemption_id}/confirm", 200, roles("consumer"), owned=True,
@@ -332,6 +366,22 @@ TABLE: tuple[Row, ...] = (
     Row("POST", "/v1/merchants/me/credit-consent", 200, roles("merchant"), body=lambda w: {"consent": True}),
     Row("GET", "/v1/credit/merchants", 200, roles("lender")),
     Row("GET", "/v1/credit/merchants/{merchant_id}", 200, roles("lender"), target=_merchant_a),
+    # events and webhooks
+    Row("GET", "/v1/events", 200, EVERYONE_SIGNED_IN),
+    Row("POST", "/v1/webhook-endpoints", 201, WEBHOOK_OWNERS, body=_endpoint_body),
+    Row("GET", "/v1/webhook-endpoints", 200, WEBHOOK_OWNERS),
+    Row("GET", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/enable", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries", 200, WEBHOOK_OWNERS, target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", 202, WEBHOOK_OWNERS,
+        target=_delivery, not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row("DELETE", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint_to_delete,
+        not_found=NOT_MERCHANT_AS_ENDPOINT),
     # last: a merchant that announced closure sells nothing more, and the rows above buy from merchant A
     Row("POST", "/v1/merchants/me/closure", 200, roles("merchant"), body=_closure_body),
 )
@@ -372,6 +422,12 @@ async def build_world(client) -> World:
                           headers={**parties["auditor"]["headers"], "Content-Type": "text/csv"})
     assert r.status_code == 201, r.text
     w.statement_id = r.json()["id"]
+    w.endpoint = await w.fresh_endpoint()
+    await w.fresh_card()  # an event for merchant A's endpoint: one delivery (fanned out, not sent)
+    await Dispatcher(client._transport.app.fastapi_app.state.ctx).step(claim=False)
+    r = await client.get(f"/v1/webhook-endpoints/{w.endpoint['id']}/deliveries",
+                         headers=parties["merchant_a"]["headers"])
+    w.delivery_id = r.json()["items"][0]["id"]
     return w
 
 

@@ -105,7 +105,8 @@ async def test_an_unanswered_complaint_goes_overdue_after_24_hours_and_turns_the
     assert h["reasons"] == [{"indicator": "overdue_complaints", "value": 1, "threshold": 1, "level": "yellow"}]
     [listed] = (await client.get("/v1/complaints", headers=regulator["headers"])).json()["items"]
     assert listed["overdue"] is True
-    [alert] = await all_alerts(client, regulator, gym)
+    overdue, alert = await all_alerts(client, regulator, gym)  # the regulatory act itself, then its code change
+    assert (overdue["kind"], overdue["from_code"], overdue["to_code"]) == ("complaint_overdue", None, None)
     assert (alert["from_code"], alert["to_code"], alert["reasons"]) == ("green", "yellow", h["reasons"])
 
     # A late answer still counts: the complaint is no longer overdue and the code goes back to green.

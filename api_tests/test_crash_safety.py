@@ -16,6 +16,10 @@ any new traffic:
 
 A request whose answer was lost is retried with the same Idempotency-Key after the restart; at the
 end the ledger's money entries match the clients' answers exactly, so each moved money at most once.
+
+A webhook endpoint (a receiver on loopback) subscribed to the money events is registered first: at the
+end, the event of every acknowledged change, and every event the service lists, has been delivered at
+least once despite the kills (deliveries in flight at a kill are sent again when their lease runs out).
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+
+import orjson
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from api_tests.conftest import record
+from api_tests.webhook_receiver import Receiver
+from service.event_log.service import MONEY_TYPES
 from api_tests.realserver import (
     OPERATOR_TOKEN, ON_POSTGRES, Http, LostAnswer, RealServer, all_entries, cli, fresh_database, gather_limited,
     new_auditor, new_consumer, new_count_product, new_merchant, new_stored_value_product, parsed, reconciliation_ok,
@@ -340,6 +348,36 @@ async def verify_subprocess(env: dict) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()[-2000:]
 
 
+async def every_event_delivered(http: Http, world: World, receiver: Receiver) -> int:
+    """Wait (bounded) until the receiver has the event of every acknowledged change and every money
+    event the service lists; returns how many events that is."""
+    of_answer = {"buy": ("card.purchased", "id"), "ask": ("redemption.requested", "id"),
+                 "confirm": ("redemption.confirmed", "id"), "reject": ("redemption.rejected", "id"),
+                 "refund": ("card.refunded", "card_id")}
+    acknowledged = {(of_answer[kind][0], body[of_answer[kind][1]]) for kind, body in world.successes}
+    listed, after = set(), None
+    for _ in range(10_000):
+        path = f"/v1/events?limit=500&types={','.join(MONEY_TYPES)}" + (f"&after={after}" if after else "")
+        body = await http.expect(200, "GET", path, OPERATOR_TOKEN)
+        if not body["items"]:
+            break
+        listed |= {e["id"] for e in body["items"]}
+        after = body["next_cursor"]
+    missing_ack: set = set()
+    missing: set = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        payloads = [orjson.loads(x.body) for x in list(receiver.received) if x.status == 200]
+        got = {(p["type"], p["data"]["card_id"] if p["type"] == "card.refunded" else p["data"]["id"]) for p in payloads}
+        missing_ack = acknowledged - got
+        missing = listed - {p["id"] for p in payloads}
+        if not missing_ack and not missing:
+            return len(listed)
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{len(missing_ack)} acknowledged changes and {len(missing)} listed events never "
+                         f"delivered, e.g. {sorted(missing_ack)[:3]} {sorted(missing)[:3]}")
+
+
 # ---------------------------------------------------------------------------------------------
 # The test
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +386,9 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
     rng = random.Random(secrets.randbits(64))
     db = await fresh_database("escrow_crash")
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-crash-"))
-    server = RealServer(data_dir, db, "crash")
+    server = RealServer(data_dir, db, "crash", ESCROW_WEBHOOK_TIMEOUT_SECONDS="2", ESCROW_WEBHOOK_POLL_SECONDS="0.2",
+                        ESCROW_WEBHOOK_RETRY_SECONDS=",".join(["0.5"] * 40))
+    receiver = Receiver()
     http = check_http = None
     passed = False
     t0 = time.monotonic()
@@ -358,6 +398,8 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
         check_http = server.client(16)
         http = server.client(WORKERS + 4)
         auditor = (await new_auditor(check_http))["api_key"]
+        await check_http.expect(201, "POST", "/v1/webhook-endpoints", OPERATOR_TOKEN,
+                                {"url": receiver.url, "event_types": list(MONEY_TYPES)})
         merchants = [await new_merchant(check_http, f"Crash Gym {i} 健身") for i in range(2)]
         products = [[await new_count_product(check_http, m), await new_stored_value_product(check_http, m)]
                     for m in merchants]
@@ -422,6 +464,7 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
         code, out = await verify_subprocess(server.env)
         assert code == 0 and "ledger OK" in out, out
         assert world.lost_total >= 1, "no answer was lost: the kills did not land mid-load"
+        delivered = await every_event_delivered(check_http, world, receiver)
         record("kills", KILLS)
         record("requests", world.sent)
         record("successes checked", checked)
@@ -430,7 +473,8 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
             print(f"\ncrash safety [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {KILLS} kills, {world.sent} requests "
                   f"sent, {checked} successes checked, {world.lost_total} answers lost and retried with their "
                   f"Idempotency-Key ({world.replayed} replayed, {world.fresh_on_retry} applied on retry), "
-                  f"{len(world.cards)} cards; ledger verified {len(verify_lines) + 1} times; nothing lost "
+                  f"{len(world.cards)} cards; ledger verified {len(verify_lines) + 1} times; {delivered} events "
+                  f"delivered by webhook ({len(receiver.received)} deliveries); nothing lost "
                   f"({time.monotonic() - t0:.0f} s)")
         passed = True
     finally:
@@ -439,6 +483,7 @@ async def test_sigkill_mid_load_loses_nothing(capsys):
         if check_http:
             await check_http.close()
         server.stop()
+        receiver.close()
         await db.drop()
         if passed:  # keep the server's log for a failure
             shutil.rmtree(data_dir, ignore_errors=True)

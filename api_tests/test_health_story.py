@@ -140,7 +140,7 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     alerts = await all_alerts(client, regulator, salon)
     assert [(a["kind"], a["from_code"], a["to_code"]) for a in alerts] == [
         ("code_change", "green", "yellow"), ("code_change", "yellow", "red"), ("delisted", "red", "red"),
-        ("code_change", "red", "yellow"), ("code_change", "yellow", "green")]
+        ("delisting_lifted", None, None), ("code_change", "red", "yellow"), ("code_change", "yellow", "green")]
     assert [int(a["cursor"]) for a in alerts] == sorted(int(a["cursor"]) for a in alerts)
     assert await all_alerts(client, regulator, gym) == []
 
@@ -156,6 +156,7 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     changes = [(b["from_code"], b["to_code"]) for _, k, b in mine if k == "health_code"]
     assert changes == [("green", "yellow"), ("yellow", "red"), ("red", "yellow"), ("yellow", "green")]
     by_seq = {seq: kind for seq, kind, _ in mine}
-    assert [by_seq[a["ledger_seq"]] for a in alerts] == ["health_code", "health_code", "delisted", "health_code", "health_code"]
+    assert [by_seq[a["ledger_seq"]] for a in alerts] == ["health_code", "health_code", "delisted", "delisting_lifted",
+                                                          "health_code", "health_code"]
     assert kinds.index("warning_published") < kinds.index("delisted") < kinds.index("warning_lifted")
 

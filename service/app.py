@@ -32,11 +32,15 @@ from service.ledger_api import witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
 from service.middleware import BodyLimitMiddleware
+from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.system.router import router as system_router, test_router
+from service.event_log.router import router as events_router
+from service.webhooks.router import router as webhooks_router
+from service.webhooks import dispatcher as webhook_dispatcher
 from service import sweeper
 from service.keys_api.router import router as keys_router
 from service.filemodes import secure_data_dir
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))
             tasks.append(asyncio.create_task(checkpoints.run_forever(ctx), name="checkpointer"))
             tasks.append(asyncio.create_task(witnessing.run_forever(ctx), name="witnesses"))
+            tasks.append(asyncio.create_task(webhook_dispatcher.run_forever(ctx), name="webhooks"))
             for starter in ctx.extras.get("background", []):
                 tasks.append(asyncio.create_task(starter(ctx)))
         try:
@@ -107,9 +112,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.include_router(r)
     for r in (settlements_router, credit_router):  # custody and credit (SPEC §12)
         app.include_router(r)
+    for r in (events_router, webhooks_router):  # events and webhooks (SPEC §9)
+        app.include_router(r)
     for r in ctx.extras.get("routers", []):
         app.include_router(r)
     app.include_router(keys_router)
+    app.include_router(pages_router)  # the pages last: their /{portal}/api/... proxy must not shadow an API route
     if settings.env == "test":
         app.include_router(test_router)
         app.include_router(sms_test_router)

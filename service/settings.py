@@ -73,6 +73,20 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+    # Events and webhooks (SPEC §9)
+    event_retention_days: int = Field(30, ge=30)
+    webhook_retry_seconds: str = "5,300,1800,7200,18000,36000,36000"  # back-off between attempts
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_disable_after_days: float = Field(5.0, gt=0)
+    webhook_secret_grace_hours: float = Field(24.0, ge=0)
+    webhook_poll_seconds: float = Field(0.5, gt=0)
+    webhook_concurrency: int = Field(32, ge=1)
+    webhook_endpoint_concurrency: int = Field(4, ge=1)
+    webhook_allow_private: bool | None = None  # None: only outside production
+
+    @property
+    def webhook_retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_seconds.split(",") if x.strip()]
 
     @property
     def is_production(self) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from service.cards.service import cards_t, load_card_for_update, refund_card
 from service.context import AppContext
 from service.db.writer import Tx
+from service.event_log.service import prune as prune_events
 from service.health.service import sweep as health_sweep
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
@@ -57,11 +58,16 @@ prune_rate_limits = _pruner("rate_limits", "bucket", "window_start",
 
 async def sweep_once(ctx: AppContext) -> dict:
     totals = {"holds_expired": 0, "cards_refunded": 0, "merchants_closed": 0, "health_reassessed": 0,
-              "idempotency_keys_pruned": 0, "rate_limits_pruned": 0}
+              "idempotency_keys_pruned": 0, "rate_limits_pruned": 0, "events_pruned": 0}
+    retention = ctx.settings.event_retention_days
+
+    async def events_pruned(tx: Tx, chunk: int) -> int:
+        return await prune_events(tx, retention, chunk)
     for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
                               ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200),
                               ("idempotency_keys_pruned", prune_idempotency(ctx), 1000),
-                              ("rate_limits_pruned", prune_rate_limits(ctx), 1000)):
+                              ("rate_limits_pruned", prune_rate_limits(ctx), 1000),
+                              ("events_pruned", events_pruned, 2000)):
         while True:
             done = await ctx.writer.run(lambda tx, step=step, chunk=chunk: step(tx, chunk))
             totals[name] += done

@@ -56,3 +56,15 @@ async def refund(card_id: str, request: Request, ctx: AppContext = Depends(get_c
     async def op(tx):
         return 200, await service.consumer_refund(tx, who.party_id, card_id)
     return await mutate(ctx, request, who, body or {}, op)
+
+
+@router.get("/{card_id}/refund-quote", responses=responses(401, 403, 404))
+async def refund_quote(card_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
+    """What a refund of the card would pay back now and by which rule, changing nothing (shown before confirming)."""
+    async with ctx.engines.reader.connect() as conn:
+        card = (await conn.execute(select(service.cards_t).where(service.cards_t.c.id == card_id))).first()
+        if card is None or card.consumer_id != who.party_id:
+            raise NotFound("No such card.", "card_not_found")
+        status = (await conn.execute(select(service.merchants_t.c.status).where(
+            service.merchants_t.c.id == card.merchant_id))).scalar_one()
+    return service.refund_quote(card, status, ctx.clock.now())

@@ -18,6 +18,7 @@ from service.errors import Conflict, NotFound
 from service.ids import new_id
 from service.money import consumer_quit_refund, held_amount
 from service import events
+from service.event_log.service import emit
 
 cards_t = Card.__table__
 products_t = Product.__table__
@@ -106,6 +107,7 @@ async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, refer
     card = (await conn.execute(select(cards_t).where(cards_t.c.id == card_id))).first()
     out = card_out(card, now)
     out["ledger_seq"] = seq
+    emit(tx, "card.purchased", out, merchant_id=product.merchant_id, consumer_id=consumer_id, ledger_seq=seq)
     return out
 
 
@@ -117,7 +119,7 @@ async def load_card_for_update(conn, card_id: str):
 async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: str = "refund") -> None:
     """Void every pending hold of a card (before a refund): each void is a ledger entry."""
     pending = (await tx.conn.execute(
-        select(redemptions_t.c.id, redemptions_t.c.units, redemptions_t.c.hold_amount)
+        select(redemptions_t)
         .where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending")
         .order_by(redemptions_t.c.id))).all()
     units_held, held = card.units_held, card.held
@@ -129,6 +131,11 @@ async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: st
                         reason=reason)
         await tx.conn.execute(update(redemptions_t).where(redemptions_t.c.id == r.id).values(
             status=status, answered_at=tx.now, ledger_seq=seq))
+        from service.redemptions.service import redemption_out
+        rdm = redemption_out(r)
+        rdm.update(status=status, answered_at=iso(tx.now), ledger_seq=seq)
+        emit(tx, f"redemption.{status}", rdm, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
+             ledger_seq=seq)
         units_held, held = new_units_held, new_held
     if pending:
         await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=0, held=0))
@@ -152,9 +159,12 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
         status="refunded", escrow=0, held=0, units_held=0, refunded=card.refunded + amount,
         released=card.released + merchant_share, refund_rule=rule, ended_at=tx.now))
     await events.card_refunded(tx, card.merchant_id, amount, merchant_share, card.consumer_id)
-    return {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
-            "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
-            "ledger_seq": seq}
+    out = {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
+           "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
+           "ledger_seq": seq}
+    emit(tx, "card.refunded", {**out, "merchant_id": card.merchant_id, "consumer_id": card.consumer_id},
+         merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    return out
 
 
 async def consumer_refund(tx: Tx, consumer_id: str, card_id: str) -> dict:
@@ -166,18 +176,30 @@ async def consumer_refund(tx: Tx, consumer_id: str, card_id: str) -> dict:
     if card.escrow == 0:
         raise Conflict("Nothing is left in escrow on this card.", "nothing_to_refund")
     merchant = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == card.merchant_id))).first()
-    now = tx.now
-    if merchant.status in ("defaulted", "closed"):
-        rule = "merchant_default" if merchant.status == "defaulted" else "merchant_closure"
-    elif card.expires_at <= now:
-        rule = "expiry"
-    elif merchant.status == "closing":
-        rule = "merchant_closure"  # the merchant cannot serve the card to its end: all that is left
-    elif now < card.cooling_off_ends_at and card.units_used == 0 and card.released == 0:
-        rule = "cooling_off"
-    else:
-        rule = "consumer_quit"
-    return await refund_card(tx, card, rule)
+    return await refund_card(tx, card, refund_rule(card, merchant.status, tx.now))
+
+
+def refund_rule(card, merchant_status: str, now: datetime) -> str:
+    """Which refund rule applies to a consumer's refund of this card now (SPEC §2)."""
+    if merchant_status in ("defaulted", "closed"):
+        return "merchant_default" if merchant_status == "defaulted" else "merchant_closure"
+    if card.expires_at <= now:
+        return "expiry"
+    if merchant_status == "closing":
+        return "merchant_closure"  # the merchant cannot serve the card to its end: all that is left
+    if now < card.cooling_off_ends_at and card.units_used == 0 and card.released == 0:
+        return "cooling_off"
+    return "consumer_quit"
+
+
+def refund_quote(card, merchant_status: str, now: datetime) -> dict:
+    """What `consumer_refund` would pay back now, read-only: the same rule and arithmetic as `refund_card`."""
+    rule = refund_rule(card, merchant_status, now)
+    amount = (consumer_quit_refund(card.price, card.escrow, card.units_used, card.list_price)
+              if rule == "consumer_quit" else card.escrow)
+    return {"card_id": card.id, "amount": amount, "merchant_share": card.escrow - amount, "rule": rule,
+            "currency": card.currency, "refundable": card.status != "refunded" and card.escrow > 0,
+            "payment": {"method": card.payment_method, "reference": card.payment_reference}}
 
 
 async def refund_merchant_cards(tx: Tx, merchant_id: str, rule: str, limit: int | None = None) -> int:

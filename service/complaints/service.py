@@ -11,6 +11,7 @@ from service.clock import iso
 from service.db.models import Card, Complaint, Merchant
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound
+from service.event_log.service import emit
 from service.ids import new_id
 
 complaints_t = Complaint.__table__
@@ -46,7 +47,7 @@ async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, 
         status="open", overdue=False, created_at=tx.now, due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
         card_holder=card_holder))
     await events.complaint_filed(tx, merchant_id)
-    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first(), tx.now)
+    return _emitted(tx, "complaint.filed", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first())
 
 
 async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dict:
@@ -58,7 +59,7 @@ async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dic
     await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
         status="responded", response=text, responded_at=tx.now))
     await events.complaint_changed(tx, merchant_id)
-    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(), tx.now)
+    return _emitted(tx, "complaint.responded", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first())
 
 
 async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) -> dict:
@@ -70,4 +71,10 @@ async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) 
     await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
         status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now))
     await events.complaint_changed(tx, c.merchant_id)
-    return complaint_out((await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(), tx.now)
+    return _emitted(tx, "complaint.resolved", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first())
+
+
+def _emitted(tx: Tx, type_: str, row) -> dict:
+    out = complaint_out(row, tx.now)
+    emit(tx, type_, out, merchant_id=row.merchant_id, consumer_id=row.consumer_id)
+    return out

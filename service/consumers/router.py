@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 import orjson
@@ -18,6 +19,8 @@ from service.consumers.service import tokens_t
 from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
 from service.context import AppContext, get_ctx
 from service.errors import TooManyRequests, responses
+from service.event_log.router import POLL_SECONDS, wait_for_events
+from service.event_log.service import new_events
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
 from service.revocation import bump_epoch
@@ -161,16 +164,26 @@ async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(
 @router.get("/me/redemptions", responses=responses(401, 403, 422))
 async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
                          status: Literal["pending", "confirmed", "rejected", "cancelled", "expired"] | None = None,
-                         limit: Limit = 50, after: After = None):
-    """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer."""
+                         limit: Limit = 50, after: After = None,
+                         wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for a new item")] = 0):
+    """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer.
+    With `wait` (long-poll), answers at once if there are items after `after`, else waits up to that
+    many seconds for a new one (pass `after` = the id of the newest item held)."""
     t = redemptions_t
     stmt = select(t).where(t.c.consumer_id == who.party_id).order_by(t.c.id).limit(limit + 1)
     if status:
         stmt = stmt.where(t.c.status == status)
     if after:
         stmt = stmt.where(t.c.id > after)
-    async with ctx.engines.reader.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+    deadline = time.monotonic() + wait
+    while True:
+        waiter = new_events.event
+        async with ctx.engines.reader.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        left = deadline - time.monotonic()
+        if rows or left <= 0:
+            break
+        await wait_for_events(waiter, min(left, POLL_SECONDS))  # other replicas' asks: the table is read again
     return page([redemption_out(r) for r in rows], limit)
 
 

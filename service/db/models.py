@@ -403,6 +403,8 @@ class MerchantConsumerDay(SQLModel, table=True):
     kind: str = Field(primary_key=True, max_length=8)
     day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     consumer_id: str = Field(primary_key=True, max_length=40)
+
+
 class WitnessCosignature(SQLModel, table=True):
     """The cosignature line (C2SP cosignature/v1) a witness returned for the checkpoint at `tree_size`."""
     __tablename__ = "witness_cosignatures"
@@ -486,3 +488,68 @@ class CreditConsent(SQLModel, table=True):
     consent: bool
     updated_at: datetime = ts()
     ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+# --- Events and webhooks (SPEC §9) -------------------------------------------------------------
+
+class Event(SQLModel, table=True):
+    """Every state change, written in the change's own transaction: the event log and the webhooks'
+    transactional outbox. `seq` is the cursor: writes are serialised, so it grows in commit order."""
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_merchant", "merchant_id", "seq"),
+                      Index("ix_events_consumer", "consumer_id", "seq"))
+    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    id: str = Field(max_length=40, unique=True)
+    type: str = Field(max_length=40)
+    created_at: datetime = ts(index=True)
+    ledger_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    merchant_id: str | None = Field(default=None, max_length=40)  # who may see it (scoping), not shown
+    consumer_id: str | None = Field(default=None, max_length=40)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_owner", "owner_id", "id"),)
+    id: str = Field(primary_key=True, max_length=40)
+    owner_role: str = Field(max_length=16)
+    owner_id: str = Field(max_length=40)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    event_types: str = Field(sa_column=Column(Text, nullable=False))  # JSON list; ["*"] for every type
+    status: str = Field(max_length=16)  # enabled, disabled
+    secret: str = Field(max_length=80)
+    previous_secret: str | None = Field(default=None, max_length=80)  # still signs until previous_secret_until
+    previous_secret_until: datetime | None = ts(nullable=True)
+    cursor: int = Field(sa_column=Column(BigInteger, nullable=False))  # events up to this seq are fanned out
+    failing_since: datetime | None = ts(nullable=True)
+    created_at: datetime = ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+                      Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_seq", unique=True))
+    id: str = Field(primary_key=True, max_length=40)
+    endpoint_id: str = Field(max_length=40)
+    event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event_id: str = Field(max_length=40)
+    event_type: str = Field(max_length=40)
+    status: str = Field(max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: datetime = ts()
+    claimed_until: datetime | None = ts(nullable=True)  # a replica is sending it until then
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = ts()
+    delivered_at: datetime | None = ts(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+    id: str = Field(primary_key=True, max_length=40)
+    delivery_id: str = Field(max_length=40)
+    endpoint_id: str = Field(max_length=40, index=True)
+    attempted_at: datetime = ts()
+    status_code: int | None = None
+    duration_ms: int
+    error: str | None = Field(default=None, max_length=500)

@@ -21,6 +21,7 @@ from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_ind
 from risk.counters import COUNTER_FIELDS
 from service.db.models import Alert, Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
+from service.event_log.service import emit
 from service.ids import new_id
 
 daily_t = MerchantDaily.__table__
@@ -217,11 +218,23 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
 
 
 async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
+    alert_id = new_id("alt")
     await tx.conn.execute(insert(alerts_t).values(
-        id=new_id("alt"), merchant_id=merchant_id, kind=kind, from_code=from_code, to_code=to_code,
+        id=alert_id, merchant_id=merchant_id, kind=kind, from_code=from_code, to_code=to_code,
         reasons=orjson.dumps(reasons).decode(), status="open", created_at=tx.now, ledger_seq=seq))
     for listener in alert_listeners:
         tx.after_commit.append(listener)
+    # Regulators' business: no merchant_id given, so the merchant's own feed does not carry it.
+    from service.clock import iso
+    emit(tx, "alert.created", {"id": alert_id, "merchant_id": merchant_id, "kind": kind, "from_code": from_code,
+                               "to_code": to_code, "reasons": reasons, "status": "open", "finding": None,
+                               "created_at": iso(tx.now), "acknowledged_at": None, "resolved_at": None,
+                               "ledger_seq": seq}, ledger_seq=seq)
+
+
+async def regulatory_alert(tx: Tx, merchant_id: str, kind: str, seq: int) -> None:
+    """A regulatory act that changes no code still reaches the regulators' feed (SPEC §9)."""
+    await _alert(tx, merchant_id, kind, None, None, [], seq)
 
 
 async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = None) -> str:
@@ -263,6 +276,8 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
             await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
+            emit(tx, "merchant.delisted", {"merchant_id": merchant_id, "delisted": True, "actor": "health_code",
+                                           "reasons": reasons}, merchant_id=merchant_id, ledger_seq=seq)
     conn.raw.many(_HEALTH_SAME, same)
     return codes
 
@@ -278,11 +293,16 @@ async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list
     seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
                     policy_version=a.policy_version, reasons=reasons)
     await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
+    emit(tx, "merchant.health_changed", {"merchant_id": merchant_id, "code": a.code, "from_code": h.code,
+                                         "reasons": reasons, "policy_version": a.policy_version},
+         merchant_id=merchant_id, ledger_seq=seq)
     if a.code == "red":
         red_since = tx.now
         values["red_since"] = red_since
         if h.warning_published_at is None:
-            tx.append("warning_published", merchant_id=merchant_id)
+            warn_seq = tx.append("warning_published", merchant_id=merchant_id)
+            emit(tx, "merchant.warned", {"merchant_id": merchant_id, "code": a.code, "reasons": reasons},
+                 merchant_id=merchant_id, ledger_seq=warn_seq)
             values["warning_published_at"] = tx.now
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
     elif h.code == "red":
@@ -315,6 +335,7 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
     for r in rows:
         await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == r.id).values(overdue=True))
         merchants.add(r.merchant_id)
+        await _complaint_overdue(tx, r.id)
     policy = await policy_cache.get(tx.conn)
     due = (await tx.conn.execute(select(health_t.c.merchant_id).join(
         merchants_t, merchants_t.c.id == health_t.c.merchant_id).where(
@@ -323,6 +344,16 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
     merchants.update(r.merchant_id for r in due)
     await reassess_many(tx, {m: None for m in merchants})
     return len(rows) + len(due) + await _daily_reassessment(tx, limit)
+
+
+async def _complaint_overdue(tx: Tx, complaint_id: str) -> None:
+    """Its ledger entry (a regulatory fact), the regulators' alert and the event."""
+    from service.complaints.service import complaint_out
+    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
+    seq = tx.append("complaint_overdue", merchant_id=c.merchant_id, complaint_id=c.id)
+    await _alert(tx, c.merchant_id, "complaint_overdue", None, None, [], seq)
+    emit(tx, "complaint.overdue", complaint_out(c, tx.now), merchant_id=c.merchant_id, consumer_id=c.consumer_id,
+         ledger_seq=seq)
 
 
 DAILY_KEY = "risk_daily_reassessment"  # app_state: "<day> done" or "<day> after <merchant id>"

@@ -22,6 +22,7 @@ from service.context import AppContext
 from service.db.models import Checkpoint, LedgerHead, MerkleNode
 from service.db.raw import Raw
 from service.db.writer import Tx
+from service.event_log.service import emit
 
 log = logging.getLogger("escrow.checkpoints")
 cp_t = Checkpoint.__table__
@@ -113,6 +114,7 @@ def make_checkpoint_op(ctx: AppContext):
         await conn.execute(insert(cp_t).values(tree_size=size, root_hash=root, chain_head=chain_head,
                                                timestamp=d["timestamp"], note=d["note"], signature=d["signature"],
                                                key_id=d["key_id"]))
+        emit(tx, "checkpoint.published", d)
         return d
     return op
 

@@ -14,6 +14,7 @@ from service.errors import Conflict, NotFound, Unprocessable
 from service.ids import new_id, new_token, token_hash
 from service.uscc import uscc_problem
 from service.health import service as health
+from service.event_log.service import emit
 
 merchants_t = Merchant.__table__
 tokens_t = ApiToken.__table__
@@ -68,8 +69,11 @@ async def announce_closure(tx: Tx, merchant_id: str, effective_date, reason: str
         raise Unprocessable(f"effective_date must be at least {notice_days} days ahead.", "closure_notice_too_short")
     await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(
         status="closing", closure_date=effective_date, closure_reason=reason))
-    tx.append("merchant_closing", merchant_id=merchant_id, effective_date=iso(effective_date))
-    return merchant_out(await load(tx.conn, merchant_id))
+    seq = tx.append("merchant_closing", merchant_id=merchant_id, effective_date=iso(effective_date))
+    out = merchant_out(await load(tx.conn, merchant_id))
+    await health.regulatory_alert(tx, merchant_id, "closure_announced", seq)
+    emit(tx, "merchant.closure_announced", out, merchant_id=merchant_id, ledger_seq=seq)
+    return out
 
 
 async def declare_default(tx: Tx, merchant_id: str, reason: str, actor: str) -> dict:
@@ -82,6 +86,8 @@ async def declare_default(tx: Tx, merchant_id: str, reason: str, actor: str) -> 
     refunded = await refund_merchant_cards(tx, merchant_id, "merchant_default")
     out = merchant_out(await load(tx.conn, merchant_id))
     out.update(cards_refunded=refunded, ledger_seq=seq)
+    await health.regulatory_alert(tx, merchant_id, "merchant_defaulted", seq)
+    emit(tx, "merchant.defaulted", out, merchant_id=merchant_id, ledger_seq=seq)
     return out
 
 
@@ -90,9 +96,10 @@ async def close_due(tx: Tx, limit: int = 20) -> int:
     due = (await tx.conn.execute(select(merchants_t.c.id).where(
         merchants_t.c.status == "closing", merchants_t.c.closure_date <= tx.now).limit(limit))).all()
     for m in due:
-        tx.append("merchant_closed", merchant_id=m.id)
+        seq = tx.append("merchant_closed", merchant_id=m.id)
         await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == m.id).values(status="closed"))
         await refund_merchant_cards(tx, m.id, "merchant_closure")
+        emit(tx, "merchant.closed", merchant_out(await load(tx.conn, m.id)), merchant_id=m.id, ledger_seq=seq)
     return len(due)
 
 
@@ -102,12 +109,20 @@ async def set_flag(tx: Tx, merchant_id: str, flag: str, listed: bool, actor: str
     if current == listed:
         raise Conflict(f"The merchant is already {'on' if listed else 'off'} that list.", "no_change")
     kind = {"abnormal": "abnormal_list", "delisted": "delisting"}[flag] + ("_set" if listed else "_lifted")
-    tx.append(kind, merchant_id=merchant_id, actor=actor)
+    seq = tx.append(kind, merchant_id=merchant_id, actor=actor)
     values = {flag: listed}
     if flag == "delisted" and not listed:
         await health.restart_grace(tx, merchant_id)
     await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(**values))
-    return merchant_out(await load(tx.conn, merchant_id))
+    out = merchant_out(await load(tx.conn, merchant_id))
+    event, alert = {"abnormal_list_set": ("merchant.abnormal_listed", "abnormal_listed"),
+                    "abnormal_list_lifted": ("merchant.abnormal_lifted", None),
+                    "delisting_set": ("merchant.delisted", None),
+                    "delisting_lifted": ("merchant.relisted", "delisting_lifted")}[kind]
+    if alert:
+        await health.regulatory_alert(tx, merchant_id, alert, seq)
+    emit(tx, event, out, merchant_id=merchant_id, ledger_seq=seq)
+    return out
 
 
 async def stats(conn, merchant_id: str) -> dict:

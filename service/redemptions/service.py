@@ -12,10 +12,11 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from service import events
-from service.cards.service import load_card_for_update, redemptions_t
+from service.cards.service import card_out, load_card_for_update, redemptions_t
 from service.clock import iso
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
+from service.event_log.service import emit
 from service.ids import new_id
 from service.money import held_amount, release_share
 
@@ -83,10 +84,12 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
             "VALUES (?, ?, ?, ?, 'pending', ?, ?, NULL, ?, ?, NULL, NULL)",
             (rid, card.id, merchant_id, card.consumer_id, units, hold, raw.t(now), raw.t(expires_at)))
     await events.redemption_asked(tx, merchant_id)
-    return {"id": rid, "card_id": card.id, "merchant_id": merchant_id, "consumer_id": card.consumer_id,
-            "status": "pending", "units": units, "hold_amount": hold, "release_amount": None,
-            "created_at": iso(now), "expires_at": iso(expires_at),
-            "answered_at": None, "ledger_seq": None, "hold_ledger_seq": seq}
+    out = {"id": rid, "card_id": card.id, "merchant_id": merchant_id, "consumer_id": card.consumer_id,
+           "status": "pending", "units": units, "hold_amount": hold, "release_amount": None,
+           "created_at": iso(now), "expires_at": iso(expires_at),
+           "answered_at": None, "ledger_seq": None, "hold_ledger_seq": seq}
+    emit(tx, "redemption.requested", out, merchant_id=merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    return out
 
 
 async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: str):
@@ -114,6 +117,8 @@ async def _void(tx: Tx, card, redemption_id: str, status: str):
     raw.run("UPDATE redemptions SET status = ?, answered_at = ?, ledger_seq = ? WHERE id = ?",
             (status, raw.t(tx.now), seq, r.id))
     await events.redemption_answered(tx, card.merchant_id, status, 0, card.consumer_id)
+    emit(tx, f"redemption.{status}", redemption_out(r._replace(status=status, answered_at=tx.now, ledger_seq=seq)),
+         merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
     return card._replace(units_held=units_held, held=held)
 
 
@@ -138,6 +143,11 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
     out.update(status="confirmed", release_amount=release, answered_at=iso(tx.now), ledger_seq=seq)
     out["card_balance"] = {"escrow": escrow, "held": held, "available": escrow - held,
                            "units_used": units_used, "units_left": card.units_total - units_used}
+    emit(tx, "redemption.confirmed", out, merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    if status == "exhausted":
+        emit(tx, "card.exhausted", card_out(card._replace(
+            units_used=units_used, units_held=units_held, held=held, escrow=escrow, released=card.released + release,
+            status=status), tx.now), merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
     return out
 
 

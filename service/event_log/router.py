@@ -1,0 +1,65 @@
+"""`GET /v1/events`: the caller's events after a cursor, with long-poll (`wait`) like the alert feed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
+
+from service.auth import Principal, require
+from service.context import AppContext, get_ctx
+from service.errors import Unprocessable, responses
+from service.event_log.service import EVENT_TYPES, event_out, events_t, new_events, visible_to
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+POLL_SECONDS = 0.5  # other replicas' events are found by reading the table this often
+
+
+def parse_types(types: str | None) -> list[str] | None:
+    if not types:
+        return None
+    wanted = [t.strip() for t in types.split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(EVENT_TYPES))
+    if unknown:
+        raise Unprocessable(f"Unknown event types: {', '.join(unknown)[:200]}.", "unknown_event_type")
+    return wanted
+
+
+@router.get("", responses=responses(401, 403, 422))
+async def list_events(ctx: AppContext = Depends(get_ctx),
+                      who: Principal = Depends(require("merchant", "consumer", "regulator", "auditor", "operator")),
+                      after: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the last poll")] = None,
+                      limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                      wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new event")] = 0,
+                      types: Annotated[str | None, Query(max_length=2000, description="comma-separated event types")] = None):
+    """The events the caller may see after the cursor, oldest first (SPEC §9). With `wait`, holds the
+    poll until an event arrives or the time runs out."""
+    wanted = parse_types(types)
+    stmt = visible_to(select(events_t), who.role, who.party_id).order_by(events_t.c.seq).limit(limit)
+    if after is not None:
+        stmt = stmt.where(events_t.c.seq > after)
+    if wanted:
+        stmt = stmt.where(events_t.c.type.in_(wanted))
+    deadline = time.monotonic() + wait
+    while True:
+        waiter = new_events.event
+        async with ctx.engines.reader.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        left = deadline - time.monotonic()
+        if rows or left <= 0:
+            break
+        await wait_for_events(waiter, min(left, POLL_SECONDS))
+    items = [event_out(r) for r in rows]
+    next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def wait_for_events(waiter: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(waiter.wait(), timeout=timeout)
+    except asyncio.TimeoutError:
+        pass

@@ -1,0 +1,115 @@
+"""The event log: what each state change emits, who may see it, and the wake-up of waiting readers.
+
+An event is written in the same transaction as the change it describes. Operations call `emit`,
+which only queues the row on the batch (`tx.batch_state`, so a failed operation drops its events
+with its other per-batch state); once per write batch, just before the ledger is flushed, all
+queued rows go out as one multi-row INSERT through the batch's deferred raw writes. The money
+path never looks at webhook endpoints: the events table is the webhooks' transactional outbox,
+and the dispatcher (service/webhooks/) derives each endpoint's deliveries from it.
+
+Writes are serialised (the writer's lock on the ledger head), so `seq` grows in commit order and
+is a safe cursor for readers and for the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import delete, select
+
+from service.clock import iso
+from service.db.models import Event
+from service.db.writer import Tx
+from service.ids import new_id
+
+events_t = Event.__table__
+
+MONEY_TYPES = ("card.purchased", "card.refunded", "card.exhausted", "redemption.requested", "redemption.confirmed",
+               "redemption.rejected", "redemption.cancelled", "redemption.expired")
+MERCHANT_TYPES = ("merchant.health_changed", "merchant.warned", "merchant.delisted", "merchant.relisted",
+                  "merchant.defaulted", "merchant.closure_announced", "merchant.closed", "merchant.abnormal_listed",
+                  "merchant.abnormal_lifted")
+COMPLAINT_TYPES = ("complaint.filed", "complaint.responded", "complaint.resolved", "complaint.overdue")
+OTHER_TYPES = ("alert.created", "checkpoint.published", "webhook_endpoint.disabled")
+EVENT_TYPES = MONEY_TYPES + MERCHANT_TYPES + COMPLAINT_TYPES + OTHER_TYPES
+AUDITOR_TYPES = MONEY_TYPES + ("checkpoint.published",)
+
+_INSERT = ("INSERT INTO events (id, type, created_at, ledger_seq, merchant_id, consumer_id, data) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+class Signal:
+    """Wakes waiters on this replica as soon as a batch with new events commits. Other replicas'
+    events are found by polling the table: the wake-up is only an optimisation."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        waiter = self.event
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+new_events = Signal()
+
+
+def emit(tx: Tx, type_: str, data: dict, *, merchant_id: str | None = None, consumer_id: str | None = None,
+         ledger_seq: int | None = None) -> None:
+    """Queue an event of this operation. `merchant_id` / `consumer_id` say which merchant and which
+    consumer may see it (None: neither; regulators and the operator see every event)."""
+    queued = tx.batch_state.get("events")
+    if queued is None:
+        queued = tx.batch_state["events"] = []
+        tx.batch_state["events_sent"] = 0
+    raw = tx.conn.raw
+    queued.append((new_id("evt"), type_, raw.t(tx.now), ledger_seq, merchant_id, consumer_id,
+                   orjson.dumps(data).decode()))
+    # Flush after every other per-batch hook: the health codes' hook raises events of its own.
+    if not tx.before_flush or tx.before_flush[-1] is not _flush:
+        tx.before_flush.append(_flush)
+
+
+async def _flush(tx: Tx) -> None:
+    queued = tx.batch_state.get("events") or []
+    sent = tx.batch_state.get("events_sent", 0)
+    if len(queued) > sent:
+        tx.conn.raw.many(_INSERT, queued[sent:])
+        tx.batch_state["events_sent"] = len(queued)
+        if new_events not in tx.after_commit:
+            tx.after_commit.append(new_events)
+
+
+def event_out(row) -> dict:
+    return {"id": row.id, "cursor": str(row.seq), "type": row.type, "created_at": iso(row.created_at),
+            "ledger_seq": row.ledger_seq, "data": orjson.loads(row.data)}
+
+
+def visible_to(stmt, role: str, party_id: str):
+    """Restrict a select on events to what the caller may see (SPEC §9)."""
+    t = events_t
+    if role == "merchant":
+        return stmt.where(t.c.merchant_id == party_id)
+    if role == "consumer":
+        return stmt.where(t.c.consumer_id == party_id)
+    if role == "auditor":
+        return stmt.where(t.c.type.in_(AUDITOR_TYPES))
+    return stmt  # regulator, operator: everything (events carry no consumer's personal data)
+
+
+async def prune(tx: Tx, retention_days: int, limit: int = 2000) -> int:
+    """Sweeper: drop events older than the retention, oldest first, a chunk at a time."""
+    cutoff: datetime = tx.now - timedelta(days=retention_days)
+    seqs = [r.seq for r in (await tx.conn.execute(
+        select(events_t.c.seq).where(events_t.c.created_at < cutoff).order_by(events_t.c.seq).limit(limit))).all()]
+    if seqs:
+        await tx.conn.execute(delete(events_t).where(events_t.c.seq <= seqs[-1], events_t.c.created_at < cutoff))
+    return len(seqs)

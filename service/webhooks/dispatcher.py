@@ -1,0 +1,388 @@
+"""The webhook dispatcher: turns the event log into deliveries and sends them (Standard Webhooks).
+
+Every replica runs one. A step, in one transaction: record the results of the sends that finished,
+fan out new events (each enabled endpoint has a cursor into the events table; a delivery row per
+event the endpoint may see and asked for), and claim due deliveries for a lease. On PostgreSQL the
+endpoints and deliveries are taken with `FOR UPDATE SKIP LOCKED`, so replicas share the work
+without sending one delivery twice at once; on SQLite the step runs through the writer, under its
+one write lock. Sends run outside any transaction, as tasks bounded per endpoint and in total, so
+a slow or dead receiver holds only its own slots; the money path never waits for any of this.
+
+At least once: a delivery leaves `pending` only when a 2xx answer is recorded; a replica that dies
+mid-send leaves its lease to run out, and another replica sends again with the same `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import orjson
+from sqlalchemy import bindparam, func, insert, select, update
+
+from service.clock import iso
+from service.context import AppContext
+from service.db.writer import Tx
+from service.event_log.service import AUDITOR_TYPES, emit, events_t, new_events
+from service.ids import new_id
+from service.webhooks import ssrf
+from service.webhooks.service import attempts_t, deliveries_t, endpoint_out, endpoints_t
+from service.webhooks.signing import signature_header
+
+log = logging.getLogger("escrow.webhooks")
+
+FAN_OUT_CHUNK = 1000  # events read per step
+CLAIM_CHUNK = 200
+LEASE_MARGIN_SECONDS = 5  # a claimed delivery is another replica's again after the timeout plus this
+
+
+@dataclass
+class Job:
+    delivery_id: str
+    endpoint_id: str
+    attempt: int  # the number of this attempt, from 1
+    event_id: str
+    body: bytes
+    url: str
+    secrets: list[str]
+
+
+@dataclass
+class Result:
+    job: Job
+    at: datetime
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def allows_private(settings) -> bool:
+    return settings.webhook_allow_private if settings.webhook_allow_private is not None else not settings.is_production
+
+
+class Dispatcher:
+    def __init__(self, ctx: AppContext, *, schedule: list[float] | None = None, allow_private: bool | None = None,
+                 concurrency: int | None = None, endpoint_concurrency: int | None = None):
+        s = ctx.settings
+        self.ctx = ctx
+        self.schedule = schedule if schedule is not None else s.webhook_retry_schedule
+        self.allow_private = allows_private(s) if allow_private is None else allow_private
+        self.concurrency = concurrency or s.webhook_concurrency
+        self.endpoint_concurrency = endpoint_concurrency or s.webhook_endpoint_concurrency
+        self.timeout = s.webhook_timeout_seconds
+        self.disable_after = timedelta(days=s.webhook_disable_after_days)
+        self.in_flight: dict[str, int] = {}
+        self.results: list[Result] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.finished = asyncio.Event()
+        self.sent = 0  # attempts made by this replica
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, follow_redirects=False, trust_env=False,
+                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+        return self._client
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        poll = self.ctx.settings.webhook_poll_seconds
+        try:
+            while True:
+                waiter = new_events.event
+                try:
+                    busy = await self.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook dispatch step failed; will retry")
+                    busy = False
+                if not busy:
+                    await self._idle(waiter, poll)
+        finally:
+            await self.close()
+
+    async def _idle(self, waiter: asyncio.Event, timeout: float) -> None:
+        self.finished.clear()
+        a = asyncio.ensure_future(waiter.wait())
+        b = asyncio.ensure_future(self.finished.wait())
+        try:
+            await asyncio.wait((a, b), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            a.cancel()
+            b.cancel()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Run steps until nothing is due or in flight (tests, the one-shot command); bounded in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = await self.step()
+            if not busy and not self.tasks and not self.results and not await self._pending():
+                return
+            if not busy:
+                await self._idle(new_events.event, 0.05)
+        raise TimeoutError("webhook deliveries still due after the drain's time limit")
+
+    async def _pending(self) -> int:
+        """Deliveries still to be sent to enabled endpoints, and events not yet fanned out."""
+        d, w = deliveries_t, endpoints_t
+        async with self.ctx.engines.reader.connect() as conn:
+            pending = (await conn.execute(select(func.count()).select_from(d.join(w, w.c.id == d.c.endpoint_id))
+                                          .where(d.c.status == "pending", w.c.status == "enabled"))).scalar_one()
+            behind = (await conn.execute(select(func.count()).select_from(w).where(
+                w.c.status == "enabled", w.c.cursor < select(func.coalesce(func.max(events_t.c.seq), 0))
+                .scalar_subquery()))).scalar_one()
+        return int(pending) + int(behind)
+
+    async def step(self, claim: bool = True) -> bool:
+        """One transaction: record, fan out, claim; then start the sends. True if anything happened."""
+        results, self.results = self.results, []
+        full = {e for e, n in self.in_flight.items() if n >= self.endpoint_concurrency}
+        room = self.concurrency - sum(self.in_flight.values()) if claim else 0
+        try:
+            if self.ctx.engines.is_sqlite:
+                async def op(tx: Tx):
+                    return await self._work(tx.conn, tx.now, False, results, full, room)
+                done = await self.ctx.writer.run(op)
+            else:
+                async with self.ctx.engines.writer.begin() as conn:
+                    done = await self._work(conn, self.ctx.clock.now(), True, results, full, room)
+        except BaseException:
+            self.results[:0] = results  # recorded next time
+            raise
+        fanned, jobs, failing = done
+        for job in jobs:
+            self.in_flight[job.endpoint_id] = self.in_flight.get(job.endpoint_id, 0) + 1
+            task = asyncio.create_task(self._send(job))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        if failing:
+            await self._disable(failing)
+        return bool(results or fanned or jobs)
+
+    async def _work(self, conn, now: datetime, is_pg: bool, results: list[Result], full: set[str], room: int):
+        failing = await self._record(conn, now, results) if results else []
+        fanned = await self._fan_out(conn, now, is_pg)
+        jobs = await self._claim(conn, now, is_pg, full, room) if room > 0 else []
+        return fanned, jobs, failing
+
+    # -- fan-out ----------------------------------------------------------------------------------
+    async def _fan_out(self, conn, now: datetime, is_pg: bool) -> int:
+        stmt = select(endpoints_t.c.id, endpoints_t.c.owner_role, endpoints_t.c.owner_id, endpoints_t.c.event_types,
+                      endpoints_t.c.cursor).where(endpoints_t.c.status == "enabled").order_by(endpoints_t.c.id)
+        if is_pg:
+            stmt = stmt.with_for_update(skip_locked=True)
+        endpoints = (await conn.execute(stmt)).all()
+        if not endpoints:
+            return 0
+        low = min(int(e.cursor) for e in endpoints)
+        events = (await conn.execute(
+            select(events_t.c.seq, events_t.c.id, events_t.c.type, events_t.c.merchant_id)
+            .where(events_t.c.seq > low).order_by(events_t.c.seq).limit(FAN_OUT_CHUNK))).all()
+        if not events:
+            return 0
+        last = int(events[-1].seq)
+        rows, cursors = [], []
+        for ep in endpoints:
+            if last <= ep.cursor:
+                continue
+            types = set(orjson.loads(ep.event_types))
+            every = "*" in types
+            for e in events:
+                if e.seq <= ep.cursor or not (every or e.type in types):
+                    continue
+                if ep.owner_role == "merchant" and e.merchant_id != ep.owner_id:
+                    continue
+                if ep.owner_role == "auditor" and e.type not in AUDITOR_TYPES:
+                    continue
+                rows.append({"id": new_id("dlv"), "endpoint_id": ep.id, "event_seq": int(e.seq), "event_id": e.id,
+                             "event_type": e.type, "status": "pending", "attempts": 0, "next_attempt_at": now,
+                             "created_at": now})
+            cursors.append({"b_id": ep.id, "b_cursor": last})
+        if rows:
+            await conn.execute(insert(deliveries_t), rows)
+        if cursors:
+            await conn.execute(update(endpoints_t).where(endpoints_t.c.id == bindparam("b_id"))
+                               .values(cursor=bindparam("b_cursor")), cursors)
+        return len(rows)
+
+    # -- claim ------------------------------------------------------------------------------------
+    async def _claim(self, conn, now: datetime, is_pg: bool, full: set[str], room: int) -> list[Job]:
+        d, e, w = deliveries_t, events_t, endpoints_t
+        stmt = (select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.event_id, e.c.type, e.c.created_at, e.c.ledger_seq,
+                       e.c.data, w.c.url, w.c.secret, w.c.previous_secret, w.c.previous_secret_until)
+                .join(e, e.c.seq == d.c.event_seq).join(w, w.c.id == d.c.endpoint_id)
+                .where(d.c.status == "pending", d.c.next_attempt_at <= now, w.c.status == "enabled",
+                       (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now))
+                .order_by(d.c.next_attempt_at, d.c.id).limit(min(room * 4, CLAIM_CHUNK)))
+        if full:
+            stmt = stmt.where(d.c.endpoint_id.not_in(sorted(full)))
+        if is_pg:
+            stmt = stmt.with_for_update(skip_locked=True, of=d)
+        rows = (await conn.execute(stmt)).all()
+        taken: dict[str, int] = {}
+        jobs: list[Job] = []
+        for r in rows:
+            if len(jobs) >= room:
+                break
+            busy = self.in_flight.get(r.endpoint_id, 0) + taken.get(r.endpoint_id, 0)
+            if busy >= self.endpoint_concurrency:
+                continue
+            taken[r.endpoint_id] = taken.get(r.endpoint_id, 0) + 1
+            secrets = [r.secret]
+            if r.previous_secret and r.previous_secret_until is not None and _aware(r.previous_secret_until) > now:
+                secrets.append(r.previous_secret)
+            body = (b'{"id":' + orjson.dumps(r.event_id) + b',"type":' + orjson.dumps(r.type)
+                    + b',"created_at":' + orjson.dumps(_iso(r.created_at)) + b',"ledger_seq":'
+                    + orjson.dumps(r.ledger_seq) + b',"data":' + r.data.encode() + b'}')
+            jobs.append(Job(r.id, r.endpoint_id, int(r.attempts) + 1, r.event_id, body, r.url, secrets))
+        if jobs:
+            until = now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
+            await conn.execute(update(d).where(d.c.id.in_([j.delivery_id for j in jobs])).values(claimed_until=until))
+        return jobs
+
+    # -- send -------------------------------------------------------------------------------------
+    async def _send(self, job: Job) -> None:
+        started = time.perf_counter()
+        code: int | None = None
+        error: str | None = None
+        try:
+            target = await ssrf.check(job.url, self.allow_private)  # again at each delivery: DNS rebinding
+            timestamp = int(time.time())
+            headers = {"content-type": "application/json", "user-agent": "escrow-webhooks/1",
+                       "host": target.host_header, "webhook-id": job.event_id,
+                       "webhook-timestamp": str(timestamp),
+                       "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body)}
+            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            async with self.client.stream("POST", target.pinned_url(), content=job.body, headers=headers,
+                                          extensions=extensions) as response:
+                code = response.status_code
+                read = 0
+                async for chunk in response.aiter_raw():  # drained (a bounded amount) so the connection is reused
+                    read += len(chunk)
+                    if read > 65536:
+                        break
+            if not 200 <= code < 300:
+                error = f"HTTP {code}"
+        except ssrf.Refused as exc:
+            error = exc.message
+        except httpx.TimeoutException:
+            error = f"timed out after {self.timeout:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one receiver's oddity kill the dispatcher
+            log.exception("webhook send failed")
+            error = f"{type(exc).__name__}"[:300]
+        finally:
+            self.in_flight[job.endpoint_id] -= 1
+            if self.in_flight[job.endpoint_id] <= 0:
+                del self.in_flight[job.endpoint_id]
+        self.sent += 1
+        self.results.append(Result(job, self.ctx.clock.now(), code, int((time.perf_counter() - started) * 1000),
+                                   error[:500] if error else None))
+        self.finished.set()
+
+    # -- record -----------------------------------------------------------------------------------
+    async def _record(self, conn, now: datetime, results: list[Result]) -> list[str]:
+        """Each attempt into the log, each delivery done or rescheduled, each endpoint's failing time;
+        returns the endpoints that have failed long enough to be disabled."""
+        d, w = deliveries_t, endpoints_t
+        await conn.execute(insert(attempts_t), [
+            {"id": new_id("att"), "delivery_id": r.job.delivery_id, "endpoint_id": r.job.endpoint_id,
+             "attempted_at": r.at, "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
+            for r in results])
+        done = [{"b_id": r.job.delivery_id, "b_attempts": r.job.attempt, "b_code": r.status_code, "b_at": r.at}
+                for r in results if r.ok]
+        if done:
+            await conn.execute(update(d).where(d.c.id == bindparam("b_id")).values(
+                status="delivered", attempts=bindparam("b_attempts"), last_status_code=bindparam("b_code"),
+                last_error=None, delivered_at=bindparam("b_at"), claimed_until=None), done)
+        again = []
+        for r in results:
+            if r.ok:
+                continue
+            n = r.job.attempt
+            gave_up = n > len(self.schedule)
+            later = r.at + timedelta(seconds=self.schedule[n - 1] if not gave_up else 0)
+            again.append({"b_id": r.job.delivery_id, "b_attempts": n, "b_code": r.status_code, "b_error": r.error,
+                          "b_status": "failed" if gave_up else "pending", "b_next": later})
+        if again:
+            await conn.execute(update(d).where(d.c.id == bindparam("b_id")).values(
+                status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_status_code=bindparam("b_code"),
+                last_error=bindparam("b_error"), next_attempt_at=bindparam("b_next"), claimed_until=None), again)
+        last: dict[str, Result] = {}
+        for r in results:
+            last[r.job.endpoint_id] = r
+        healthy = sorted(e for e, r in last.items() if r.ok)
+        failing = sorted(e for e, r in last.items() if not r.ok)
+        if healthy:
+            await conn.execute(update(w).where(w.c.id.in_(healthy), w.c.failing_since.is_not(None))
+                               .values(failing_since=None))
+        if not failing:
+            return []
+        await conn.execute(update(w).where(w.c.id.in_(failing), w.c.failing_since.is_(None)).values(failing_since=now))
+        rows = (await conn.execute(select(w.c.id).where(w.c.id.in_(failing), w.c.status == "enabled",
+                                                        w.c.failing_since <= now - self.disable_after))).all()
+        return [r.id for r in rows]
+
+    async def _disable(self, endpoint_ids: list[str]) -> None:
+        """Endpoints failing for days are disabled, and their owners told by an event (through the
+        writer: events are written only under its lock, which keeps their order the commit order)."""
+        disable_after = self.disable_after
+
+        async def op(tx: Tx) -> int:
+            n = 0
+            for eid in endpoint_ids:
+                e = (await tx.conn.execute(select(endpoints_t).where(endpoints_t.c.id == eid))).first()
+                if e is None or e.status != "enabled" or e.failing_since is None \
+                        or _aware(e.failing_since) > tx.now - disable_after:
+                    continue
+                await tx.conn.execute(update(endpoints_t).where(endpoints_t.c.id == eid).values(status="disabled"))
+                out = endpoint_out(e)
+                out["status"] = "disabled"
+                emit(tx, "webhook_endpoint.disabled", out,
+                     merchant_id=e.owner_id if e.owner_role == "merchant" else None)
+                n += 1
+            return n
+        n = await self.ctx.writer.run(op)
+        if n:
+            log.warning("disabled %d webhook endpoint(s) failing for %s", n, disable_after)
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+
+
+def _iso(dt) -> str | None:
+    return iso(_aware(dt)) if dt is not None else None
+
+
+def dispatcher_for(ctx: AppContext) -> Dispatcher:
+    found = ctx.extras.get("webhook_dispatcher")
+    if found is None:
+        found = ctx.extras["webhook_dispatcher"] = Dispatcher(ctx)
+    return found
+
+
+async def run_forever(ctx: AppContext) -> None:
+    await dispatcher_for(ctx).run_forever()
