@@ -80,6 +80,10 @@ def parse(url: str, allow_private: bool) -> tuple[str, str, int, str]:
 
 async def resolve(host: str, port: int) -> list[str]:
     try:
+        return [str(ipaddress.ip_address(host))]  # an address literal: nothing to look up
+    except ValueError:
+        pass
+    try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
         raise Refused(f"The host {host[:100]!r} does not resolve.") from None
