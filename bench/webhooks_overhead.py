@@ -149,6 +149,17 @@ async def events_total(client, operator: str) -> int:
         after = body["next_cursor"]
 
 
+async def drained(side: Side, operator: str, port: int) -> tuple[int, float]:
+    """Wait until the receiver has every event the hooked server holds; (events, seconds waited)."""
+    t0 = time.monotonic()
+    total = await events_total(side.client, operator)
+    while time.monotonic() - t0 < 120:
+        if (await receiver_count(port))["unique"] >= total:
+            return total, time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    raise BenchFailure(f"the webhook backlog did not drain within 120 s ({await receiver_count(port)} of {total})")
+
+
 async def run(args) -> int:
     operator = "op_bench_" + secrets.token_hex(20)
     sides = [Side(True, operator, args.database_url), Side(False, operator, args.database_url)]
@@ -160,14 +171,16 @@ async def run(args) -> int:
                 url, s.pg_name = await create_pg_database(s.database_url)
                 s.env["ESCROW_DATABASE_URL"] = url
             s.server = start_server(s.env, 1, s.data_dir / "server.log")
+        hooked = sides[0]
         for s in sides:
             await wait_healthy(s.server)
             s.client = RawClient("127.0.0.1", s.server.port, args.concurrency)
+            if s is hooked:  # first: every event from here on is delivered (and counted)
+                await expect(hooked.client, 201, "POST", "/v1/webhook-endpoints", operator,
+                             {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]})
             s.mtoken, _, s.cards = await set_up(s.client, operator, args.concurrency, args.concurrency, 100_000,
                                                 333_333, args.merchants)
-        hooked = sides[0]
-        await expect(hooked.client, 201, "POST", "/v1/webhook-endpoints", operator,
-                     {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]})
+        await drained(hooked, operator, rport)
         print(f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; one endpoint "
               f"subscribed to every event on the first, receiver on this machine; {args.rounds} rounds of "
               f"{args.duration:g} s per side, ABBA order", flush=True)
@@ -187,15 +200,8 @@ async def run(args) -> int:
             s.other_cpu += others * res.wall
             note = ""
             if s.hooks:  # drain: the backlog must not fall into the next phase
-                t0 = time.monotonic()
-                total = await events_total(s.client, operator)
-                while time.monotonic() - t0 < 120:
-                    if (await receiver_count(rport))["unique"] >= total:
-                        break
-                    await asyncio.sleep(0.05)
-                else:
-                    raise BenchFailure("the webhook backlog did not drain within 120 s")
-                note = f"   all {total:,} events delivered {time.monotonic() - t0:4.1f} s after the phase"
+                total, lag = await drained(s, operator, rport)
+                note = f"   all {total:,} events delivered {lag:4.1f} s after the phase"
             print(f"  phase {i + 1:2d}  {s.name}  {res.count / res.wall:8,.0f} confirmed redemptions/s   "
                   f"other load {100 * others:5.1f}% of a core{note}", flush=True)
         counts = await receiver_count(rport)
