@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from api_tests.factories import (answer, ask, assert_error, buy_card, create_auditor, create_merchant, create_regulator,
                                  file_complaint, publish_count, refund, register_consumer)
@@ -127,3 +128,17 @@ async def test_the_consumer_inbox_long_poll_answers_when_a_new_ask_arrives(clien
     r = await client.get(url, params={"status": "pending", "wait": 0.1, "after": second["id"]}, headers=li["headers"])
     assert r.json() == {"items": [], "next_cursor": None}
     assert_error(await client.get(url, params={"wait": 31}, headers=li["headers"]), 422)
+
+
+async def test_events_are_kept_for_the_retention_then_pruned_by_the_sweeper(client, ctx):
+    from api_tests.factories import move_clock_to, parse_time
+    from service.sweeper import sweep_once
+    gym = await create_merchant(client)
+    li = await register_consumer(client)
+    card = await buy_card(client, li, await publish_count(client, gym, 10_000, 10))
+    await move_clock_to(client, parse_time(card["purchased_at"]) + timedelta(days=29))
+    await sweep_once(ctx)
+    assert [e["type"] for e in await events_of(client, gym)] == ["card.purchased"]
+    await move_clock_to(client, parse_time(card["purchased_at"]) + timedelta(days=31))
+    await sweep_once(ctx)  # (moving the test clock sweeps too)
+    assert await events_of(client, gym) == []

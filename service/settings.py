@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     webhook_secret_grace_hours: float = Field(24.0, ge=0)
     webhook_poll_seconds: float = Field(0.5, gt=0)
     webhook_concurrency: int = Field(32, ge=1)
-    webhook_endpoint_concurrency: int = Field(4, ge=1)
+    webhook_endpoint_concurrency: int = Field(16, ge=1)
     webhook_allow_private: bool | None = None  # None: only outside production
 
     @property

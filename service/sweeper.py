@@ -18,6 +18,7 @@ from service.cards.service import cards_t, load_card_for_update, refund_card
 from service.context import AppContext
 from service.db.writer import Tx
 from service.event_log.service import prune as prune_events
+from service.webhooks.service import prune as prune_deliveries
 from service.health.service import sweep as health_sweep
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
@@ -62,7 +63,7 @@ async def sweep_once(ctx: AppContext) -> dict:
     retention = ctx.settings.event_retention_days
 
     async def events_pruned(tx: Tx, chunk: int) -> int:
-        return await prune_events(tx, retention, chunk)
+        return await prune_deliveries(tx, retention, chunk) + await prune_events(tx, retention, chunk)
     for name, step, chunk in (("holds_expired", expire_overdue, 500), ("cards_refunded", refund_expired, 200),
                               ("merchants_closed", close_due, 5), ("health_reassessed", health_sweep, 200),
                               ("idempotency_keys_pruned", prune_idempotency(ctx), 1000),

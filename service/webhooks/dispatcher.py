@@ -32,12 +32,14 @@ from service.ids import new_id
 from service.webhooks import ssrf
 from service.webhooks.service import attempts_t, deliveries_t, endpoint_out, endpoints_t
 from service.webhooks.signing import signature_header
+from service.webhooks.transport import LeanTransport
 
 log = logging.getLogger("escrow.webhooks")
 
 FAN_OUT_CHUNK = 1000  # events read per step
 CLAIM_CHUNK = 200
-LEASE_MARGIN_SECONDS = 5  # a claimed delivery is another replica's again after the timeout plus this
+LEASE_MARGIN_SECONDS = 5
+QUEUED_PER_SLOT = 4  # claimed ahead per sending slot, so sends need not wait for the next step
 
 
 @dataclass
@@ -79,28 +81,33 @@ class Dispatcher:
         self.endpoint_concurrency = endpoint_concurrency or s.webhook_endpoint_concurrency
         self.timeout = s.webhook_timeout_seconds
         self.disable_after = timedelta(days=s.webhook_disable_after_days)
-        self.in_flight: dict[str, int] = {}
+        self.in_flight: dict[str, int] = {}  # claimed and not yet recorded, per endpoint
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._endpoint_slots: dict[str, asyncio.Semaphore] = {}
         self.results: list[Result] = []
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
         self.sent = 0  # attempts made by this replica
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[str, httpx.AsyncClient] = {}
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
+    def client(self, endpoint_id: str) -> httpx.AsyncClient:
+        """One small connection pool per endpoint: httpcore checks every pooled connection on each
+        request, so one big shared pool costs each send time in proportion to all endpoints' traffic."""
+        found = self._clients.get(endpoint_id)
+        if found is None:
+            n = self.endpoint_concurrency
+            found = self._clients[endpoint_id] = httpx.AsyncClient(
                 timeout=self.timeout, follow_redirects=False, trust_env=False,
-                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
-        return self._client
+                transport=LeanTransport(self.timeout, keep=n))
+        return found
 
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, {}
+        for c in clients.values():
+            await c.aclose()
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -121,6 +128,8 @@ class Dispatcher:
             await self.close()
 
     async def _idle(self, waiter: asyncio.Event, timeout: float) -> None:
+        if self.results:  # sends finished meanwhile: record them now
+            return
         self.finished.clear()
         a = asyncio.ensure_future(waiter.wait())
         b = asyncio.ensure_future(self.finished.wait())
@@ -155,8 +164,8 @@ class Dispatcher:
     async def step(self, claim: bool = True) -> bool:
         """One transaction: record, fan out, claim; then start the sends. True if anything happened."""
         results, self.results = self.results, []
-        full = {e for e, n in self.in_flight.items() if n >= self.endpoint_concurrency}
-        room = self.concurrency - sum(self.in_flight.values()) if claim else 0
+        full = {e for e, n in self.in_flight.items() if n >= self.endpoint_concurrency * QUEUED_PER_SLOT}
+        room = self.concurrency * QUEUED_PER_SLOT - sum(self.in_flight.values()) if claim else 0
         try:
             if self.ctx.engines.is_sqlite:
                 async def op(tx: Tx):
@@ -244,7 +253,7 @@ class Dispatcher:
             if len(jobs) >= room:
                 break
             busy = self.in_flight.get(r.endpoint_id, 0) + taken.get(r.endpoint_id, 0)
-            if busy >= self.endpoint_concurrency:
+            if busy >= self.endpoint_concurrency * QUEUED_PER_SLOT:
                 continue
             taken[r.endpoint_id] = taken.get(r.endpoint_id, 0) + 1
             secrets = [r.secret]
@@ -255,12 +264,25 @@ class Dispatcher:
                     + orjson.dumps(r.ledger_seq) + b',"data":' + r.data.encode() + b'}')
             jobs.append(Job(r.id, r.endpoint_id, int(r.attempts) + 1, r.event_id, body, r.url, secrets))
         if jobs:
-            until = now + timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
+            # A claimed delivery may wait for a sending slot behind QUEUED_PER_SLOT others of its endpoint.
+            until = now + timedelta(seconds=self.timeout * (QUEUED_PER_SLOT + 1) + LEASE_MARGIN_SECONDS)
             await conn.execute(update(d).where(d.c.id.in_([j.delivery_id for j in jobs])).values(claimed_until=until))
         return jobs
 
     # -- send -------------------------------------------------------------------------------------
     async def _send(self, job: Job) -> None:
+        slots = self._endpoint_slots.get(job.endpoint_id)
+        if slots is None:
+            slots = self._endpoint_slots[job.endpoint_id] = asyncio.Semaphore(self.endpoint_concurrency)
+        try:
+            async with slots, self._slots:
+                await self._send_now(job)
+        finally:
+            self.in_flight[job.endpoint_id] -= 1
+            if self.in_flight[job.endpoint_id] <= 0:
+                del self.in_flight[job.endpoint_id]
+
+    async def _send_now(self, job: Job) -> None:
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
@@ -272,14 +294,9 @@ class Dispatcher:
                        "webhook-timestamp": str(timestamp),
                        "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body)}
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            async with self.client.stream("POST", target.pinned_url(), content=job.body, headers=headers,
-                                          extensions=extensions) as response:
-                code = response.status_code
-                read = 0
-                async for chunk in response.aiter_raw():  # drained (a bounded amount) so the connection is reused
-                    read += len(chunk)
-                    if read > 65536:
-                        break
+            response = await self.client(job.endpoint_id).post(target.pinned_url(), content=job.body, headers=headers,
+                                                               extensions=extensions)
+            code = response.status_code
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
         except ssrf.Refused as exc:
@@ -293,10 +310,6 @@ class Dispatcher:
         except Exception as exc:  # never let one receiver's oddity kill the dispatcher
             log.exception("webhook send failed")
             error = f"{type(exc).__name__}"[:300]
-        finally:
-            self.in_flight[job.endpoint_id] -= 1
-            if self.in_flight[job.endpoint_id] <= 0:
-                del self.in_flight[job.endpoint_id]
         self.sent += 1
         self.results.append(Result(job, self.ctx.clock.now(), code, int((time.perf_counter() - started) * 1000),
                                    error[:500] if error else None))

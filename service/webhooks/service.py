@@ -132,3 +132,15 @@ async def retry(tx: Tx, who: Principal, endpoint_id: str, delivery_id: str) -> d
     tx.after_commit.append(new_events)  # wakes this replica's dispatcher
     d = (await tx.conn.execute(select(deliveries_t).where(deliveries_t.c.id == d.id))).first()
     return delivery_out(d, [])
+
+
+async def prune(tx: Tx, retention_days: int, limit: int = 2000) -> int:
+    """Sweeper: delivery records older than the events' retention go with them (pending ones too:
+    their event is gone), attempts first."""
+    cutoff = tx.now - timedelta(days=retention_days)
+    ids = [r.id for r in (await tx.conn.execute(select(deliveries_t.c.id).where(
+        deliveries_t.c.created_at < cutoff).limit(limit))).all()]
+    if ids:
+        await tx.conn.execute(delete(attempts_t).where(attempts_t.c.delivery_id.in_(ids)))
+        await tx.conn.execute(delete(deliveries_t).where(deliveries_t.c.id.in_(ids)))
+    return len(ids)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from service.errors import Unprocessable
 
+RESOLVE_SECONDS = 5.0
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
@@ -80,8 +81,13 @@ def parse(url: str, allow_private: bool) -> tuple[str, str, int, str]:
 
 async def resolve(host: str, port: int) -> list[str]:
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError):
+        return [str(ipaddress.ip_address(host))]  # an address literal: nothing to look up
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                                       RESOLVE_SECONDS)
+    except (socket.gaierror, UnicodeError, OSError, asyncio.TimeoutError):
         raise Refused(f"The host {host[:100]!r} does not resolve.") from None
     return list(dict.fromkeys(info[4][0] for info in infos))
 
