@@ -87,6 +87,18 @@ def pytest_terminal_summary(terminalreporter):
                                         f"{k} {v / 1024:.1f} KB" for k, v in sorted(WEIGHTS.items())))
 
 
+WEIGHT_JS = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  let total = nav ? nav.decodedBodySize : 0;
+  for (const r of performance.getEntriesByType('resource')) {
+    if (r.initiatorType === 'script' || r.initiatorType === 'link' || /\\.(js|css)(\\?|$)/.test(r.name)) {
+      total += r.decodedBodySize;
+    }
+  }
+  return total;
+}"""
+
+
 class Visit:
     """Pages of one browser context; each visit checked for weight, accessibility and console errors."""
 
@@ -105,18 +117,11 @@ class Visit:
 
     async def goto(self, page, path: str, axe: bool = True):
         """Open `path` as a first load (nothing cached) and check its weight and accessibility."""
-        sizes: list[int] = []
-
-        async def on_response(response):
-            if response.request.resource_type in ("document", "stylesheet", "script"):
-                try:
-                    sizes.append(len(await response.body()))
-                except Exception:
-                    pass
-        page.on("response", on_response)
         await page.goto(self.base + path, wait_until="load")
-        page.remove_listener("response", on_response)
-        total = sum(sizes)
+        # Sizes from the browser's own Resource Timing (every asset is same-origin, so sizes are exposed):
+        # the document plus every script and stylesheet it loaded, decoded.
+        total = await page.evaluate(WEIGHT_JS)
+        assert total > 0, f"{path}: nothing was weighed"
         self.weights[path] = total
         WEIGHTS[f"{path.split('?')[0]} ({self.viewport})"] = max(total, WEIGHTS.get(f"{path.split('?')[0]} ({self.viewport})", 0))
         assert total < PAGE_BUDGET, f"{path}: first load {total} bytes of HTML+CSS+JS (budget {PAGE_BUDGET})"
