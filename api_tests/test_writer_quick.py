@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 
 from service.db.raw import _literal, _script
-from service.db.writer import Reads, prefetching
+from service.db.writer import QuickOp, Reads
 from service.errors import Conflict
 from service.ledger_api.service import verify_ledger
 
@@ -137,7 +137,7 @@ def _refusing_ask(card_id: str, merchant_id: str):
         tx.conn.raw.run("UPDATE cards SET payment_reference = 'written before the refusal' WHERE id = ?", (card_id,))
         tx.append("hold", card_id=card_id, merchant_id=merchant_id, units=1, amount=1, held_delta=0)
         raise Conflict("refused after writing", "refused_for_the_test")
-    return prefetching(op, Reads(card=card_id))
+    return QuickOp(op, Reads(card=card_id))
 
 
 def _breaking_ask(card_id: str):
@@ -145,7 +145,7 @@ def _breaking_ask(card_id: str):
     async def op(tx):
         tx.conn.raw.run("UPDATE cards SET held = ? WHERE id = ?", (10_001, card_id))
         return "should not succeed"
-    return prefetching(op, Reads(card=card_id))
+    return QuickOp(op, Reads(card=card_id))
 
 
 @pytest.mark.parametrize("how", ["refuses after writing", "database refuses"])
