@@ -327,7 +327,8 @@ class Writer:
     # -- test hooks ---------------------------------------------------------------------------------
     def wait_queued(self, n: int, timeout: float = 10.0) -> bool:
         """Block (a thread, not the loop) until at least `n` operations wait in the queue."""
-        with self._watching() as watch:
+        watch = self._watching()
+        with watch:
             return watch.wait_for(lambda: self._queue.qsize() >= n, timeout)
 
     def gather(self, n: int) -> None:
