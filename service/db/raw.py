@@ -11,8 +11,13 @@ the statement (about 50-80 µs to PostgreSQL on loopback; `bench/gil_roundtrip.p
 itself spends ~100 µs on each small statement. So a run of redemptions in a batch has its writes
 deferred: `run` and `many` queue, and the queue goes out with the next read (`reads`: writes and
 reads in one message) or with the commit, on PostgreSQL as one script of merged statements. Reads
-the batch was told about in advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
-database a handful of times instead of five times per request (on SQLite: no savepoints, one read).
+the batch was told about in advance (`prefetch`: cards, redemptions, Idempotency-Keys) are answered
+from one query each for the whole run. A write batch then talks to the database a handful of times
+instead of five times per request (on SQLite: no savepoints, one read).
+
+Under deferral a write has no row count: `run` then returns a value that raises `DeferredRowCount`
+when used as a number, and inside a quick operation (`quick_op`) SQLAlchemy raises
+`QuickContractBroken` (its statements would be neither deferred nor dropped with the operation).
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ the ledger head: the batch's keys are read in one statement first.
 
 On PostgreSQL a quick batch makes three round trips (four with keys: the early key read): the head
 lock with the first run's reads, the run's writes with the health-code read, and the ledger's
-writes with the COMMIT. The pool
-does not ping the connection at checkout; a batch whose first statements find it dead (the
-database restarted) has sent nothing and runs again on a new connection.
+writes with the COMMIT. The pool does not ping the connection at checkout; a batch whose first
+statements find it dead (the database restarted) has sent nothing and runs again on a new
+connection.
 """
 
 from __future__ import annotations
@@ -268,10 +268,10 @@ class Writer:
     entries, `batch_state` and `after_commit` callbacks count once; anything else it does happens
     once per run.
 
-    The side-effect rule. An operation touches nothing outside its transaction: no network, no
-    files, no shared in-memory state, no clock but `tx.now`. What must happen outside goes in
-    `tx.after_commit` and runs on the requester's loop once the batch has committed (never for a
-    run that was rolled back).
+    The side-effect rule. An operation changes nothing outside its transaction: no network, no
+    files, no in-memory state beyond `tx` (use `tx.batch_state` for per-batch counters: it is
+    rolled back with the operation). What must happen outside goes in `tx.after_commit` and runs
+    on the requester's loop once the batch has committed, never for a run that was rolled back.
     """
 
     def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
