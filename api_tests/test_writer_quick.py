@@ -239,7 +239,8 @@ async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(cli
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
 
 
-async def test_a_writer_connection_that_died_while_idle_costs_no_request(client, ctx):
+@pytest.mark.parametrize("key", [None, "after-a-restart"])  # with a key, the early key read finds it dead first
+async def test_a_writer_connection_that_died_while_idle_costs_no_request(client, ctx, key):
     """The writer's pool does not ping (a round trip per batch): a batch whose first statement finds
     the connection dead (the database restarted, an idle timeout) runs again on a new one."""
     from sqlalchemy import event
@@ -261,7 +262,7 @@ async def test_a_writer_connection_that_died_while_idle_costs_no_request(client,
     reconnects = ctx.writer.reconnects
     event.listen(engine, "checkout", kill)
     try:
-        r = await _ask(client, gym, cards[0], uses=2)
+        r = await _ask(client, gym, cards[0], uses=2, key=key)
     finally:
         event.remove(engine, "checkout", kill)
     assert killed and r.status_code == 201, r.text

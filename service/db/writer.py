@@ -455,8 +455,8 @@ class Writer:
                  if (r := _reads_of(op)) is not None and r.key is not None and op.replay is not None]
         if not keyed:
             return
-        raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
         try:
+            raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
             stored = raw.stored_keys([k for _, k in keyed])
         except Exception:  # e.g. a dead connection: the lock finds it again and replaces it
             log.debug("early read of idempotency keys failed", exc_info=True)
