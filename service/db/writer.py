@@ -458,7 +458,8 @@ class Writer:
         try:
             raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
             stored = raw.stored_keys([k for _, k in keyed])
-        except Exception:  # e.g. a dead connection: the lock finds it again and replaces it
+        except Exception as exc:
+            _check_stale(sync_conn, exc)  # a dead connection: the batch runs again on a new one
             log.debug("early read of idempotency keys failed", exc_info=True)
             try:
                 sync_conn.connection.dbapi_connection.rollback()
