@@ -288,6 +288,7 @@ class Writer:
         self._watch: threading.Condition | None = None  # test hooks: see gather() and wait_queued()
         self._gather = 0
         self.batches = 0
+        self.enqueued = 0  # operations ever queued (tests wait on it to order their requests)
         self.ops = 0
         self.quick_batches = 0  # batches that ran the quick way (prefetched reads, deferred writes)
         self.careful_retries = 0  # of those, how many had to run again the careful way
@@ -306,6 +307,7 @@ class Writer:
         self._ensure_started()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
+        self.enqueued += 1
         self._queue.put((op, fut, loop))
         if self._watch is not None:
             with self._watch:
