@@ -101,3 +101,22 @@ async def test_a_bad_idempotency_key_is_refused(client):
     r = await client.post("/v1/cards", json={"product_id": "prod_x", "payment": {"method": "alipay", "reference": "a"}},
                           headers=keyed(li, "x" * 256))
     assert_error(r, 400, "bad_idempotency_key")
+
+
+async def test_concurrent_requests_with_one_key_have_one_effect(client):
+    """However the writer batches them (one batch, several, some answered before a batch), ten
+    concurrent asks and then ten confirms under one key each move money once."""
+    import asyncio
+    gym = await create_merchant(client)
+    li = await register_consumer(client)
+    card = await buy_card(client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000))
+    url = f"/v1/cards/{card['id']}/redemptions"
+    asks = await asyncio.gather(*(client.post(url, json={"amount": 6000}, headers=keyed(gym, "same")) for _ in range(10)))
+    assert {r.status_code for r in asks} == {201} and len({r.text for r in asks}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") is None for r in asks) == 1
+    confirm_url = f"/v1/redemptions/{asks[0].json()['id']}/confirm"
+    confirms = await asyncio.gather(*(client.post(confirm_url, headers=keyed(li, "same")) for _ in range(10)))
+    assert {r.status_code for r in confirms} == {200} and len({r.text for r in confirms}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") is None for r in confirms) == 1
+    b = (await get_card(client, li, card))["balance"]
+    assert (b["released"], b["held"], b["units_used"]) == (5000, 0, 6000)

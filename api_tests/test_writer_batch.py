@@ -9,7 +9,6 @@ other operations of the batch commit, and the writer goes on.
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -90,20 +89,9 @@ async def test_a_refusal_after_writing_alone_leaves_nothing(client, ctx):
 
 
 async def _one_batch(ctx, ops) -> list:
-    """Run `ops` in one write batch (the writer thread is held until all of them wait)."""
-    gate = threading.Event()
-
-    async def hold(tx):
-        gate.wait(10)
-        return "held"
-
+    """Run `ops` in one write batch (the writer starts it once all of them wait in its queue)."""
     batches = ctx.writer.batches
-    holding = asyncio.ensure_future(ctx.writer.run(hold))
-    await asyncio.sleep(0.1)
-    waiting = [asyncio.ensure_future(ctx.writer.run(op)) for op in ops]
-    await asyncio.sleep(0.1)
-    gate.set()
-    assert await holding == "held"
-    results = await asyncio.gather(*waiting, return_exceptions=True)
-    assert ctx.writer.batches - batches == 2  # the holding one, then all of `ops` together
+    ctx.writer.gather(len(ops))
+    results = await asyncio.gather(*(ctx.writer.run(op) for op in ops), return_exceptions=True)
+    assert ctx.writer.batches - batches == 1  # all of `ops` together
     return results

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import pytest
 
 from service.db.raw import _literal, _script
-from service.db.writer import Reads, prefetching
+from service.db.writer import QuickOp, Reads
 from service.errors import Conflict
 from service.ledger_api.service import verify_ledger
 
@@ -25,35 +25,33 @@ from .factories import ask, assert_error, buy_card, create_merchant, get_card, p
 
 
 class Held:
-    """Holds the writer thread until every request under test is waiting, so they share one batch."""
+    """Makes every request under test share one batch: the writer starts its next batch only once
+    all of them wait in its queue (Writer.gather), however the threads are scheduled."""
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.gate = threading.Event()
 
     async def __aenter__(self):
-        async def hold(tx):
-            self.gate.wait(10)
-            return "held"
         self.batches = self.ctx.writer.batches
-        self.holding = asyncio.ensure_future(self.ctx.writer.run(hold))
-        await asyncio.sleep(0.1)
         return self
 
     async def release(self, requests: list) -> list:
+        self.ctx.writer.gather(len(requests))
         tasks = []
-        for r in requests:  # one at a time: each reaches the queue (past its token check) before the next starts
+        for r in requests:  # one at a time: each reaches the queue (past its token check) in order
+            before = self.ctx.writer.enqueued
             tasks.append(asyncio.ensure_future(r))
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # every request has reached the writer's queue
-        self.gate.set()
-        assert await self.holding == "held"
+            for _ in range(10_000):  # bounded: at most ~10 s
+                if self.ctx.writer.enqueued > before:
+                    break
+                await asyncio.sleep(0.001)
+            assert self.ctx.writer.enqueued > before, "a request never reached the writer"
         out = await asyncio.gather(*tasks, return_exceptions=True)
-        assert self.ctx.writer.batches - self.batches == 2  # the holding batch, then all of them together
+        assert self.ctx.writer.batches - self.batches == 1  # all of them together
         return out
 
     async def __aexit__(self, *exc):
-        self.gate.set()
+        self.ctx.writer.gather(0)
 
 
 async def _shop(client, cards: int):
@@ -140,7 +138,7 @@ def _refusing_ask(card_id: str, merchant_id: str):
         tx.conn.raw.run("UPDATE cards SET payment_reference = 'written before the refusal' WHERE id = ?", (card_id,))
         tx.append("hold", card_id=card_id, merchant_id=merchant_id, units=1, amount=1, held_delta=0)
         raise Conflict("refused after writing", "refused_for_the_test")
-    return prefetching(op, Reads(card=card_id))
+    return QuickOp(op, Reads(card=card_id))
 
 
 def _breaking_ask(card_id: str):
@@ -148,7 +146,7 @@ def _breaking_ask(card_id: str):
     async def op(tx):
         tx.conn.raw.run("UPDATE cards SET held = ? WHERE id = ?", (10_001, card_id))
         return "should not succeed"
-    return prefetching(op, Reads(card=card_id))
+    return QuickOp(op, Reads(card=card_id))
 
 
 @pytest.mark.parametrize("how", ["refuses after writing", "database refuses"])
@@ -231,12 +229,13 @@ async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(cli
         return found
     monkeypatch.setattr(writer, "_lock_head", slow_lock)
     try:
+        writer.gather(2)  # the first two in one batch
         first = [asyncio.ensure_future(_ask(client, gym, x, uses=3)), asyncio.ensure_future(_ask(client, gym, y, uses=1))]
         assert await asyncio.to_thread(locked.wait, 10)
         late = [asyncio.ensure_future(_ask(client, gym, x, uses=8)),  # 3 of x's 10 are held by the first run
                 asyncio.ensure_future(_ask(client, gym, x, uses=7)),
                 asyncio.ensure_future(_ask(client, gym, y, uses=2))]
-        await asyncio.sleep(0.3)  # they wait in the queue
+        assert await asyncio.to_thread(writer.wait_queued, 3)  # they wait in the queue
     finally:
         gate.set()
     r = await asyncio.gather(*first, *late)
@@ -249,7 +248,8 @@ async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(cli
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
 
 
-async def test_a_writer_connection_that_died_while_idle_costs_no_request(client, ctx):
+@pytest.mark.parametrize("key", [None, "after-a-restart"])  # with a key, the early key read finds it dead first
+async def test_a_writer_connection_that_died_while_idle_costs_no_request(client, ctx, key):
     """The writer's pool does not ping (a round trip per batch): a batch whose first statement finds
     the connection dead (the database restarted, an idle timeout) runs again on a new one."""
     from sqlalchemy import event
@@ -271,7 +271,7 @@ async def test_a_writer_connection_that_died_while_idle_costs_no_request(client,
     reconnects = ctx.writer.reconnects
     event.listen(engine, "checkout", kill)
     try:
-        r = await _ask(client, gym, cards[0], uses=2)
+        r = await _ask(client, gym, cards[0], uses=2, key=key)
     finally:
         event.remove(engine, "checkout", kill)
     assert killed and r.status_code == 201, r.text
@@ -286,22 +286,114 @@ async def test_a_burst_larger_than_a_batch_is_answered_in_full(client, ctx, monk
     writer = ctx.writer
     monkeypatch.setattr(writer, "max_batch", 3)
     batches = writer.batches
-    gate = threading.Event()
-
-    async def hold(tx):
-        gate.wait(10)
-        return "held"
-    holding = asyncio.ensure_future(writer.run(hold))
-    await asyncio.sleep(0.1)
-    try:
-        asks = [asyncio.ensure_future(_ask(client, gym, card, uses=1 + i)) for i, card in enumerate(cards)]
-        await asyncio.sleep(0.3)  # all seven wait in the queue
-    finally:
-        gate.set()
-    assert await holding == "held"
+    writer.gather(7)
+    asks = [asyncio.ensure_future(_ask(client, gym, card, uses=1 + i)) for i, card in enumerate(cards)]
     r = await asyncio.wait_for(asyncio.gather(*asks), 20)
     assert [a.status_code for a in r] == [201] * 7
-    assert writer.batches - batches == 1 + 3  # the holding batch, then 3 + 3 + 1
+    assert writer.batches - batches == 3  # 3 + 3 + 1
     balances = [(await get_card(client, p, c))["balance"] for p, c in zip(people, cards)]
     assert [b["units_held"] for b in balances] == [1, 2, 3, 4, 5, 6, 7]
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+
+
+async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_effect(client, ctx, monkeypatch):
+    """A quick run's keys come with its other reads (no key read on its own); a key used twice in one
+    batch gives one effect and the first answer; another body under it is 409; keys are per caller.
+    The retries that follow are answered before the ledger head is taken (no batch runs for them)."""
+    from service.db import raw as raw_module
+    gym, people, cards = await _shop(client, 3)
+    a, b, c = cards
+    pending_c = await ask(client, gym, c, uses=1)
+    one_by_one = []
+    original_one = raw_module.Raw.one
+
+    def recording_one(self, sql, params=()):
+        if sql == raw_module.KEY_SELECT:
+            one_by_one.append(params)
+        return original_one(self, sql, params)
+    monkeypatch.setattr(raw_module.Raw, "one", recording_one)
+    writer = ctx.writer
+    quick, careful = writer.quick_batches, writer.careful_retries
+    async with Held(ctx) as held:
+        r = await held.release([
+            _ask(client, gym, a, uses=2, key="k1"),
+            _ask(client, gym, a, uses=2, key="k1"),               # the same request again: the first answer
+            _ask(client, gym, a, uses=3, key="k1"),               # another body under the key: 409
+            _ask(client, gym, b, uses=1, key="k2"),
+            _confirm(client, people[2], pending_c, key="k1"),     # the consumer's k1 is not the merchant's
+            _confirm(client, people[2], pending_c, key="k1"),
+        ])
+    assert [x.status_code for x in r] == [201, 201, 409, 201, 200, 200], [x.text for x in r]
+    assert_error(r[2], 409, "idempotency_key_reused")
+    assert r[0].json() == r[1].json() and r[1].headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in r[0].headers
+    assert r[4].json() == r[5].json() and r[5].headers.get("idempotent-replayed") == "true"
+    assert one_by_one == []  # every key was read with the run's prefetch
+    assert writer.quick_batches == quick + 1 and writer.careful_retries == careful
+    balances = [(await get_card(client, p, card))["balance"] for p, card in zip(people, cards)]
+    assert [(x["units_held"], x["units_used"]) for x in balances] == [(2, 0), (1, 0), (0, 1)]
+
+    batches, early = writer.batches, writer.early_replays
+    writer.gather(3)
+    again = await asyncio.gather(_ask(client, gym, a, uses=2, key="k1"), _ask(client, gym, a, uses=5, key="k1"),
+                                 _confirm(client, people[2], pending_c, key="k1"))
+    assert [x.status_code for x in again] == [201, 409, 200]
+    assert again[0].json() == r[0].json() and again[2].json() == r[4].json()
+    assert again[0].headers.get("idempotent-replayed") == "true"
+    assert writer.early_replays - early == 3 and writer.batches == batches  # no batch, no ledger head
+    assert one_by_one == []
+    after = [(await get_card(client, p, card))["balance"] for p, card in zip(people, cards)]
+    assert after == balances
+    await _ledger_ok(ctx, held=sum(x["held"] for x in after))
+
+
+async def test_a_stored_key_is_answered_while_another_connection_holds_the_ledger_head(client, ctx):
+    gym, people, cards = await _shop(client, 1)
+    first = await _ask(client, gym, cards[0], uses=2, key="retry-me")
+    assert first.status_code == 201
+    holder = ctx.engines.sync_reader.raw_connection()
+    try:
+        cur = holder.cursor()
+        if ctx.settings.is_sqlite:
+            cur.execute("BEGIN IMMEDIATE")  # SQLite's write lock: what every write batch takes first
+        else:
+            cur.execute("SELECT size FROM ledger_head WHERE id = 1 FOR UPDATE")
+        retry = await asyncio.wait_for(_ask(client, gym, cards[0], uses=2, key="retry-me"), 20)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert retry.status_code == 201 and retry.json() == first.json()
+    assert retry.headers.get("idempotent-replayed") == "true"
+    assert (await get_card(client, people[0], cards[0]))["balance"]["units_held"] == 2
+
+
+async def test_a_quick_operation_may_not_use_sqlalchemy_nor_read_a_deferred_row_count(client, ctx):
+    from sqlalchemy import text
+    from service.db.raw import DeferredRowCount, QuickContractBroken
+    gym, people, cards = await _shop(client, 1)
+    card_id = cards[0]["id"]
+
+    async def uses_sqlalchemy(tx):
+        tx.conn.raw.run("UPDATE cards SET payment_reference = 'written by a broken op' WHERE id = ?", (card_id,))
+        await tx.conn.execute(text("SELECT 1"))
+        return "should not succeed"
+
+    async def reads_a_row_count(tx):
+        if tx.conn.raw.run("UPDATE cards SET payment_reference = 'counted' WHERE id = ?", (card_id,)) != 1:
+            raise AssertionError("a guard that misread the count")
+        return "should not succeed"
+
+    with pytest.raises(QuickContractBroken):
+        await ctx.writer.run(QuickOp(uses_sqlalchemy, Reads(card=card_id)))
+    with pytest.raises(DeferredRowCount):
+        await ctx.writer.run(QuickOp(reads_a_row_count, Reads(card=card_id)))
+
+    async def careful(tx):  # the careful way has its row counts, and SQLAlchemy
+        count = tx.conn.raw.run("UPDATE cards SET payment_reference = 'careful' WHERE id = ?", (card_id,))
+        one = (await tx.conn.execute(text("SELECT 1"))).scalar()
+        return count, one
+    assert await ctx.writer.run(careful) == (1, 1)
+
+    async def read(tx):
+        return tx.conn.raw.one("SELECT payment_reference FROM cards WHERE id = ?", (card_id,))[0]
+    assert await ctx.writer.run(read) == "careful"

@@ -153,10 +153,12 @@ class RawClient:
         _, proto = await loop.create_connection(_RawConn, self.host, self.port)
         return proto
 
-    def build(self, method: str, path: str, token: str | None, body: bytes | None) -> bytes:
+    def build(self, method: str, path: str, token: str | None, body: bytes | None, key: str | None = None) -> bytes:
         parts = [f"{method} {path} HTTP/1.1\r\n".encode(), self.hostline]
         if token:
             parts.append(f"Authorization: Bearer {token}\r\n".encode())
+        if key:
+            parts.append(f"Idempotency-Key: {key}\r\n".encode())
         if body is not None:
             parts.append(b"Content-Type: application/json\r\n")
             parts.append(f"Content-Length: {len(body)}\r\n\r\n".encode())
@@ -208,14 +210,17 @@ class HttpxClient:
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         self.client = httpx.AsyncClient(base_url=f"http://{host}:{port}", limits=limits, timeout=60.0)
 
-    def build(self, method: str, path: str, token: str | None, body: bytes | None):
-        return (method, path, token, body)
+    def build(self, method: str, path: str, token: str | None, body: bytes | None, key: str | None = None):
+        return (method, path, token, body, key)
 
     async def call(self, method: str, path: str, token: str | None = None, body: bytes | None = None,
                    raw=None) -> tuple[int, bytes]:
+        key = None
         if raw is not None:
-            method, path, token, body = raw
+            method, path, token, body, key = raw
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if key:
+            headers["Idempotency-Key"] = key
         if body is not None:
             headers["Content-Type"] = "application/json"
         r = await self.client.request(method, path, content=body, headers=headers)
@@ -532,8 +537,12 @@ async def ping_phase(client, cards: list[Card], concurrency: int, warmup: float,
 
 
 async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, warmup: float, duration: float,
-                      pids, on_start=None) -> PhaseResult:
+                      pids, on_start=None, keys: bool = True) -> PhaseResult:
+    """C workers, each asking on its own cards and confirming. With `keys`, every ask and confirm
+    carries an Idempotency-Key (a fresh one each: SPEC §5 asks clients to send one on every call
+    that moves money)."""
     ask_body = b'{"uses":1}'
+    run_tag = secrets.token_hex(4)
 
     async def worker(i, window: Window, res: PhaseResult):
         mine = cards[i::concurrency]
@@ -546,14 +555,17 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
             j = k % len(mine)
             k += 1
             card = mine[j]
-            status, body = await client.call("POST", "", raw=asks[j])
+            ask = asks[j] if not keys else client.build("POST", f"/v1/cards/{card.id}/redemptions",
+                                                        card.merchant_token or mtoken, ask_body, f"ask-{run_tag}-{i}-{k}")
+            status, body = await client.call("POST", "", raw=ask)
             t1 = time.perf_counter()
             if status != 201:
                 res.errors.append(f"ask on {card.id}: {status} {body[:300]!r}")
                 return
             rid = loads(body)["id"]
             path = f"/v1/redemptions/{rid}/confirm"
-            status, body = await client.call("POST", path, raw=client.build("POST", path, card.consumer_token, None))
+            status, body = await client.call("POST", path, raw=client.build("POST", path, card.consumer_token, None,
+                                                                             f"confirm-{rid}" if keys else None))
             t2 = time.perf_counter()
             if status != 200:
                 res.errors.append(f"confirm {rid}: {status} {body[:300]!r}")
@@ -679,7 +691,102 @@ def summarise_profile(path: Path, top: int = 25) -> str:
 # Main
 # ---------------------------------------------------------------------------------------------
 
+def others_share(phase: PhaseResult) -> float:
+    """CPU other processes used during the phase, as a share of one core."""
+    return max(0.0, phase.machine_cpu - phase.server_cpu - phase.client_cpu - phase.db_cpu) / phase.wall
+
+
+async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[tuple[int, PhaseResult]], str]:
+    """One server (W processes) on a fresh database: the no-op rate, then pairs at each concurrency in
+    `levels`, then money and `ledger verify`. Returns (no-op rate, [(C, pairs)], verify line)."""
+    global DB_NAME
+    operator = "op_bench_" + secrets.token_hex(20)
+    data_dir = Path(tempfile.mkdtemp(prefix="escrow-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
+    env.update({"ESCROW_DATA_DIR": str(data_dir), "ESCROW_ENV": "development", "ESCROW_OPERATOR_TOKEN": operator,
+                "ESCROW_SQLITE_SYNCHRONOUS": "FULL", "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
+                "PYTHONUNBUFFERED": "1", "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true"})
+    pg_name = None
+    if args.database_url:
+        url, pg_name = await create_pg_database(args.database_url)
+        env["ESCROW_DATABASE_URL"] = url
+        DB_NAME = pg_name
+    server = start_server(env, workers, data_dir / "server.log", args.serve_cmd)
+    client = None
+    try:
+        await wait_healthy(server)
+        top = max(levels)
+        client = RawClient("127.0.0.1", server.port, top)
+        mtoken, _, cards = await set_up(client, operator, max(top, args.consumers), min(top, 64), args.uses,
+                                        args.price, args.merchants)
+        pids = process_tree(server.proc.pid)
+        ping = await ping_phase(client, cards, args.concurrency, args.warmup, args.duration, pids)
+        if ping.errors:
+            raise BenchFailure("no-op GET failed: " + "; ".join(ping.errors[:5]))
+        ping_rate = ping.count / ping.wall
+        print(f"  {workers} process(es): no-op GET /v1/ping {ping_rate:,.0f}/s at {args.concurrency} connections "
+              f"(other load {100 * others_share(ping):.0f}%)", flush=True)
+        out = []
+        for c in levels:
+            pairs = await pairs_phase(client, mtoken, cards, c, args.warmup, args.duration, pids, keys=not args.no_keys)
+            if pairs.errors:
+                raise BenchFailure(f"{len(pairs.errors)} redemption(s) failed, e.g.:\n  " + "\n  ".join(pairs.errors[:5]))
+            out.append((c, pairs))
+            print(f"  {workers} process(es), {c:4d} connections: {pairs.count / pairs.wall:7,.0f} pairs/s, confirm p50 "
+                  f"{ms(pct(pairs.lat_b, 50)).strip()} p99 {ms(pct(pairs.lat_b, 99)).strip()} "
+                  f"(other load {100 * others_share(pairs):.0f}%)", flush=True)
+        await check_money(client, operator, cards)
+        await client.close()
+        client = None
+        stop_server(server)
+        return ping_rate, out, ledger_verify(env)
+    finally:
+        if client is not None:
+            await client.close()
+        stop_server(server)
+        if pg_name:
+            await drop_pg_database(args.database_url, pg_name)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def run_curve(args) -> int:
+    levels = [int(x) for x in args.curve.split(",")]
+    processes = [int(x) for x in args.curve_workers.split(",")]
+    db = "PostgreSQL" if args.database_url else "SQLite (synchronous=FULL, WAL)"
+    keys = "no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm"
+    print(f"curve: {db}, {keys}, {args.merchants} merchant(s), warm-up {args.warmup:g} s + {args.duration:g} s "
+          f"per point, concurrency {levels}, server processes {processes}", flush=True)
+    rows = []
+    try:
+        for w in processes:
+            ping_rate, points, verify_line = await curve_one(args, w, levels)
+            rows.append((w, ping_rate, points, verify_line))
+    except BenchFailure as exc:
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print("=" * 94)
+    print(f"redemption curve   {time.strftime('%Y-%m-%d %H:%M:%S')}   {os.cpu_count()} CPUs   {db}   {keys}   "
+          f"{args.merchants} merchants")
+    print(f"{'procs':>5} {'conns':>5} {'pairs/s':>8} {'ask p50':>8} {'ask p99':>8} {'conf p50':>8} {'conf p99':>8} "
+          f"{'÷ no-op':>7} {'other load':>10}")
+    for w, ping_rate, points, verify_line in rows:
+        rates = [p.count / p.wall for _, p in points]
+        knee = next(i for i, r in enumerate(rates) if r >= 0.8 * max(rates))
+        for i, (c, p) in enumerate(points):
+            mark = "  <- first at 80% of peak" if i == knee else ""
+            print(f"{w:5d} {c:5d} {rates[i]:8,.0f} {pct(p.lat_a, 50) * 1000:8.1f} {pct(p.lat_a, 99) * 1000:8.1f} "
+                  f"{pct(p.lat_b, 50) * 1000:8.1f} {pct(p.lat_b, 99) * 1000:8.1f} {rates[i] / ping_rate:7.3f} "
+                  f"{100 * others_share(p):9.0f}%{mark}")
+        print(f"      no-op GET {ping_rate:,.0f}/s; peak {max(rates):,.0f} pairs/s; {verify_line[:50]}")
+    print("ledger verifies, money conserved (every server of the curve)")
+    print("=" * 94)
+    return 0
+
+
 async def run(args) -> int:
+    if args.curve:
+        return await run_curve(args)
     operator = "op_bench_" + secrets.token_hex(20)
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
@@ -731,7 +838,8 @@ async def run(args) -> int:
             if prof_path:
                 prof = start_profile(server.proc.pid, args.duration, prof_path, args.workers > 1)
 
-        pairs = await pairs_phase(client, mtoken, cards, args.concurrency, args.warmup, args.duration, pids, on_start)
+        pairs = await pairs_phase(client, mtoken, cards, args.concurrency, args.warmup, args.duration, pids, on_start,
+                                  keys=not args.no_keys)
         if prof is not None:
             prof.wait(timeout=args.duration + 60)
         peak = {pid: vm_hwm_kib(pid) for pid in process_tree(server.proc.pid)}
@@ -756,8 +864,9 @@ async def run(args) -> int:
         print(f"database           {db_label}")
         print(f"server             python -m service.cli serve --workers {args.workers}   (pid {server.proc.pid})")
         print(f"load generator     {client_name(args)}")
-        print(f"run                concurrency {args.concurrency}, {len(cards)} cards, warm-up {args.warmup:g} s, "
-              f"measured {args.duration:g} s per phase")
+        print(f"run                concurrency {args.concurrency}, {len(cards)} cards over {args.merchants} merchant(s), "
+              f"warm-up {args.warmup:g} s, measured {args.duration:g} s per phase, "
+              + ("no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm"))
         print("-" * 78)
         print(f"confirmed redemptions/s   {pair_rate:10,.0f}   ({pairs.count:,} ask+confirm pairs in {pairs.wall:.2f} s)")
         print(f"  ask      p50 {ms(pct(pairs.lat_a, 50))}   p99 {ms(pct(pairs.lat_a, 99))}")
@@ -775,7 +884,7 @@ async def run(args) -> int:
         if pg_name:
             print(f"PostgreSQL CPU (pairs)    {100 * pairs.db_cpu / pairs.wall:6.1f}% of one core   "
                   f"(backends serving {pg_name}; ping phase {100 * ping.db_cpu / ping.wall:.1f}%)")
-        others = max(0.0, pairs.machine_cpu - pairs.server_cpu - pairs.client_cpu - pairs.db_cpu) / pairs.wall
+        others = others_share(pairs)
         print(f"other load (pairs)        {100 * others:6.1f}% of one core used by other processes on this "
               f"{ncpu}-CPU machine" + ("   <- figures disturbed" if others > 0.10 else ""))
         print("-" * 78)
@@ -831,8 +940,14 @@ def main(argv=None) -> int:
                    "collapsed stacks to this file and print the top functions")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--serve-cmd", default="", help=argparse.SUPPRESS)
-    p.add_argument("--merchants", type=int, default=1, help="merchants the cards are spread over (default 1); "
-                   "with many, every write batch re-assesses many health codes")
+    p.add_argument("--merchants", type=int, default=8, help="merchants the cards are spread over (default 8); "
+                   "every write batch re-assesses the health codes of the merchants in it")
+    p.add_argument("--no-keys", action="store_true", help="send no Idempotency-Key (by default every ask and confirm "
+                   "carries a fresh one, as SPEC §5 asks of clients)")
+    p.add_argument("--curve", nargs="?", const="16,32,64,128,256,512", default="",
+                   help="measure pairs/s and latency at each of these concurrencies (default 16,32,64,128,256,512) "
+                   "for each --curve-workers; --duration/--warmup are per point (try --duration 4 --warmup 1)")
+    p.add_argument("--curve-workers", default="1,2", help="server processes for --curve (default 1,2)")
     p.add_argument("--no-risk", action="store_true", help="switch off the incremental health-code updates "
                    "(ESCROW_RISK_INCREMENTAL=false), to measure what they cost")
     p.add_argument("--keep", action="store_true", help="keep the data folder / database after the run")

@@ -16,7 +16,7 @@ import logging
 import orjson
 
 from service.auth import authenticate_header, check_role
-from service.db.writer import Reads, prefetching
+from service.db.writer import QuickOp, Reads
 from service.errors import BadRequest, EscrowError
 from service.idempotency import checked_key, fingerprint_of, run_write
 from service.redemptions import service as redemptions
@@ -131,16 +131,16 @@ class RedemptionFastPath:
                 field, n = units
                 hold_minutes = ctx.settings.hold_minutes
 
-                async def op(tx):
+                async def ask(tx):
                     return 201, await redemptions.ask(tx, who.party_id, object_id, field, n, hold_minutes)
-                prefetching(op, Reads(card=object_id))
+                op = QuickOp(ask, Reads(card=object_id))
                 path = f"/v1/cards/{object_id}/redemptions"
             else:
                 who = check_role(await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("consumer",))
 
-                async def op(tx):
+                async def confirm(tx):
                     return 200, await redemptions.confirm(tx, who.party_id, object_id)
-                prefetching(op, Reads(redemption=object_id))
+                op = QuickOp(confirm, Reads(redemption=object_id))
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
             return await run_write(ctx, who.caller, key, digest, op)

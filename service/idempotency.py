@@ -2,6 +2,11 @@
 
 The key is checked and stored inside the write's own transaction, so an answer is recorded if and
 only if its effects committed. Keys are per caller and kept at least 24 hours.
+
+For the quick operations (asks and confirms, service/fastpath.py) the key is one of the operation's
+declared reads: the writer reads every key of a batch in one statement before it takes the ledger
+head and answers the stored ones at once (`replay`); the others are read again, with the run's
+cards and redemptions, once it holds the head, and stored with the run's merged writes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from fastapi.responses import Response
 from service.auth import Principal
 from service.context import AppContext
 from service.db.models import IdempotencyKey
-from service.db.writer import Tx, prefetching
+from service.db.writer import QuickOp, Reads, Tx
 from service.errors import BadRequest, Conflict
 
 keys_t = IdempotencyKey.__table__
@@ -63,33 +68,38 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
 
 
 async def run_write(ctx: AppContext, who: str, key: str | None, digest: str,
-                    op: Callable[[Tx], Awaitable[Result]]) -> tuple[int, dict, bool]:
+                    op: Callable[[Tx], Awaitable[Result]] | QuickOp) -> tuple[int, dict, bool]:
     if key is None:
         status, result = await ctx.writer.run(op)
         return status, result, False
 
+    def replay(row: tuple) -> tuple[Result, bool]:
+        """The stored answer (request_hash, status_code, response_body) given again, or 409."""
+        request_hash, status, body = row
+        if request_hash != digest:
+            raise Conflict("This Idempotency-Key was used with a different request.", "idempotency_key_reused")
+        stored = orjson.loads(body)
+        for name in SECRET_FIELDS:
+            if name in stored:
+                stored[name] = ctx.keys.phone.unseal(stored[name])
+        return (status, stored), True
+
     async def idempotent(tx: Tx) -> tuple[Result, bool]:
         raw = tx.conn.raw
-        row = raw.one("SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = ? AND key = ?",
-                      (who, key))
+        row = raw.stored_key(who, key)
         if row is not None:
-            if row[0] != digest:
-                raise Conflict("This Idempotency-Key was used with a different request.", "idempotency_key_reused")
-            stored = orjson.loads(row[2])
-            for name in SECRET_FIELDS:
-                if name in stored:
-                    stored[name] = ctx.keys.phone.unseal(stored[name])
-            return (row[1], stored), True
+            return replay(row)
         status, result = await op(tx)
         kept = result
         if any(name in result for name in SECRET_FIELDS):
             kept = {**result, **{n: ctx.keys.phone.seal(result[n]) for n in SECRET_FIELDS if n in result}}
-        raw.run("INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (who, key, digest, status, orjson.dumps(kept).decode(), raw.t(tx.now)))
+        raw.store_key(who, key, digest, status, orjson.dumps(kept).decode(), tx.now)
         return (status, result), False
 
-    reads = getattr(op, "reads", None)
-    if reads is not None:
-        prefetching(idempotent, reads)
-    (status, result), replayed = await ctx.writer.run(idempotent)
+    if isinstance(op, QuickOp):
+        r = op.reads
+        keyed = QuickOp(idempotent, Reads(card=r.card, redemption=r.redemption, key=(who, key)), replay)
+        (status, result), replayed = await ctx.writer.run(keyed)
+    else:
+        (status, result), replayed = await ctx.writer.run(idempotent)
     return status, result, replayed

@@ -11,8 +11,13 @@ the statement (about 50-80 µs to PostgreSQL on loopback; `bench/gil_roundtrip.p
 itself spends ~100 µs on each small statement. So a run of redemptions in a batch has its writes
 deferred: `run` and `many` queue, and the queue goes out with the next read (`reads`: writes and
 reads in one message) or with the commit, on PostgreSQL as one script of merged statements. Reads
-the batch was told about in advance (`prefetch`) are answered from one query for the whole run. A write batch then talks to the
-database a handful of times instead of five times per request (on SQLite: no savepoints, one read).
+the batch was told about in advance (`prefetch`: cards, redemptions, Idempotency-Keys) are answered
+from one query each for the whole run. A write batch then talks to the database a handful of times
+instead of five times per request (on SQLite: no savepoints, one read).
+
+Under deferral a write has no row count: `run` then returns a value that raises `DeferredRowCount`
+when used as a number, and inside a quick operation (`quick_op`) SQLAlchemy raises
+`QuickContractBroken` (its statements would be neither deferred nor dropped with the operation).
 """
 
 from __future__ import annotations
@@ -46,6 +51,43 @@ RDM_AND_CARD_SELECT = (f"SELECT {', '.join('r.' + c for c in RDM_COLS)}, {', '.j
                        "FROM redemptions r JOIN cards c ON c.id = r.card_id WHERE r.id = ?")
 
 
+KEY_COLS = "k.caller, k.key, k.request_hash, k.status_code, k.response_body"
+# A batch's Idempotency-Keys, given as (caller, key) pairs, in one statement.
+KEYS_SELECT_PG = (f"SELECT {KEY_COLS} FROM idempotency_keys k "
+                  "JOIN unnest(?::text[], ?::text[]) AS w(caller, key) ON k.caller = w.caller AND k.key = w.key")
+KEYS_SELECT_SQLITE = (f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k "
+                      "ON k.caller = json_extract(w.value, '$[0]') AND k.key = json_extract(w.value, '$[1]')")
+KEY_SELECT = "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = ? AND key = ?"
+KEY_INSERT = ("INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
+              "VALUES (?, ?, ?, ?, ?, ?)")
+
+
+class DeferredRowCount(RuntimeError):
+    """A row count was asked of a write that has not been sent (it is deferred)."""
+
+
+class QuickContractBroken(RuntimeError):
+    """A quick operation used SQLAlchemy: its statements would not be deferred, merged or dropped."""
+
+
+class _Deferred:
+    """What `Raw.run` returns while writes are deferred: any use as a number raises."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_):
+        raise DeferredRowCount("a deferred write has no row count yet; read the row instead")
+
+    __int__ = __index__ = __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = _refuse
+
+    def __repr__(self) -> str:
+        return "<deferred row count>"
+
+
+DEFERRED = _Deferred()
+
+
 @lru_cache(maxsize=256)
 def _sqlite_text(dt: datetime) -> str:
     if dt.tzinfo is not timezone.utc:
@@ -61,7 +103,8 @@ def _parse_sqlite_text(value: str) -> datetime:
 class Raw:
     """Driver-level access inside the writer's transaction."""
 
-    __slots__ = ("_cursor", "is_pg", "_sql", "_pending", "sent", "_cards", "_rdms", "_literal_ok")
+    __slots__ = ("_cursor", "is_pg", "_sql", "_pending", "sent", "_cards", "_rdms", "_keys", "_literal_ok",
+                 "quick_op")
 
     def __init__(self, dbapi_connection, is_pg: bool):
         self._cursor = dbapi_connection.cursor()
@@ -71,6 +114,10 @@ class Raw:
         self.sent = 0  # statements sent while deferring (a live statement counts one)
         self._cards: dict[str, tuple[CardRow, str]] = {}
         self._rdms: dict[str, tuple[RdmRow, CardRow]] = {}
+        # (caller, key) -> the stored (request_hash, status_code, response_body), or None when known
+        # absent: read with the run's prefetch, and recorded as the run stores keys.
+        self._keys: dict[tuple[str, str], tuple | None] = {}
+        self.quick_op = False  # a quick operation is running: SQLAlchemy is refused (see live())
         # Writes go out as one script of literal SQL only where quoting is exactly ours to do.
         self._literal_ok = is_pg and _literal_quoting_safe(dbapi_connection)
 
@@ -88,6 +135,7 @@ class Raw:
         self._pending = None
         self._cards.clear()
         self._rdms.clear()
+        self._keys.clear()
 
     def mark(self) -> int:
         """Where the writes from here on start (an absolute statement count)."""
@@ -103,7 +151,9 @@ class Raw:
 
     def live(self) -> None:
         """A statement is about to run outside this class (SQLAlchemy): send what is queued first,
-        and count it, since it may write."""
+        and count it, since it may write. Refused inside a quick operation."""
+        if self.quick_op:
+            raise QuickContractBroken("a quick operation must use tx.conn.raw only")
         if self._pending is not None:
             self.flush()
             self.sent += 1
@@ -159,17 +209,22 @@ class Raw:
         return out
 
     # -- reads known in advance --------------------------------------------------------------------
-    def prefetch(self, card_ids: list[str], redemption_ids: list[str], lead: str | None = None) -> list[tuple] | None:
-        """Read, in one statement each, the cards (with their merchant's status) and the redemptions
-        (with their card) a run of a batch's operations will ask for; on PostgreSQL together with
-        what is queued and with `lead` (a read without parameters run first, e.g. the lock on the
-        ledger head), in one round trip. Returns `lead`'s rows. A row is kept only when it is the one
-        operation of the run on that card: a second would have to see the first one's writes."""
+    def prefetch(self, card_ids: list[str], redemption_ids: list[str], keys: list[tuple[str, str]] = (),
+                 lead: str | None = None) -> list[tuple] | None:
+        """Read, in one statement each, the cards (with their merchant's status), the redemptions
+        (with their card) and the Idempotency-Keys (as (caller, key)) a run of a batch's operations
+        will ask for; on PostgreSQL together with what is queued and with `lead` (a read without
+        parameters run first, e.g. the lock on the ledger head), in one round trip. Returns `lead`'s
+        rows. A row is kept only when it is the one operation of the run on that card: a second
+        would have to see the first one's writes. Keys are kept all: a key stored by the run is
+        recorded as it is stored (`remember_key`)."""
         queries: list[tuple[str, tuple]] = [(lead, ())] if lead else []
         if card_ids:
             queries.append((CARD_AND_MERCHANT_SELECT.replace("c.id = ?", self._in("c.id")), (self._ids(card_ids),)))
         if redemption_ids:
             queries.append((RDM_AND_CARD_SELECT.replace("r.id = ?", self._in("r.id")), (self._ids(redemption_ids),)))
+        if keys:
+            queries.append(self._keys_query(keys))
         results = iter(self.reads(queries))
         led = next(results) if lead else None
         cards: dict[str, tuple[CardRow, str]] = {}
@@ -190,7 +245,35 @@ class Raw:
             uses[rid] = uses.get(rid, 0) + 1
         self._cards = {k: v for k, v in cards.items() if uses.get(k) == 1}
         self._rdms = {k: v for k, v in rdms.items() if uses.get(k) == 1 and uses.get(v[1].id) == 1}
+        if keys:
+            found = {(row[0], row[1]): tuple(row[2:]) for row in next(results)}
+            self._keys = {k: found.get(k) for k in keys}
         return led
+
+    def _keys_query(self, keys: list[tuple[str, str]]) -> tuple[str, tuple]:
+        if self.is_pg:
+            return KEYS_SELECT_PG, ([c for c, _ in keys], [k for _, k in keys])
+        return KEYS_SELECT_SQLITE, (orjson.dumps(keys).decode(),)
+
+    def stored_keys(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+        """The stored answers of these (caller, key) pairs that exist, read in one statement."""
+        rows = self.reads([self._keys_query(keys)])[0]
+        return {(row[0], row[1]): tuple(row[2:]) for row in rows}
+
+    def stored_key(self, caller: str, key: str) -> tuple | None:
+        """(request_hash, status_code, response_body) stored for the caller's key, or None: from the
+        run's prefetch when it read the key, else read now."""
+        try:
+            return self._keys[(caller, key)]
+        except KeyError:
+            return self.one(KEY_SELECT, (caller, key))
+
+    def store_key(self, caller: str, key: str, request_hash: str, status: int, body: str, now: datetime) -> None:
+        """Store an answer under the caller's key (a write like the others: deferred and merged in a
+        quick run); an operation of the same run with the same key then finds it."""
+        self.run(KEY_INSERT, (caller, key, request_hash, status, body, self.t(now)))
+        if (caller, key) in self._keys:
+            self._keys[(caller, key)] = (request_hash, status, body)
 
     def _in(self, column: str) -> str:
         return f"{column} = ANY(?)" if self.is_pg else f"{column} IN (SELECT value FROM json_each(?))"
@@ -222,10 +305,11 @@ class Raw:
         return cur.fetchall()
 
     def run(self, sql: str, params: tuple = ()) -> int:
-        """Execute a write; its row count, or -1 while writes are deferred."""
+        """Execute a write; its row count. While writes are deferred there is none yet: what is
+        returned then raises `DeferredRowCount` when used as a number (read the row instead)."""
         if self._pending is not None:
             self._pending.append((sql, params, False))
-            return -1
+            return DEFERRED  # type: ignore[return-value]
         cur = self._cursor
         cur.execute(self._convert(sql), params)
         return cur.rowcount

@@ -12,19 +12,24 @@ Operations keep their `await tx.conn.execute(...)` shape (the connection is an a
 calls complete at once), but no statement pays a hop between threads: the HTTP loop and the
 writer meet once per batch.
 
-Operations that say in advance which card or redemption they read (the redemptions' ask and
-answer: `prefetching`) go the quick way: a run of them in the batch has those rows read in one
-statement, its writes deferred and sent together (see `service.db.raw`), and an operation that
-fails drops its queued writes instead of rolling back to a savepoint. Other operations go the
-careful way, one savepoint each; the batch keeps its arrival order throughout. If anything in a
-quick run goes wrong that dropping cannot undo (a database error, an operation failing after its
-writes went out), the transaction is rolled back and the whole batch runs again the careful way,
-so every operation gets exactly the answer it would have had alone.
+Operations that say in advance what they read (`QuickOp`: the redemptions' ask and answer, with
+or without an Idempotency-Key) go the quick way: a run of them in the batch has those rows (cards,
+redemptions, idempotency keys) read in one statement, its writes deferred and sent together (see
+`service.db.raw`), and an operation that fails drops its queued writes instead of rolling back to a
+savepoint. Other operations go the careful way, one savepoint each; the batch keeps its arrival
+order throughout. If anything in a quick run goes wrong that dropping cannot undo (a database
+error, an operation failing after its writes went out), the transaction is rolled back and the
+whole batch runs again the careful way, so every operation gets exactly the answer it would have
+had alone. See `Writer` for how often an operation may run and what it may touch.
 
-On PostgreSQL a quick batch makes three round trips: the head lock with the first run's reads,
-the run's writes with the health-code read, and the ledger's writes with the COMMIT. The pool
-does not ping the connection at checkout; a batch whose first statements find it dead (the
-database restarted) has sent nothing and runs again on a new connection.
+Requests whose Idempotency-Key is already stored (retries) are answered before the batch takes
+the ledger head: the batch's keys are read in one statement first.
+
+On PostgreSQL a quick batch makes three round trips (four with keys: the early key read): the head
+lock with the first run's reads, the run's writes with the health-code read, and the ledger's
+writes with the COMMIT. The pool does not ping the connection at checkout; a batch whose first
+statements find it dead (the database restarted) has sent nothing and runs again on a new
+connection.
 """
 
 from __future__ import annotations
@@ -174,17 +179,43 @@ Op = Callable[[Tx], Awaitable[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Reads:
-    """What an operation will read first: one card (with its merchant's status) or one redemption
-    (with its card)."""
+    """What a quick operation will read first: one card (with its merchant's status) or one
+    redemption (with its card), and the Idempotency-Key it is sent under, as (caller, key)."""
     card: str | None = None
     redemption: str | None = None
+    key: tuple[str, str] | None = None
 
 
-def prefetching(op: Op, reads: Reads) -> Op:
-    """Mark `op` as reading `reads` first and writing only through `tx.conn.raw`: batches of such
-    operations take the quick way."""
-    op.reads = reads  # type: ignore[attr-defined]
-    return op
+@dataclass(frozen=True, slots=True)
+class QuickOp:
+    """An operation that goes the quick way through a batch.
+
+    Its contract, checked where it can be: it reads first what `reads` declares (served from one
+    statement for the whole run, or read on its own when another operation of the run touches the
+    same row); it talks to the database only through `tx.conn.raw` (SQLAlchemy raises
+    `QuickContractBroken` while it runs); it never asks for a row count (under deferral `raw.run`
+    has none: asking raises `DeferredRowCount`). With `reads.key`, `replay` turns the stored
+    answer of that key, `(request_hash, status_code, response_body)`, into the operation's result
+    (or raises, e.g. 409 for another body): the writer calls it for keys it finds before taking the
+    ledger head, and those requests are answered at once.
+
+    To add a write to a quick operation: one more `tx.conn.raw.run(sql, params)` (or
+    `raw.many(sql, rows)`) with `?` placeholders. It queues, goes out with the run's other writes
+    (row writes of one statement text merged into one multi-row INSERT or UPDATE on PostgreSQL),
+    and is dropped with the rest of the operation's writes if it fails."""
+    fn: Op
+    reads: Reads
+    replay: Callable[[tuple], Any] | None = None
+
+    def __call__(self, tx: Tx) -> Awaitable[Any]:
+        return self.fn(tx)
+
+
+AnyOp = Op | QuickOp
+
+
+def _reads_of(op: AnyOp) -> Reads | None:
+    return op.reads if type(op) is QuickOp else None
 
 
 class _Careful(Exception):
@@ -196,7 +227,53 @@ class _Stale(Exception):
     had sent nothing yet."""
 
 
+_DB_ERRORS: tuple = (DBAPIError, LiteralRefused)
+
+
+class _Batch:
+    """The state of one attempt at a batch, shared by its steps."""
+
+    __slots__ = ("items", "ops", "reads", "results", "run_end", "in_run", "conn", "raw", "tx", "dbapi", "dbapi_errors")
+
+    def __init__(self, items: list, quick: bool):
+        self.items = items  # (op, future, loop), in arrival order
+        self.ops: list[AnyOp] = []
+        self.reads: list[Reads | None] | None = None  # per operation, None when the batch has no quick op
+        self.results: list[tuple[bool, Any]] = []
+        self.run_end = 0  # the operations before run_end had their reads made
+        self.in_run = False  # the last operation ran inside a quick run
+        self.take(items, quick, start=0)
+
+    def take(self, items: list, quick: bool, start: int) -> None:
+        """Add `items` (already in self.items from `start`) to the operations."""
+        ops = [op for op, _, _ in items]
+        self.ops.extend(ops)
+        self.results.extend([(False, None)] * len(ops))
+        if not quick:
+            return
+        reads = [_reads_of(op) for op in ops]
+        if self.reads is not None:
+            self.reads.extend(reads)
+        elif any(reads):
+            self.reads = [None] * start + reads
+
+
 class Writer:
+    """The process's one writer thread and its queue.
+
+    Re-runs. An operation may run up to four times before its answer: the quick way, the quick
+    way again on a new connection (the pooled one was found dead before anything was sent), the
+    careful way (the quick way could not give exact answers), and the careful way again on a new
+    connection. Every run but the last is rolled back, so an operation's database writes, ledger
+    entries, `batch_state` and `after_commit` callbacks count once; anything else it does happens
+    once per run.
+
+    The side-effect rule. An operation changes nothing outside its transaction: no network, no
+    files, no in-memory state beyond `tx` (use `tx.batch_state` for per-batch counters: it is
+    rolled back with the operation). What must happen outside goes in `tx.after_commit` and runs
+    on the requester's loop once the batch has committed, never for a run that was rolled back.
+    """
+
     def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
         self.engine = engine
         self.clock = clock
@@ -208,11 +285,15 @@ class Writer:
         self._frontier: Frontier | None = None
         self._frontier_head: bytes | None = None
         self._stopping = False
+        self._watch: threading.Condition | None = None  # test hooks: see gather() and wait_queued()
+        self._gather = 0
         self.batches = 0
+        self.enqueued = 0  # operations ever queued (tests wait on it to order their requests)
         self.ops = 0
         self.quick_batches = 0  # batches that ran the quick way (prefetched reads, deferred writes)
         self.careful_retries = 0  # of those, how many had to run again the careful way
         self.reconnects = 0  # batches that found the connection dead and ran on a new one
+        self.early_replays = 0  # requests answered from a stored Idempotency-Key before the head was locked
 
     def _ensure_started(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -222,11 +303,15 @@ class Writer:
                 self._thread = threading.Thread(target=self._thread_main, name="escrow-writer", daemon=True)
                 self._thread.start()
 
-    async def run(self, op: Op) -> Any:
+    async def run(self, op: AnyOp) -> Any:
         self._ensure_started()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
+        self.enqueued += 1
         self._queue.put((op, fut, loop))
+        if self._watch is not None:
+            with self._watch:
+                self._watch.notify_all()
         return await fut
 
     async def stop(self) -> None:
@@ -241,6 +326,23 @@ class Writer:
         self._frontier = None
         self._frontier_head = None
 
+    # -- test hooks ---------------------------------------------------------------------------------
+    def wait_queued(self, n: int, timeout: float = 10.0) -> bool:
+        """Block (a thread, not the loop) until at least `n` operations wait in the queue."""
+        watch = self._watching()
+        with watch:
+            return watch.wait_for(lambda: self._queue.qsize() >= n, timeout)
+
+    def gather(self, n: int) -> None:
+        """The next batch starts only once `n` operations are queued (then it takes them all, up to
+        `max_batch`): a test's requests share one batch however the threads are scheduled."""
+        self._watch = self._watch or threading.Condition()
+        self._gather = n
+
+    def _watching(self):
+        self._watch = self._watch or threading.Condition()
+        return self._watch
+
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
         self._stopping = False
@@ -249,10 +351,14 @@ class Writer:
                 first = self._queue.get()
                 if first is None:
                     return
+                if self._gather:
+                    n, self._gather = self._gather, 0
+                    self.wait_queued(n - 1)
                 self._process(loop, [first])
         finally:
             loop.close()
 
+    # -- one batch ----------------------------------------------------------------------------------
     def _drain(self, room: int) -> list:
         """What waits in the queue now, up to `room` requests (the rest stay queued for the next
         batch), leaving out requests whose callers gave up."""
@@ -286,14 +392,7 @@ class Writer:
                 "The database did not accept the write; nothing was changed. Retry with the same Idempotency-Key.",
                 "write_failed")
             results, callbacks = [(False, error)] * len(batch), []
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for (_, fut, fut_loop), result in zip(batch, results):
-            by_loop.setdefault(fut_loop, []).append((fut, result))
-        for fut_loop, items in by_loop.items():
-            try:
-                fut_loop.call_soon_threadsafe(_resolve, items, callbacks)
-            except RuntimeError:  # that loop has closed: nobody is waiting any more
-                pass
+        _answer(batch, results, callbacks)
 
     def _attempt(self, loop: asyncio.AbstractEventLoop, batch: list, quick: bool):
         """Run the batch; once more on a new connection if the pooled one turns out dead before the
@@ -307,114 +406,163 @@ class Writer:
             return loop.run_until_complete(self._run_batch(batch, quick))
 
     async def _run_batch(self, batch: list, quick: bool) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
-        """Run a batch in one transaction, in arrival order. With `quick`, each run of operations that
-        said what they read goes the quick way (their rows read in one statement, their writes
-        deferred); the others (all of them without `quick`) go the careful way. The first attempt
-        takes in what waits in the queue before it locks the ledger head, and again after (what
-        arrived while another replica's batch held it)."""
+        """Run a batch in one transaction, in arrival order: drain, early replays, lock, the
+        operations (each quick run with its reads made in one statement and its writes deferred; the
+        others, all of them without `quick`, one savepoint each), ledger flush and commit. The first
+        attempt takes in what waits in the queue before it locks the ledger head, and again after
+        (what arrived while another replica's batch held it). `batch` is updated in place: the
+        caller answers what it holds."""
         with self.engine.connect() as sync_conn:
-            dbapi = sync_conn.dialect.loaded_dbapi
+            if quick:
+                batch.extend(self._drain(self.max_batch - len(batch)))
+                self._early_replays(sync_conn, batch)
+                if not batch:
+                    return [], []
+            b = _Batch(list(batch), quick)
+            b.dbapi = sync_conn.dialect.loaded_dbapi
+            b.dbapi_errors = (*_DB_ERRORS, b.dbapi.Error)
             try:
                 transaction = sync_conn.begin()  # SQLite: BEGIN IMMEDIATE
-            except (DBAPIError, dbapi.Error) as exc:
+            except b.dbapi_errors as exc:
                 _check_stale(sync_conn, exc)
                 raise
             with transaction:
-                conn = TxConnection(sync_conn)
-                raw = conn.raw
-                if quick:  # the first attempt: take in what waits now
-                    batch.extend(self._drain(self.max_batch - len(batch)))
-                ops = [op for op, _, _ in batch]
-                reads = [getattr(op, "reads", None) for op in ops] if quick else None
-                if reads is not None and not any(reads):
-                    reads = None
-                run_end = 0  # the operations before run_end had their reads made
-                try:  # only reads go out here: a dead connection can be replaced
-                    await self.clock.refresh(conn)
-                    if reads is not None and reads[0] is not None:
-                        # The first quick run's reads go with the lock on the ledger head: one round trip.
-                        run_end = _run_end(reads, 0)
-                        size, head = await self._lock_head(conn, reads[:run_end])
-                        raw.defer()
-                    else:
-                        size, head = await self._lock_head(conn, [])
-                except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
-                    _check_stale(sync_conn, exc)
-                    if run_end:
-                        raise _Careful from exc
-                    raise
-                frontier = await self._load_frontier(conn, size, head)
-                tx = Tx(conn=conn, now=self.clock.now(), next_seq=size)
+                b.conn = TxConnection(sync_conn)
+                b.raw = b.conn.raw
+                size, head = await self._lock_step(sync_conn, b)
+                frontier = await self._load_frontier(b.conn, size, head)
+                b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size)
                 if quick and len(batch) < self.max_batch:
                     # What arrived while this batch waited for the head (another replica's batch) rides along.
                     late = self._drain(self.max_batch - len(batch))
                     batch.extend(late)
-                    ops.extend(op for op, _, _ in late)
-                    if reads is not None:
-                        reads.extend(getattr(op, "reads", None) for op, _, _ in late)
-                    elif any(getattr(op, "reads", None) for op, _, _ in late):
-                        reads = [getattr(op, "reads", None) for op in ops]
-                results: list[tuple[bool, Any]] = [(False, None)] * len(ops)
-                in_run = False  # inside a quick run
-                for i, op in enumerate(ops):
-                    wants_quick = reads is not None and reads[i] is not None
-                    try:
-                        if wants_quick and i >= run_end:  # a quick run starts: read what it will read
-                            run_end = _run_end(reads, i)
-                            run = reads[i:run_end]
-                            # (what an earlier quick run queued goes out with these reads)
-                            raw.prefetch([r.card for r in run if r.card], [r.redemption for r in run if r.redemption])
-                            raw.defer()
-                        elif in_run and not wants_quick:  # it is over: send its writes, go on carefully
-                            raw.stop_deferring()
-                    except (DBAPIError, dbapi.Error, LiteralRefused) as exc:  # e.g. an id PostgreSQL cannot compare
-                        raise _Careful from exc
-                    in_run = wants_quick
-                    mark = len(tx.entries)
-                    cb_mark = len(tx.after_commit)
-                    hooks_mark = tx.mark_hooks()
-                    if in_run:
-                        write_mark = raw.mark()
-                    else:
-                        raw.run("SAVEPOINT op")  # one failing operation rolls back alone
-                    try:
-                        value = await op(tx)
-                        if not in_run:
-                            raw.run("RELEASE SAVEPOINT op")
-                        results[i] = (True, value)
-                        continue
-                    except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
-                        if in_run:
-                            raise _Careful from exc
-                        error: Exception = _refusal(exc, dbapi)
-                    except Exception as exc:
-                        if in_run and not raw.discard_since(write_mark):
-                            raise _Careful from exc
-                        if not isinstance(exc, EscrowError):
-                            log.exception("operation failed")
-                        error = exc
-                    if not in_run:
-                        raw.run("ROLLBACK TO SAVEPOINT op")
-                        raw.run("RELEASE SAVEPOINT op")
-                    del tx.entries[mark:]
-                    del tx.after_commit[cb_mark:]
-                    tx.rollback_hooks(hooks_mark)
-                    results[i] = (False, error)
-                try:
-                    await tx.run_before_flush()
-                    new_head = await self._flush_ledger(conn, tx, frontier, head)
-                    raw.flush(commit=True)  # on PostgreSQL the last writes carry the COMMIT
-                except (DBAPIError, dbapi.Error, LiteralRefused) as exc:
-                    if reads is not None:
-                        raise _Careful from exc
-                    raise
-                callbacks = tx.after_commit
+                    b.items.extend(late)
+                    b.take(late, quick, start=len(b.ops))
+                for i in range(len(b.ops)):
+                    b.results[i] = await self._run_op(b, i)
+                new_head = await self._flush(b, frontier, head)
+                callbacks = b.tx.after_commit
         self._frontier, self._frontier_head = frontier, new_head
         self.batches += 1
-        self.ops += len(ops)
-        if reads is not None:
+        self.ops += len(b.ops)
+        if b.reads is not None:
             self.quick_batches += 1
-        return results, callbacks
+        return b.results, callbacks
+
+    def _early_replays(self, sync_conn: Connection, batch: list) -> None:
+        """Answer, before the ledger head is taken, the requests whose Idempotency-Key is already
+        stored (a retry of an answered request), all keys read with one statement; they leave the
+        batch. Keys not found are read again under the lock, with the run's other reads."""
+        keyed = [(i, r.key) for i, (op, _, _) in enumerate(batch)
+                 if (r := _reads_of(op)) is not None and r.key is not None and op.replay is not None]
+        if not keyed:
+            return
+        try:
+            raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
+            stored = raw.stored_keys([k for _, k in keyed])
+        except Exception as exc:
+            _check_stale(sync_conn, exc)  # a dead connection: the batch runs again on a new one
+            log.debug("early read of idempotency keys failed", exc_info=True)
+            try:
+                sync_conn.connection.dbapi_connection.rollback()
+            except Exception:
+                pass
+            return
+        if not stored:
+            return
+        answered: list[tuple[Any, tuple[bool, Any]]] = []
+        for i, key in keyed:
+            row = stored.get(key)
+            if row is None:
+                continue
+            try:
+                answered.append((batch[i], (True, batch[i][0].replay(row))))
+            except Exception as exc:
+                answered.append((batch[i], (False, exc)))
+        done = {id(item) for item, _ in answered}
+        batch[:] = [item for item in batch if id(item) not in done]
+        self.early_replays += len(answered)
+        _answer([item for item, _ in answered], [result for _, result in answered], [])
+
+    async def _lock_step(self, sync_conn: Connection, b: _Batch) -> tuple[int, bytes]:
+        """Read the test clock's offset and lock the ledger head; the first quick run's reads go with
+        the lock. Only reads go out here: a connection found dead can be replaced."""
+        first_run: list[Reads] = []
+        if b.reads is not None and b.reads[0] is not None:
+            b.run_end = _run_end(b.reads, 0)
+            first_run = b.reads[:b.run_end]
+        try:
+            await self.clock.refresh(b.conn)
+            found = await self._lock_head(b.conn, first_run)
+        except b.dbapi_errors as exc:
+            _check_stale(sync_conn, exc)
+            if first_run:
+                raise _Careful from exc
+            raise
+        if first_run:
+            b.raw.defer()
+        return found
+
+    async def _run_op(self, b: _Batch, i: int) -> tuple[bool, Any]:
+        """Operation i: a quick run starts (its reads are made) or ends (its writes go out) here, then
+        the operation runs the quick way or in a savepoint."""
+        raw, tx = b.raw, b.tx
+        wants_quick = b.reads is not None and b.reads[i] is not None
+        try:
+            if wants_quick and i >= b.run_end:  # a quick run starts: read what it will read
+                b.run_end = _run_end(b.reads, i)
+                run = b.reads[i:b.run_end]
+                # (what an earlier quick run queued goes out with these reads)
+                raw.prefetch(*_run_ids(run))
+                raw.defer()
+            elif b.in_run and not wants_quick:  # it is over: send its writes, go on carefully
+                raw.stop_deferring()
+        except b.dbapi_errors as exc:  # e.g. an id PostgreSQL cannot compare
+            raise _Careful from exc
+        b.in_run = quick = wants_quick
+        mark, cb_mark, hooks_mark = len(tx.entries), len(tx.after_commit), tx.mark_hooks()
+        if quick:
+            write_mark = raw.mark()
+            raw.quick_op = True
+        else:
+            raw.run("SAVEPOINT op")  # one failing operation rolls back alone
+        try:
+            value = await b.ops[i](tx)
+            if not quick:
+                raw.run("RELEASE SAVEPOINT op")
+            return True, value
+        except b.dbapi_errors as exc:
+            if quick:
+                raise _Careful from exc
+            error: Exception = _refusal(exc, b.dbapi)
+        except Exception as exc:
+            if quick and not raw.discard_since(write_mark):
+                raise _Careful from exc
+            if not isinstance(exc, EscrowError):
+                log.exception("operation failed")
+            error = exc
+        finally:
+            raw.quick_op = False
+        if not quick:
+            raw.run("ROLLBACK TO SAVEPOINT op")
+            raw.run("RELEASE SAVEPOINT op")
+        del tx.entries[mark:]
+        del tx.after_commit[cb_mark:]
+        tx.rollback_hooks(hooks_mark)
+        return False, error
+
+    async def _flush(self, b: _Batch, frontier: Frontier, head: bytes) -> bytes:
+        """The batch's once-a-batch hooks, its ledger entries and the COMMIT (on PostgreSQL the last
+        writes carry it). A database error here in a quick batch: run it again carefully."""
+        try:
+            await b.tx.run_before_flush()
+            new_head = await self._flush_ledger(b.conn, b.tx, frontier, head)
+            b.raw.flush(commit=True)
+        except b.dbapi_errors as exc:
+            if b.reads is not None:
+                raise _Careful from exc
+            raise
+        return new_head
 
     async def _lock_head(self, conn: TxConnection, run: list[Reads]) -> tuple[int, bytes]:
         """Lock the ledger head (replicas on one PostgreSQL take turns here; SQLite's BEGIN IMMEDIATE
@@ -422,7 +570,7 @@ class Writer:
         raw = conn.raw
         lock = _LOCK_HEAD_SQLITE if self.is_sqlite else _LOCK_HEAD_PG
         if run:
-            rows = raw.prefetch([r.card for r in run if r.card], [r.redemption for r in run if r.redemption], lead=lock)
+            rows = raw.prefetch(*_run_ids(run), lead=lock)
         else:
             rows = raw.reads([(lock, ())])[0]
         if not rows:
@@ -496,6 +644,12 @@ def _check_stale(sync_conn: Connection, exc: Exception) -> None:
         raise _Stale(str(orig)) from exc
 
 
+def _run_ids(run: list[Reads]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The card ids, redemption ids and (caller, key) pairs a quick run reads first."""
+    return ([r.card for r in run if r.card], [r.redemption for r in run if r.redemption],
+            [r.key for r in run if r.key is not None])
+
+
 def _run_end(reads: list[Reads | None], start: int) -> int:
     """Where the quick run starting at `start` ends: the next operation that did not say what it reads."""
     return next((j for j in range(start, len(reads)) if reads[j] is None), len(reads))
@@ -511,6 +665,18 @@ def _refusal(exc: Exception, dbapi) -> EscrowError:
         log.warning("operation refused by the database: %s", exc)
         return Unprocessable("A value is out of range for the database; nothing was changed.", "invalid_value")
     raise exc
+
+
+def _answer(batch: list, results: list, callbacks: list) -> None:
+    """Hand each request its result on its own loop (after the batch's after-commit callbacks)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for (_, fut, fut_loop), result in zip(batch, results):
+        by_loop.setdefault(fut_loop, []).append((fut, result))
+    for fut_loop, items in by_loop.items():
+        try:
+            fut_loop.call_soon_threadsafe(_resolve, items, callbacks)
+        except RuntimeError:  # that loop has closed: nobody is waiting any more
+            pass
 
 
 def _resolve(items: list, callbacks: list) -> None:
