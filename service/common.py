@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -39,3 +41,24 @@ def page(items: list[dict], limit: int, key: str = "id") -> dict:
 
 def row_dict(row: Any) -> dict:
     return dict(row._mapping)
+
+
+LONG_POLL_SECONDS = 0.5  # other replicas' rows are found by reading the table at least this often
+
+
+async def long_poll(ctx, stmt, wait: float, signal) -> list:
+    """Rows of `stmt`, read at once and, while there are none and `wait` seconds have not passed, again
+    whenever `signal` (an in-process wake-up for this replica's writes) fires or every half second
+    (other replicas' writes): the one long-poll of the alert feed, the event stream and the inbox."""
+    deadline = time.monotonic() + wait
+    while True:
+        waiter = signal.event
+        async with ctx.engines.reader.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        left = deadline - time.monotonic()
+        if rows or left <= 0:
+            return rows
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout=min(left, LONG_POLL_SECONDS))
+        except asyncio.TimeoutError:
+            pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated
 
 import orjson
@@ -13,7 +12,7 @@ from sqlalchemy import select, update
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
 from service.clock import iso
-from service.common import Strict, Text
+from service.common import Strict, Text, long_poll
 from service.context import AppContext, get_ctx
 from service.errors import Conflict, NotFound, responses
 from service.health.service import alert_listeners, alerts_t
@@ -50,21 +49,10 @@ async def poll_alerts(ctx: AppContext = Depends(get_ctx), who: Principal = Depen
                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
                       wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new alert")] = 0):
     """Alerts after the cursor, oldest first. With `wait`, holds the poll until an alert arrives or time runs out."""
-    deadline = time.monotonic() + wait
     stmt = select(alerts_t).order_by(alerts_t.c.seq).limit(limit)
     if after is not None:
         stmt = stmt.where(alerts_t.c.seq > after)
-    while True:
-        waiter = signal.event
-        async with ctx.engines.reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        left = deadline - time.monotonic()
-        if rows or left <= 0:
-            break
-        try:  # other replicas' alerts are found by polling the table at least every half second
-            await asyncio.wait_for(waiter.wait(), timeout=min(left, 0.5))
-        except asyncio.TimeoutError:
-            pass
+    rows = await long_poll(ctx, stmt, wait, signal)
     items = [alert_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 import orjson
@@ -12,14 +11,13 @@ from sqlalchemy import delete, select
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
 from service.cards.service import list_cards_page, redemptions_t
-from service.common import After, Limit, Name, Strict, page
+from service.common import After, Limit, Name, Strict, long_poll, page
 from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
 from service.consumers import service, verification
 from service.consumers.service import tokens_t
 from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
 from service.context import AppContext, get_ctx
 from service.errors import TooManyRequests, responses
-from service.event_log.router import POLL_SECONDS, wait_for_events
 from service.event_log.service import new_events
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
@@ -175,15 +173,7 @@ async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = De
         stmt = stmt.where(t.c.status == status)
     if after:
         stmt = stmt.where(t.c.id > after)
-    deadline = time.monotonic() + wait
-    while True:
-        waiter = new_events.event
-        async with ctx.engines.reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        left = deadline - time.monotonic()
-        if rows or left <= 0:
-            break
-        await wait_for_events(waiter, min(left, POLL_SECONDS))  # other replicas' asks: the table is read again
+    rows = await long_poll(ctx, stmt, wait, new_events)
     return page([redemption_out(r) for r in rows], limit)
 
 

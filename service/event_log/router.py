@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from service.auth import Principal, require
+from service.common import long_poll
 from service.context import AppContext, get_ctx
 from service.errors import Unprocessable, responses
 from service.event_log.service import EVENT_TYPES, event_out, events_t, new_events, visible_to
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
-POLL_SECONDS = 0.5  # other replicas' events are found by reading the table this often
 
 
 def parse_types(types: str | None) -> list[str] | None:
@@ -44,22 +42,8 @@ async def list_events(ctx: AppContext = Depends(get_ctx),
         stmt = stmt.where(events_t.c.seq > after)
     if wanted:
         stmt = stmt.where(events_t.c.type.in_(wanted))
-    deadline = time.monotonic() + wait
-    while True:
-        waiter = new_events.event
-        async with ctx.engines.reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        left = deadline - time.monotonic()
-        if rows or left <= 0:
-            break
-        await wait_for_events(waiter, min(left, POLL_SECONDS))
+    rows = await long_poll(ctx, stmt, wait, new_events)
     items = [event_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}
 
-
-async def wait_for_events(waiter: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(waiter.wait(), timeout=timeout)
-    except asyncio.TimeoutError:
-        pass
