@@ -104,9 +104,9 @@ def public_key_raw(key: Ed25519PrivateKey | Ed25519PublicKey | bytes) -> bytes:
     raise CheckpointError("expected an Ed25519 key or 32 raw public key bytes")
 
 
-def _check_key_name(name: str) -> None:
+def check_key_name(name: str) -> None:
     # C2SP signed-note: non-empty, no whitespace, no '+'.
-    if not name or "+" in name or any(c.isspace() for c in name):
+    if not isinstance(name, str) or not name or "+" in name or any(c.isspace() for c in name):
         raise CheckpointError(f"invalid key name / origin {name!r}")
 
 
@@ -117,32 +117,18 @@ def key_id(name: str, pub_raw: bytes) -> bytes:
 
 def verifier_key(name: str, pub_raw: bytes) -> str:
     """C2SP vkey string: name+hex8(key id)+base64(0x01 ‖ pubkey)."""
-    _check_key_name(name)
+    check_key_name(name)
     pub_raw = public_key_raw(pub_raw)
     return f"{name}+{key_id(name, pub_raw).hex()}+{b64(ED25519_ALG + pub_raw)}"
 
 
 def parse_verifier_key(vkey: str) -> tuple[str, bytes, bytes]:
-    """Parse a C2SP vkey into (name, key_id, raw public key), checking the key id."""
-    # The base64 key may itself contain "+", so split only twice.
-    parts = vkey.split("+", 2) if isinstance(vkey, str) else []
-    if len(parts) != 3:
-        raise CheckpointError("verifier key must be name+keyid+key")
-    name, hex_id, key_b64 = parts
-    _check_key_name(name)
-    if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
-        raise CheckpointError("verifier key id must be 8 lowercase hex digits")
-    try:
-        key = unb64(key_b64)
-    except ValueError as exc:
-        raise CheckpointError(f"verifier key: {exc}") from None
-    if len(key) != 33 or key[:1] != ED25519_ALG:
+    """Parse a log's C2SP vkey (type 0x01) into (name, key_id, raw public key), checking the key id."""
+    from .cosignature import ALG_ED25519, parse_vkey  # cosignature builds on this module
+    key = parse_vkey(vkey)
+    if key.alg != ALG_ED25519:
         raise CheckpointError("verifier key is not an Ed25519 (0x01) key")
-    pub_raw = key[1:]
-    kid = bytes.fromhex(hex_id)
-    if kid != key_id(name, pub_raw):
-        raise CheckpointError("verifier key id does not match its name and key")
-    return name, kid, pub_raw
+    return key.name, key.key_id, key.public_key
 
 
 def public_key_json(name: str, key: Ed25519PrivateKey | Ed25519PublicKey | bytes) -> dict[str, str]:
@@ -176,7 +162,7 @@ def _json_payload(cp: Checkpoint) -> bytes:
 
 
 def _check_checkpoint(cp: Checkpoint) -> None:
-    _check_key_name(cp.origin)
+    check_key_name(cp.origin)
     if not isinstance(cp.tree_size, int) or isinstance(cp.tree_size, bool) or cp.tree_size < 0:
         raise CheckpointError(f"tree_size must be a non-negative int, got {cp.tree_size!r}")
     if len(cp.root_hash) != HASH_SIZE or len(cp.chain_head) != HASH_SIZE:
@@ -235,7 +221,7 @@ def _resolve_key(vkey_or_pub: str | bytes, origin: str) -> tuple[bytes, bytes]:
 
 def verify_note(note_text: str, vkey_or_pub: str | bytes, origin: str) -> tuple[int, bytes]:
     """Verify a signed checkpoint note; return (tree_size, root_hash)."""
-    _check_key_name(origin)
+    check_key_name(origin)
     kid, pub_raw = _resolve_key(vkey_or_pub, origin)
     if not isinstance(note_text, str) or not note_text.endswith("\n"):
         raise CheckpointError("note must be text ending in a newline")

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .checkpoint import EM_DASH, CheckpointError
+from .checkpoint import EM_DASH, CheckpointError, check_key_name
 from .hashing import HASH_SIZE, b64, unb64
 
 __all__ = [
@@ -77,11 +77,6 @@ class CosignedCheckpoint:
     witnesses: list[tuple[str, int]]  # (name, timestamp) of each trusted cosignature that verified
 
 
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or "+" in name or any(c.isspace() for c in name):
-        raise CheckpointError(f"invalid key name {name!r}")
-
-
 def _key_id(name: str, alg: int, pub: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([alg]) + pub).digest()[:4]
 
@@ -92,7 +87,7 @@ def cosigner_key_id(name: str, pub: bytes) -> bytes:
 
 
 def format_vkey(name: str, pub: bytes, alg: int = ALG_COSIGNATURE_V1) -> str:
-    _check_name(name)
+    check_key_name(name)
     if len(pub) != 32:
         raise CheckpointError("an Ed25519 public key is 32 bytes")
     return f"{name}+{_key_id(name, alg, pub).hex()}+{b64(bytes([alg]) + pub)}"
@@ -104,7 +99,7 @@ def parse_vkey(vkey: str) -> VKey:
     if len(parts) != 3:
         raise CheckpointError("verifier key must be name+keyid+key")
     name, hex_id, key_b64 = parts
-    _check_name(name)
+    check_key_name(name)
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise CheckpointError("verifier key id must be 8 lowercase hex digits")
     try:
@@ -124,7 +119,7 @@ def parse_vkey(vkey: str) -> VKey:
 
 def generate_witness_key(name: str) -> tuple[str, str]:
     """A new cosigner key: (private key text, vkey). The private text is PRIVATE+KEY+name+keyid+base64(0x04 ‖ seed)."""
-    _check_name(name)
+    check_key_name(name)
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                              serialization.NoEncryption())
@@ -142,7 +137,7 @@ def parse_witness_key(text: str) -> tuple[str, Ed25519PrivateKey, str]:
     if len(parts) != 3:
         raise CheckpointError("witness key must be PRIVATE+KEY+name+keyid+key")
     name, hex_id, key_b64 = parts
-    _check_name(name)
+    check_key_name(name)
     try:
         raw = unb64(key_b64)
     except ValueError as exc:
@@ -171,7 +166,7 @@ def parse_note(text: str) -> ParsedNote:
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != EM_DASH:
             raise CheckpointError(f"malformed signature line {line!r}")
-        _check_name(parts[1])
+        check_key_name(parts[1])
         try:
             blob = unb64(parts[2])
         except ValueError as exc:
@@ -205,7 +200,7 @@ def parse_checkpoint_body(body: str) -> tuple[str, int, bytes]:
     if len(lines) < 4 or lines[-1] != "":
         raise CheckpointError("checkpoint body needs origin, size and root hash lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    _check_name(origin)
+    check_key_name(origin)
     if not _DECIMAL.fullmatch(size_text) or len(size_text) > 19:
         raise CheckpointError(f"checkpoint size {size_text!r} is not a decimal number")
     try:
