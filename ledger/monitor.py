@@ -12,6 +12,7 @@ fully verified run, so the next run picks up where this one stopped.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class MoneyRules:
                 raise MonitorError(f"entry {seq}: hold without a new redemption id", seq)
             self.holds[rid] = card_id
         elif kind in ("release", "void"):
-            if self.holds.get(rid) != card_id:
+            if not isinstance(rid, str) or self.holds.get(rid) != card_id:
                 raise MonitorError(f"entry {seq}: {kind} of redemption {rid} without its open hold on card "
                                    f"{card_id}", seq)
             del self.holds[rid]
@@ -97,7 +98,7 @@ class MoneyRules:
 
 
 class Monitor:
-    def __init__(self, url: str, log_vkey: str, witness_vkeys: list[str] = (), quorum: int = 0,
+    def __init__(self, url: str, log_vkey: str, witness_vkeys: Sequence[str] = (), quorum: int = 0,
                  state_dir: str | Path | None = None, client: httpx.Client | None = None) -> None:
         self.url = url.rstrip("/")
         if not self.url.endswith("/log"):
@@ -153,7 +154,7 @@ class Monitor:
     def _run(self, progress) -> dict:
         note = self._get("checkpoint").decode("utf-8", "replace")
         try:
-            cp = verify_cosigned(note, self.log_vkey, self.witness_vkeys, self.quorum)
+            cp = verify_cosigned(note, self.log_vkey, [*self.witness_vkeys], self.quorum)
         except CheckpointError as exc:
             raise MonitorError(f"checkpoint: {exc}") from None
         old_size, old_root, frontier, money = self._load()

@@ -23,7 +23,7 @@ from .hashing import GENESIS_HEAD
 from .merkle import Frontier
 
 try:  # the optional C inner loop (ledger/_walk.c); the Python below is the reference
-    from . import _walk
+    from . import _walk  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # pragma: no cover - not built on this machine
     _walk = None
 
