@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import events, migrate
+from service import migrate
 from service.cards.router import router as cards_router
 from service.clock import Clock
 from service.consumers.router import router as consumers_router, sms_test_router
@@ -52,12 +52,12 @@ log = logging.getLogger("escrow")
 
 def build_context(settings: Settings) -> AppContext:
     settings.check_production()
-    events.ENABLED = settings.risk_incremental
     secure_data_dir(settings)  # 0700 folder, 0600 keys and database files, also those made before
     keys = load_keys(settings)
     engines = make_engines(settings)
     clock = Clock(movable=settings.env == "test")
-    writer = Writer(engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch)
+    writer = Writer(engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch,
+                    risk_events=settings.risk_incremental)
     return AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
 
 

@@ -83,7 +83,3 @@ def require(*roles: str):
         return check_role(await authenticate(request, ctx), roles)
     dependency.__name__ = "require_" + "_".join(roles)
     return dependency
-
-
-async def optional_principal(request: Request, ctx: AppContext = Depends(get_ctx)) -> Principal | None:
-    return await authenticate(request, ctx)

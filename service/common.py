@@ -39,10 +39,6 @@ def page(items: list[dict], limit: int, key: str = "id") -> dict:
     return {"items": items, "next_cursor": str(items[-1][key]) if more and items else None}
 
 
-def row_dict(row: Any) -> dict:
-    return dict(row._mapping)
-
-
 LONG_POLL_SECONDS = 0.5  # other replicas' rows are found by reading the table at least this often
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from service.db.writer import Tx
 from service.health import service as health
 
-ENABLED = True  # set from ESCROW_RISK_INCREMENTAL when the app is built; off only in benchmarks
-
 
 async def record(tx: Tx, merchant_id: str, **deltas: int) -> None:
-    if ENABLED:
+    if tx.risk_events:  # off only in benchmarks (ESCROW_RISK_INCREMENTAL=false)
         await health.record(tx, merchant_id, **deltas)
 
 
@@ -23,7 +21,7 @@ async def card_purchased(tx: Tx, merchant_id: str, amount: int) -> None:
 
 async def card_refunded(tx: Tx, merchant_id: str, amount: int, merchant_share: int, consumer_id: str | None = None) -> None:
     await record(tx, merchant_id, refunded=amount, released=merchant_share)
-    if ENABLED and consumer_id is not None:
+    if tx.risk_events and consumer_id is not None:
         health.record_consumer(tx, merchant_id, consumer_id, "refund")
 
 
@@ -37,7 +35,7 @@ async def redemption_answered(tx: Tx, merchant_id: str, status: str, released: i
         await record(tx, merchant_id, released=released)
     elif status == "rejected":
         await record(tx, merchant_id, redemptions_rejected=1)
-        if ENABLED and consumer_id is not None:
+        if tx.risk_events and consumer_id is not None:
             health.record_consumer(tx, merchant_id, consumer_id, "reject")
 
 

@@ -20,11 +20,8 @@ from fastapi.responses import Response
 
 from service.auth import Principal
 from service.context import AppContext
-from service.db.models import IdempotencyKey
 from service.db.writer import QuickOp, Reads, Tx
 from service.errors import BadRequest, Conflict
-
-keys_t = IdempotencyKey.__table__
 
 Result = tuple[int, dict]
 SECRET_FIELDS = ("api_key", "token")  # shown once; kept for a replay only encrypted

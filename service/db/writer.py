@@ -149,6 +149,7 @@ class Tx:
     next_seq: int
     entries: list[PendingEntry] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)  # run on the requester's loop
+    risk_events: bool = True  # health codes follow the money events (ESCROW_RISK_INCREMENTAL; off only in benchmarks)
 
     # Per-batch hooks (the risk module's counters): state that a failed operation must roll back,
     # and work done once per batch just before the ledger is flushed.
@@ -274,8 +275,10 @@ class Writer:
     on the requester's loop once the batch has committed, never for a run that was rolled back.
     """
 
-    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256):
+    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256,
+                 risk_events: bool = True):
         self.engine = engine
+        self.risk_events = risk_events
         self.clock = clock
         self.is_sqlite = is_sqlite
         self.max_batch = max_batch
@@ -431,7 +434,7 @@ class Writer:
                 b.raw = b.conn.raw
                 size, head = await self._lock_step(sync_conn, b)
                 frontier = await self._load_frontier(b.conn, size, head)
-                b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size)
+                b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size, risk_events=self.risk_events)
                 if quick and len(batch) < self.max_batch:
                     # What arrived while this batch waited for the head (another replica's batch) rides along.
                     late = self._drain(self.max_batch - len(batch))
