@@ -1,16 +1,19 @@
 """Micro-benchmark (not a test): verify_chain throughput over synthetic ~250-byte entries.
 
-    python -m ledger.bench_verify [N]
+    python bench/verify_bench.py [N]
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from .canonical import canonical_json
-from .hashing import GENESIS_HEAD, chain_hash, leaf_hash
-from .verify import verify_chain
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: this tree's ledger/
+
+from ledger.canonical import canonical_json
+from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
+from ledger.verify import verify_chain
 
 
 def synthetic_rows(n: int) -> list[tuple[int, bytes, bytes, bytes]]:
