@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -108,6 +110,24 @@ _reliability_failed: set[str] = set()
 def record(name: str, n: int) -> None:
     """Add n to the session-wide reliability figure `name` (printed in the run's last summary line)."""
     RELIABILITY[name] = RELIABILITY.get(name, 0) + n
+
+
+@pytest.fixture
+def rng(request) -> random.Random:
+    """A random.Random for a test that draws its own history; its seed is printed if the test fails
+    (rerun it with ESCROW_TEST_SEED=<seed>)."""
+    seed = int(os.environ.get("ESCROW_TEST_SEED") or secrets.randbits(64))
+    request.node.random_seed = seed
+    return random.Random(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = getattr(item, "random_seed", None)
+    if seed is not None and report.failed:
+        report.sections.append(("random seed", f"{seed}  (rerun with ESCROW_TEST_SEED={seed})"))
 
 
 def pytest_runtest_logreport(report):

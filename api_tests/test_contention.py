@@ -162,12 +162,11 @@ async def abandon(port: int, raw: bytes, delay: float) -> None:
     writer.close()
 
 
-async def timeout_retries(clients: list[Http], env: dict, rounds: int) -> dict:
+async def timeout_retries(clients: list[Http], env: dict, rounds: int, rng: random.Random) -> dict:
     """Send, cancel the read, resend with the same key (through the other process when there are two)."""
     http = clients[0]
     merchant = env["merchant"]
     consumer = env["consumers"][1]
-    rng = random.Random(secrets.randbits(64))
     product = await new_count_product(http, merchant, price=30_001, uses=3)
     stats = Counter()
     refs = []
@@ -239,12 +238,12 @@ async def test_hot_merchant_200_purchases_at_once(env):
     await hot_merchant(env["http"], env, 200)
 
 
-async def test_retry_after_client_timeout_moves_money_once(env):
-    await timeout_retries(env["http"], env, rounds=8)
+async def test_retry_after_client_timeout_moves_money_once(env, rng):
+    await timeout_retries(env["http"], env, rounds=8, rng=rng)
     await reconciliation_ok(env["http"][0], env["auditor"])
 
 
-async def test_two_processes_on_one_database_keep_one_chain(env, capsys):
+async def test_two_processes_on_one_database_keep_one_chain(env, capsys, rng):
     a: RealServer = env["a"]
     # The second process shares the first one's database (and data folder, so the same signing key).
     b = RealServer(env["data_dir"], env["db"], "b")
@@ -256,7 +255,7 @@ async def test_two_processes_on_one_database_keep_one_chain(env, capsys):
 
     hot = await hot_card(clients, env, uses=40, asks=80)
     await hot_merchant(clients, env, 120)
-    stats = await timeout_retries(clients, env, rounds=6)
+    stats = await timeout_retries(clients, env, rounds=6, rng=rng)
 
     # Both processes see the same books.
     ra = await reconciliation_ok(clients[0], env["auditor"])

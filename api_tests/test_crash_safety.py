@@ -382,8 +382,7 @@ async def every_event_delivered(http: Http, world: World, receiver: Receiver) ->
 # The test
 # ---------------------------------------------------------------------------------------------
 
-async def test_sigkill_mid_load_loses_nothing(capsys):
-    rng = random.Random(secrets.randbits(64))
+async def test_sigkill_mid_load_loses_nothing(capsys, rng):
     db = await fresh_database("escrow_crash")
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-crash-"))
     server = RealServer(data_dir, db, "crash", ESCROW_WEBHOOK_TIMEOUT_SECONDS="2", ESCROW_WEBHOOK_POLL_SECONDS="0.2",
