@@ -12,7 +12,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_merchant, create_regulator, move_clock_to,
+from api_tests.factories import (answer, ask, assert_error, buy_card, create_auditor, create_merchant, create_regulator, move_clock_to,
                                  parse_time, publish_count, refund, register_consumer)
 from api_tests.webhook_receiver import Receiver
 from service.webhooks import ssrf
@@ -188,6 +188,29 @@ async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(
     disabled = (await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"},
                                  headers=gym["headers"])).json()["items"]
     assert [e["data"]["id"] for e in disabled] == [endpoint["id"]]
+
+
+async def test_an_auditors_endpoint_disabled_is_told_to_that_auditor_only(client, ctx):
+    bank, other_bank = await create_auditor(client), await create_auditor(client, "Other Bank")
+    gym = await create_merchant(client)
+    li = await register_consumer(client)
+    product = await publish_count(client, gym, 10_000, 10)
+    with Receiver(statuses=[503] * 10) as receiver:
+        endpoint = await register(client, bank, receiver.url, types=["card.purchased"])
+        card = await buy_card(client, li, product)
+        await deliver(ctx, schedule=[])
+        await move_clock_to(client, parse_time(card["purchased_at"]) + timedelta(days=5, hours=1))
+        await buy_card(client, li, product)
+        await deliver(ctx, schedule=[])
+        assert len(receiver.received) == 2
+    r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=bank["headers"])
+    assert r.json()["status"] == "disabled"
+
+    async def disabled(party):
+        return [e["data"]["id"] for e in (await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"},
+                                                           headers=party["headers"])).json()["items"]]
+    assert await disabled(bank) == [endpoint["id"]]
+    assert await disabled(other_bank) == [] and await disabled(gym) == []
 
 
 async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx, monkeypatch):

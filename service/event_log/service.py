@@ -17,7 +17,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from service.clock import iso
 from service.db.models import Event
@@ -65,7 +65,9 @@ new_events = Signal()
 def emit(tx: Tx, type_: str, data: dict, *, merchant_id: str | None = None, consumer_id: str | None = None,
          ledger_seq: int | None = None) -> None:
     """Queue an event of this operation. `merchant_id` / `consumer_id` say which merchant and which
-    consumer may see it (None: neither; regulators and the operator see every event)."""
+    consumer may see it (None: neither; regulators and the operator see every event). An event meant
+    for an auditor (its own endpoint disabled) carries the auditor's id in `merchant_id`: party ids
+    are unique across roles, so no merchant sees it."""
     queued = tx.batch_state.get("events")
     if queued is None:
         queued = tx.batch_state["events"] = []
@@ -101,7 +103,7 @@ def visible_to(stmt, role: str, party_id: str):
     if role == "consumer":
         return stmt.where(t.c.consumer_id == party_id)
     if role == "auditor":
-        return stmt.where(t.c.type.in_(AUDITOR_TYPES))
+        return stmt.where(or_(t.c.type.in_(AUDITOR_TYPES), t.c.merchant_id == party_id))
     return stmt  # regulator, operator: everything (events carry no consumer's personal data)
 
 

@@ -220,7 +220,7 @@ class Dispatcher:
                     continue
                 if ep.owner_role == "merchant" and e.merchant_id != ep.owner_id:
                     continue
-                if ep.owner_role == "auditor" and e.type not in AUDITOR_TYPES:
+                if ep.owner_role == "auditor" and e.type not in AUDITOR_TYPES and e.merchant_id != ep.owner_id:
                     continue
                 rows.append({"id": new_id("dlv"), "endpoint_id": ep.id, "event_seq": int(e.seq), "event_id": e.id,
                              "event_type": e.type, "status": "pending", "attempts": 0, "next_attempt_at": now,
@@ -374,7 +374,7 @@ class Dispatcher:
                 out = endpoint_out(e)
                 out["status"] = "disabled"
                 emit(tx, "webhook_endpoint.disabled", out,
-                     merchant_id=e.owner_id if e.owner_role == "merchant" else None)
+                     merchant_id=e.owner_id if e.owner_role in ("merchant", "auditor") else None)
                 n += 1
             return n
         n = await self.ctx.writer.run(op)
