@@ -8,7 +8,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("ledger._walk", ["ledger/_walk.c"], libraries=["crypto"], optional=True,
-                  extra_compile_args=["-O2"]),
+        Extension("ledger._walk", ["ledger/_walk.c"], libraries=["crypto"], optional=True, extra_compile_args=["-O2"]),
     ],
 )

@@ -26,16 +26,25 @@ TEST_DB_URL = os.environ.get("ESCROW_TEST_DATABASE_URL", "")
 
 
 def _test_settings(data_dir: Path, **overrides) -> Settings:
-    return Settings(env="test", data_dir=data_dir, database_url=TEST_DB_URL, operator_token=OPERATOR_TOKEN,
-                    background_tasks=False, sqlite_synchronous="NORMAL", **overrides)
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        database_url=TEST_DB_URL,
+        operator_token=OPERATOR_TOKEN,
+        background_tasks=False,
+        sqlite_synchronous="NORMAL",
+        **overrides,
+    )
 
 
 async def _recreate_pg_database(url: str) -> None:
     import asyncpg
     from sqlalchemy.engine import make_url
+
     u = make_url(url.replace("postgresql+asyncpg", "postgresql"))
-    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                  database="postgres")
+    admin = await asyncpg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database="postgres"
+    )
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{u.database}"')
@@ -98,12 +107,29 @@ def operator_headers():
 # ---------------------------------------------------------------------------------------------
 
 RELIABILITY: dict[str, int] = {}
-RELIABILITY_MODULES = {"test_crash_safety.py", "test_contention.py", "test_backup.py", "test_schemathesis.py",
-                       "test_authz_matrix.py", "test_hostile_input.py"}
-RELIABILITY_ORDER = ("kills", "requests", "successes checked", "lost answers retried", "fuzz cases",
-                     "fuzz requests", "matrix cells", "hostile inputs per field", "hostile requests",
-                     "backup restores", "tampered backups refused", "two-process ledger entries",
-                     "client-timeout retries")
+RELIABILITY_MODULES = {
+    "test_crash_safety.py",
+    "test_contention.py",
+    "test_backup.py",
+    "test_schemathesis.py",
+    "test_authz_matrix.py",
+    "test_hostile_input.py",
+}
+RELIABILITY_ORDER = (
+    "kills",
+    "requests",
+    "successes checked",
+    "lost answers retried",
+    "fuzz cases",
+    "fuzz requests",
+    "matrix cells",
+    "hostile inputs per field",
+    "hostile requests",
+    "backup restores",
+    "tampered backups refused",
+    "two-process ledger entries",
+    "client-timeout retries",
+)
 _reliability_failed: set[str] = set()
 
 

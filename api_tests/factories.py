@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -26,7 +26,9 @@ def valid_uscc(rng: random.Random | None = None) -> str:
     return body + check_character(body)
 
 
-async def create_merchant(client: httpx.AsyncClient, name: str = "Iron Gym 铁馆健身", category: str = "fitness") -> dict:
+async def create_merchant(
+    client: httpx.AsyncClient, name: str = "Iron Gym 铁馆健身", category: str = "fitness"
+) -> dict:
     r = await client.post("/v1/merchants", json={"name": name, "uscc": valid_uscc(), "category": category}, headers=OP)
     assert r.status_code == 201, r.text
     m = r.json()
@@ -49,8 +51,9 @@ async def register_consumer(client: httpx.AsyncClient, name: str = "Li Lei 李�
     phone = phone or random_phone()
     async with own_address(client) as own:
         verification_id, code = await verify_phone(own, phone, reader=client)
-        r = await own.post("/v1/consumers", json={"name": name, "phone": phone, "verification_id": verification_id,
-                                                  "code": code})
+        r = await own.post(
+            "/v1/consumers", json={"name": name, "phone": phone, "verification_id": verification_id, "code": code}
+        )
     assert r.status_code == 201, r.text
     c = r.json()
     c["phone"] = phone
@@ -77,8 +80,9 @@ async def latest_code(client: httpx.AsyncClient, phone: str) -> str:
     return items[-1]["code"]
 
 
-async def verify_phone(client: httpx.AsyncClient, phone: str, reader: httpx.AsyncClient | None = None,
-                       headers: dict | None = None) -> tuple[str, str]:
+async def verify_phone(
+    client: httpx.AsyncClient, phone: str, reader: httpx.AsyncClient | None = None, headers: dict | None = None
+) -> tuple[str, str]:
     """Ask for a code for `phone` → (verification_id, code)."""
     r = await client.post("/v1/consumers/verifications", json={"phone": phone}, headers=headers)
     assert r.status_code == 202, r.text
@@ -89,8 +93,9 @@ async def sign_in(client: httpx.AsyncClient, phone: str) -> dict:
     """Sign in again with a new code (a new device): the answer plus `headers`."""
     async with own_address(client) as own:
         verification_id, code = await verify_phone(own, phone, reader=client)
-        r = await own.post("/v1/consumers/sessions", json={"phone": phone, "verification_id": verification_id,
-                                                           "code": code})
+        r = await own.post(
+            "/v1/consumers/sessions", json={"phone": phone, "verification_id": verification_id, "code": code}
+        )
     assert r.status_code == 201, r.text
     s = r.json()
     s["headers"] = bearer(s["token"])
@@ -98,8 +103,13 @@ async def sign_in(client: httpx.AsyncClient, phone: str) -> dict:
 
 
 async def publish(client: httpx.AsyncClient, merchant: dict, **fields) -> dict:
-    body = {"type": "stored_value", "name": "1000 yuan card 充1000送200", "price": 100_000, "face_value": 120_000,
-            "valid_days": 365}
+    body = {
+        "type": "stored_value",
+        "name": "1000 yuan card 充1000送200",
+        "price": 100_000,
+        "face_value": 120_000,
+        "valid_days": 365,
+    }
     body.update(fields)
     body = {k: v for k, v in body.items() if v is not None}
     r = await client.post("/v1/products", json=body, headers=merchant["headers"])
@@ -108,8 +118,14 @@ async def publish(client: httpx.AsyncClient, merchant: dict, **fields) -> dict:
 
 
 async def buy_card(client: httpx.AsyncClient, consumer: dict, product: dict, reference: str | None = None) -> dict:
-    r = await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(12)}"}}, headers=consumer["headers"])
+    r = await client.post(
+        "/v1/cards",
+        json={
+            "product_id": product["id"],
+            "payment": {"method": "wechat_pay", "reference": reference or f"wx-{secrets.token_hex(12)}"},
+        },
+        headers=consumer["headers"],
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -145,6 +161,7 @@ async def move_clock(client: httpx.AsyncClient, now: str) -> dict:
 
 # ---- more small factories -------------------------------------------------------------------
 
+
 async def create_regulator(client: httpx.AsyncClient, name: str = "Weihai AMR 市场监管局") -> dict:
     return await create_party(client, "regulators", name)
 
@@ -154,21 +171,54 @@ async def create_auditor(client: httpx.AsyncClient, name: str = "Custodian Bank 
 
 
 async def publish_stored_value(client, merchant: dict, price: int, face_value: int, valid_days: int = 365) -> dict:
-    return await publish(client, merchant, type="stored_value", name=f"充{price}送{face_value - price}", price=price,
-                         face_value=face_value, valid_days=valid_days)
+    return await publish(
+        client,
+        merchant,
+        type="stored_value",
+        name=f"充{price}送{face_value - price}",
+        price=price,
+        face_value=face_value,
+        valid_days=valid_days,
+    )
 
 
-async def publish_count(client, merchant: dict, price: int, uses: int, bonus_uses: int | None = None,
-                        valid_days: int = 365, list_price: int | None = None) -> dict:
-    return await publish(client, merchant, type="count", name=f"{uses}次卡", price=price, face_value=None, uses=uses,
-                         bonus_uses=bonus_uses, valid_days=valid_days, list_price=list_price)
+async def publish_count(
+    client,
+    merchant: dict,
+    price: int,
+    uses: int,
+    bonus_uses: int | None = None,
+    valid_days: int = 365,
+    list_price: int | None = None,
+) -> dict:
+    return await publish(
+        client,
+        merchant,
+        type="count",
+        name=f"{uses}次卡",
+        price=price,
+        face_value=None,
+        uses=uses,
+        bonus_uses=bonus_uses,
+        valid_days=valid_days,
+        list_price=list_price,
+    )
 
 
-async def publish_period(client, merchant: dict, price: int, periods: int, period_days: int,
-                         valid_days: int | None = None) -> dict:
-    return await publish(client, merchant, type="period", name=f"{periods}期月卡", price=price, face_value=None,
-                         periods=periods, period_days=period_days,
-                         valid_days=valid_days or periods * period_days + 30)
+async def publish_period(
+    client, merchant: dict, price: int, periods: int, period_days: int, valid_days: int | None = None
+) -> dict:
+    return await publish(
+        client,
+        merchant,
+        type="period",
+        name=f"{periods}期月卡",
+        price=price,
+        face_value=None,
+        periods=periods,
+        period_days=period_days,
+        valid_days=valid_days or periods * period_days + 30,
+    )
 
 
 async def refund(client: httpx.AsyncClient, consumer: dict, card: dict, expect: int = 200) -> dict:
@@ -183,7 +233,7 @@ def parse_time(value: str) -> datetime:
 
 async def move_clock_to(client: httpx.AsyncClient, when: datetime) -> dict:
     """Move the test clock to `when` (aware datetime); the sweeper runs at the new time."""
-    return await move_clock(client, when.astimezone(timezone.utc).isoformat())
+    return await move_clock(client, when.astimezone(UTC).isoformat())
 
 
 async def move_clock_past(client: httpx.AsyncClient, iso_time: str, **delta) -> dict:
@@ -202,6 +252,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 
 # ---- ledger factories (api_tests/test_ledger_*.py) ---------------------------------------------
+
 
 async def ledger_entries(client: httpx.AsyncClient, party: dict | None = None, limit: int = 7) -> list[dict]:
     """Every ledger entry the party may read (auditor by default), following the cursor, in seq order."""
@@ -270,12 +321,22 @@ async def ledger_mix(client: httpx.AsyncClient) -> dict:
     han = await register_consumer(client, "Han Meimei 韩梅梅")
     gym_card = await publish_stored_value(client, gym, price=100_000, face_value=120_000)
     spa_card = await publish_count(client, spa, price=10_001, uses=3)
-    a = await buy_card(client, li, gym_card)      # li's gym card
-    b = await buy_card(client, han, spa_card)     # han's spa card
-    c = await buy_card(client, li, spa_card)      # li's spa card, refunded in cooling-off
-    d = await buy_card(client, han, gym_card)     # han's gym card, left with a pending hold
-    out = {"gym": gym, "spa": spa, "li": li, "han": han, "cards": {"a": a, "b": b, "c": c, "d": d},
-           "purchases": [a, b, c, d], "holds": [], "confirms": [], "voids": [], "refunds": []}
+    a = await buy_card(client, li, gym_card)  # li's gym card
+    b = await buy_card(client, han, spa_card)  # han's spa card
+    c = await buy_card(client, li, spa_card)  # li's spa card, refunded in cooling-off
+    d = await buy_card(client, han, gym_card)  # han's gym card, left with a pending hold
+    out = {
+        "gym": gym,
+        "spa": spa,
+        "li": li,
+        "han": han,
+        "cards": {"a": a, "b": b, "c": c, "d": d},
+        "purchases": [a, b, c, d],
+        "holds": [],
+        "confirms": [],
+        "voids": [],
+        "refunds": [],
+    }
 
     async def hold(merchant, card, **units):
         h = await ask(client, merchant, card, **units)
@@ -287,25 +348,31 @@ async def ledger_mix(client: httpx.AsyncClient) -> dict:
         out["confirms"].append(done)
         return done
 
-    await confirm(li, await hold(gym, a, amount=12_000))             # releases 12000*100000//120000 = 10000
+    await confirm(li, await hold(gym, a, amount=12_000))  # releases 12000*100000//120000 = 10000
     out["voids"].append(await answer(client, li, await hold(gym, a, amount=6_000), "reject"))
-    await hold(gym, a, amount=1_200)                                 # pending: voided by the refund below
-    await confirm(han, await hold(spa, b, uses=1))                   # 10001//3 = 3333
+    await hold(gym, a, amount=1_200)  # pending: voided by the refund below
+    await confirm(han, await hold(spa, b, uses=1))  # 10001//3 = 3333
     out["voids"].append(await answer(client, han, await hold(spa, b, uses=1), "reject"))
-    await confirm(han, await hold(spa, b, uses=1))                   # 20002//3 - 3333 = 3334
-    await confirm(han, await hold(gym, d, amount=24_000))            # 24000*100000//120000 = 20000
-    await hold(gym, d, amount=1_200)                                 # stays pending: held 1000
-    out["refunds"].append(await refund(client, li, a))               # consumer_quit: 100000-12000 = 88000, share 2000
-    out["refunds"].append(await refund(client, li, c))               # cooling_off: 10001
+    await confirm(han, await hold(spa, b, uses=1))  # 20002//3 - 3333 = 3334
+    await confirm(han, await hold(gym, d, amount=24_000))  # 24000*100000//120000 = 20000
+    await hold(gym, d, amount=1_200)  # stays pending: held 1000
+    out["refunds"].append(await refund(client, li, a))  # consumer_quit: 100000-12000 = 88000, share 2000
+    out["refunds"].append(await refund(client, li, c))  # cooling_off: 10001
     paid_in = 100_000 + 10_001 + 10_001 + 100_000
     released = 10_000 + 3_333 + 3_334 + 20_000 + (90_000 - 88_000)
     refunded = 88_000 + 10_001
-    out["totals"] = {"paid_in": paid_in, "released": released, "refunded": refunded, "held": 1_000,
-                     "escrow": paid_in - released - refunded}
+    out["totals"] = {
+        "paid_in": paid_in,
+        "released": released,
+        "refunded": refunded,
+        "held": 1_000,
+        "escrow": paid_in - released - refunded,
+    }
     return out
 
 
 # ---- health, complaints and alerts factories (api_tests/test_health_*.py, test_complaints*.py, test_alerts*.py) ----
+
 
 async def health(client: httpx.AsyncClient, merchant: dict) -> dict:
     """The merchant's public health code (anyone may read it)."""
@@ -314,8 +381,14 @@ async def health(client: httpx.AsyncClient, merchant: dict) -> dict:
     return r.json()
 
 
-async def file_complaint(client: httpx.AsyncClient, consumer: dict, merchant: dict, card: dict | None = None,
-                         category: str = "service_quality", text: str = "The coach never showed up. 教练没来。") -> dict:
+async def file_complaint(
+    client: httpx.AsyncClient,
+    consumer: dict,
+    merchant: dict,
+    card: dict | None = None,
+    category: str = "service_quality",
+    text: str = "The coach never showed up. 教练没来。",
+) -> dict:
     body = {"merchant_id": merchant["id"], "category": category, "text": text}
     if card is not None:
         body["card_id"] = card["id"]
@@ -324,8 +397,9 @@ async def file_complaint(client: httpx.AsyncClient, consumer: dict, merchant: di
     return r.json()
 
 
-async def poll_alerts(client: httpx.AsyncClient, regulator: dict, after: str | None = None, wait: float = 0,
-                      limit: int = 100) -> dict:
+async def poll_alerts(
+    client: httpx.AsyncClient, regulator: dict, after: str | None = None, wait: float = 0, limit: int = 100
+) -> dict:
     params: dict = {"limit": limit, "wait": wait}
     if after is not None:
         params["after"] = after
@@ -360,6 +434,7 @@ async def my_merchant(client: httpx.AsyncClient, merchant: dict) -> dict:
 
 # ---- reliability and security factories (api_tests/test_authz_matrix.py, test_hostile_input.py, test_privacy.py) ----
 
+
 def serving_routes(app) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, walking included routers (FastAPI ≥ 0.16x includes them lazily)."""
     found: list[tuple[str, str]] = []
@@ -373,6 +448,7 @@ def serving_routes(app) -> list[tuple[str, str]]:
             elif hasattr(route, "path"):
                 for method in getattr(route, "methods", None) or ():
                     found.append((method, route.path))
+
     walk(app.routes)
     return [(m, p) for m, p in found if m != "HEAD"]
 
@@ -384,7 +460,10 @@ def client_at(app, host: str, port: int = 40000) -> httpx.AsyncClient:
 
 # ---- health-code defences (issue 12, part B) ------------------------------------------------
 
-async def customer_of(client: httpx.AsyncClient, merchant: dict, name: str = "Customer 顾客", price: int = 10_000) -> dict:
+
+async def customer_of(
+    client: httpx.AsyncClient, merchant: dict, name: str = "Customer 顾客", price: int = 10_000
+) -> dict:
     """A consumer holding a card of the merchant (in `["card"]`): only such consumers' complaints count
     toward the merchant's health code, once each (SPEC §3)."""
     product = await publish_stored_value(client, merchant, price=price, face_value=price)

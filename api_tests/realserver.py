@@ -49,10 +49,16 @@ def free_port() -> int:
 # Databases
 # ---------------------------------------------------------------------------------------------
 
+
 def _admin_params(url: str) -> dict:
     p = urlsplit(url)
-    return dict(host=p.hostname or "127.0.0.1", port=p.port or 5432, user=p.username or "postgres",
-                password=p.password, database="postgres")
+    return dict(
+        host=p.hostname or "127.0.0.1",
+        port=p.port or 5432,
+        user=p.username or "postgres",
+        password=p.password,
+        database="postgres",
+    )
 
 
 def _with_db(url: str, name: str) -> str:
@@ -62,6 +68,7 @@ def _with_db(url: str, name: str) -> str:
 
 async def _admin(url: str, sql: str) -> None:
     import asyncpg
+
     params = _admin_params(url)
     assert params["host"] in ("127.0.0.1", "localhost", "::1"), "real-server tests use loopback only"
     conn = await asyncpg.connect(**params, timeout=10)
@@ -74,6 +81,7 @@ async def _admin(url: str, sql: str) -> None:
 @dataclass
 class Database:
     """None url: SQLite in the data folder. Otherwise a fresh PostgreSQL database of our own."""
+
     url: str | None
     name: str | None = None
 
@@ -94,15 +102,18 @@ async def fresh_database(prefix: str = "escrow_crash") -> Database:
 # Server processes
 # ---------------------------------------------------------------------------------------------
 
+
 def server_env(data_dir: Path, db: Database, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-    env.update({
-        "ESCROW_DATA_DIR": str(data_dir),
-        "ESCROW_ENV": "test",
-        "ESCROW_OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "100000",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "ESCROW_DATA_DIR": str(data_dir),
+            "ESCROW_ENV": "test",
+            "ESCROW_OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "100000",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if db.url:
         env["ESCROW_DATABASE_URL"] = db.url
     env.update(extra)
@@ -111,14 +122,16 @@ def server_env(data_dir: Path, db: Database, **extra: str) -> dict:
 
 def cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m service.cli ARGS` with this environment (output captured, bounded in time)."""
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ledger_verify(env: dict) -> str:
     proc = cli(env, "ledger", "verify")
-    assert proc.returncode == 0 and "ledger OK" in proc.stdout, \
+    assert proc.returncode == 0 and "ledger OK" in proc.stdout, (
         f"ledger verify failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout.strip().splitlines()[0]
 
 
@@ -138,15 +151,27 @@ class RealServer:
         proc = cli(self.env, "migrate")
         assert proc.returncode == 0, f"migrate failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
 
-    async def start(self, timeout: float = 60) -> "RealServer":
+    async def start(self, timeout: float = 60) -> RealServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "warning", "--no-access-log"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         with open(self.log_path, "ab") as log:
             log.write(f"\n==== start {self.starts} ====\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.starts += 1
         await self.wait_healthy(timeout)
         return self
@@ -164,7 +189,7 @@ class RealServer:
                 writer.close()
                 if data.startswith(b"HTTP/1.1 200"):
                     return
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             await asyncio.sleep(0.05)
         raise AssertionError(f"{self.name} did not answer /healthz within {timeout:.0f} s:\n{self.log_tail()}")
@@ -190,13 +215,14 @@ class RealServer:
         except OSError:
             return ""
 
-    def client(self, size: int = 64) -> "Http":
+    def client(self, size: int = 64) -> Http:
         return Http(self.port, size)
 
 
 # ---------------------------------------------------------------------------------------------
 # A raw HTTP/1.1 client
 # ---------------------------------------------------------------------------------------------
+
 
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
@@ -233,8 +259,9 @@ class Http:
         self.timeout = timeout
 
     @staticmethod
-    def build(method: str, path: str, token: str | None = None, body=None, key: str | None = None,
-              port: int = 0) -> bytes:
+    def build(
+        method: str, path: str, token: str | None = None, body=None, key: str | None = None, port: int = 0
+    ) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
         if token:
             lines.append(f"Authorization: Bearer {token}")
@@ -286,8 +313,15 @@ class Http:
                 if conn is None:
                     conn = await self._connect()
                 answer = await asyncio.wait_for(self._exchange(conn, raw), self.timeout)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    ConnectionError, ValueError, IndexError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ConnectionError,
+                ValueError,
+                IndexError,
+            ) as exc:
                 if conn is not None:
                     conn.close()
                 raise LostAnswer(f"{type(exc).__name__}: {exc}") from None
@@ -300,12 +334,14 @@ class Http:
                 self.idle.append(conn)
             return answer
 
-    async def request(self, method: str, path: str, token: str | None = None, body=None,
-                      key: str | None = None) -> Answer:
+    async def request(
+        self, method: str, path: str, token: str | None = None, body=None, key: str | None = None
+    ) -> Answer:
         return await self.send_raw(self.build(method, path, token, body, key, self.port))
 
-    async def expect(self, status: int, method: str, path: str, token: str | None = None, body=None,
-                     key: str | None = None):
+    async def expect(
+        self, status: int, method: str, path: str, token: str | None = None, body=None, key: str | None = None
+    ):
         a = await self.request(method, path, token, body, key)
         assert a.status == status, f"{method} {path}: expected {status}, got {a.status}: {a.body}"
         return a.body
@@ -322,17 +358,21 @@ class Http:
 # Setup and reading back, over HTTP
 # ---------------------------------------------------------------------------------------------
 
+
 def valid_uscc() -> str:
     import random
+
     from service.uscc import ALPHABET, check_character
+
     rng = random.Random(secrets.randbits(64))
     body = "91" + "".join(rng.choice("0123456789") for _ in range(6)) + "".join(rng.choice(ALPHABET) for _ in range(9))
     return body + check_character(body)
 
 
 async def new_merchant(http: Http, name: str = "Hot Gym 热门健身") -> dict:
-    return await http.expect(201, "POST", "/v1/merchants", OPERATOR_TOKEN,
-                             {"name": name, "uscc": valid_uscc(), "category": "fitness"})
+    return await http.expect(
+        201, "POST", "/v1/merchants", OPERATOR_TOKEN, {"name": name, "uscc": valid_uscc(), "category": "fitness"}
+    )
 
 
 async def new_auditor(http: Http) -> dict:
@@ -344,20 +384,38 @@ async def new_consumer(http: Http, i: int) -> dict:
     phone = "13" + "".join(str(secrets.randbelow(10)) for _ in range(9))
     started = await http.expect(202, "POST", "/v1/consumers/verifications", None, {"phone": phone})
     outbox = await http.expect(200, "GET", f"/v1/test/sms?phone={phone}", OPERATOR_TOKEN)
-    return await http.expect(201, "POST", "/v1/consumers", None, {
-        "name": f"Consumer {i} 顾客", "phone": phone, "verification_id": started["verification_id"],
-        "code": outbox["items"][-1]["code"]})
+    return await http.expect(
+        201,
+        "POST",
+        "/v1/consumers",
+        None,
+        {
+            "name": f"Consumer {i} 顾客",
+            "phone": phone,
+            "verification_id": started["verification_id"],
+            "code": outbox["items"][-1]["code"],
+        },
+    )
 
 
 async def new_count_product(http: Http, merchant: dict, price: int = 10_001, uses: int = 10) -> dict:
-    return await http.expect(201, "POST", "/v1/products", merchant["api_key"],
-                             {"type": "count", "name": f"{uses}次卡", "price": price, "uses": uses, "valid_days": 365})
+    return await http.expect(
+        201,
+        "POST",
+        "/v1/products",
+        merchant["api_key"],
+        {"type": "count", "name": f"{uses}次卡", "price": price, "uses": uses, "valid_days": 365},
+    )
 
 
 async def new_stored_value_product(http: Http, merchant: dict, price: int = 100_000, face: int = 120_000) -> dict:
-    return await http.expect(201, "POST", "/v1/products", merchant["api_key"],
-                             {"type": "stored_value", "name": "充值卡", "price": price, "face_value": face,
-                              "valid_days": 365})
+    return await http.expect(
+        201,
+        "POST",
+        "/v1/products",
+        merchant["api_key"],
+        {"type": "stored_value", "name": "充值卡", "price": price, "face_value": face, "valid_days": 365},
+    )
 
 
 async def all_entries(http: Http, token: str) -> list[dict]:
@@ -392,4 +450,5 @@ async def gather_limited(limit: int, coros) -> list:
     async def one(c):
         async with sem:
             return await c
+
     return await asyncio.gather(*(one(c) for c in coros))

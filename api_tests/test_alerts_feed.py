@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 
 from api_tests.factories import (
-    OP, all_alerts, assert_error, create_merchant, customer_of, create_regulator, file_complaint, poll_alerts, put_policy,
+    OP,
+    all_alerts,
+    assert_error,
+    create_merchant,
+    create_regulator,
+    customer_of,
+    file_complaint,
+    poll_alerts,
+    put_policy,
     register_consumer,
 )
 
@@ -54,7 +62,8 @@ async def test_cursor_pages_through_alerts_of_several_merchants_in_order(client)
     assert len(rest["items"]) == 2
     items = first["items"] + rest["items"]
     assert [(a["merchant_id"], a["to_code"]) for a in items] == (
-        [(s["id"], "yellow") for s in shops] + [(s["id"], "red") for s in shops])
+        [(s["id"], "yellow") for s in shops] + [(s["id"], "red") for s in shops]
+    )
     assert [int(a["cursor"]) for a in items] == sorted({int(a["cursor"]) for a in items})
     empty = await poll_alerts(client, regulator, after=rest["next_cursor"])
     assert empty == {"items": [], "next_cursor": rest["next_cursor"]}  # the cursor stays where it was
@@ -70,12 +79,18 @@ async def test_resolving_an_open_alert_acknowledges_it_too_and_each_step_happens
 
     r = await client.post(f"/v1/alerts/{alert['id']}/resolve", json={"finding": ""}, headers=regulator["headers"])
     assert r.status_code == 422, r.text  # a finding is required
-    r = await client.post(f"/v1/alerts/{alert['id']}/resolve", json={"finding": "Visited: open and serving."},
-                          headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/alerts/{alert['id']}/resolve",
+        json={"finding": "Visited: open and serving."},
+        headers=regulator["headers"],
+    )
     assert r.status_code == 200, r.text
     done = r.json()
     assert done["status"] == "resolved" and done["acknowledged_at"] == done["resolved_at"] is not None
-    assert_error(await client.post(f"/v1/alerts/{alert['id']}/acknowledge", headers=regulator["headers"]), 409,
-                 "alert_state_conflict")
+    assert_error(
+        await client.post(f"/v1/alerts/{alert['id']}/acknowledge", headers=regulator["headers"]),
+        409,
+        "alert_state_conflict",
+    )
     [again] = await all_alerts(client, regulator, shop)
     assert (again["status"], again["finding"]) == ("resolved", "Visited: open and serving.")

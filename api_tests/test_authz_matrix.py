@@ -9,42 +9,87 @@ serves but the table lacks fails the test, so a new route must come with its row
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from api_tests.conftest import record
+from api_tests.factories import (
+    OP,
+    ask,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    create_party,
+    create_regulator,
+    customer_of,
+    file_complaint,
+    own_address,
+    poll_alerts,
+    publish_stored_value,
+    register_consumer,
+    serving_routes,
+    sign_in,
+    valid_uscc,
+    verify_phone,
+)
 from service.webhooks.dispatcher import Dispatcher
-from api_tests.factories import (OP, ask, buy_card, create_auditor, create_merchant, create_party, create_regulator,
-                                 customer_of,
-                                 file_complaint, own_address, poll_alerts, publish_stored_value, register_consumer,
-                                 serving_routes, sign_in, valid_uscc, verify_phone)
 
-CALLERS = ("none", "bad_token", "operator", "merchant_a", "merchant_b", "consumer_a", "consumer_b", "regulator",
-           "auditor", "lender")
-ROLE = {"operator": "operator", "merchant_a": "merchant", "merchant_b": "merchant", "consumer_a": "consumer",
-        "consumer_b": "consumer", "regulator": "regulator", "auditor": "auditor", "lender": "lender"}
+CALLERS = (
+    "none",
+    "bad_token",
+    "operator",
+    "merchant_a",
+    "merchant_b",
+    "consumer_a",
+    "consumer_b",
+    "regulator",
+    "auditor",
+    "lender",
+)
+ROLE = {
+    "operator": "operator",
+    "merchant_a": "merchant",
+    "merchant_b": "merchant",
+    "consumer_a": "consumer",
+    "consumer_b": "consumer",
+    "regulator": "regulator",
+    "auditor": "auditor",
+    "lender": "lender",
+}
 OTHER_PARTY = {"merchant_b", "consumer_b"}  # the same role as the owner of the world's objects, another party
 ALL_ROLES = frozenset(ROLE.values()) - {"lender"}  # a lender reads consenting merchants' credit reports, nothing else
 BAD_TOKEN = {"Authorization": "Bearer cs_" + "0" * 43}
 
 # Writes an auditor may make, and why: registering is public (the token is ignored), and asking the service
 # to sign a checkpoint of the ledger as it stands is how a verifier gets a fresh tree head; it moves nothing.
-AUDITOR_WRITES = {("POST", "/v1/consumers"), ("POST", "/v1/consumers/verifications"), ("POST", "/v1/consumers/sessions"),
-                  ("POST", "/v1/ledger/checkpoints")}
+AUDITOR_WRITES = {
+    ("POST", "/v1/consumers"),
+    ("POST", "/v1/consumers/verifications"),
+    ("POST", "/v1/consumers/sessions"),
+    ("POST", "/v1/ledger/checkpoints"),
+}
 # The auditor is the custodian bank (SPEC §12): it closes days, reports what it paid and uploads its statement.
-AUDITOR_WRITES |= {("POST", "/v1/settlements"), ("POST", "/v1/settlements/{batch_id}/results"),
-                   ("POST", "/v1/bank-statements")}
+AUDITOR_WRITES |= {
+    ("POST", "/v1/settlements"),
+    ("POST", "/v1/settlements/{batch_id}/results"),
+    ("POST", "/v1/bank-statements"),
+}
 # An auditor (the bank) registers webhook endpoints of its own to learn of every release it will pay out.
-AUDITOR_WRITES |= {("POST", "/v1/webhook-endpoints"), ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
-                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
-                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
-                   ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry")}
+AUDITOR_WRITES |= {
+    ("POST", "/v1/webhook-endpoints"),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"),
+}
 
 
 @dataclass
 class World:
     """Two merchants, two consumers, a regulator, an auditor, and objects that belong to merchant A and consumer A."""
+
     client: Any
     parties: dict[str, dict]
     product: dict = field(default_factory=dict)
@@ -63,6 +108,7 @@ class World:
         """A day long past that no cell has closed yet (closing answers 201 once per day)."""
         self.days_closed += 1
         return (datetime(2001, 1, 1) + timedelta(days=self.days_closed)).date().isoformat()
+
     endpoint: dict = field(default_factory=dict)
     delivery_id: str = ""
 
@@ -84,8 +130,9 @@ class World:
         return await file_complaint(self.client, self.parties["consumer_a"], merchant or self.parties["merchant_a"])
 
     async def fresh_endpoint(self) -> dict:
-        r = await self.client.post("/v1/webhook-endpoints", json=_endpoint_body(self),
-                                   headers=self.parties["merchant_a"]["headers"])
+        r = await self.client.post(
+            "/v1/webhook-endpoints", json=_endpoint_body(self), headers=self.parties["merchant_a"]["headers"]
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -196,6 +243,8 @@ async def _statement(w: World, succeeds: bool) -> dict:
 
 
 STATEMENT = "date,direction,amount,reference\n2026-12-01,credit,100,alipay:matrix-nobody\n"
+
+
 async def _endpoint(w: World, succeeds: bool) -> dict:
     return {"endpoint_id": w.endpoint["id"]}
 
@@ -265,11 +314,11 @@ def _complaint_body(w: World) -> dict:
 
 
 def _clock_body(w: World) -> dict:
-    return {"now": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()}
+    return {"now": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
 
 
 def _closure_body(w: World) -> dict:
-    return {"effective_date": (datetime.now(timezone.utc) + timedelta(days=45)).isoformat(), "reason": "Moving away."}
+    return {"effective_date": (datetime.now(UTC) + timedelta(days=45)).isoformat(), "reason": "Moving away."}
 
 
 REGULATORS = roles("regulator", "operator")
@@ -304,39 +353,86 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/products/{product_id}", 200, target=_product),
     Row("POST", "/v1/cards", 201, roles("consumer"), body=_purchase_body),
     Row("GET", "/v1/cards/{card_id}", 200, CARD_READERS, owned=True, target=_card),
-    Row("POST", "/v1/cards/{card_id}/redemptions", 201, roles("merchant"), owned=True, target=_card,
-        body=lambda w: {"amount": 1}),
+    Row(
+        "POST",
+        "/v1/cards/{card_id}/redemptions",
+        201,
+        roles("merchant"),
+        owned=True,
+        target=_card,
+        body=lambda w: {"amount": 1},
+    ),
     Row("POST", "/v1/cards/{card_id}/refund", 200, roles("consumer"), owned=True, target=_card_to_refund),
     Row("GET", "/v1/cards/{card_id}/refund-quote", 200, roles("consumer"), owned=True, target=_card),
     # redemptions
     Row("GET", "/v1/redemptions/{redemption_id}", 200, CARD_READERS, owned=True, target=_pending),
-    Row("POST", "/v1/redemptions/{redemption_id}/confirm", 200, roles("consumer"), owned=True,
-        target=_pending_to_answer),
-    Row("POST", "/v1/redemptions/{redemption_id}/reject", 200, roles("consumer"), owned=True,
-        target=_pending_to_answer),
-    Row("POST", "/v1/redemptions/{redemption_id}/cancel", 200, roles("merchant"), owned=True,
-        target=_pending_to_answer),
+    Row(
+        "POST", "/v1/redemptions/{redemption_id}/confirm", 200, roles("consumer"), owned=True, target=_pending_to_answer
+    ),
+    Row(
+        "POST", "/v1/redemptions/{redemption_id}/reject", 200, roles("consumer"), owned=True, target=_pending_to_answer
+    ),
+    Row(
+        "POST", "/v1/redemptions/{redemption_id}/cancel", 200, roles("merchant"), owned=True, target=_pending_to_answer
+    ),
     # regulatory acts on merchants
-    Row("POST", "/v1/merchants/{merchant_id}/default", 200, REGULATORS, target=_victim,
-        body=lambda w: {"reason": "Ran away 跑路"}),
-    Row("POST", "/v1/merchants/{merchant_id}/abnormal-list", 200, REGULATORS, target=_victim,
-        body=lambda w: {"listed": True, "reason": "Address unreachable"}),
-    Row("POST", "/v1/merchants/{merchant_id}/delisting", 200, REGULATORS, target=_victim,
-        body=lambda w: {"listed": True, "reason": "Red code"}),
+    Row(
+        "POST",
+        "/v1/merchants/{merchant_id}/default",
+        200,
+        REGULATORS,
+        target=_victim,
+        body=lambda w: {"reason": "Ran away 跑路"},
+    ),
+    Row(
+        "POST",
+        "/v1/merchants/{merchant_id}/abnormal-list",
+        200,
+        REGULATORS,
+        target=_victim,
+        body=lambda w: {"listed": True, "reason": "Address unreachable"},
+    ),
+    Row(
+        "POST",
+        "/v1/merchants/{merchant_id}/delisting",
+        200,
+        REGULATORS,
+        target=_victim,
+        body=lambda w: {"listed": True, "reason": "Red code"},
+    ),
     # complaints
     Row("POST", "/v1/complaints", 201, roles("consumer"), body=_complaint_body),
     Row("GET", "/v1/complaints", 200, roles("consumer", "merchant", "regulator", "operator")),
-    Row("POST", "/v1/complaints/{complaint_id}/response", 200, roles("merchant"), owned=True,
-        target=_complaint_to_answer, body=lambda w: {"text": "We apologise. 抱歉。"}),
-    Row("POST", "/v1/complaints/{complaint_id}/resolution", 200, REGULATORS, target=_complaint_to_resolve,
-        body=lambda w: {"resolution": "mediated", "note": "Refund agreed."}),
+    Row(
+        "POST",
+        "/v1/complaints/{complaint_id}/response",
+        200,
+        roles("merchant"),
+        owned=True,
+        target=_complaint_to_answer,
+        body=lambda w: {"text": "We apologise. 抱歉。"},
+    ),
+    Row(
+        "POST",
+        "/v1/complaints/{complaint_id}/resolution",
+        200,
+        REGULATORS,
+        target=_complaint_to_resolve,
+        body=lambda w: {"resolution": "mediated", "note": "Refund agreed."},
+    ),
     # health, alerts, policy, inspections
     Row("GET", "/v1/merchants/{merchant_id}/health", 200, target=_merchant_a),
     Row("GET", "/v1/merchants", 200),
     Row("GET", "/v1/alerts", 200, REGULATORS),
     Row("POST", "/v1/alerts/{alert_id}/acknowledge", 200, REGULATORS, target=_alert),
-    Row("POST", "/v1/alerts/{alert_id}/resolve", 200, REGULATORS, target=_alert,
-        body=lambda w: {"finding": "Visited the shop; it is open."}),
+    Row(
+        "POST",
+        "/v1/alerts/{alert_id}/resolve",
+        200,
+        REGULATORS,
+        target=_alert,
+        body=lambda w: {"finding": "Visited the shop; it is open."},
+    ),
     Row("GET", "/v1/risk/policy", 200, REGULATORS),
     Row("PUT", "/v1/risk/policy", 200, roles("operator"), body=lambda w: {}),
     Row("POST", "/v1/inspections/draws", 201, REGULATORS, body=lambda w: {"inspectors": ["Zhang 张", "Zhao 赵"]}),
@@ -357,11 +453,16 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/settlements", 200, roles("auditor", "operator", "regulator")),
     Row("GET", "/v1/settlements/instructions", 200, roles("auditor", "operator", "regulator")),
     Row("GET", "/v1/settlements/{batch_id}", 200, roles("auditor", "operator", "regulator"), target=_batch),
-    Row("POST", "/v1/settlements/{batch_id}/results", 200, roles("auditor"), target=_batch,
-        body=lambda w: {"results": []}),
+    Row(
+        "POST",
+        "/v1/settlements/{batch_id}/results",
+        200,
+        roles("auditor"),
+        target=_batch,
+        body=lambda w: {"results": []},
+    ),
     Row("POST", "/v1/bank-statements", 201, roles("auditor"), body=lambda w: STATEMENT, content_type="text/csv"),
-    Row("GET", "/v1/bank-statements/{statement_id}", 200, roles("auditor", "operator", "regulator"),
-        target=_statement),
+    Row("GET", "/v1/bank-statements/{statement_id}", 200, roles("auditor", "operator", "regulator"), target=_statement),
     Row("POST", "/v1/lenders", 201, roles("operator"), body=lambda w: {"name": "Loan desk 信贷部"}),
     Row("POST", "/v1/merchants/me/credit-consent", 200, roles("merchant"), body=lambda w: {"consent": True}),
     Row("GET", "/v1/credit/merchants", 200, roles("lender")),
@@ -370,36 +471,76 @@ TABLE: tuple[Row, ...] = (
     Row("GET", "/v1/events", 200, EVERYONE_SIGNED_IN),
     Row("POST", "/v1/webhook-endpoints", 201, WEBHOOK_OWNERS, body=_endpoint_body),
     Row("GET", "/v1/webhook-endpoints", 200, WEBHOOK_OWNERS),
-    Row("GET", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint,
-        not_found=NOT_MERCHANT_AS_ENDPOINT),
-    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", 200, WEBHOOK_OWNERS, target=_endpoint,
-        not_found=NOT_MERCHANT_AS_ENDPOINT),
-    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/enable", 200, WEBHOOK_OWNERS, target=_endpoint,
-        not_found=NOT_MERCHANT_AS_ENDPOINT),
-    Row("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries", 200, WEBHOOK_OWNERS, target=_endpoint,
-        not_found=NOT_MERCHANT_AS_ENDPOINT),
-    Row("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry", 202, WEBHOOK_OWNERS,
-        target=_delivery, not_found=NOT_MERCHANT_AS_ENDPOINT),
-    Row("DELETE", "/v1/webhook-endpoints/{endpoint_id}", 200, WEBHOOK_OWNERS, target=_endpoint_to_delete,
-        not_found=NOT_MERCHANT_AS_ENDPOINT),
+    Row(
+        "GET",
+        "/v1/webhook-endpoints/{endpoint_id}",
+        200,
+        WEBHOOK_OWNERS,
+        target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
+    Row(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+        200,
+        WEBHOOK_OWNERS,
+        target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
+    Row(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/enable",
+        200,
+        WEBHOOK_OWNERS,
+        target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
+    Row(
+        "GET",
+        "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+        200,
+        WEBHOOK_OWNERS,
+        target=_endpoint,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
+    Row(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry",
+        202,
+        WEBHOOK_OWNERS,
+        target=_delivery,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
+    Row(
+        "DELETE",
+        "/v1/webhook-endpoints/{endpoint_id}",
+        200,
+        WEBHOOK_OWNERS,
+        target=_endpoint_to_delete,
+        not_found=NOT_MERCHANT_AS_ENDPOINT,
+    ),
     # last: a merchant that announced closure sells nothing more, and the rows above buy from merchant A
     Row("POST", "/v1/merchants/me/closure", 200, roles("merchant"), body=_closure_body),
 )
 
-QUERIES = {"/v1/ledger/consistency": lambda w: {"first": 1, "second": w.ledger_size},
-           "/v1/test/sms": lambda w: {"phone": w.parties["consumer_a"]["phone"]},
-           "/v1/ledger/entries/{seq}/proof": lambda w: {"tree_size": w.ledger_size}}
+QUERIES = {
+    "/v1/ledger/consistency": lambda w: {"first": 1, "second": w.ledger_size},
+    "/v1/test/sms": lambda w: {"phone": w.parties["consumer_a"]["phone"]},
+    "/v1/ledger/entries/{seq}/proof": lambda w: {"tree_size": w.ledger_size},
+}
 
 
 async def build_world(client) -> World:
-    parties = {"operator": {"headers": OP},
-               "merchant_a": await create_merchant(client, "Iron Gym 铁馆健身"),
-               "merchant_b": await create_merchant(client, "Rival Gym 对手健身"),
-               "consumer_a": await register_consumer(client, "Li Lei 李雷"),
-               "consumer_b": await register_consumer(client, "Han Meimei 韩梅梅"),
-               "regulator": await create_regulator(client),
-               "auditor": await create_auditor(client),
-               "lender": await create_party(client, "lenders", "Industrial Bank loans 兴业银行信贷部")}
+    parties = {
+        "operator": {"headers": OP},
+        "merchant_a": await create_merchant(client, "Iron Gym 铁馆健身"),
+        "merchant_b": await create_merchant(client, "Rival Gym 对手健身"),
+        "consumer_a": await register_consumer(client, "Li Lei 李雷"),
+        "consumer_b": await register_consumer(client, "Han Meimei 韩梅梅"),
+        "regulator": await create_regulator(client),
+        "auditor": await create_auditor(client),
+        "lender": await create_party(client, "lenders", "Industrial Bank loans 兴业银行信贷部"),
+    }
     w = World(client, parties)
     w.product = await publish_stored_value(client, parties["merchant_a"], price=100_000, face_value=120_000)
     w.card = await w.fresh_card()
@@ -413,20 +554,26 @@ async def build_world(client) -> World:
     w.entry_seq = r.json()["items"][0]["seq"]
     r = await client.post("/v1/ledger/checkpoints", headers=OP)
     w.ledger_size = r.json()["tree_size"]
-    r = await client.post("/v1/merchants/me/credit-consent", json={"consent": True}, headers=parties["merchant_a"]["headers"])
+    r = await client.post(
+        "/v1/merchants/me/credit-consent", json={"consent": True}, headers=parties["merchant_a"]["headers"]
+    )
     assert r.status_code == 200, r.text
     r = await client.post("/v1/settlements", json={"date": "2001-01-01"}, headers=OP)
     assert r.status_code == 201, r.text
     w.batch_id = r.json()["id"]
-    r = await client.post("/v1/bank-statements", content=STATEMENT.encode(),
-                          headers={**parties["auditor"]["headers"], "Content-Type": "text/csv"})
+    r = await client.post(
+        "/v1/bank-statements",
+        content=STATEMENT.encode(),
+        headers={**parties["auditor"]["headers"], "Content-Type": "text/csv"},
+    )
     assert r.status_code == 201, r.text
     w.statement_id = r.json()["id"]
     w.endpoint = await w.fresh_endpoint()
     await w.fresh_card()  # an event for merchant A's endpoint: one delivery (fanned out, not sent)
     await Dispatcher(client._transport.app.fastapi_app.state.ctx).step(claim=False)
-    r = await client.get(f"/v1/webhook-endpoints/{w.endpoint['id']}/deliveries",
-                         headers=parties["merchant_a"]["headers"])
+    r = await client.get(
+        f"/v1/webhook-endpoints/{w.endpoint['id']}/deliveries", headers=parties["merchant_a"]["headers"]
+    )
     w.delivery_id = r.json()["items"][0]["id"]
     return w
 
@@ -441,8 +588,12 @@ def test_the_table_covers_every_v1_route(app):
 
 def test_the_table_says_what_the_spec_says():
     by_route = {(row.method, row.path): row for row in TABLE}
-    for method, path in (("POST", "/v1/cards"), ("POST", "/v1/cards/{card_id}/redemptions"),
-                         ("POST", "/v1/redemptions/{redemption_id}/confirm"), ("POST", "/v1/cards/{card_id}/refund")):
+    for method, path in (
+        ("POST", "/v1/cards"),
+        ("POST", "/v1/cards/{card_id}/redemptions"),
+        ("POST", "/v1/redemptions/{redemption_id}/confirm"),
+        ("POST", "/v1/cards/{card_id}/refund"),
+    ):
         assert by_route[method, path].expected("regulator") == 403, "a regulator never moves money"
     for row in TABLE:
         if row.method in ("POST", "PUT", "PATCH", "DELETE") and (row.method, row.path) not in AUDITOR_WRITES:
@@ -467,8 +618,9 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(client, ca
             if row.signs_out and expect == row.ok:
                 headers = (await sign_in(client, w.parties[caller]["phone"]))["headers"]
             if row.content_type:
-                r = await client.request(row.method, url, content=body, params=query,
-                                         headers={**headers, "Content-Type": row.content_type})
+                r = await client.request(
+                    row.method, url, content=body, params=query, headers={**headers, "Content-Type": row.content_type}
+                )
             else:
                 r = await client.request(row.method, url, json=body, params=query, headers=headers)
             cells += 1
@@ -481,8 +633,10 @@ async def test_every_caller_gets_the_documented_answer_on_every_route(client, ca
     assert cells == len(TABLE) * len(CALLERS)
     record("matrix cells", cells)
     with capsys.disabled():
-        print(f"\nauthorization matrix: {cells} cells checked ({len(TABLE)} routes x {len(CALLERS)} callers), "
-              "all as documented")
+        print(
+            f"\nauthorization matrix: {cells} cells checked ({len(TABLE)} routes x {len(CALLERS)} callers), "
+            "all as documented"
+        )
 
 
 def test_the_openapi_document_declares_every_refusal_the_matrix_expects(app):

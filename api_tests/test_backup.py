@@ -24,18 +24,41 @@ from pathlib import Path
 
 from api_tests.conftest import record
 from api_tests.realserver import (
-    OPERATOR_TOKEN, ON_POSTGRES, REPO, Database, Http, RealServer, all_entries, fresh_database, gather_limited,
-    ledger_verify, new_auditor, new_consumer, new_count_product, new_merchant, new_stored_value_product, parsed,
-    reconciliation_ok, server_env,
+    ON_POSTGRES,
+    OPERATOR_TOKEN,
+    REPO,
+    Database,
+    Http,
+    RealServer,
+    all_entries,
+    fresh_database,
+    gather_limited,
+    ledger_verify,
+    new_auditor,
+    new_consumer,
+    new_count_product,
+    new_merchant,
+    new_stored_value_product,
+    parsed,
+    reconciliation_ok,
+    server_env,
 )
 
 
 async def run_cli(env: dict, *args: str, timeout: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", *args, env=env, cwd=str(REPO),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        env=env,
+        cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise
@@ -54,30 +77,41 @@ def fix_manifest(folder: Path) -> None:
 def flip_digit(text: str) -> str:
     """The same entry with one digit of its amount changed (same length: the SQLite record stays valid)."""
     i = text.index('"amount":') + len('"amount":')
-    return text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1:]
+    return text[:i] + str((int(text[i]) + 1) % 10) + text[i + 1 :]
 
 
 async def tamper_postgres(src: Path, dst: Path, seq: int) -> None:
     """Load the dump into a scratch database, alter one ledger entry there, dump it again into `dst`."""
     import psycopg
+
     from service.backup import pg_tool
+
     scratch = await fresh_database("escrow_crash_scratch")
     try:
         url = scratch.url
-        subprocess.run([pg_tool("pg_restore"), "--no-owner", "--exit-on-error", "--dbname", url,
-                        str(src / "escrow.dump")], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [pg_tool("pg_restore"), "--no-owner", "--exit-on-error", "--dbname", url, str(src / "escrow.dump")],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         with psycopg.connect(url, autocommit=True) as conn:
             text = conn.execute("SELECT canonical FROM ledger_entries WHERE seq = %s", (seq,)).fetchone()[0]
             conn.execute("UPDATE ledger_entries SET canonical = %s WHERE seq = %s", (flip_digit(text), seq))
         (dst / "escrow.dump").unlink()
-        subprocess.run([pg_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(dst / "escrow.dump"),
-                        "--dbname", url], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [pg_tool("pg_dump"), "--format=custom", "--no-owner", "--file", str(dst / "escrow.dump"), "--dbname", url],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     finally:
         await scratch.drop()
 
 
 async def pg_has_tables(db: Database) -> bool:
     import asyncpg
+
     conn = await asyncpg.connect(db.url, timeout=10)
     try:
         return await conn.fetchval("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") > 0
@@ -111,19 +145,32 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         cards: dict[str, int] = {}  # card id -> purchase seq
 
         async def cycle(c: dict, i: int, product: dict) -> None:
-            card = await http.expect(201, "POST", "/v1/cards", c["token"], {
-                "product_id": product["id"], "payment": {"method": "unionpay", "reference": f"up-{i}-{c['id']}"}},
-                key=f"bk-buy-{i}-{c['id']}")
+            card = await http.expect(
+                201,
+                "POST",
+                "/v1/cards",
+                c["token"],
+                {"product_id": product["id"], "payment": {"method": "unionpay", "reference": f"up-{i}-{c['id']}"}},
+                key=f"bk-buy-{i}-{c['id']}",
+            )
             cards[card["id"]] = card["ledger_seq"]
             answers.append({"kind": "purchase", "seq": card["ledger_seq"], "card_id": card["id"]})
             units = {"uses": 1} if product["type"] == "count" else {"amount": 12_000}
-            h = await http.expect(201, "POST", f"/v1/cards/{card['id']}/redemptions", merchant["api_key"], units,
-                                  key=f"bk-ask-{card['id']}")
+            h = await http.expect(
+                201,
+                "POST",
+                f"/v1/cards/{card['id']}/redemptions",
+                merchant["api_key"],
+                units,
+                key=f"bk-ask-{card['id']}",
+            )
             answers.append({"kind": "hold", "seq": h["hold_ledger_seq"], "card_id": card["id"], "rdm": h["id"]})
             r = await http.expect(200, "POST", f"/v1/redemptions/{h['id']}/confirm", c["token"], key=f"bk-c-{h['id']}")
             answers.append({"kind": "release", "seq": r["ledger_seq"], "card_id": card["id"], "rdm": h["id"]})
             if i % 3 == 2:
-                f = await http.expect(200, "POST", f"/v1/cards/{card['id']}/refund", c["token"], key=f"bk-r-{card['id']}")
+                f = await http.expect(
+                    200, "POST", f"/v1/cards/{card['id']}/refund", c["token"], key=f"bk-r-{card['id']}"
+                )
                 answers.append({"kind": "refund", "seq": f["ledger_seq"], "card_id": card["id"]})
 
         await asyncio.gather(*(cycle(c, i, count if i % 2 else stored) for i in range(3) for c in consumers))
@@ -137,6 +184,7 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
                 if stop.is_set():
                     return
                 await cycle(c, i * 10 + k, count if i % 2 else stored)
+
         traffic_tasks = [asyncio.create_task(traffic(c, k)) for k, c in enumerate(consumers[:4])]
         await asyncio.sleep(0.3)
         size_before = len(answers)
@@ -187,7 +235,8 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         results = await asyncio.gather(
             run_cli(restored.env, "backup", "restore", str(backup)),
             run_cli(t_envs[0], "backup", "restore", str(naive)),
-            run_cli(t_envs[1], "backup", "restore", str(careful)))
+            run_cli(t_envs[1], "backup", "restore", str(careful)),
+        )
         code, out = results[0]
         assert code == 0 and "ledger OK" in out, out
         code, out = results[1]
@@ -195,7 +244,7 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         code, out = results[2]
         assert code != 0 and "restore refused" in out and f"seq {victim['seq']}" in out, out
         refused_message = out.strip().splitlines()[-1]
-        for i, env in enumerate(t_envs):  # nothing servable was left behind
+        for i, _env in enumerate(t_envs):  # nothing servable was left behind
             if ON_POSTGRES:
                 assert not await pg_has_tables(t_dbs[i])
             else:
@@ -225,6 +274,7 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         async def card_visible(card_id: str, seq: int):
             got = await rhttp.request("GET", f"/v1/cards/{card_id}", OPERATOR_TOKEN)
             assert got.status == (200 if seq < tree_size else 404), (card_id, seq, tree_size, got.status)
+
         await gather_limited(16, [visible(a) for a in before] + [card_visible(c, s) for c, s in cards.items()])
         for a in after:
             assert (await rhttp.request("GET", f"/v1/ledger/entries/{a['seq']}", auditor)).status == 404
@@ -240,10 +290,12 @@ async def test_online_backup_restore_verifies_and_tamper_is_refused(capsys):
         record("backup restores", 2)
         record("tampered backups refused", 2)
         with capsys.disabled():
-            print(f"\nbackup [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: online backup at tree size {tree_size} of "
-                  f"{len(source_entries)} (traffic went on), restored: {len(before)} answered writes visible, "
-                  f"{len(after)} later ones absent; {line[:40]}…; tampered backup refused: {refused_message[:150]} "
-                  f"({time.monotonic() - t0:.0f} s)")
+            print(
+                f"\nbackup [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: online backup at tree size {tree_size} of "
+                f"{len(source_entries)} (traffic went on), restored: {len(before)} answered writes visible, "
+                f"{len(after)} later ones absent; {line[:40]}…; tampered backup refused: {refused_message[:150]} "
+                f"({time.monotonic() - t0:.0f} s)"
+            )
     finally:
         for c in clients:
             await c.close()

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,11 +22,12 @@ OP = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 class ServedServer(RealServer):
     """A server started by `python -m service.cli serve`, the production entry point."""
 
-    async def start(self, timeout: float = 60) -> "ServedServer":
+    async def start(self, timeout: float = 60) -> ServedServer:
         cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.starts += 1
         await self.wait_healthy(timeout)
         return self
@@ -36,8 +37,9 @@ async def verifications(base: str, forwarded: list[str]) -> list[int]:
     statuses = []
     async with httpx.AsyncClient(base_url=base, timeout=30) as c:
         for i, xff in enumerate(forwarded):
-            r = await c.post("/v1/consumers/verifications", json={"phone": f"1580000{i:04d}"},
-                             headers={"X-Forwarded-For": xff})
+            r = await c.post(
+                "/v1/consumers/verifications", json={"phone": f"1580000{i:04d}"}, headers={"X-Forwarded-For": xff}
+            )
             statuses.append(r.status_code)
     return statuses
 
@@ -46,8 +48,9 @@ async def test_forwarded_headers_are_believed_only_from_trusted_proxies_and_revo
     db = await fresh_database("escrow_i12a_xff")
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-xff-"))
     plain = ServedServer(data_dir, db, "plain", ESCROW_REGISTRATION_LIMIT_PER_MINUTE=str(LIMIT))
-    proxied = ServedServer(data_dir, db, "proxied", ESCROW_REGISTRATION_LIMIT_PER_MINUTE=str(LIMIT),
-                           ESCROW_TRUSTED_PROXIES="127.0.0.1")
+    proxied = ServedServer(
+        data_dir, db, "proxied", ESCROW_REGISTRATION_LIMIT_PER_MINUTE=str(LIMIT), ESCROW_TRUSTED_PROXIES="127.0.0.1"
+    )
     passed = False
     try:
         plain.migrate()
@@ -55,7 +58,7 @@ async def test_forwarded_headers_are_believed_only_from_trusted_proxies_and_revo
         await proxied.start()
         a, b = f"http://127.0.0.1:{plain.port}", f"http://127.0.0.1:{proxied.port}"
         async with httpx.AsyncClient(base_url=a, timeout=30) as c:
-            start = (datetime.now(timezone.utc) + timedelta(minutes=2)).replace(second=0, microsecond=0)
+            start = (datetime.now(UTC) + timedelta(minutes=2)).replace(second=0, microsecond=0)
             r = await c.post("/v1/test/clock", json={"now": start.isoformat()}, headers=OP)
             assert r.status_code == 200, r.text
         async with httpx.AsyncClient(base_url=b, timeout=30) as c:  # the other process reads the moved clock too
@@ -73,6 +76,7 @@ async def test_forwarded_headers_are_believed_only_from_trusted_proxies_and_revo
         # a key revoked through one process is refused by the other at once
         async with httpx.AsyncClient(base_url=a, timeout=30) as ca, httpx.AsyncClient(base_url=b, timeout=30) as cb:
             from api_tests.realserver import Http
+
             http = Http(plain.port)
             merchant = await new_merchant(http)
             await http.close()

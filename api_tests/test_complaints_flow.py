@@ -8,8 +8,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from api_tests.factories import (
-    OP, all_alerts, assert_error, buy_card, create_merchant, create_regulator, file_complaint, health,
-    move_clock_to, parse_time, publish_stored_value, register_consumer, customer_of, put_policy,
+    OP,
+    all_alerts,
+    assert_error,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    customer_of,
+    file_complaint,
+    health,
+    move_clock_to,
+    parse_time,
+    publish_stored_value,
+    put_policy,
+    register_consumer,
 )
 
 
@@ -23,22 +35,33 @@ async def test_file_respond_resolve_each_party_in_its_own_lane(client):
 
     c = await file_complaint(client, li, gym, card, category="refund_refused", text="They refused my refund.")
     assert (c["status"], c["merchant_id"], c["consumer_id"], c["card_id"], c["overdue"]) == (
-        "open", gym["id"], li["id"], card["id"], False)
+        "open",
+        gym["id"],
+        li["id"],
+        card["id"],
+        False,
+    )
     assert parse_time(c["due_at"]) - parse_time(c["created_at"]) == timedelta(hours=24)
     assert (await health(client, gym))["indicators"]["complaints"] == 1
 
     # Only consumers file; a card must be the consumer's own and at that merchant.
-    r = await client.post("/v1/complaints", json={"merchant_id": gym["id"], "category": "other", "text": "x"},
-                          headers=gym["headers"])
+    r = await client.post(
+        "/v1/complaints", json={"merchant_id": gym["id"], "category": "other", "text": "x"}, headers=gym["headers"]
+    )
     assert_error(r, 403)
-    r = await client.post("/v1/complaints", json={"merchant_id": gym["id"], "card_id": card["id"], "category": "other",
-                                                  "text": "not my card"}, headers=han["headers"])
+    r = await client.post(
+        "/v1/complaints",
+        json={"merchant_id": gym["id"], "card_id": card["id"], "category": "other", "text": "not my card"},
+        headers=han["headers"],
+    )
     assert_error(r, 404, "card_not_found")
-    r = await client.post("/v1/complaints", json={"merchant_id": "mch_nope", "category": "other", "text": "x"},
-                          headers=han["headers"])
+    r = await client.post(
+        "/v1/complaints", json={"merchant_id": "mch_nope", "category": "other", "text": "x"}, headers=han["headers"]
+    )
     assert_error(r, 404, "merchant_not_found")
-    r = await client.post("/v1/complaints", json={"merchant_id": gym["id"], "category": "rude", "text": "x"},
-                          headers=han["headers"])
+    r = await client.post(
+        "/v1/complaints", json={"merchant_id": gym["id"], "category": "rude", "text": "x"}, headers=han["headers"]
+    )
     assert r.status_code == 422, r.text
 
     # Another merchant cannot see or answer it: 404, not 403.
@@ -49,8 +72,9 @@ async def test_file_respond_resolve_each_party_in_its_own_lane(client):
     r = await client.post(f"/v1/complaints/{c['id']}/response", json={"text": "me"}, headers=li["headers"])
     assert_error(r, 403)
 
-    r = await client.post(f"/v1/complaints/{c['id']}/response", json={"text": "Refund issued today."},
-                          headers=gym["headers"])
+    r = await client.post(
+        f"/v1/complaints/{c['id']}/response", json={"text": "Refund issued today."}, headers=gym["headers"]
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["response"]) == ("responded", "Refund issued today.")
     assert r.json()["responded_at"]
@@ -58,13 +82,24 @@ async def test_file_respond_resolve_each_party_in_its_own_lane(client):
     assert_error(r, 409, "complaint_not_open")
 
     # The merchant may not resolve its own complaint; the regulator does.
-    r = await client.post(f"/v1/complaints/{c['id']}/resolution", json={"resolution": "dismissed"}, headers=gym["headers"])
+    r = await client.post(
+        f"/v1/complaints/{c['id']}/resolution", json={"resolution": "dismissed"}, headers=gym["headers"]
+    )
     assert_error(r, 403)
-    r = await client.post(f"/v1/complaints/{c['id']}/resolution", json={"resolution": "upheld", "note": "Refund was due."},
-                          headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/complaints/{c['id']}/resolution",
+        json={"resolution": "upheld", "note": "Refund was due."},
+        headers=regulator["headers"],
+    )
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["resolution"], r.json()["resolution_note"]) == ("resolved", "upheld", "Refund was due.")
-    r = await client.post(f"/v1/complaints/{c['id']}/resolution", json={"resolution": "dismissed"}, headers=regulator["headers"])
+    assert (r.json()["status"], r.json()["resolution"], r.json()["resolution_note"]) == (
+        "resolved",
+        "upheld",
+        "Refund was due.",
+    )
+    r = await client.post(
+        f"/v1/complaints/{c['id']}/resolution", json={"resolution": "dismissed"}, headers=regulator["headers"]
+    )
     assert_error(r, 409, "complaint_already_resolved")
 
     # The operator may resolve too, with each outcome; a made-up outcome is a 422.
@@ -72,9 +107,13 @@ async def test_file_respond_resolve_each_party_in_its_own_lane(client):
     m = await file_complaint(client, han, other, text="Price changed.")
     r = await client.post(f"/v1/complaints/{d['id']}/resolution", json={"resolution": "dismissed"}, headers=OP)
     assert (r.status_code, r.json()["resolution"]) == (200, "dismissed")
-    r = await client.post(f"/v1/complaints/{m['id']}/resolution", json={"resolution": "mediated"}, headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/complaints/{m['id']}/resolution", json={"resolution": "mediated"}, headers=regulator["headers"]
+    )
     assert (r.status_code, r.json()["resolution"]) == (200, "mediated")
-    r = await client.post(f"/v1/complaints/{m['id']}/resolution", json={"resolution": "forgiven"}, headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/complaints/{m['id']}/resolution", json={"resolution": "forgiven"}, headers=regulator["headers"]
+    )
     assert r.status_code == 422, r.text
 
     # Lists are scoped to the caller.
@@ -110,8 +149,9 @@ async def test_an_unanswered_complaint_goes_overdue_after_24_hours_and_turns_the
     assert (alert["from_code"], alert["to_code"], alert["reasons"]) == ("green", "yellow", h["reasons"])
 
     # A late answer still counts: the complaint is no longer overdue and the code goes back to green.
-    r = await client.post(f"/v1/complaints/{c['id']}/response", json={"text": "Sorry, we were closed."},
-                          headers=gym["headers"])
+    r = await client.post(
+        f"/v1/complaints/{c['id']}/response", json={"text": "Sorry, we were closed."}, headers=gym["headers"]
+    )
     assert r.status_code == 200 and r.json()["overdue"] is False
     h = await health(client, gym)
     assert (h["code"], h["indicators"]["overdue_complaints"]) == ("green", 0)

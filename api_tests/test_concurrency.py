@@ -3,8 +3,15 @@
 import asyncio
 from collections import Counter
 
-from api_tests.factories import (assert_error, buy_card, create_merchant, get_card, publish_count,
-                                 publish_stored_value, register_consumer)
+from api_tests.factories import (
+    assert_error,
+    buy_card,
+    create_merchant,
+    get_card,
+    publish_count,
+    publish_stored_value,
+    register_consumer,
+)
 
 
 def assert_not_over_committed(balance: dict, price: int) -> None:
@@ -18,8 +25,9 @@ async def test_fifty_simultaneous_asks_for_the_whole_balance_hold_it_once(client
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000))
     url = f"/v1/cards/{card['id']}/redemptions"
-    answers = await asyncio.gather(*[client.post(url, json={"amount": 120_000}, headers=gym["headers"])
-                                     for _ in range(50)])
+    answers = await asyncio.gather(
+        *[client.post(url, json={"amount": 120_000}, headers=gym["headers"]) for _ in range(50)]
+    )
     assert Counter(r.status_code for r in answers) == {201: 1, 409: 49}
     for r in answers:
         if r.status_code == 409:
@@ -29,8 +37,9 @@ async def test_fifty_simultaneous_asks_for_the_whole_balance_hold_it_once(client
     assert (balance["held"], balance["units_held"], balance["available"]) == (100_000, 120_000, 0)
     assert_not_over_committed(balance, 100_000)
 
-    confirms = await asyncio.gather(*[client.post(f"/v1/redemptions/{held['id']}/confirm", headers=li["headers"])
-                                      for _ in range(10)])
+    confirms = await asyncio.gather(
+        *[client.post(f"/v1/redemptions/{held['id']}/confirm", headers=li["headers"]) for _ in range(10)]
+    )
     assert Counter(r.status_code for r in confirms) == {200: 1, 409: 9}
     balance = (await get_card(client, li, card))["balance"]
     assert (balance["released"], balance["escrow"], balance["held"]) == (100_000, 0, 0)
@@ -49,8 +58,9 @@ async def test_simultaneous_small_asks_stop_exactly_at_the_balance(client):
     assert (balance["units_held"], balance["held"]) == (6, 857)
     assert_not_over_committed(balance, 1000)
     holds = [r.json() for r in answers if r.status_code == 201]
-    confirmed = await asyncio.gather(*[client.post(f"/v1/redemptions/{h['id']}/confirm", headers=li["headers"])
-                                       for h in holds])
+    confirmed = await asyncio.gather(
+        *[client.post(f"/v1/redemptions/{h['id']}/confirm", headers=li["headers"]) for h in holds]
+    )
     assert [r.status_code for r in confirmed] == [200, 200, 200]
     assert sum(r.json()["release_amount"] for r in confirmed) == 857
     balance = (await get_card(client, li, card))["balance"]
@@ -85,8 +95,9 @@ async def test_simultaneous_purchases_with_one_idempotency_key_buy_one_card(clie
     li = await register_consumer(client)
     product = await publish_count(client, gym, price=1000, uses=3)
     body = {"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-9"}}
-    answers = await asyncio.gather(*[client.post("/v1/cards", json=body, headers={**li["headers"], "Idempotency-Key": "one"})
-                                     for _ in range(20)])
+    answers = await asyncio.gather(
+        *[client.post("/v1/cards", json=body, headers={**li["headers"], "Idempotency-Key": "one"}) for _ in range(20)]
+    )
     assert {r.status_code for r in answers} == {201}
     assert len({r.json()["id"] for r in answers}) == 1
     cards = (await client.get("/v1/consumers/me/cards", headers=li["headers"])).json()["items"]

@@ -26,8 +26,20 @@ import pytest
 
 from api_tests.conftest import record
 from api_tests.realserver import (
-    OPERATOR_TOKEN, ON_POSTGRES, Http, LostAnswer, RealServer, all_entries, fresh_database, gather_limited,
-    ledger_verify, new_auditor, new_consumer, new_count_product, new_merchant, parsed, reconciliation_ok,
+    ON_POSTGRES,
+    OPERATOR_TOKEN,
+    Http,
+    RealServer,
+    all_entries,
+    fresh_database,
+    gather_limited,
+    ledger_verify,
+    new_auditor,
+    new_consumer,
+    new_count_product,
+    new_merchant,
+    parsed,
+    reconciliation_ok,
 )
 
 
@@ -75,12 +87,23 @@ async def hot_card(clients: list[Http], env: dict, uses: int, asks: int) -> dict
     http = clients[0]
     merchant, consumer = env["merchant"], env["consumers"][0]
     product = await new_count_product(http, merchant, price=10_007, uses=uses)
-    card = await http.expect(201, "POST", "/v1/cards", consumer["token"], {
-        "product_id": product["id"], "payment": {"method": "alipay", "reference": f"ali-{secrets.token_hex(6)}"}})
+    card = await http.expect(
+        201,
+        "POST",
+        "/v1/cards",
+        consumer["token"],
+        {"product_id": product["id"], "payment": {"method": "alipay", "reference": f"ali-{secrets.token_hex(6)}"}},
+    )
 
     async def ask(i):
-        return await pick(clients, i).request("POST", f"/v1/cards/{card['id']}/redemptions", merchant["api_key"],
-                                              {"uses": 1}, key=f"hot-ask-{card['id']}-{i}")
+        return await pick(clients, i).request(
+            "POST",
+            f"/v1/cards/{card['id']}/redemptions",
+            merchant["api_key"],
+            {"uses": 1},
+            key=f"hot-ask-{card['id']}-{i}",
+        )
+
     answers = await asyncio.gather(*(ask(i) for i in range(asks)))
     statuses = Counter(a.status for a in answers)
     assert statuses == Counter({201: uses, 409: asks - uses}), statuses
@@ -93,17 +116,19 @@ async def hot_card(clients: list[Http], env: dict, uses: int, asks: int) -> dict
     # consumer refunds the card part-way: each redemption settles once, confirmed or cancelled.
     async def confirm(i, h):
         return h["id"], await pick(clients, i).request("POST", f"/v1/redemptions/{h['id']}/confirm", consumer["token"])
+
     tasks = [confirm(i, h) for i, h in enumerate(holds) for _ in range(2)]
     half = len(tasks) // 2
-    refund_task = pick(clients, 1).request("POST", f"/v1/cards/{card['id']}/refund", consumer["token"],
-                                           key=f"hot-refund-{card['id']}")
+    refund_task = pick(clients, 1).request(
+        "POST", f"/v1/cards/{card['id']}/refund", consumer["token"], key=f"hot-refund-{card['id']}"
+    )
     results = await asyncio.gather(*tasks[:half], refund_task, *tasks[half:])
     refund = results[half]
     assert refund.status == 200, refund.body
-    confirms = results[:half] + results[half + 1:]
+    confirms = results[:half] + results[half + 1 :]
     ok = Counter(rid for rid, a in confirms if a.status == 200)
     assert all(n == 1 for n in ok.values()), "a redemption was confirmed twice"
-    for rid, a in confirms:
+    for _rid, a in confirms:
         assert a.status in (200, 409), a.body
         if a.status == 409:
             assert a.body["error"]["code"] == "redemption_not_pending", a.body
@@ -133,9 +158,17 @@ async def hot_merchant(clients: list[Http], env: dict, n: int) -> None:
 
     async def buy(i):
         c = consumers[i % len(consumers)]
-        return await pick(clients, i).request("POST", "/v1/cards", c["token"], {
-            "product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-hot-{i}-{secrets.token_hex(4)}"}},
-            key=f"hot-buy-{product['id']}-{i}")
+        return await pick(clients, i).request(
+            "POST",
+            "/v1/cards",
+            c["token"],
+            {
+                "product_id": product["id"],
+                "payment": {"method": "wechat_pay", "reference": f"wx-hot-{i}-{secrets.token_hex(4)}"},
+            },
+            key=f"hot-buy-{product['id']}-{i}",
+        )
+
     answers = await asyncio.gather(*(buy(i) for i in range(n)))
     assert Counter(a.status for a in answers) == Counter({201: n}), [a.body for a in answers if a.status != 201][:3]
     ids = {a.body["id"] for a in answers}
@@ -157,7 +190,7 @@ async def abandon(port: int, raw: bytes, delay: float) -> None:
     await writer.drain()
     try:
         await asyncio.wait_for(reader.read(1), delay)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     writer.close()
 
@@ -177,25 +210,33 @@ async def timeout_retries(clients: list[Http], env: dict, rounds: int, rng: rand
         key = f"retry-buy-{ref}"
         body = {"product_id": product["id"], "payment": {"method": "wechat_pay", "reference": ref}}
         first, second = pick(clients, i), pick(clients, i + 1)
-        await abandon(first.port, Http.build("POST", "/v1/cards", consumer["token"], body, key, first.port),
-                      rng.choice((0.0, 0.001, 0.005, 0.02, 0.05)))
+        await abandon(
+            first.port,
+            Http.build("POST", "/v1/cards", consumer["token"], body, key, first.port),
+            rng.choice((0.0, 0.001, 0.005, 0.02, 0.05)),
+        )
         a = await second.request("POST", "/v1/cards", consumer["token"], body, key)
         assert a.status == 201, a.body
         stats["replayed" if a.replayed else "fresh"] += 1
         cards.append(a.body)
         # ask and confirm on the new card the same way
         ask_key = f"retry-ask-{ref}"
-        raw = Http.build("POST", f"/v1/cards/{a.body['id']}/redemptions", merchant["api_key"], {"uses": 1}, ask_key,
-                         first.port)
+        raw = Http.build(
+            "POST", f"/v1/cards/{a.body['id']}/redemptions", merchant["api_key"], {"uses": 1}, ask_key, first.port
+        )
         await abandon(first.port, raw, rng.choice((0.0, 0.002, 0.01, 0.03)))
-        h = await second.request("POST", f"/v1/cards/{a.body['id']}/redemptions", merchant["api_key"], {"uses": 1},
-                                 ask_key)
+        h = await second.request(
+            "POST", f"/v1/cards/{a.body['id']}/redemptions", merchant["api_key"], {"uses": 1}, ask_key
+        )
         assert h.status == 201, h.body
         stats["replayed" if h.replayed else "fresh"] += 1
         conf_key = f"retry-confirm-{ref}"
         path = f"/v1/redemptions/{h.body['id']}/confirm"
-        await abandon(first.port, Http.build("POST", path, consumer["token"], None, conf_key, first.port),
-                      rng.choice((0.0, 0.002, 0.01, 0.03)))
+        await abandon(
+            first.port,
+            Http.build("POST", path, consumer["token"], None, conf_key, first.port),
+            rng.choice((0.0, 0.002, 0.01, 0.03)),
+        )
         c = await second.request("POST", path, consumer["token"], None, conf_key)
         assert c.status == 200 and c.body["status"] == "confirmed", c.body
         stats["replayed" if c.replayed else "fresh"] += 1
@@ -207,8 +248,9 @@ async def timeout_retries(clients: list[Http], env: dict, rounds: int, rng: rand
     mine = []
     after = None
     for _ in range(100):
-        page = await http.expect(200, "GET", "/v1/consumers/me/cards?limit=200" + (f"&after={after}" if after else ""),
-                                 consumer["token"])
+        page = await http.expect(
+            200, "GET", "/v1/consumers/me/cards?limit=200" + (f"&after={after}" if after else ""), consumer["token"]
+        )
         mine.extend(page["items"])
         after = page["next_cursor"]
         if after is None:
@@ -228,6 +270,7 @@ async def timeout_retries(clients: list[Http], env: dict, rounds: int, rng: rand
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 async def test_hot_card_100_concurrent_asks_never_overcommit(env):
     await hot_card(env["http"], env, uses=50, asks=100)
@@ -276,7 +319,9 @@ async def test_two_processes_on_one_database_keep_one_chain(env, capsys, rng):
     record("two-process ledger entries", len(entries))
     record("client-timeout retries", sum(stats.values()))
     with capsys.disabled():
-        print(f"\ncontention [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: two processes on one database, "
-              f"{len(entries)} entries in one chain; hot card {hot['confirmed']} confirmed of 40 holds; "
-              f"client-timeout retries {dict(stats)}; {line[:60]}…")
+        print(
+            f"\ncontention [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: two processes on one database, "
+            f"{len(entries)} entries in one chain; hot card {hot['confirmed']} confirmed of 40 holds; "
+            f"client-timeout retries {dict(stats)}; {line[:60]}…"
+        )
     env["passed"] = True

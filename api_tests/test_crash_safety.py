@@ -32,18 +32,31 @@ import sys
 import tempfile
 import time
 from collections import Counter
-
-import orjson
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from api_tests.conftest import record
+from api_tests.realserver import (
+    ON_POSTGRES,
+    OPERATOR_TOKEN,
+    Http,
+    LostAnswer,
+    RealServer,
+    all_entries,
+    fresh_database,
+    gather_limited,
+    new_auditor,
+    new_consumer,
+    new_count_product,
+    new_merchant,
+    new_stored_value_product,
+    parsed,
+    reconciliation_ok,
+)
 from api_tests.webhook_receiver import Receiver
 from service.event_log.service import MONEY_TYPES
-from api_tests.realserver import (
-    OPERATOR_TOKEN, ON_POSTGRES, Http, LostAnswer, RealServer, all_entries, cli, fresh_database, gather_limited,
-    new_auditor, new_consumer, new_count_product, new_merchant, new_stored_value_product, parsed, reconciliation_ok,
-)
 
 KILLS = 5
 WORKERS = 8
@@ -99,8 +112,17 @@ class World:
 
 
 class Worker:
-    def __init__(self, i: int, world: World, http: Http, consumer: dict, merchant: dict, products: list[dict],
-                 gate, rng: random.Random):
+    def __init__(
+        self,
+        i: int,
+        world: World,
+        http: Http,
+        consumer: dict,
+        merchant: dict,
+        products: list[dict],
+        gate,
+        rng: random.Random,
+    ):
         self.i, self.world, self.http = i, world, http
         self.consumer, self.merchant, self.products = consumer, merchant, products
         self.gate, self.rng = gate, rng
@@ -117,7 +139,11 @@ class Worker:
         return [c for c in self.world.cards.values() if c.worker == self.i and c.status in status]
 
     def _pending(self) -> list[RdmModel]:
-        return [r for r in self.world.rdms.values() if r.status == "pending" and self.world.cards[r.card_id].worker == self.i]
+        return [
+            r
+            for r in self.world.rdms.values()
+            if r.status == "pending" and self.world.cards[r.card_id].worker == self.i
+        ]
 
     def _available(self, c: CardModel) -> int:
         held = sum(r.units for r in self.world.rdms.values() if r.card_id == c.id and r.status == "pending")
@@ -130,8 +156,12 @@ class Worker:
         if pending and r < 0.45:
             rd = rng.choice(pending)
             action = "confirm" if rng.random() < 0.8 else "reject"
-            return Lost(action, Http.build("POST", f"/v1/redemptions/{rd.id}/{action}", tok_c, None, self.key()),
-                        card_id=rd.card_id, rdm_id=rd.id)
+            return Lost(
+                action,
+                Http.build("POST", f"/v1/redemptions/{rd.id}/{action}", tok_c, None, self.key()),
+                card_id=rd.card_id,
+                rdm_id=rd.id,
+            )
         if active and r < 0.52:
             c = rng.choice(active)
             return Lost("refund", Http.build("POST", f"/v1/cards/{c.id}/refund", tok_c, None, self.key()), card_id=c.id)
@@ -139,8 +169,12 @@ class Worker:
         if askable and r < 0.9 and len(pending) < 6:
             c = rng.choice(askable)
             units = 1 if c.unit == "uses" else min(self._available(c), rng.choice((6_000, 12_000, 30_000)))
-            return Lost("ask", Http.build("POST", f"/v1/cards/{c.id}/redemptions", tok_m, {c.unit: units}, self.key()),
-                        card_id=c.id, info={"units": units})
+            return Lost(
+                "ask",
+                Http.build("POST", f"/v1/cards/{c.id}/redemptions", tok_m, {c.unit: units}, self.key()),
+                card_id=c.id,
+                info={"units": units},
+            )
         p = rng.choice(self.products)
         body = {"product_id": p["id"], "payment": {"method": "wechat_pay", "reference": f"wx-{secrets.token_hex(6)}"}}
         return Lost("buy", Http.build("POST", "/v1/cards", tok_c, body, self.key()), info={"product": p})
@@ -155,8 +189,15 @@ class Worker:
             p = req.info["product"]
             assert body["price"] == p["price"] and body["status"] == "active", body
             unit = "uses" if p["type"] == "count" else "amount"
-            w.cards[body["id"]] = CardModel(body["id"], self.consumer["id"], self.i, body["price"],
-                                            body["balance"]["units_total"], unit, body["ledger_seq"])
+            w.cards[body["id"]] = CardModel(
+                body["id"],
+                self.consumer["id"],
+                self.i,
+                body["price"],
+                body["balance"]["units_total"],
+                unit,
+                body["ledger_seq"],
+            )
         elif req.kind == "ask":
             assert body["status"] == "pending" and body["card_id"] == req.card_id, body
             w.rdms[body["id"]] = RdmModel(body["id"], req.card_id, body["units"], body["hold_ledger_seq"])
@@ -209,6 +250,7 @@ class Worker:
 # Checks
 # ---------------------------------------------------------------------------------------------
 
+
 async def check_world(http: Http, auditor: str, world: World, workers: list[Worker], final: bool) -> int:
     """Every success is in the database and the ledger; nothing half-applied. Returns successes checked."""
     lost = [w.lost for w in workers if w.lost is not None]
@@ -231,13 +273,14 @@ async def check_world(http: Http, auditor: str, world: World, workers: list[Work
         assert e["kind"] == want_kind[kind] and e["card_id"] == card_id, (kind, body, e)
         if kind in ("ask", "confirm", "reject"):
             assert e["redemption_id"] == body["id"], (kind, body, e)
-    new = world.successes[world.entry_checked_upto:]
+    new = world.successes[world.entry_checked_upto :]
 
     async def one_entry(item):
         kind, body = item
         seq = body["hold_ledger_seq"] if kind == "ask" else body["ledger_seq"]
         got = await http.expect(200, "GET", f"/v1/ledger/entries/{seq}", auditor)
         assert parsed(got)["kind"] == want_kind[kind], got
+
     await gather_limited(16, [one_entry(x) for x in new])
     world.entry_checked_upto = len(world.successes)
 
@@ -248,25 +291,35 @@ async def check_world(http: Http, auditor: str, world: World, workers: list[Work
         for what in ("cards", "redemptions"):
             items, after = [], None
             for _ in range(100):
-                got = await http.expect(200, "GET", f"/v1/consumers/me/{what}?limit=200"
-                                        + (f"&after={after}" if after else ""), w.consumer["token"])
+                got = await http.expect(
+                    200,
+                    "GET",
+                    f"/v1/consumers/me/{what}?limit=200" + (f"&after={after}" if after else ""),
+                    w.consumer["token"],
+                )
                 items.extend(got["items"])
                 after = got["next_cursor"]
                 if after is None:
                     break
             out.append(items)
         return out[0], out[1]
+
     cards_seen: dict[str, dict] = {}
     rdms_seen: dict[str, dict] = {}
     for cards, rdms in await gather_limited(8, [owner_lists(w) for w in workers]):
         cards_seen.update((c["id"], c) for c in cards)
         rdms_seen.update((r["id"], r) for r in rdms)
     if final:
+
         async def by_operator(path: str, seen: dict):
             got = await http.expect(200, "GET", path, OPERATOR_TOKEN)
             assert got == seen[got["id"]], (got, seen[got["id"]])
-        await gather_limited(16, [by_operator(f"/v1/cards/{c}", cards_seen) for c in world.cards]
-                             + [by_operator(f"/v1/redemptions/{r}", rdms_seen) for r in world.rdms])
+
+        await gather_limited(
+            16,
+            [by_operator(f"/v1/cards/{c}", cards_seen) for c in world.cards]
+            + [by_operator(f"/v1/redemptions/{r}", rdms_seen) for r in world.rdms],
+        )
 
     for c in world.cards.values():
         got = cards_seen.get(c.id)
@@ -294,7 +347,7 @@ async def check_world(http: Http, auditor: str, world: World, workers: list[Work
     # 3. Nothing half-applied: the ledger's money entries against the objects.
     money = [(s, e) for s, e in by_seq.items() if e["kind"] in MONEY_KINDS]
     per = {k: Counter() for k in MONEY_KINDS}
-    for s, e in money:
+    for _s, e in money:
         per[e["kind"]][e.get("redemption_id") or e["card_id"]] += 1
     for k, counts in per.items():
         dup = [x for x, n in counts.items() if n > 1]
@@ -337,11 +390,15 @@ async def check_world(http: Http, auditor: str, world: World, workers: list[Work
 
 async def verify_subprocess(env: dict) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "service.cli", "ledger", "verify"], env=env, cwd=str(Path(__file__).resolve().parent.parent),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *[sys.executable, "-m", "service.cli", "ledger", "verify"],
+        env=env,
+        cwd=str(Path(__file__).resolve().parent.parent),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 120)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise
@@ -351,9 +408,13 @@ async def verify_subprocess(env: dict) -> tuple[int, str]:
 async def every_event_delivered(http: Http, world: World, receiver: Receiver) -> int:
     """Wait (bounded) until the receiver has the event of every acknowledged change and every money
     event the service lists; returns how many events that is."""
-    of_answer = {"buy": ("card.purchased", "id"), "ask": ("redemption.requested", "id"),
-                 "confirm": ("redemption.confirmed", "id"), "reject": ("redemption.rejected", "id"),
-                 "refund": ("card.refunded", "card_id")}
+    of_answer = {
+        "buy": ("card.purchased", "id"),
+        "ask": ("redemption.requested", "id"),
+        "confirm": ("redemption.confirmed", "id"),
+        "reject": ("redemption.rejected", "id"),
+        "refund": ("card.refunded", "card_id"),
+    }
     acknowledged = {(of_answer[kind][0], body[of_answer[kind][1]]) for kind, body in world.successes}
     listed, after = set(), None
     for _ in range(10_000):
@@ -374,19 +435,28 @@ async def every_event_delivered(http: Http, world: World, receiver: Receiver) ->
         if not missing_ack and not missing:
             return len(listed)
         await asyncio.sleep(0.25)
-    raise AssertionError(f"{len(missing_ack)} acknowledged changes and {len(missing)} listed events never "
-                         f"delivered, e.g. {sorted(missing_ack)[:3]} {sorted(missing)[:3]}")
+    raise AssertionError(
+        f"{len(missing_ack)} acknowledged changes and {len(missing)} listed events never "
+        f"delivered, e.g. {sorted(missing_ack)[:3]} {sorted(missing)[:3]}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The test
 # ---------------------------------------------------------------------------------------------
 
+
 async def test_sigkill_mid_load_loses_nothing(capsys, rng):
     db = await fresh_database("escrow_crash")
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-crash-"))
-    server = RealServer(data_dir, db, "crash", ESCROW_WEBHOOK_TIMEOUT_SECONDS="2", ESCROW_WEBHOOK_POLL_SECONDS="0.2",
-                        ESCROW_WEBHOOK_RETRY_SECONDS=",".join(["0.5"] * 40))
+    server = RealServer(
+        data_dir,
+        db,
+        "crash",
+        ESCROW_WEBHOOK_TIMEOUT_SECONDS="2",
+        ESCROW_WEBHOOK_POLL_SECONDS="0.2",
+        ESCROW_WEBHOOK_RETRY_SECONDS=",".join(["0.5"] * 40),
+    )
     receiver = Receiver()
     http = check_http = None
     passed = False
@@ -397,11 +467,17 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
         check_http = server.client(16)
         http = server.client(WORKERS + 4)
         auditor = (await new_auditor(check_http))["api_key"]
-        await check_http.expect(201, "POST", "/v1/webhook-endpoints", OPERATOR_TOKEN,
-                                {"url": receiver.url, "event_types": list(MONEY_TYPES)})
+        await check_http.expect(
+            201,
+            "POST",
+            "/v1/webhook-endpoints",
+            OPERATOR_TOKEN,
+            {"url": receiver.url, "event_types": list(MONEY_TYPES)},
+        )
         merchants = [await new_merchant(check_http, f"Crash Gym {i} 健身") for i in range(2)]
-        products = [[await new_count_product(check_http, m), await new_stored_value_product(check_http, m)]
-                    for m in merchants]
+        products = [
+            [await new_count_product(check_http, m), await new_stored_value_product(check_http, m)] for m in merchants
+        ]
         consumers = [await new_consumer(check_http, i) for i in range(WORKERS)]
 
         world = World()
@@ -417,8 +493,10 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
                 finally:
                     parked[0] -= 1
 
-        workers = [Worker(i, world, http, consumers[i], merchants[i % 2], products[i % 2], gate,
-                          random.Random(rng.random())) for i in range(WORKERS)]
+        workers = [
+            Worker(i, world, http, consumers[i], merchants[i % 2], products[i % 2], gate, random.Random(rng.random()))
+            for i in range(WORKERS)
+        ]
         deadline = time.monotonic() + 240
         tasks = [asyncio.create_task(w.run(deadline)) for w in workers]
         checked = 0
@@ -469,12 +547,14 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
         record("successes checked", checked)
         record("lost answers retried", world.lost_total)
         with capsys.disabled():
-            print(f"\ncrash safety [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {KILLS} kills, {world.sent} requests "
-                  f"sent, {checked} successes checked, {world.lost_total} answers lost and retried with their "
-                  f"Idempotency-Key ({world.replayed} replayed, {world.fresh_on_retry} applied on retry), "
-                  f"{len(world.cards)} cards; ledger verified {len(verify_lines) + 1} times; {delivered} events "
-                  f"delivered by webhook ({len(receiver.received)} deliveries); nothing lost "
-                  f"({time.monotonic() - t0:.0f} s)")
+            print(
+                f"\ncrash safety [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {KILLS} kills, {world.sent} requests "
+                f"sent, {checked} successes checked, {world.lost_total} answers lost and retried with their "
+                f"Idempotency-Key ({world.replayed} replayed, {world.fresh_on_retry} applied on retry), "
+                f"{len(world.cards)} cards; ledger verified {len(verify_lines) + 1} times; {delivered} events "
+                f"delivered by webhook ({len(receiver.received)} deliveries); nothing lost "
+                f"({time.monotonic() - t0:.0f} s)"
+            )
         passed = True
     finally:
         if http:

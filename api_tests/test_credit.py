@@ -3,12 +3,22 @@ never a consumer, and nothing else of the service."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
-from api_tests.factories import (OP, assert_error, bearer, buy_card, create_merchant, ledger_entries, move_clock_to,
-                                 publish_stored_value, redeem, register_consumer)
+from api_tests.factories import (
+    OP,
+    assert_error,
+    bearer,
+    buy_card,
+    create_merchant,
+    ledger_entries,
+    move_clock_to,
+    publish_stored_value,
+    redeem,
+    register_consumer,
+)
 
 
 async def create_lender(client, name: str = "Industrial Bank loans 兴业银行信贷部") -> dict:
@@ -59,8 +69,11 @@ async def test_a_lender_sees_a_merchant_only_while_it_consents(client):
     assert_error(await client.get(f"/v1/credit/merchants/{gym['id']}", headers=lender["headers"]), 404)
     r = await client.get("/v1/credit/merchants", headers=lender["headers"])
     assert r.json()["items"] == []
-    kinds = [(e["kind"], orjson.loads(e["canonical"]).get("consent"))
-             for e in await ledger_entries(client) if e["kind"] == "credit_consent"]
+    kinds = [
+        (e["kind"], orjson.loads(e["canonical"]).get("consent"))
+        for e in await ledger_entries(client)
+        if e["kind"] == "credit_consent"
+    ]
     assert kinds == [("credit_consent", True), ("credit_consent", False)]
 
 
@@ -69,9 +82,17 @@ async def test_a_lender_may_do_nothing_else(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_stored_value(client, gym, price=1_000, face_value=1_000))
-    for method, path in (("GET", "/v1/ping"), ("GET", f"/v1/cards/{card['id']}"), ("GET", "/v1/ledger/entries"),
-                         ("GET", "/v1/settlements"), ("GET", "/v1/consumers/me"), ("GET", "/v1/merchants/me"),
-                         ("GET", "/v1/alerts"), ("GET", "/v1/escrow/reconciliation"), ("GET", "/v1/complaints")):
+    for method, path in (
+        ("GET", "/v1/ping"),
+        ("GET", f"/v1/cards/{card['id']}"),
+        ("GET", "/v1/ledger/entries"),
+        ("GET", "/v1/settlements"),
+        ("GET", "/v1/consumers/me"),
+        ("GET", "/v1/merchants/me"),
+        ("GET", "/v1/alerts"),
+        ("GET", "/v1/escrow/reconciliation"),
+        ("GET", "/v1/complaints"),
+    ):
         assert_error(await client.request(method, path, headers=lender["headers"]), 403, "role_not_allowed")
     r = await client.post("/v1/merchants/me/credit-consent", json={"consent": True}, headers=lender["headers"])
     assert_error(r, 403)
@@ -83,7 +104,7 @@ async def test_a_lender_may_do_nothing_else(client):
 async def test_six_green_months_with_volume_are_recommended(client):
     """A merchant that sells and serves 12,000 yuan of consumption a month, stays green: recommended
     after six whole months; the reasons say why."""
-    start = datetime(2027, 1, 2, 4, tzinfo=timezone.utc)
+    start = datetime(2027, 1, 2, 4, tzinfo=UTC)
     await move_clock_to(client, start)
     lender = await create_lender(client)
     gym = await create_merchant(client, "Steady Gym 稳健健身")
@@ -92,10 +113,10 @@ async def test_six_green_months_with_volume_are_recommended(client):
     await consent(client, gym, True)
     for month in range(1, 8):  # Jan..Jul 2027, steady sales (a burst would be an issuance surge: yellow)
         for i, c in enumerate(consumers):
-            await move_clock_to(client, datetime(2027, month, 3 + 9 * i, 4, tzinfo=timezone.utc))
+            await move_clock_to(client, datetime(2027, month, 3 + 9 * i, 4, tzinfo=UTC))
             card = await buy_card(client, c, product)
             await redeem(client, gym, c, card, amount=400_000)
-    await move_clock_to(client, datetime(2027, 8, 3, 4, tzinfo=timezone.utc))
+    await move_clock_to(client, datetime(2027, 8, 3, 4, tzinfo=UTC))
     r = await client.get(f"/v1/credit/merchants/{gym['id']}", headers=lender["headers"])
     report = r.json()
     assert report["months_on_platform"] == 7

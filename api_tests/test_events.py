@@ -5,8 +5,20 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_auditor, create_merchant, create_regulator,
-                                 customer_of, file_complaint, publish_count, refund, register_consumer)
+from api_tests.factories import (
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    create_regulator,
+    customer_of,
+    file_complaint,
+    publish_count,
+    refund,
+    register_consumer,
+)
 
 
 async def events_of(client, party: dict, **params) -> list[dict]:
@@ -33,8 +45,12 @@ async def test_a_merchant_and_a_consumer_see_their_own_events_and_no_one_elses(c
     await refund(client, li, card)
 
     mine = await events_of(client, gym)
-    assert [e["type"] for e in mine] == ["card.purchased", "redemption.requested", "redemption.confirmed",
-                                         "card.refunded"]
+    assert [e["type"] for e in mine] == [
+        "card.purchased",
+        "redemption.requested",
+        "redemption.confirmed",
+        "card.refunded",
+    ]
     assert all(e["id"].startswith("evt_") for e in mine)
     assert {e["data"].get("merchant_id", gym["id"]) for e in mine} == {gym["id"]}
     assert mine[0]["data"]["id"] == card["id"] and mine[0]["ledger_seq"] == card["ledger_seq"]
@@ -72,11 +88,13 @@ async def test_regulators_see_everything_and_auditors_only_money(client, operato
 async def test_regulatory_acts_reach_the_alert_feed_with_their_events(client, operator_headers):
     gym = await create_merchant(client)
     regulator = await create_regulator(client)
-    r = await client.post(f"/v1/merchants/{gym['id']}/abnormal-list", json={"listed": True},
-                         headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{gym['id']}/abnormal-list", json={"listed": True}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
-    r = await client.post(f"/v1/merchants/{gym['id']}/default", json={"reason": "Ran away."},
-                          headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{gym['id']}/default", json={"reason": "Ran away."}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
     alerts = (await client.get("/v1/alerts", headers=regulator["headers"])).json()["items"]
     assert [a["kind"] for a in alerts if a["merchant_id"] == gym["id"]] == ["abnormal_listed", "merchant_defaulted"]
@@ -94,6 +112,7 @@ async def test_a_long_poll_returns_as_soon_as_an_event_arrives(client):
     async def poll():
         r = await client.get("/v1/events", params={"after": purchased["cursor"], "wait": 20}, headers=gym["headers"])
         return r.json()
+
     waiting = asyncio.create_task(poll())
     await asyncio.sleep(0.2)
     assert not waiting.done()  # nothing new yet: the poll is held
@@ -115,8 +134,10 @@ async def test_the_consumer_inbox_long_poll_answers_when_a_new_ask_arrives(clien
     assert [x["id"] for x in r.json()["items"]] == [first["id"]]  # items already there: at once
 
     async def poll():
-        return (await client.get(url, params={"status": "pending", "wait": 20, "after": first["id"]},
-                                 headers=li["headers"])).json()
+        return (
+            await client.get(url, params={"status": "pending", "wait": 20, "after": first["id"]}, headers=li["headers"])
+        ).json()
+
     waiting = asyncio.create_task(poll())
     await asyncio.sleep(0.2)
     assert not waiting.done()
@@ -131,6 +152,7 @@ async def test_the_consumer_inbox_long_poll_answers_when_a_new_ask_arrives(clien
 async def test_events_are_kept_for_the_retention_then_pruned_by_the_sweeper(client, ctx):
     from api_tests.factories import move_clock_to, parse_time
     from service.sweeper import sweep_once
+
     gym = await create_merchant(client)
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_count(client, gym, 10_000, 10))

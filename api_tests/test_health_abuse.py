@@ -10,8 +10,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from api_tests.factories import (
-    answer, ask, assert_error, buy_card, create_merchant, create_regulator, file_complaint, health, move_clock_to,
-    my_merchant, parse_time, publish_stored_value, refund, register_consumer,
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    file_complaint,
+    health,
+    move_clock_to,
+    my_merchant,
+    parse_time,
+    publish_stored_value,
+    refund,
+    register_consumer,
 )
 
 PRICE = 10_000
@@ -57,12 +69,16 @@ async def test_complaints_answered_and_then_dismissed_by_a_regulator_stop_counti
     h = await health(client, shop)
     assert h["code"] == "red" and h["indicators"]["complaints"] == 5, h  # half its customers: complaint_rate red
     for c in complaints:
-        r = await client.post(f"/v1/complaints/{c['id']}/response", json={"text": "We were open; see CCTV."},
-                              headers=shop["headers"])
+        r = await client.post(
+            f"/v1/complaints/{c['id']}/response", json={"text": "We were open; see CCTV."}, headers=shop["headers"]
+        )
         assert r.status_code == 200, r.text
     for c in complaints:
-        r = await client.post(f"/v1/complaints/{c['id']}/resolution", json={"resolution": "dismissed", "note": "unfounded"},
-                              headers=regulator["headers"])
+        r = await client.post(
+            f"/v1/complaints/{c['id']}/resolution",
+            json={"resolution": "dismissed", "note": "unfounded"},
+            headers=regulator["headers"],
+        )
         assert r.status_code == 200, r.text
     h = await health(client, shop)
     assert (h["code"], h["indicators"]["complaints"], h["indicators"]["complaints_filed"]) == ("green", 0, 5), h

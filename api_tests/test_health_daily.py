@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from api_tests.factories import (
-    all_alerts, buy_card, create_merchant, create_regulator, health, publish_stored_value, refund, register_consumer,
+    all_alerts,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    health,
+    publish_stored_value,
+    refund,
+    register_consumer,
 )
 from service.clock import OFFSET_KEY
 from service.sweeper import sweep_once
@@ -16,10 +23,13 @@ PRICE = 10_000
 
 async def _set_clock_offset(ctx, offset: timedelta) -> None:
     """Time passes for the service, as it does in production: no test-clock request, no re-assessment."""
+
     async def op(tx):
-        tx.conn.raw.run("INSERT INTO app_state (name, value) VALUES (?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                        (OFFSET_KEY, str(offset // timedelta(microseconds=1))))
+        tx.conn.raw.run(
+            "INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (OFFSET_KEY, str(offset // timedelta(microseconds=1))),
+        )
+
     await ctx.writer.run(op)
 
 
@@ -44,7 +54,10 @@ async def test_refunds_leaving_the_window_turn_a_quiet_merchant_green_at_the_dai
     assert (await sweep_once(ctx))["health_reassessed"] >= 1
     h = await health(client, salon)
     assert (h["code"], h["indicators"]["window_issued"], h["indicators"]["refund_rate_bp"]) == ("green", 0, 0)
-    changes = [(a["from_code"], a["to_code"]) for a in await all_alerts(client, regulator)
-               if a["merchant_id"] == salon["id"] and a["kind"] == "code_change"]
+    changes = [
+        (a["from_code"], a["to_code"])
+        for a in await all_alerts(client, regulator)
+        if a["merchant_id"] == salon["id"] and a["kind"] == "code_change"
+    ]
     assert changes == [("green", "yellow"), ("yellow", "green")]
     assert (await sweep_once(ctx))["health_reassessed"] == 0

@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from api_tests.factories import (
-    buy_card, create_regulator, health, move_clock_to, my_merchant, parse_time, refund, register_consumer,
+    buy_card,
+    create_regulator,
+    health,
+    move_clock_to,
+    my_merchant,
+    parse_time,
+    refund,
+    register_consumer,
 )
 from api_tests.test_health_story import _salon_with_cards
 
@@ -22,7 +29,9 @@ async def test_improving_code_keeps_a_regulators_delisting(client):
 
     # A delisted salon cannot sell, so the sale that improves the code happens while listed: the
     # regulator lifts, a card is sold, the refunds make it red again and the regulator delists again.
-    r = await client.post(f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
     late = await register_consumer(client, "Late buyer")
     await buy_card(client, late, product)  # red → yellow: the warning goes
@@ -54,7 +63,9 @@ async def test_improving_code_keeps_an_automatic_delisting_until_a_regulator_lif
     await move_clock_to(client, parse_time(h["since"]) + timedelta(days=91))  # the refunds leave the window
     h = await health(client, salon)
     assert (h["code"], h["warning"], h["delisted"]) == ("green", None, True)
-    r = await client.post(f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
     assert (await health(client, salon))["delisted"] is False
     assert (await my_merchant(client, salon))["status"] == "active"

@@ -18,7 +18,11 @@ async def test_the_demo_tells_the_story_to_its_end(client, ctx):
     assert final["gym_code"] == "green"
     recon = final["reconciliation"]
     assert recon["consistent"] is True and recon["escrow"] == 2 * 60_000 - 3 * 6_000
-    assert (recon["paid_in"], recon["released"], recon["refunded"]) == (2 * 60_000 + 60 * 30_000, 3 * 6_000, 60 * 30_000)
+    assert (recon["paid_in"], recon["released"], recon["refunded"]) == (
+        2 * 60_000 + 60 * 30_000,
+        3 * 6_000,
+        60 * 30_000,
+    )
     assert final["checkpoint"]["tree_size"] > 0
 
     # What the newcomer reads: numbered steps, ending with the books in balance.
@@ -38,7 +42,9 @@ async def test_the_demo_tells_the_story_to_its_end(client, ctx):
 
 def test_cli_demo_is_registered(capsys):
     import pytest
+
     from service.cli import main
+
     with pytest.raises(SystemExit) as exit_:
         main(["demo", "--help"])
     assert exit_.value.code == 0 and "--operator-token" in capsys.readouterr().out

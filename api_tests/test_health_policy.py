@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from api_tests.factories import (
-    OP, assert_error, buy_card, create_merchant, create_regulator, file_complaint, health, put_policy,
-    publish_stored_value, refund, register_consumer,
+    OP,
+    assert_error,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    file_complaint,
+    health,
+    publish_stored_value,
+    put_policy,
+    refund,
+    register_consumer,
 )
 from risk import DEFAULT_POLICY
 
@@ -30,18 +39,23 @@ async def test_operator_changes_the_policy_and_every_code_follows_the_new_versio
     assert new["min_refund_consumers"] == 1
     changed = ("version", "refund_rate", "min_refund_consumers")
     assert {k: v for k, v in new.items() if k not in changed} == {
-        k: v for k, v in DEFAULT_POLICY.to_dict().items() if k not in changed}
+        k: v for k, v in DEFAULT_POLICY.to_dict().items() if k not in changed
+    }
     assert (await client.get("/v1/risk/policy", headers=OP)).json() == new
     h = await health(client, shop)
     assert (h["code"], h["policy_version"]) == ("yellow", 2)
     assert h["reasons"] == [{"indicator": "refund_rate_bp", "value": 1_000, "threshold": 1_000, "level": "yellow"}]
 
     # A policy that cannot be used is refused whole, with the error body naming the field.
-    for bad, field in (({"refund_rate": {"yellow": 5_000}}, "refund_rate"), ({"complaints": {"red": 0}}, "complaints.red"),
-                       ({"min_cards": 2.5}, "min_cards"), ({"refund_rat": {"red": 1}}, "refund_rat"),
-                       ({"min_rejection_consumers": 0}, "min_rejection_consumers"),
-                       ({"complaint_needs_card": "yes"}, "complaint_needs_card"),
-                       ({"inspection_ratios": {"green": 5_000, "yellow": 1_000}}, "inspection_ratios")):
+    for bad, field in (
+        ({"refund_rate": {"yellow": 5_000}}, "refund_rate"),
+        ({"complaints": {"red": 0}}, "complaints.red"),
+        ({"min_cards": 2.5}, "min_cards"),
+        ({"refund_rat": {"red": 1}}, "refund_rat"),
+        ({"min_rejection_consumers": 0}, "min_rejection_consumers"),
+        ({"complaint_needs_card": "yes"}, "complaint_needs_card"),
+        ({"inspection_ratios": {"green": 5_000, "yellow": 1_000}}, "inspection_ratios"),
+    ):
         r = await client.put("/v1/risk/policy", json=bad, headers=OP)
         error = assert_error(r, 422, "invalid_policy")
         assert field in error["message"], (bad, error)
@@ -88,8 +102,11 @@ async def test_inspection_draw_repeats_with_its_seed_and_always_takes_red_mercha
 
     # Anyone can repeat the draw from the published seed and population.
     from risk import Policy, draw_inspections
+
     policy = Policy.from_dict((await client.get("/v1/risk/policy", headers=OP)).json())
-    again = draw_inspections([(p["merchant_id"], p["code"]) for p in d1["population"]], d1["inspectors"], policy, d1["seed"])
+    again = draw_inspections(
+        [(p["merchant_id"], p["code"]) for p in d1["population"]], d1["inspectors"], policy, d1["seed"]
+    )
     assert [{"merchant_id": m, "inspector": i} for m, i in again] == d1["inspections"]
     r = await client.get(f"/v1/inspections/draws/{d1['id']}")
     assert r.status_code == 200 and r.json()["inspections"] == d1["inspections"]

@@ -12,8 +12,21 @@ import asyncio
 from datetime import timedelta
 
 from api_tests.factories import (
-    all_alerts, assert_error, buy_card, create_auditor, create_merchant, create_regulator, health, ledger_entries,
-    move_clock_to, my_merchant, parse_time, poll_alerts, publish_stored_value, refund, register_consumer,
+    all_alerts,
+    assert_error,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    create_regulator,
+    health,
+    ledger_entries,
+    move_clock_to,
+    my_merchant,
+    parse_time,
+    poll_alerts,
+    publish_stored_value,
+    refund,
+    register_consumer,
 )
 
 PRICE = 10_000
@@ -51,7 +64,12 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     feed = await poll_alerts(client, regulator)
     [yellow] = feed["items"]
     assert (yellow["kind"], yellow["merchant_id"], yellow["from_code"], yellow["to_code"], yellow["status"]) == (
-        "code_change", salon["id"], "green", "yellow", "open")
+        "code_change",
+        salon["id"],
+        "green",
+        "yellow",
+        "open",
+    )
     assert yellow["reasons"] == h["reasons"]
     cursor = feed["next_cursor"]
     assert (await poll_alerts(client, regulator, after=cursor))["items"] == []  # nothing new since
@@ -89,8 +107,11 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     r = await client.post(f"/v1/alerts/{yellow['id']}/acknowledge", headers=regulator["headers"])
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "acknowledged" and r.json()["acknowledged_at"]
-    r = await client.post(f"/v1/alerts/{yellow['id']}/resolve", json={"finding": "Refunds checked: shop under renovation."},
-                          headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/alerts/{yellow['id']}/resolve",
+        json={"finding": "Refunds checked: shop under renovation."},
+        headers=regulator["headers"],
+    )
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["finding"]) == ("resolved", "Refunds checked: shop under renovation.")
     r = await client.post(f"/v1/alerts/{yellow['id']}/resolve", json={"finding": "again"}, headers=regulator["headers"])
@@ -107,14 +128,19 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     assert (delisted["kind"], delisted["merchant_id"], delisted["to_code"]) == ("delisted", salon["id"], "red")
     assert (await my_merchant(client, salon))["status"] == "delisted"
     late = await register_consumer(client, "Late buyer")
-    r = await client.post("/v1/cards", json={"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-1"}},
-                          headers=late["headers"])
+    r = await client.post(
+        "/v1/cards",
+        json={"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-1"}},
+        headers=late["headers"],
+    )
     assert_error(r, 409, "merchant_not_selling")
     r = await client.get("/v1/merchants")
     assert {m["id"]: m for m in r.json()["items"]}[salon["id"]]["selling"] is False
 
     # The regulator lifts the delisting: the salon sells again (still red, still warned).
-    r = await client.post(f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{salon['id']}/delisting", json={"listed": False}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
     assert (await health(client, salon))["delisted"] is False
     await buy_card(client, late, product)
@@ -136,8 +162,13 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
 
     alerts = await all_alerts(client, regulator, salon)
     assert [(a["kind"], a["from_code"], a["to_code"]) for a in alerts] == [
-        ("code_change", "green", "yellow"), ("code_change", "yellow", "red"), ("delisted", "red", "red"),
-        ("delisting_lifted", None, None), ("code_change", "red", "yellow"), ("code_change", "yellow", "green")]
+        ("code_change", "green", "yellow"),
+        ("code_change", "yellow", "red"),
+        ("delisted", "red", "red"),
+        ("delisting_lifted", None, None),
+        ("code_change", "red", "yellow"),
+        ("code_change", "yellow", "green"),
+    ]
     assert [int(a["cursor"]) for a in alerts] == sorted(int(a["cursor"]) for a in alerts)
     assert await all_alerts(client, regulator, gym) == []
 
@@ -145,6 +176,7 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     auditor = await create_auditor(client)
     entries = [e for e in await ledger_entries(client, auditor, limit=100) if e.get("canonical")]
     import json
+
     mine = [(e["seq"], e["kind"], json.loads(e["canonical"])) for e in entries]
     mine = [(seq, kind, body) for seq, kind, body in mine if body.get("merchant_id") == salon["id"]]
     kinds = [kind for _, kind, _ in mine]
@@ -153,7 +185,12 @@ async def test_refunds_turn_a_salon_yellow_then_red_and_the_feed_tells_the_regul
     changes = [(b["from_code"], b["to_code"]) for _, k, b in mine if k == "health_code"]
     assert changes == [("green", "yellow"), ("yellow", "red"), ("red", "yellow"), ("yellow", "green")]
     by_seq = {seq: kind for seq, kind, _ in mine}
-    assert [by_seq[a["ledger_seq"]] for a in alerts] == ["health_code", "health_code", "delisted", "delisting_lifted",
-                                                          "health_code", "health_code"]
+    assert [by_seq[a["ledger_seq"]] for a in alerts] == [
+        "health_code",
+        "health_code",
+        "delisted",
+        "delisting_lifted",
+        "health_code",
+        "health_code",
+    ]
     assert kinds.index("warning_published") < kinds.index("delisted") < kinds.index("warning_lifted")
-

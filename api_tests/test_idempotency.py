@@ -1,8 +1,15 @@
 """Idempotency keys (SPEC §5): the same key and body answer the first answer and do nothing again;
 the same key with another body is a conflict; keys belong to their caller."""
 
-from api_tests.factories import (assert_error, buy_card, create_merchant, get_card, publish_stored_value, redeem,
-                                 register_consumer)
+from api_tests.factories import (
+    assert_error,
+    buy_card,
+    create_merchant,
+    get_card,
+    publish_stored_value,
+    redeem,
+    register_consumer,
+)
 
 
 def keyed(party: dict, key: str) -> dict:
@@ -91,15 +98,20 @@ async def test_a_failed_request_does_not_burn_its_key(client):
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000))
     url = f"/v1/cards/{card['id']}/redemptions"
-    assert_error(await client.post(url, json={"amount": 200_000}, headers=keyed(gym, "big")), 409, "insufficient_balance")
+    assert_error(
+        await client.post(url, json={"amount": 200_000}, headers=keyed(gym, "big")), 409, "insufficient_balance"
+    )
     await redeem(client, gym, li, card, amount=120_000)
     assert_error(await client.post(url, json={"amount": 200_000}, headers=keyed(gym, "big")), 409)
 
 
 async def test_a_bad_idempotency_key_is_refused(client):
     li = await register_consumer(client)
-    r = await client.post("/v1/cards", json={"product_id": "prod_x", "payment": {"method": "alipay", "reference": "a"}},
-                          headers=keyed(li, "x" * 256))
+    r = await client.post(
+        "/v1/cards",
+        json={"product_id": "prod_x", "payment": {"method": "alipay", "reference": "a"}},
+        headers=keyed(li, "x" * 256),
+    )
     assert_error(r, 400, "bad_idempotency_key")
 
 
@@ -107,11 +119,14 @@ async def test_concurrent_requests_with_one_key_have_one_effect(client):
     """However the writer batches them (one batch, several, some answered before a batch), ten
     concurrent asks and then ten confirms under one key each move money once."""
     import asyncio
+
     gym = await create_merchant(client)
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000))
     url = f"/v1/cards/{card['id']}/redemptions"
-    asks = await asyncio.gather(*(client.post(url, json={"amount": 6000}, headers=keyed(gym, "same")) for _ in range(10)))
+    asks = await asyncio.gather(
+        *(client.post(url, json={"amount": 6000}, headers=keyed(gym, "same")) for _ in range(10))
+    )
     assert {r.status_code for r in asks} == {201} and len({r.text for r in asks}) == 1
     assert sum(r.headers.get("Idempotent-Replayed") is None for r in asks) == 1
     confirm_url = f"/v1/redemptions/{asks[0].json()['id']}/confirm"

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from api_tests.factories import (OP, assert_error, bearer, create_auditor, create_merchant, create_regulator,
-                                 move_clock_to, parse_time, register_consumer)
+from api_tests.factories import (
+    OP,
+    assert_error,
+    bearer,
+    create_auditor,
+    create_merchant,
+    create_regulator,
+    move_clock_to,
+    parse_time,
+    register_consumer,
+)
 from api_tests.test_phone_verification import second_instance
 
 ME = {"merchant": "/v1/merchants/me", "regulator": "/v1/alerts", "auditor": "/v1/escrow/reconciliation"}
@@ -19,8 +28,11 @@ async def rotate(client, party_id: str, body: dict | None = None, expect: int = 
 
 
 async def test_rotation_without_grace_ends_the_old_key_at_once(client):
-    for party, role in ((await create_merchant(client), "merchant"), (await create_regulator(client), "regulator"),
-                        (await create_auditor(client), "auditor")):
+    for party, role in (
+        (await create_merchant(client), "merchant"),
+        (await create_regulator(client), "regulator"),
+        (await create_auditor(client), "auditor"),
+    ):
         assert (await client.get(ME[role], headers=party["headers"])).status_code == 200  # cached
         new = await rotate(client, party["id"])
         assert new["party_id"] == party["id"] and new["role"] == role and new["old_keys"] == 1
@@ -55,8 +67,14 @@ async def test_a_revoked_key_is_401_at_once_on_another_replica(client, data_dir)
         r = await client.post(f"/v1/keys/{gym['id']}/revoke", headers=OP)
         assert r.status_code == 200 and r.json()["revoked"] == 1 and r.json()["role"] == "merchant", r.text
         assert_error(await replica.get("/v1/merchants/me", headers=gym["headers"]), 401, "bad_token")
-        assert_error(await replica.post("/v1/products", json={"type": "count", "name": "x", "price": 100, "uses": 1,
-                                                              "valid_days": 9}, headers=gym["headers"]), 401)
+        assert_error(
+            await replica.post(
+                "/v1/products",
+                json={"type": "count", "name": "x", "price": 100, "uses": 1, "valid_days": 9},
+                headers=gym["headers"],
+            ),
+            401,
+        )
         assert (await replica.get(ME["auditor"], headers=auditor["headers"])).status_code == 200  # others unaffected
         # and a rotation on the replica is seen here
         new = await rotate(replica, auditor["id"])

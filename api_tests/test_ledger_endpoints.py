@@ -71,11 +71,20 @@ async def test_every_money_movement_is_a_canonical_hashed_chained_entry_without_
     for card in mix["purchases"]:
         b = _body(by_seq[card["ledger_seq"]])
         assert (b["kind"], b["card_id"], b["amount"], b["consumer_id"], b["merchant_id"]) == (
-            "purchase", card["id"], card["price"], card["consumer_id"], card["merchant_id"])
+            "purchase",
+            card["id"],
+            card["price"],
+            card["consumer_id"],
+            card["merchant_id"],
+        )
     for h in mix["holds"]:
         b = _body(by_seq[h["hold_ledger_seq"]])
-        assert (b["kind"], b["redemption_id"], b["amount"], b["held_delta"]) == ("hold", h["id"], h["hold_amount"],
-                                                                                 h["hold_amount"])
+        assert (b["kind"], b["redemption_id"], b["amount"], b["held_delta"]) == (
+            "hold",
+            h["id"],
+            h["hold_amount"],
+            h["hold_amount"],
+        )
     for done in mix["confirms"]:
         b = _body(by_seq[done["ledger_seq"]])
         assert (b["kind"], b["redemption_id"], b["amount"]) == ("release", done["id"], done["release_amount"])
@@ -86,13 +95,26 @@ async def test_every_money_movement_is_a_canonical_hashed_chained_entry_without_
     quit_, cooling = mix["refunds"]
     b = _body(by_seq[quit_["ledger_seq"]])
     assert (b["kind"], b["card_id"], b["amount"], b["merchant_share"], b["rule"]) == (
-        "refund", cards["a"]["id"], 88_000, 2_000, "consumer_quit")
+        "refund",
+        cards["a"]["id"],
+        88_000,
+        2_000,
+        "consumer_quit",
+    )
     b = _body(by_seq[cooling["ledger_seq"]])
     assert (b["kind"], b["card_id"], b["amount"], b["merchant_share"], b["rule"]) == (
-        "refund", cards["c"]["id"], 10_001, 0, "cooling_off")
+        "refund",
+        cards["c"]["id"],
+        10_001,
+        0,
+        "cooling_off",
+    )
     # The refund of card a voided its pending hold first: a void entry with the refund's rule.
-    refund_voids = [e for e in entries if e["kind"] == "void" and _body(e)["card_id"] == cards["a"]["id"]
-                    and _body(e)["reason"] == "consumer_quit"]
+    refund_voids = [
+        e
+        for e in entries
+        if e["kind"] == "void" and _body(e)["card_id"] == cards["a"]["id"] and _body(e)["reason"] == "consumer_quit"
+    ]
     assert len(refund_voids) == 1 and refund_voids[0]["seq"] < quit_["ledger_seq"]
 
     kinds = {e["kind"] for e in entries}
@@ -101,8 +123,18 @@ async def test_every_money_movement_is_a_canonical_hashed_chained_entry_without_
     assert counts == {"purchase": 4, "hold": len(mix["holds"]) == 8 and 8, "release": 4, "void": 3, "refund": 2}
 
     # No personal data: no consumer's phone or name, no merchant's name, anywhere in any entry.
-    forbidden = [mix["li"]["phone"], mix["han"]["phone"], "Li Lei", "李雷", "Han Meimei", "韩梅梅",
-                 "Iron Gym", "铁馆健身", "Lotus Spa", "莲花水疗"]
+    forbidden = [
+        mix["li"]["phone"],
+        mix["han"]["phone"],
+        "Li Lei",
+        "李雷",
+        "Han Meimei",
+        "韩梅梅",
+        "Iron Gym",
+        "铁馆健身",
+        "Lotus Spa",
+        "莲花水疗",
+    ]
     for e in entries:
         blob = json.dumps(e, ensure_ascii=False)
         for word in forbidden:
@@ -120,8 +152,12 @@ async def test_entries_are_scoped_to_the_party(client):
     assert await ledger_entries(client, regulator) == everything
     n = len(everything)
 
-    for party, field in ((mix["gym"], "merchant_id"), (mix["spa"], "merchant_id"),
-                         (mix["li"], "consumer_id"), (mix["han"], "consumer_id")):
+    for party, field in (
+        (mix["gym"], "merchant_id"),
+        (mix["spa"], "merchant_id"),
+        (mix["li"], "consumer_id"),
+        (mix["han"], "consumer_id"),
+    ):
         own = [e for e in everything if _body(e).get(field) == party["id"]]
         others = [e for e in everything if _body(e).get(field) != party["id"]]
         assert own and others
@@ -129,8 +165,9 @@ async def test_entries_are_scoped_to_the_party(client):
         r = await client.get(f"/v1/ledger/entries/{own[-1]['seq']}", headers=party["headers"])
         assert r.status_code == 200 and r.json() == own[-1]
         for e in others:
-            assert_error(await client.get(f"/v1/ledger/entries/{e['seq']}", headers=party["headers"]), 404,
-                         "entry_not_found")
+            assert_error(
+                await client.get(f"/v1/ledger/entries/{e['seq']}", headers=party["headers"]), 404, "entry_not_found"
+            )
     # li's entries are not han's: a consumer sees exactly the entries naming it.
     li_seqs = {e["seq"] for e in await ledger_entries(client, mix["li"])}
     han_seqs = {e["seq"] for e in await ledger_entries(client, mix["han"])}
@@ -191,8 +228,11 @@ async def test_checkpoints_are_signed_and_state_the_root_of_all_leaves(client):
     assert await latest_checkpoint(client) == cp2
     r = await client.get("/v1/ledger/checkpoint", params={"tree_size": cp1["tree_size"]})
     assert r.status_code == 200 and r.json() == cp1
-    assert_error(await client.get("/v1/ledger/checkpoint", params={"tree_size": cp1["tree_size"] + 1}), 404,
-                 "checkpoint_not_found")
+    assert_error(
+        await client.get("/v1/ledger/checkpoint", params={"tree_size": cp1["tree_size"] + 1}),
+        404,
+        "checkpoint_not_found",
+    )
     assert_error(await client.post("/v1/ledger/checkpoints"), 401)
 
 
@@ -237,8 +277,13 @@ async def test_inclusion_and_consistency_proofs_verify_at_every_size(client):
         for new in signed[i:]:
             p = await consistency_proof(client, old["tree_size"], new["tree_size"])
             assert (p["first"], p["second"]) == (old["tree_size"], new["tree_size"])
-            verify_consistency(old["tree_size"], new["tree_size"], unb64(old["root_hash"]), unb64(new["root_hash"]),
-                               [unb64(h) for h in p["proof"]])
+            verify_consistency(
+                old["tree_size"],
+                new["tree_size"],
+                unb64(old["root_hash"]),
+                unb64(new["root_hash"]),
+                [unb64(h) for h in p["proof"]],
+            )
     # …and between every pair of sizes, against roots computed from the leaves.
     for first in range(1, n + 1):
         for second in range(first, n + 1):
@@ -257,12 +302,12 @@ async def test_bad_proof_parameters_are_clean_4xx(client):
     n = len(await ledger_entries(client, auditor))
     assert n > 3
     bad = [
-        (f"/v1/ledger/entries/0/proof?tree_size=0", 422, "validation_error"),
+        ("/v1/ledger/entries/0/proof?tree_size=0", 422, "validation_error"),
         (f"/v1/ledger/entries/0/proof?tree_size={n + 1}", 422, "tree_size_too_large"),
-        (f"/v1/ledger/entries/0/proof?tree_size=-3", 422, "validation_error"),
-        (f"/v1/ledger/entries/0/proof?tree_size=abc", 422, "validation_error"),
+        ("/v1/ledger/entries/0/proof?tree_size=-3", 422, "validation_error"),
+        ("/v1/ledger/entries/0/proof?tree_size=abc", 422, "validation_error"),
         (f"/v1/ledger/entries/0/proof?tree_size={2**70}", 422, "validation_error"),
-        (f"/v1/ledger/entries/3/proof?tree_size=3", 404, "entry_not_in_tree"),
+        ("/v1/ledger/entries/3/proof?tree_size=3", 404, "entry_not_in_tree"),
         (f"/v1/ledger/entries/{n}/proof?tree_size={n}", 404, "entry_not_in_tree"),
         (f"/v1/ledger/entries/-1/proof?tree_size={n}", 422, "invalid_field"),
         ("/v1/ledger/consistency?first=3&second=2", 422, "invalid_range"),

@@ -40,7 +40,7 @@ def _flip_b64(value: str, bit: int) -> str:
 def _flip_text(text: str, index: int) -> str:
     """Flip the low bit of the ASCII character at `index` (the text stays valid UTF-8)."""
     assert ord(text[index]) < 128
-    return text[:index] + chr(ord(text[index]) ^ 1) + text[index + 1:]
+    return text[:index] + chr(ord(text[index]) ^ 1) + text[index + 1 :]
 
 
 def _mutations(entry: dict, proof: dict, cp: dict) -> list[tuple[str, int, object]]:
@@ -48,8 +48,10 @@ def _mutations(entry: dict, proof: dict, cp: dict) -> list[tuple[str, int, objec
     out: list[tuple[str, int, object]] = []
     text = entry["canonical"]
     ascii_at = [i for i, ch in enumerate(text) if ord(ch) < 128]
-    for i in sorted({ascii_at[0], ascii_at[len(ascii_at) // 3], ascii_at[len(ascii_at) // 2], ascii_at[-1]}
-                    | {text.index('"amount":') + 9, text.index('"seq":') + 6}):
+    for i in sorted(
+        {ascii_at[0], ascii_at[len(ascii_at) // 3], ascii_at[len(ascii_at) // 2], ascii_at[-1]}
+        | {text.index('"amount":') + 9, text.index('"seq":') + 6}
+    ):
         out.append((f"canonical[{i}]", 0, {**entry, "canonical": _flip_text(text, i)}))
     for bit in (0, 131, 255):
         out.append((f"entry.leaf_hash bit {bit}", 0, {**entry, "leaf_hash": _flip_b64(entry["leaf_hash"], bit)}))
@@ -81,8 +83,13 @@ def _mutations(entry: dict, proof: dict, cp: dict) -> list[tuple[str, int, objec
         nl = list(lines)
         nl[sig_line] = f"{dash} {name} {_flip_b64(blob, bit)}"
         out.append((f"note signature bit {bit}", 2, {**cp, "note": "\n".join(nl)}))
-    out.append(("note size line", 2, {**cp, "note": cp["note"].replace(f"\n{cp['tree_size']}\n",
-                                                                      f"\n{cp['tree_size'] ^ 1}\n", 1)}))
+    out.append(
+        (
+            "note size line",
+            2,
+            {**cp, "note": cp["note"].replace(f"\n{cp['tree_size']}\n", f"\n{cp['tree_size'] ^ 1}\n", 1)},
+        )
+    )
     return out
 
 
@@ -138,6 +145,7 @@ async def _check_receipt(client, consumer: dict, seq: int, kind: str, tmp: Path,
         async with limit:
             bad = await asyncio.to_thread(_cli, "-m", "ledger.receipt", *paths)
         assert bad.returncode == 1 and bad.stdout.startswith("FAIL: "), (name, bad.stdout, bad.stderr)
+
     await asyncio.gather(*(run(name, paths) for name, paths in jobs))
     # A proof at another size, or another entry's proof, is not this receipt.
     other = await inclusion_proof(client, seq, cp["tree_size"] - 1)

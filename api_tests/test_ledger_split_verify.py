@@ -35,8 +35,10 @@ async def test_a_split_walk_agrees_with_a_single_walk_and_names_the_same_tampere
     for seq in (k // 2, k + (n - k) // 2):  # one entry in each half
         async with ctx.engines.writer.begin() as conn:
             row = (await conn.execute(text("SELECT canonical FROM ledger_entries WHERE seq = :s"), {"s": seq})).first()
-            await conn.execute(text("UPDATE ledger_entries SET canonical = :c WHERE seq = :s"),
-                               {"c": row[0].replace('"kind"', '"kind" ', 1), "s": seq})
+            await conn.execute(
+                text("UPDATE ledger_entries SET canonical = :c WHERE seq = :s"),
+                {"c": row[0].replace('"kind"', '"kind" ', 1), "s": seq},
+            )
         whole, split = await _both(ctx)
         assert not whole["ok"] and not split["ok"]
         assert split["bad_seq"] == whole["bad_seq"] == seq, (seq, whole, split)

@@ -50,9 +50,17 @@ async def _verify(ctx) -> dict:
 
 async def _rows(engine) -> list:
     async with engine.connect() as conn:
-        return (await conn.execute(select(entries_t.c.seq, entries_t.c.kind, entries_t.c.canonical,
-                                          entries_t.c.leaf_hash, entries_t.c.chain_hash)
-                                   .order_by(entries_t.c.seq))).all()
+        return (
+            await conn.execute(
+                select(
+                    entries_t.c.seq,
+                    entries_t.c.kind,
+                    entries_t.c.canonical,
+                    entries_t.c.leaf_hash,
+                    entries_t.c.chain_hash,
+                ).order_by(entries_t.c.seq)
+            )
+        ).all()
 
 
 async def _filled(client, ctx) -> tuple[dict, list, dict]:
@@ -84,8 +92,9 @@ async def test_changed_amount_is_named_by_seq(client, ctx):
 
     # Recomputing that leaf hash too only moves the failure to the chain hash of the same entry.
     async with ctx.engines.writer.begin() as conn:
-        await conn.execute(update(entries_t).where(entries_t.c.seq == target.seq)
-                           .values(leaf_hash=leaf_hash(forged.encode())))
+        await conn.execute(
+            update(entries_t).where(entries_t.c.seq == target.seq).values(leaf_hash=leaf_hash(forged.encode()))
+        )
     report = await _verify(ctx)
     assert report["ok"] is False and report["bad_seq"] == target.seq and "chain hash" in report["reason"], report
 
@@ -114,9 +123,16 @@ async def test_swapped_entries_are_named_by_the_first(client, ctx):
     i, j = rows[5], rows[11]
     async with ctx.engines.writer.begin() as conn:
         for dst, src in ((i, j), (j, i)):
-            await conn.execute(update(entries_t).where(entries_t.c.seq == dst.seq).values(
-                canonical=src.canonical, leaf_hash=bytes(src.leaf_hash), chain_hash=bytes(src.chain_hash),
-                kind=src.kind))
+            await conn.execute(
+                update(entries_t)
+                .where(entries_t.c.seq == dst.seq)
+                .values(
+                    canonical=src.canonical,
+                    leaf_hash=bytes(src.leaf_hash),
+                    chain_hash=bytes(src.chain_hash),
+                    kind=src.kind,
+                )
+            )
     report = await _verify(ctx)
     assert report["ok"] is False and report["bad_seq"] == i.seq, report
 
@@ -169,16 +185,20 @@ async def test_forger_without_the_key_is_caught_by_the_signed_checkpoint(client,
         node_rows += [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in frontier.append(leaf)]
     async with ctx.engines.writer.begin() as conn:
         for seq in range(k, n1):
-            await conn.execute(update(entries_t).where(entries_t.c.seq == seq).values(
-                canonical=texts[seq], leaf_hash=leaves[seq], chain_hash=chains[seq]))
+            await conn.execute(
+                update(entries_t)
+                .where(entries_t.c.seq == seq)
+                .values(canonical=texts[seq], leaf_hash=leaves[seq], chain_hash=chains[seq])
+            )
         await conn.execute(delete(nodes_t))
         await conn.execute(insert(nodes_t), node_rows)
         await conn.execute(update(head_t).where(head_t.c.id == 1).values(head=head))
     ctx.writer.forget_state()
 
     # 1. Internally consistent.
-    forged_rows = [(r.seq, r.canonical, bytes(r.leaf_hash), bytes(r.chain_hash))
-                   for r in await _rows(ctx.engines.writer)]
+    forged_rows = [
+        (r.seq, r.canonical, bytes(r.leaf_hash), bytes(r.chain_hash)) for r in await _rows(ctx.engines.writer)
+    ]
     chain_report = verify_chain(forged_rows)
     assert chain_report.ok and chain_report.size == n1 and chain_report.head == head
     assert leaves[k] != honest_leaves[k] and leaves[:k] == honest_leaves[:k]
@@ -218,6 +238,7 @@ def _cli_database_url() -> str:
     if not TEST_DB_URL:
         return ""
     from sqlalchemy.engine import make_url
+
     u = make_url(TEST_DB_URL)
     return u.set(database=f"{u.database}_cli").render_as_string(hide_password=False)
 
@@ -225,19 +246,27 @@ def _cli_database_url() -> str:
 def _run_cli(data_dir: Path, db_url: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
     env.update(ESCROW_DATA_DIR=str(data_dir), ESCROW_DATABASE_URL=db_url)
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_cli_verify_exit_codes(client):
     with tempfile.TemporaryDirectory(prefix="escrow-cli-") as d:
         data_dir = Path(d)
         db_url = _cli_database_url()
-        settings = Settings(env="test", data_dir=data_dir, database_url=db_url, operator_token=OPERATOR_TOKEN,
-                            background_tasks=False, sqlite_synchronous="NORMAL")
+        settings = Settings(
+            env="test",
+            data_dir=data_dir,
+            database_url=db_url,
+            operator_token=OPERATOR_TOKEN,
+            background_tasks=False,
+            sqlite_synchronous="NORMAL",
+        )
         if db_url:
             await _recreate_pg_database(settings.effective_database_url)
         import asyncio
+
         await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
         other = build_context(settings)
         try:
@@ -254,8 +283,11 @@ async def test_cli_verify_exit_codes(client):
             body = orjson.loads(target.canonical)
             old = f'"amount":{body["amount"]}'
             async with other.engines.writer.begin() as conn:
-                await conn.execute(update(entries_t).where(entries_t.c.seq == target.seq).values(
-                    canonical=target.canonical.replace(old, f'"amount":{body["amount"] - 100}')))
+                await conn.execute(
+                    update(entries_t)
+                    .where(entries_t.c.seq == target.seq)
+                    .values(canonical=target.canonical.replace(old, f'"amount":{body["amount"] - 100}'))
+                )
             bad = await asyncio.to_thread(_run_cli, data_dir, db_url, "ledger", "verify")
             assert bad.returncode == 1, bad.stdout + bad.stderr
             assert f"ledger FAILED at seq {target.seq}:" in bad.stdout, bad.stdout

@@ -17,10 +17,23 @@ async def test_ledger_rowid_migration_round_trip(tmp_path):
     url = f"sqlite+aiosqlite:///{path}"
     await asyncio.to_thread(migrate.upgrade, url)
     db = sqlite3.connect(path)
-    rows = [(seq, "purchase", "2026-01-01 00:00:00.000000", '{"seq":%d}' % seq, bytes([seq]) * 32, bytes([seq + 1]) * 32,
-             f"card_{seq}") for seq in (0, 1, 2)]
-    db.executemany("INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    rows = [
+        (
+            seq,
+            "purchase",
+            "2026-01-01 00:00:00.000000",
+            f'{{"seq":{seq}}}',
+            bytes([seq]) * 32,
+            bytes([seq + 1]) * 32,
+            f"card_{seq}",
+        )
+        for seq in (0, 1, 2)
+    ]
+    db.executemany(
+        "INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     db.commit()
     assert "seq INTEGER NOT NULL" in _schema(db)
     assert db.execute("SELECT COUNT(*) FROM ledger_entries WHERE rowid != seq").fetchone()[0] == 0  # seq is the rowid
@@ -29,10 +42,12 @@ async def test_ledger_rowid_migration_round_trip(tmp_path):
     assert "seq BIGINT NOT NULL" in _schema(db)
     await asyncio.to_thread(migrate.upgrade, url)
     assert "seq INTEGER NOT NULL" in _schema(db)
-    got = db.execute("SELECT seq, kind, time, canonical, leaf_hash, chain_hash, card_id FROM ledger_entries "
-                     "ORDER BY seq").fetchall()
+    got = db.execute(
+        "SELECT seq, kind, time, canonical, leaf_hash, chain_hash, card_id FROM ledger_entries ORDER BY seq"
+    ).fetchall()
     assert got == rows
-    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'ledger_entries' "
-                                        "AND type = 'index'")}
+    indexes = {
+        r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'ledger_entries' AND type = 'index'")
+    }
     assert {"ix_ledger_card", "ix_ledger_consumer", "ix_ledger_merchant"} <= indexes
     db.close()

@@ -9,12 +9,30 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from api_tests.conftest import reset_database
-from api_tests.factories import (OP, buy_card, create_auditor, create_merchant, move_clock_to, parse_time, publish_count,
-                                 publish_period, publish_stored_value, register_consumer)
+from api_tests.factories import (
+    OP,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    move_clock_to,
+    parse_time,
+    publish_count,
+    publish_period,
+    publish_stored_value,
+    register_consumer,
+)
 from service.ledger_api.service import verify_ledger
 
 
@@ -38,9 +56,11 @@ class EscrowWorld:
         self.merchants = [await create_merchant(c, f"Shop {i}") for i in range(2)]
         self.products = []
         for m in self.merchants:
-            self.products += [(m, await publish_stored_value(c, m, price=1000, face_value=3333)),
-                              (m, await publish_count(c, m, price=1000, uses=4, bonus_uses=1)),
-                              (m, await publish_period(c, m, price=900, periods=3, period_days=7, valid_days=40))]
+            self.products += [
+                (m, await publish_stored_value(c, m, price=1000, face_value=3333)),
+                (m, await publish_count(c, m, price=1000, uses=4, bonus_uses=1)),
+                (m, await publish_period(c, m, price=900, periods=3, period_days=7, valid_days=40)),
+            ]
         self.consumers = [await register_consumer(c, f"Consumer {i}") for i in range(3)]
         self.now = None
 
@@ -53,13 +73,22 @@ class EscrowWorld:
         merchant, product = self.products[product_i % len(self.products)]
         consumer = self.consumers[consumer_i % len(self.consumers)]
         if merchant["id"] in self.defaulted:
-            r = await self.client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-                "method": "alipay", "reference": "x"}}, headers=consumer["headers"])
+            r = await self.client.post(
+                "/v1/cards",
+                json={"product_id": product["id"], "payment": {"method": "alipay", "reference": "x"}},
+                headers=consumer["headers"],
+            )
             assert r.status_code == 409 and r.json()["error"]["code"] == "merchant_not_selling", r.text
             return
         card = await buy_card(self.client, consumer, product)
         assert card["balance"]["escrow"] == product["price"]
-        self.cards[card["id"]] = {"card": card, "consumer": consumer, "merchant": merchant, "released": 0, "refunded": 0}
+        self.cards[card["id"]] = {
+            "card": card,
+            "consumer": consumer,
+            "merchant": merchant,
+            "released": 0,
+            "refunded": 0,
+        }
         if self.now is None:
             self.now = parse_time(card["purchased_at"])
 
@@ -78,9 +107,14 @@ class EscrowWorld:
         fit = max(1, limit - committed)
         # Mostly asks that fit, often the whole rest, sometimes one unit too many or anything at all.
         units = [1, max(1, fit // 3), fit, fit, fit + 1, 1 + units_wanted % b["units_total"]][units_wanted % 6]
-        r = await self.client.post(f"/v1/cards/{before['id']}/redemptions", json={unit: units},
-                                   headers=entry["merchant"]["headers"])
-        allowed = before["status"] == "active" and entry["merchant"]["id"] not in self.defaulted and committed + units <= limit
+        r = await self.client.post(
+            f"/v1/cards/{before['id']}/redemptions", json={unit: units}, headers=entry["merchant"]["headers"]
+        )
+        allowed = (
+            before["status"] == "active"
+            and entry["merchant"]["id"] not in self.defaulted
+            and committed + units <= limit
+        )
         if not allowed:
             assert r.status_code == 409, r.text
             return
@@ -171,16 +205,24 @@ class EscrowWorld:
             b, price = card["balance"], card["price"]
             assert b["escrow"] + b["released"] + b["refunded"] == price
             assert 0 <= b["held"] <= b["escrow"] and b["available"] == b["escrow"] - b["held"]
-            assert 0 <= b["units_used"] and 0 <= b["units_held"] and b["units_used"] + b["units_held"] <= b["units_total"]
+            assert (
+                0 <= b["units_used"] and 0 <= b["units_held"] and b["units_used"] + b["units_held"] <= b["units_total"]
+            )
             assert (b["released"], b["refunded"]) == (entry["released"], entry["refunded"]), (card_id, b, entry)
             if card["status"] != "refunded":
                 assert b["released"] == cum(b["units_used"], price, b["units_total"])
                 assert b["held"] == cum(b["units_used"] + b["units_held"], price, b["units_total"]) - b["released"]
             else:
                 assert (b["escrow"], b["held"], b["units_held"]) == (0, 0, 0)
-            assert (card["status"] == "exhausted") == (card["status"] != "refunded" and b["units_used"] == b["units_total"])
+            assert (card["status"] == "exhausted") == (
+                card["status"] != "refunded" and b["units_used"] == b["units_total"]
+            )
             paid_in += price
-            outstanding, released, refunded = outstanding + b["escrow"], released + b["released"], refunded + b["refunded"]
+            outstanding, released, refunded = (
+                outstanding + b["escrow"],
+                released + b["released"],
+                refunded + b["refunded"],
+            )
             held_total += b["held"]
         assert paid_in == outstanding + released + refunded
         report = await verify_ledger(self.ctx.engines.reader)
@@ -188,11 +230,19 @@ class EscrowWorld:
         if self.cards:
             totals = report["ledger_totals"]
             assert (totals["paid_in"], totals["released"], totals["refunded"], totals["held"]) == (
-                paid_in, released, refunded, held_total)
+                paid_in,
+                released,
+                refunded,
+                held_total,
+            )
 
 
-OPERATIONS = ("buy",) * 2 + ("ask",) * 5 + ("confirm",) * 4 + ("reject", "cancel", "expire", "period", "period",
-                                                                 "refund", "refund", "default")
+OPERATIONS = (
+    ("buy",) * 2
+    + ("ask",) * 5
+    + ("confirm",) * 4
+    + ("reject", "cancel", "expire", "period", "period", "refund", "refund", "default")
+)
 
 
 async def random_step(world: EscrowWorld, rng: random.Random) -> str:
@@ -272,6 +322,12 @@ def test_money_is_conserved_under_any_sequence_hypothesis(client, ctx, session_l
         def money_is_conserved_and_the_ledger_verifies(self):
             run(self.world.check())
 
-    run_state_machine_as_test(EscrowMachine, settings=settings(
-        max_examples=12, stateful_step_count=20, deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        EscrowMachine,
+        settings=settings(
+            max_examples=12,
+            stateful_step_count=20,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )

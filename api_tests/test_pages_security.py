@@ -9,8 +9,17 @@ from pathlib import Path
 
 import httpx
 
-from api_tests.factories import (answer, ask, buy_card, create_merchant, create_regulator, publish, publish_count,
-                                 refund, register_consumer)
+from api_tests.factories import (
+    answer,
+    ask,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    publish,
+    publish_count,
+    refund,
+    register_consumer,
+)
 from service.pages.web import yuan
 
 PAGES = Path(__file__).resolve().parent.parent / "service" / "pages"
@@ -84,8 +93,11 @@ async def test_forms_that_change_anything_refuse_a_missing_csrf_token(client):
     card = await buy_card(client, consumer, await publish(client, merchant))
     regulator = await create_regulator(client)
     async with with_cookies(client, esc_app=consumer["token"]) as browser:
-        for path, data in ((f"/app/cards/{card['id']}/refund", {}), ("/app/complaints", {
-                "merchant_id": merchant["id"], "category": "other", "text": "x"}), ("/app/signout", {})):
+        for path, data in (
+            (f"/app/cards/{card['id']}/refund", {}),
+            ("/app/complaints", {"merchant_id": merchant["id"], "category": "other", "text": "x"}),
+            ("/app/signout", {}),
+        ):
             assert (await browser.post(path, data=data)).status_code == 403, path
     async with with_cookies(client, esc_regulator=regulator["api_key"]) as desk:
         for path in (f"/regulator/merchants/{merchant['id']}/default", "/regulator/draws"):
@@ -116,8 +128,11 @@ async def test_the_refund_page_shows_the_amount_and_rule_before_and_refunds_exac
     other = await register_consumer(client, "Han Meimei 韩梅梅")
     assert (await client.get(f"/v1/cards/{card['id']}/refund-quote", headers=other["headers"])).status_code == 404
     done = await refund(client, consumer, card)
-    assert (done["amount"], done["rule"], done["merchant_share"]) == (quote["amount"], quote["rule"],
-                                                                      quote["merchant_share"])
+    assert (done["amount"], done["rule"], done["merchant_share"]) == (
+        quote["amount"],
+        quote["rule"],
+        quote["merchant_share"],
+    )
     after = (await client.get(f"/v1/cards/{card['id']}/refund-quote", headers=consumer["headers"])).json()
     assert after["refundable"] is False
 
@@ -144,19 +159,35 @@ def test_both_catalogs_hold_every_string_the_pages_use():
 async def test_odd_page_requests_get_a_clear_answer_never_a_500(client):
     merchant = await create_merchant(client)
     consumer = await register_consumer(client)
-    odd = ["/directory/" + "x" * 300, "/directory/%E2%80%AE", "/app/r/'%22%3Cscript%3E", "/app/cards/nope/refund",
-           "/app/cards/nope/qr.svg", "/merchant/qr/nope.svg", "/static/..%2Fweb.py", "/static/nope.js",
-           "/nobody/api/v1/ping", "/regulator/merchants/nope", "/directory?code=purple", "/regulator?sort=%00"]
-    async with with_cookies(client, esc_app=consumer["token"], esc_merchant=merchant["api_key"],
-                            esc_regulator="rg_" + "0" * 40) as browser:
+    odd = [
+        "/directory/" + "x" * 300,
+        "/directory/%E2%80%AE",
+        "/app/r/'%22%3Cscript%3E",
+        "/app/cards/nope/refund",
+        "/app/cards/nope/qr.svg",
+        "/merchant/qr/nope.svg",
+        "/static/..%2Fweb.py",
+        "/static/nope.js",
+        "/nobody/api/v1/ping",
+        "/regulator/merchants/nope",
+        "/directory?code=purple",
+        "/regulator?sort=%00",
+    ]
+    async with with_cookies(
+        client, esc_app=consumer["token"], esc_merchant=merchant["api_key"], esc_regulator="rg_" + "0" * 40
+    ) as browser:
         for path in odd:
             r = await browser.get(path)
             assert r.status_code < 500, (path, r.status_code, r.text[:200])
         token = csrf_of((await browser.get("/app")).text)
-        for body in (b"not json", b"[]", b'{"phone": 1}', "{\"phone\": \"\u0000\"}".encode()):
-            r = await browser.post("/app/session", content=body, headers={"X-CSRF-Token": token,
-                                                                          "Content-Type": "application/json"})
+        for body in (b"not json", b"[]", b'{"phone": 1}', '{"phone": "\u0000"}'.encode()):
+            r = await browser.post(
+                "/app/session", content=body, headers={"X-CSRF-Token": token, "Content-Type": "application/json"}
+            )
             assert 400 <= r.status_code < 500, (body, r.status_code, r.text[:200])
-        r = await browser.post("/app/complaints", content=b"csrf=" + token.encode() + b"&text=%FF%FE&merchant_id=",
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = await browser.post(
+            "/app/complaints",
+            content=b"csrf=" + token.encode() + b"&text=%FF%FE&merchant_id=",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert 400 <= r.status_code < 500, r.text[:200]

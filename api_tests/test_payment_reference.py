@@ -52,8 +52,9 @@ async def test_an_idempotent_replay_of_the_purchase_still_gets_the_first_answer(
     again = await client.post("/v1/cards", json=_body(product, "wx-replay-1"), headers=headers)
     assert first.status_code == again.status_code == 201, again.text
     assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
-    other_key = await client.post("/v1/cards", json=_body(product, "wx-replay-1"),
-                                  headers={**li["headers"], "Idempotency-Key": "buy-twice"})
+    other_key = await client.post(
+        "/v1/cards", json=_body(product, "wx-replay-1"), headers={**li["headers"], "Idempotency-Key": "buy-twice"}
+    )
     assert_error(other_key, 409, "payment_reference_used")
     assert len(await my_cards(client, li)) == 1
 
@@ -62,8 +63,9 @@ async def test_concurrent_purchases_with_one_reference_buy_exactly_one_card(clie
     gym = await create_merchant(client)
     product = await publish_stored_value(client, gym, price=10_000, face_value=12_000)
     buyers = [await register_consumer(client, f"Buyer {i}") for i in range(12)]
-    answers = await asyncio.gather(*[client.post("/v1/cards", json=_body(product, "wx-race-7"), headers=b["headers"])
-                                     for b in buyers])
+    answers = await asyncio.gather(
+        *[client.post("/v1/cards", json=_body(product, "wx-race-7"), headers=b["headers"]) for b in buyers]
+    )
     assert sorted(r.status_code for r in answers) == [201] + [409] * 11, [r.text for r in answers]
     assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"payment_reference_used"}
     owned = [len(await my_cards(client, b)) for b in buyers]
@@ -81,6 +83,7 @@ async def test_the_database_refuses_a_second_card_on_one_reference_too(client, c
         row = dict((await conn.execute(select(cards).where(cards.c.id == card["id"]))).mappings().one())
     row.update(id="card_forged_second_use")
     import sqlalchemy.exc
+
     try:
         async with ctx.engines.writer.begin() as conn:
             await conn.execute(insert(cards).values(**row))

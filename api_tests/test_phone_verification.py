@@ -8,16 +8,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from api_tests.conftest import OPERATOR_TOKEN, _test_settings
-from api_tests.factories import (OP, assert_error, bearer, buy_card, client_at, create_merchant, latest_code,
-                                 move_clock_to, parse_time, publish_stored_value, register_consumer, sign_in,
-                                 verify_phone)
+from api_tests.factories import (
+    OP,
+    assert_error,
+    bearer,
+    buy_card,
+    client_at,
+    create_merchant,
+    latest_code,
+    move_clock_to,
+    parse_time,
+    publish_stored_value,
+    register_consumer,
+    sign_in,
+    verify_phone,
+)
 from service.app import asgi_app, build_context, create_app
 from service.db.models import metadata
 from service.settings import Settings
@@ -29,7 +41,7 @@ def new_phone() -> str:
 
 async def at_top_of_a_minute(client) -> datetime:
     """Move the test clock to the start of a minute: the limit's one-minute window then holds a whole test."""
-    start = (datetime.now(timezone.utc) + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    start = (datetime.now(UTC) + timedelta(minutes=2)).replace(second=0, microsecond=0)
     await move_clock_to(client, start)
     return start
 
@@ -53,28 +65,35 @@ async def second_instance(data_dir, peer: str = "10.9.0.2"):
 
 async def register(c, phone: str, name: str = "Wang Wu 王五", reader=None, headers=None) -> httpx.Response:
     vid, code = await verify_phone(c, phone, reader=reader)
-    return await c.post("/v1/consumers", json={"name": name, "phone": phone, "verification_id": vid, "code": code},
-                        headers=headers)
+    return await c.post(
+        "/v1/consumers", json={"name": name, "phone": phone, "verification_id": vid, "code": code}, headers=headers
+    )
 
 
 # ---- finding 3: the address limit cannot be lifted ---------------------------------------------------------
+
 
 async def test_rotating_x_forwarded_for_from_the_socket_peer_does_not_lift_the_limit(client, ctx):
     limit = ctx.settings.registration_limit_per_minute
     await at_top_of_a_minute(client)
     async with client_at(client._transport.app, "198.51.100.20") as attacker:
         for i in range(limit):
-            r = await attacker.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                    headers={"X-Forwarded-For": f"203.0.{i // 256}.{i % 256}"})
+            r = await attacker.post(
+                "/v1/consumers/verifications",
+                json={"phone": new_phone()},
+                headers={"X-Forwarded-For": f"203.0.{i // 256}.{i % 256}"},
+            )
             assert r.status_code == 202, f"attempt {i + 1}: {r.text}"
         for spoofed in ("127.0.0.1", "10.0.0.1", "2001:db8::1", "198.51.100.21"):
-            r = await attacker.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                    headers={"X-Forwarded-For": spoofed})
+            r = await attacker.post(
+                "/v1/consumers/verifications", json={"phone": new_phone()}, headers={"X-Forwarded-For": spoofed}
+            )
             assert_error(r, 429, "rate_limited")
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_and_the_others_are_not(client, ctx):
     from service.client_address import parse_networks
+
     limit = ctx.settings.registration_limit_per_minute
     await at_top_of_a_minute(client)
     ctx.extras["trusted_proxies"] = parse_networks("192.0.2.10, 10.200.0.0/16")
@@ -82,18 +101,35 @@ async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_and_the_ot
         async with client_at(client._transport.app, "192.0.2.10") as proxy:
             for i in range(limit):
                 # what the client wrote on the left proves nothing: the proxy appended the real address
-                r = await proxy.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                     headers={"X-Forwarded-For": f"1.1.{i}.1, 203.0.113.9"})
+                r = await proxy.post(
+                    "/v1/consumers/verifications",
+                    json={"phone": new_phone()},
+                    headers={"X-Forwarded-For": f"1.1.{i}.1, 203.0.113.9"},
+                )
                 assert r.status_code == 202, f"attempt {i + 1}: {r.text}"
-            assert_error(await proxy.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                          headers={"X-Forwarded-For": "203.0.113.9"}), 429, "rate_limited")
+            assert_error(
+                await proxy.post(
+                    "/v1/consumers/verifications",
+                    json={"phone": new_phone()},
+                    headers={"X-Forwarded-For": "203.0.113.9"},
+                ),
+                429,
+                "rate_limited",
+            )
             # through a second trusted hop, the same client is the same client
-            assert_error(await proxy.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                          headers={"X-Forwarded-For": "203.0.113.9, 10.200.3.4"}), 429,
-                         "rate_limited")
+            assert_error(
+                await proxy.post(
+                    "/v1/consumers/verifications",
+                    json={"phone": new_phone()},
+                    headers={"X-Forwarded-For": "203.0.113.9, 10.200.3.4"},
+                ),
+                429,
+                "rate_limited",
+            )
             for other in ("203.0.113.10", "2001:db8:77::5"):
-                r = await proxy.post("/v1/consumers/verifications", json={"phone": new_phone()},
-                                     headers={"X-Forwarded-For": other})
+                r = await proxy.post(
+                    "/v1/consumers/verifications", json={"phone": new_phone()}, headers={"X-Forwarded-For": other}
+                )
                 assert r.status_code == 202, r.text
     finally:
         ctx.extras.pop("trusted_proxies")
@@ -115,6 +151,7 @@ async def test_two_ipv6_addresses_in_one_64_share_a_limit(client, ctx):
 
 def test_the_client_address_rules():
     from service.client_address import client_ip, limit_bucket, parse_networks
+
     trusted = parse_networks("10.0.0.0/8, 192.0.2.10, fd00::/8")
     assert client_ip("198.51.100.1", ["6.6.6.6"], trusted) == "198.51.100.1"  # an untrusted peer: XFF ignored
     assert client_ip("198.51.100.1", ["6.6.6.6"], ()) == "198.51.100.1"
@@ -145,18 +182,25 @@ async def test_a_flood_of_refused_attempts_costs_no_database_write(client, ctx):
             nonlocal calls
             calls += 1
             return await real_run(op)
+
         ctx.writer.run = counting_run
         try:
             for _ in range(200):
                 assert_error(await flood.post("/v1/consumers/verifications", json={"phone": new_phone()}), 429)
-                assert_error(await flood.post("/v1/consumers", json={
-                    "name": "Bot", "phone": new_phone(), "verification_id": "vrf_x", "code": "123456"}), 429)
+                assert_error(
+                    await flood.post(
+                        "/v1/consumers",
+                        json={"name": "Bot", "phone": new_phone(), "verification_id": "vrf_x", "code": "123456"},
+                    ),
+                    429,
+                )
         finally:
             del ctx.writer.run
     assert calls == 0, f"{calls} refused attempts reached the writer"
 
 
 # ---- finding 4: nothing reveals whether a phone is registered ----------------------------------------------
+
 
 async def test_verification_and_registration_answers_reveal_nothing_about_a_phone(client):
     known = (await register_consumer(client, "Owner 机主"))["phone"]
@@ -172,11 +216,18 @@ async def test_verification_and_registration_answers_reveal_nothing_about_a_phon
             code = await latest_code(client, phone)
             for name, body_ in (("registration", {"name": "Prober", "phone": phone}), ("sign-in", {"phone": phone})):
                 path = "/v1/consumers" if name == "registration" else "/v1/consumers/sessions"
-                wrong = await prober.post(path, json={**body_, "verification_id": body["verification_id"],
-                                                      "code": "000000" if code != "000000" else "111111"})
+                wrong = await prober.post(
+                    path,
+                    json={
+                        **body_,
+                        "verification_id": body["verification_id"],
+                        "code": "000000" if code != "000000" else "111111",
+                    },
+                )
                 wrong_answers.append((name, wrong.status_code, wrong.json()))
-                foreign = await prober.post(path, json={**body_, "verification_id": "vrf_0123456789abcdef",
-                                                        "code": "123456"})
+                foreign = await prober.post(
+                    path, json={**body_, "verification_id": "vrf_0123456789abcdef", "code": "123456"}
+                )
                 foreign_answers.append((name, foreign.status_code, foreign.json()))
     assert shapes[0] == shapes[1]
     for answers in (wrong_answers, foreign_answers):
@@ -193,6 +244,7 @@ async def test_verification_and_registration_answers_reveal_nothing_about_a_phon
 
 
 # ---- finding 5: an anonymous replay never hands out a token -------------------------------------------------
+
 
 async def test_a_replay_from_another_client_at_the_same_address_gets_no_token(client, ctx):
     phone = new_phone()
@@ -231,6 +283,7 @@ async def test_a_replay_from_another_client_at_the_same_address_gets_no_token(cl
 
 # ---- finding 11: any caller fits the idempotency table ------------------------------------------------------
 
+
 async def test_an_ipv6_client_with_an_idempotency_key_gets_its_answer(client):
     phone = new_phone()
     async with client_at(client._transport.app, "2001:0db8:85a3:1234:5678:8a2e:0370:7334") as mobile:
@@ -247,6 +300,7 @@ async def test_an_ipv6_client_with_an_idempotency_key_gets_its_answer(client):
 
 # ---- the code itself ---------------------------------------------------------------------------------------
 
+
 async def test_five_wrong_codes_burn_a_verification(client):
     phone = new_phone()
     async with client_at(client._transport.app, "198.51.100.60") as guesser:
@@ -259,9 +313,16 @@ async def test_five_wrong_codes_burn_a_verification(client):
         assert_error(await guesser.post("/v1/consumers", json={**body, "code": code}), 409, "verification_burned")
         # a wrong phone with the right code is a miss too (a code is for one phone)
         vid, code = await verify_phone(guesser, phone, reader=client)
-        assert_error(await guesser.post("/v1/consumers", json={**body, "verification_id": vid, "phone": new_phone(),
-                                                               "code": code}), 422, "invalid_code")
-        assert (await guesser.post("/v1/consumers", json={**body, "verification_id": vid, "code": code})).status_code == 201
+        assert_error(
+            await guesser.post(
+                "/v1/consumers", json={**body, "verification_id": vid, "phone": new_phone(), "code": code}
+            ),
+            422,
+            "invalid_code",
+        )
+        assert (
+            await guesser.post("/v1/consumers", json={**body, "verification_id": vid, "code": code})
+        ).status_code == 201
 
 
 async def test_an_expired_code_is_refused(client):
@@ -272,8 +333,10 @@ async def test_an_expired_code_is_refused(client):
         expires_at = parse_time(started.json()["expires_at"])
         code = await latest_code(client, phone)
         await move_clock_to(client, expires_at + timedelta(seconds=1))
-        r = await slow.post("/v1/consumers", json={"name": "Slow", "phone": phone, "code": code,
-                                                   "verification_id": started.json()["verification_id"]})
+        r = await slow.post(
+            "/v1/consumers",
+            json={"name": "Slow", "phone": phone, "code": code, "verification_id": started.json()["verification_id"]},
+        )
         assert_error(r, 409, "verification_expired")
 
 
@@ -287,8 +350,11 @@ async def test_expiry_is_five_minutes_and_a_verification_serves_once(client):
         await move_clock_to(client, sent_at + timedelta(minutes=4, seconds=50))
         body = {"name": "Once", "phone": phone, "verification_id": vid, "code": code}
         assert (await c.post("/v1/consumers", json=body)).status_code == 201
-        assert_error(await c.post("/v1/consumers/sessions", json={k: body[k] for k in ("phone", "verification_id",
-                                                                                     "code")}), 409, "verification_used")
+        assert_error(
+            await c.post("/v1/consumers/sessions", json={k: body[k] for k in ("phone", "verification_id", "code")}),
+            409,
+            "verification_used",
+        )
 
 
 async def test_a_phone_gets_at_most_five_codes_an_hour(client, ctx):
@@ -308,6 +374,7 @@ async def test_a_phone_gets_at_most_five_codes_an_hour(client, ctx):
 
 
 # ---- sign-in and sign-out ------------------------------------------------------------------------------------
+
 
 async def test_signing_in_on_a_new_device_sees_the_same_cards(client):
     gym = await create_merchant(client)
@@ -353,15 +420,26 @@ async def test_signing_out_on_one_replica_is_401_on_another_at_once(client, data
 
 # ---- the SMS senders --------------------------------------------------------------------------------------
 
+
 def http_sender(settings: Settings, gateway):
     from service.consumers.sms import HttpSender
+
     return HttpSender(settings, transport=httpx.MockTransport(gateway))
 
 
 def gateway_settings(**overrides) -> Settings:
-    return Settings(**{"env": "production", "sms_sender": "http", "sms_url": "https://sms.example.cn/send",
-                       "sms_token": "gateway-token-123", "sms_sign_name": "预付保", "sms_template": "SMS_123",
-                       "sms_retries": 2, **overrides})
+    return Settings(
+        **{
+            "env": "production",
+            "sms_sender": "http",
+            "sms_url": "https://sms.example.cn/send",
+            "sms_token": "gateway-token-123",
+            "sms_sign_name": "预付保",
+            "sms_template": "SMS_123",
+            "sms_retries": 2,
+            **overrides,
+        }
+    )
 
 
 async def test_the_http_sender_posts_the_gateway_shape_and_retries(caplog):
@@ -371,6 +449,7 @@ async def test_the_http_sender_posts_the_gateway_shape_and_retries(caplog):
     def gateway(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(next(answers), json={"ok": True})
+
     sender = http_sender(gateway_settings(), gateway)
     caplog.set_level(logging.DEBUG)
     assert await sender.deliver("13800138000", "123456") is True
@@ -379,8 +458,13 @@ async def test_the_http_sender_posts_the_gateway_shape_and_retries(caplog):
         assert request.method == "POST" and str(request.url) == "https://sms.example.cn/send"
         assert request.headers["authorization"] == "Bearer gateway-token-123"
         import json
-        assert json.loads(request.content) == {"phone": "13800138000", "sign_name": "预付保",
-                                               "template_code": "SMS_123", "template_param": {"code": "123456"}}
+
+        assert json.loads(request.content) == {
+            "phone": "13800138000",
+            "sign_name": "预付保",
+            "template_code": "SMS_123",
+            "template_param": {"code": "123456"},
+        }
     logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert "123456" not in logged and "13800138000" not in logged
 
@@ -392,6 +476,7 @@ async def test_the_http_sender_gives_up_after_its_retries_on_timeouts():
         nonlocal calls
         calls += 1
         raise httpx.ReadTimeout("slow gateway", request=request)
+
     sender = http_sender(gateway_settings(sms_retries=1), gateway)
     assert await sender.deliver("13800138000", "654321") is False
     assert calls == 2
@@ -400,9 +485,11 @@ async def test_the_http_sender_gives_up_after_its_retries_on_timeouts():
 async def test_with_the_http_sender_the_code_reaches_the_gateway_and_no_table(client, ctx):
     import asyncio
     import json
+
     got: list[dict] = []
-    sender = http_sender(gateway_settings(), lambda request: got.append(json.loads(request.content))
-                         or httpx.Response(202))
+    sender = http_sender(
+        gateway_settings(), lambda request: got.append(json.loads(request.content)) or httpx.Response(202)
+    )
     ctx.extras["sms_sender"] = sender
     try:
         phone = new_phone()
@@ -415,9 +502,15 @@ async def test_with_the_http_sender_the_code_reaches_the_gateway_and_no_table(cl
                 await asyncio.sleep(0.01)
             assert len(got) == 1 and got[0]["phone"] == phone and len(got[0]["template_param"]["code"]) == 6
             assert (await client.get("/v1/test/sms", params={"phone": phone}, headers=OP)).json()["items"] == []
-            r = await c.post("/v1/consumers", json={"name": "Gateway user", "phone": phone,
-                                                    "verification_id": started.json()["verification_id"],
-                                                    "code": got[0]["template_param"]["code"]})
+            r = await c.post(
+                "/v1/consumers",
+                json={
+                    "name": "Gateway user",
+                    "phone": phone,
+                    "verification_id": started.json()["verification_id"],
+                    "code": got[0]["template_param"]["code"],
+                },
+            )
             assert r.status_code == 201, r.text
     finally:
         ctx.extras.pop("sms_sender")
@@ -425,6 +518,7 @@ async def test_with_the_http_sender_the_code_reaches_the_gateway_and_no_table(cl
 
 def test_the_outbox_route_exists_only_in_the_test_environment(tmp_path):
     from api_tests.factories import serving_routes
+
     development = create_app(Settings(env="development", data_dir=tmp_path, operator_token=OPERATOR_TOKEN))
     assert ("GET", "/v1/test/sms") not in serving_routes(development)
     assert ("POST", "/v1/consumers/verifications") in serving_routes(development)

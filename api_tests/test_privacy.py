@@ -9,7 +9,7 @@ import base64
 import io
 import logging
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,8 +17,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from api_tests.conftest import OPERATOR_TOKEN
-from api_tests.factories import (OP, valid_uscc, assert_error, client_at, create_auditor, create_regulator, latest_code,
-                                 ledger_entries, ledger_mix, move_clock_to, register_consumer, verify_phone)
+from api_tests.factories import (
+    OP,
+    assert_error,
+    client_at,
+    create_auditor,
+    create_regulator,
+    latest_code,
+    ledger_entries,
+    ledger_mix,
+    move_clock_to,
+    register_consumer,
+    valid_uscc,
+    verify_phone,
+)
 from service.app import build_context
 from service.db.models import ApiToken, metadata
 from service.ledger_api.export import export_jsonl
@@ -66,10 +78,13 @@ async def test_a_consumer_sees_only_the_masked_hint_of_its_phone(client):
         assert_no_phone(me.text, [consumer["phone"]], "GET /v1/consumers/me")
         assert me.json()["phone_hint"] == consumer["phone"][:3] + "****" + consumer["phone"][-4:]
         assert "phone" not in me.json()
-    for path, headers in (("/v1/consumers/me/cards", mix["li"]["headers"]),
-                          ("/v1/merchants/me/cards", mix["gym"]["headers"]),
-                          ("/v1/consumers/me/redemptions", mix["han"]["headers"]), ("/v1/complaints", OP),
-                          (f"/v1/cards/{mix['cards']['a']['id']}", mix["gym"]["headers"])):
+    for path, headers in (
+        ("/v1/consumers/me/cards", mix["li"]["headers"]),
+        ("/v1/merchants/me/cards", mix["gym"]["headers"]),
+        ("/v1/consumers/me/redemptions", mix["han"]["headers"]),
+        ("/v1/complaints", OP),
+        (f"/v1/cards/{mix['cards']['a']['id']}", mix["gym"]["headers"]),
+    ):
         r = await client.get(path, headers=headers)
         assert r.status_code == 200, r.text
         assert_no_phone(r.text, phones, f"GET {path}")
@@ -80,19 +95,34 @@ async def test_error_answers_never_echo_a_phone_number(client):
     first = await register_consumer(client, "Zhang San 张三", phone=phone)
     assert_no_phone(repr({k: v for k, v in first.items() if k != "phone"}), [phone], "the registration answer")
     async with client_at(client._transport.app, "198.51.100.7") as c:
-        for again in (phone, "+86" + phone, f"{phone[:3]} {phone[3:7]} {phone[7:]}",
-                      f"{phone[:3]}-{phone[3:7]}-{phone[7:]}"):
+        for again in (
+            phone,
+            "+86" + phone,
+            f"{phone[:3]} {phone[3:7]} {phone[7:]}",
+            f"{phone[:3]}-{phone[3:7]}-{phone[7:]}",
+        ):
             started = await c.post("/v1/consumers/verifications", json={"phone": again})
             assert started.status_code == 202 and phone not in started.text, started.text
             code = await latest_code(client, phone)
-            error = assert_error(await c.post("/v1/consumers", json={
-                "name": "Copycat", "phone": again, "verification_id": started.json()["verification_id"],
-                "code": code}), 409, "phone_already_registered")
+            error = assert_error(
+                await c.post(
+                    "/v1/consumers",
+                    json={
+                        "name": "Copycat",
+                        "phone": again,
+                        "verification_id": started.json()["verification_id"],
+                        "code": code,
+                    },
+                ),
+                409,
+                "phone_already_registered",
+            )
             assert_no_phone(error["message"], [phone], "the duplicate registration error")
         for bad in (phone + "9", "+1" + phone, phone[:5] + "abc", "0" * 20, "1" * 21):
-            for path, body in (("/v1/consumers/verifications", {"phone": bad}),
-                               ("/v1/consumers", {"name": "Bad phone", "phone": bad, "verification_id": "vrf_x",
-                                                  "code": "123456"})):
+            for path, body in (
+                ("/v1/consumers/verifications", {"phone": bad}),
+                ("/v1/consumers", {"name": "Bad phone", "phone": bad, "verification_id": "vrf_x", "code": "123456"}),
+            ):
                 r = await c.post(path, json=body)
                 assert r.status_code == 422, r.text
                 assert bad not in r.text and phone not in r.text
@@ -108,8 +138,9 @@ async def test_logs_never_carry_a_phone_number_even_at_debug(client, caplog):
         assert (await c.post("/v1/consumers", json=body)).status_code == 409
         r = await c.post("/v1/consumers", json=body, headers={"Idempotency-Key": "register-twice"})
         assert r.status_code == 409
-        assert (await c.post("/v1/consumers/sessions", json={"phone": phone, "verification_id": vid,
-                                                             "code": "000000"})).status_code in (409, 422)
+        assert (
+            await c.post("/v1/consumers/sessions", json={"phone": phone, "verification_id": vid, "code": "000000"})
+        ).status_code in (409, 422)
     assert caplog.records, "nothing was logged: the check below would prove nothing"
     # the test's own client logging its reads of the test-only outbox (GET /v1/test/sms?phone=) is not the service
     records = [rec for rec in caplog.records if "/v1/test/sms?" not in rec.getMessage()]
@@ -120,8 +151,15 @@ async def test_logs_never_carry_a_phone_number_even_at_debug(client, caplog):
 async def test_tokens_are_stored_only_as_hashes(client, ctx):
     mix, _, _ = await everyone_and_their_phones(client)
     regulator, auditor = await create_regulator(client), await create_auditor(client)
-    raw = [OPERATOR_TOKEN, mix["gym"]["api_key"], mix["spa"]["api_key"], mix["li"]["token"], mix["han"]["token"],
-           regulator["api_key"], auditor["api_key"]]
+    raw = [
+        OPERATOR_TOKEN,
+        mix["gym"]["api_key"],
+        mix["spa"]["api_key"],
+        mix["li"]["token"],
+        mix["han"]["token"],
+        regulator["api_key"],
+        auditor["api_key"],
+    ]
     assert all(len(t) >= 25 for t in raw)
     async with ctx.engines.reader.connect() as conn:
         rows = (await conn.execute(select(ApiToken.__table__))).all()
@@ -145,29 +183,42 @@ async def test_the_anonymous_limit_is_per_address(client, ctx):
     limit = ctx.settings.registration_limit_per_minute
     assert limit == 60
     # start at the top of a minute, so the limit's one-minute window holds all the attempts below
-    now = datetime.now(timezone.utc) + timedelta(minutes=1)
+    now = datetime.now(UTC) + timedelta(minutes=1)
     await move_clock_to(client, now.replace(second=0, microsecond=0) + timedelta(minutes=1))
     app = client._transport.app
 
     def body(i: int) -> dict:
         return {"phone": f"137{i:08d}"}
+
     async with client_at(app, "203.0.113.50", 5000) as crowded:
         for i in range(limit - 2):
             r = await crowded.post("/v1/consumers/verifications", json=body(i))
             assert r.status_code == 202, f"verification {i + 1}: {r.text}"
         vid, code = await verify_phone(crowded, "13700000000", reader=client)  # the 59th attempt
-        r = await crowded.post("/v1/consumers", json={"name": "Bot", "phone": "13700000000", "verification_id": vid,
-                                                      "code": code})
+        r = await crowded.post(
+            "/v1/consumers", json={"name": "Bot", "phone": "13700000000", "verification_id": vid, "code": code}
+        )
         assert r.status_code == 201, r.text  # the 60th
         error = assert_error(await crowded.post("/v1/consumers/verifications", json=body(limit)), 429, "rate_limited")
         assert "137" not in error["message"]
-        assert_error(await crowded.post("/v1/consumers/sessions", json={
-            "phone": "13700000000", "verification_id": vid, "code": code}), 429, "rate_limited")
-        assert_error(await crowded.post("/v1/consumers", json={
-            "name": "Bot", "phone": "13700000001", "verification_id": vid, "code": code}), 429, "rate_limited")
+        assert_error(
+            await crowded.post(
+                "/v1/consumers/sessions", json={"phone": "13700000000", "verification_id": vid, "code": code}
+            ),
+            429,
+            "rate_limited",
+        )
+        assert_error(
+            await crowded.post(
+                "/v1/consumers", json={"name": "Bot", "phone": "13700000001", "verification_id": vid, "code": code}
+            ),
+            429,
+            "rate_limited",
+        )
     async with client_at(app, "203.0.113.50", 5001) as same_address_other_port:
-        assert_error(await same_address_other_port.post("/v1/consumers/verifications", json=body(limit + 2)), 429,
-                     "rate_limited")
+        assert_error(
+            await same_address_other_port.post("/v1/consumers/verifications", json=body(limit + 2)), 429, "rate_limited"
+        )
     async with client_at(app, "203.0.113.51") as neighbour:
         r = await neighbour.post("/v1/consumers/verifications", json=body(limit + 3))
         assert r.status_code == 202, r.text
@@ -181,13 +232,21 @@ async def test_the_anonymous_limit_is_per_address(client, ctx):
 
 # ---- production refuses development secrets ------------------------------------------------------
 
+
 def production_secrets() -> dict:
-    pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()).decode()
-    return {"operator_token": "op_" + secrets.token_urlsafe(32),
-            "phone_key": base64.b64encode(secrets.token_bytes(32)).decode(), "signing_key": pem,
-            "database_url": "postgresql://escrow@db.internal:5432/escrow",
-            "sms_url": "https://sms.example.cn/v1/send", "sms_token": secrets.token_urlsafe(24)}
+    pem = (
+        Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    return {
+        "operator_token": "op_" + secrets.token_urlsafe(32),
+        "phone_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "signing_key": pem,
+        "database_url": "postgresql://escrow@db.internal:5432/escrow",
+        "sms_url": "https://sms.example.cn/v1/send",
+        "sms_token": secrets.token_urlsafe(24),
+    }
 
 
 def test_production_with_every_secret_given_passes_the_check(tmp_path):
@@ -197,13 +256,27 @@ def test_production_with_every_secret_given_passes_the_check(tmp_path):
     assert list(tmp_path.iterdir()) == [], "production generates no key into the data folder"
 
 
-@pytest.mark.parametrize("field,value", [
-    ("operator_token", ""), ("operator_token", "changethis"), ("operator_token", "changeme"),
-    ("operator_token", "secret"), ("operator_token", "dev"), ("operator_token", "  CHANGETHIS  "),
-    ("operator_token", "op_short"), ("phone_key", ""), ("signing_key", ""), ("database_url", ""),
-    ("sms_url", ""), ("sms_url", "ftp://sms.example.cn"), ("sms_token", ""), ("sms_token", "changethis"),
-    ("sms_sender", "outbox"), ("trusted_proxies", "10.0.0.0/8, not-an-address"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("operator_token", ""),
+        ("operator_token", "changethis"),
+        ("operator_token", "changeme"),
+        ("operator_token", "secret"),
+        ("operator_token", "dev"),
+        ("operator_token", "  CHANGETHIS  "),
+        ("operator_token", "op_short"),
+        ("phone_key", ""),
+        ("signing_key", ""),
+        ("database_url", ""),
+        ("sms_url", ""),
+        ("sms_url", "ftp://sms.example.cn"),
+        ("sms_token", ""),
+        ("sms_token", "changethis"),
+        ("sms_sender", "outbox"),
+        ("trusted_proxies", "10.0.0.0/8, not-an-address"),
+    ],
+)
 def test_production_refuses_a_default_or_missing_secret(tmp_path, field, value):
     settings = Settings(env="production", data_dir=tmp_path, **{**production_secrets(), field: value})
     with pytest.raises(RuntimeError, match="refusing to start in production"):
@@ -214,8 +287,11 @@ def test_production_refuses_a_default_or_missing_secret(tmp_path, field, value):
 
 
 def test_production_takes_the_outbox_sender_only_when_told_to(tmp_path):
-    settings = Settings(env="production", data_dir=tmp_path, **{**production_secrets(), "sms_sender": "outbox",
-                                                                  "sms_outbox_in_production": True})
+    settings = Settings(
+        env="production",
+        data_dir=tmp_path,
+        **{**production_secrets(), "sms_sender": "outbox", "sms_outbox_in_production": True},
+    )
     settings.check_production()
     assert settings.effective_sms_sender == "outbox"
     assert Settings(env="production", data_dir=tmp_path, **production_secrets()).effective_sms_sender == "http"
@@ -223,8 +299,9 @@ def test_production_takes_the_outbox_sender_only_when_told_to(tmp_path):
 
 
 def test_production_refuses_a_development_data_folder_without_any_secret(tmp_path):
-    settings = Settings(env="production", data_dir=tmp_path, operator_token="", phone_key="", signing_key="",
-                        database_url="")
+    settings = Settings(
+        env="production", data_dir=tmp_path, operator_token="", phone_key="", signing_key="", database_url=""
+    )
     with pytest.raises(RuntimeError) as refused:
         build_context(settings)
     message = str(refused.value)

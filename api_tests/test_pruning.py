@@ -27,8 +27,11 @@ async def _count(ctx, table, **where) -> int:
 
 
 async def _buy(client, consumer, product, key: str):
-    return await client.post("/v1/cards", headers={**consumer["headers"], "Idempotency-Key": key}, json={
-        "product_id": product["id"], "payment": {"method": "alipay", "reference": f"ali-prune-{key}"}})
+    return await client.post(
+        "/v1/cards",
+        headers={**consumer["headers"], "Idempotency-Key": key},
+        json={"product_id": product["id"], "payment": {"method": "alipay", "reference": f"ali-prune-{key}"}},
+    )
 
 
 async def test_idempotency_keys_are_kept_24_hours_then_pruned(client, ctx):
@@ -71,12 +74,31 @@ async def test_a_longer_keep_is_honoured_and_a_shorter_one_refused(client, ctx, 
 
 async def test_pruning_goes_in_bounded_chunks_oldest_first(client, ctx):
     now = ctx.clock.now()
-    old = [{"caller": f"con_{i:05d}", "key": "bulk", "request_hash": "0" * 64, "status_code": 201,
-            "response_body": "{}", "created_at": now - timedelta(days=3, minutes=i)} for i in range(2_500)]
-    fresh = [{"caller": "con_fresh", "key": "bulk", "request_hash": "0" * 64, "status_code": 201,
-              "response_body": "{}", "created_at": now - timedelta(hours=1)}]
-    limits = [{"bucket": f"reg:10.0.{i // 256}.{i % 256}", "count": 3, "window_start": now - timedelta(days=2, minutes=i)}
-              for i in range(1_200)] + [{"bucket": "reg:10.9.9.9", "count": 1, "window_start": now}]
+    old = [
+        {
+            "caller": f"con_{i:05d}",
+            "key": "bulk",
+            "request_hash": "0" * 64,
+            "status_code": 201,
+            "response_body": "{}",
+            "created_at": now - timedelta(days=3, minutes=i),
+        }
+        for i in range(2_500)
+    ]
+    fresh = [
+        {
+            "caller": "con_fresh",
+            "key": "bulk",
+            "request_hash": "0" * 64,
+            "status_code": 201,
+            "response_body": "{}",
+            "created_at": now - timedelta(hours=1),
+        }
+    ]
+    limits = [
+        {"bucket": f"reg:10.0.{i // 256}.{i % 256}", "count": 3, "window_start": now - timedelta(days=2, minutes=i)}
+        for i in range(1_200)
+    ] + [{"bucket": "reg:10.9.9.9", "count": 1, "window_start": now}]
     async with ctx.engines.writer.begin() as conn:
         await conn.execute(insert(keys_t), old + fresh)
         await conn.execute(insert(limits_t), limits)

@@ -3,8 +3,17 @@ changes state once, and no answer after the first moves money."""
 
 import pytest
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_merchant, get_card, move_clock_past,
-                                 publish_stored_value, register_consumer)
+from api_tests.factories import (
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_merchant,
+    get_card,
+    move_clock_past,
+    publish_stored_value,
+    register_consumer,
+)
 
 
 async def a_card_with_a_pending_ask(client, amount: int = 24_000):
@@ -55,8 +64,11 @@ async def test_a_consumer_who_rejects_a_redemption_keeps_the_money(client):
     gym, li, card, pending = await a_card_with_a_pending_ask(client, amount=120_000)
     rejected = await answer(client, li, pending, "reject")
     assert rejected["status"] == "rejected" and rejected["release_amount"] is None
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
-                 409, "redemption_not_pending")
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
+        409,
+        "redemption_not_pending",
+    )
     # The whole balance is free again: the consumer can still refund all of it in cooling-off.
     r = await client.post(f"/v1/cards/{card['id']}/refund", headers=li["headers"])
     assert r.status_code == 200 and r.json()["amount"] == 100_000
@@ -67,14 +79,23 @@ async def test_a_second_confirm_is_a_conflict_and_moves_nothing(client):
     first = await answer(client, li, pending, "confirm")
     assert first["status"] == "confirmed" and first["release_amount"] == 20_000
     after_first = (await get_card(client, li, card))["balance"]
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
-                 409, "redemption_not_pending")
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
+        409,
+        "redemption_not_pending",
+    )
     assert (await get_card(client, li, card))["balance"] == after_first
     assert after_first["released"] == 20_000 and after_first["escrow"] == 80_000
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/reject", headers=li["headers"]),
-                 409, "redemption_not_pending")
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/cancel", headers=gym["headers"]),
-                 409, "redemption_not_pending")
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/reject", headers=li["headers"]),
+        409,
+        "redemption_not_pending",
+    )
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/cancel", headers=gym["headers"]),
+        409,
+        "redemption_not_pending",
+    )
 
 
 async def test_an_ask_unanswered_in_fifteen_minutes_cannot_be_confirmed_even_before_the_sweep(client):
@@ -93,8 +114,11 @@ async def test_an_ask_confirmed_just_in_time_releases(client):
 
 async def test_expired_holds_free_the_balance_for_the_next_ask(client):
     gym, li, card, pending = await a_card_with_a_pending_ask(client, amount=120_000)
-    assert_error(await client.post(f"/v1/cards/{card['id']}/redemptions", json={"amount": 1}, headers=gym["headers"]),
-                 409, "insufficient_balance")
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/redemptions", json={"amount": 1}, headers=gym["headers"]),
+        409,
+        "insufficient_balance",
+    )
     await move_clock_past(client, pending["expires_at"], seconds=1)
     again = await ask(client, gym, card, amount=120_000)
     assert again["hold_amount"] == 100_000

@@ -1,11 +1,23 @@
 """Refunds (原路退还, SPEC §2): every cause sends the right amount back by the purchase route, the
 merchant gets the rest of what the consumer used, and the card ends."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_merchant, create_regulator, get_card,
-                                 move_clock_past, move_clock_to, publish_count, publish_stored_value, redeem, refund,
-                                 register_consumer)
+from api_tests.factories import (
+    ask,
+    assert_error,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    get_card,
+    move_clock_past,
+    move_clock_to,
+    publish_count,
+    publish_stored_value,
+    redeem,
+    refund,
+    register_consumer,
+)
 
 
 def assert_ended(card: dict, rule: str, refunded: int, released: int) -> None:
@@ -18,8 +30,9 @@ def assert_ended(card: dict, rule: str, refunded: int, released: int) -> None:
 async def test_a_consumer_who_changes_their_mind_within_seven_days_gets_the_full_price_back(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
-    card = await buy_card(client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000),
-                          reference="wx-refund-me")
+    card = await buy_card(
+        client, li, await publish_stored_value(client, gym, price=100_000, face_value=120_000), reference="wx-refund-me"
+    )
     await move_clock_past(client, card["purchased_at"], days=6, hours=23)
     pending = await ask(client, gym, card, amount=50_000)  # a hold does not spoil the cooling-off
     answered = await refund(client, li, card)
@@ -29,8 +42,11 @@ async def test_a_consumer_who_changes_their_mind_within_seven_days_gets_the_full
     assert_ended(await get_card(client, li, card), "cooling_off", refunded=100_000, released=0)
     voided = (await client.get(f"/v1/redemptions/{pending['id']}", headers=li["headers"])).json()
     assert voided["status"] != "pending" and voided["release_amount"] is None
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
-                 409, "redemption_not_pending")
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=li["headers"]),
+        409,
+        "redemption_not_pending",
+    )
 
 
 async def test_one_confirmed_redemption_ends_the_cooling_off(client):
@@ -95,21 +111,26 @@ async def test_a_card_refunded_once_cannot_be_refunded_again(client):
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_count(client, gym, price=1000, uses=3))
     await refund(client, li, card)
-    assert_error(await client.post(f"/v1/cards/{card['id']}/refund", headers=li["headers"]), 409, "card_already_refunded")
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/refund", headers=li["headers"]), 409, "card_already_refunded"
+    )
     assert_ended(await get_card(client, li, card), "cooling_off", refunded=1000, released=0)
 
 
 async def test_an_expired_card_sends_everything_left_back_to_the_consumer(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
-    card = await buy_card(client, li, await publish_stored_value(client, gym, price=3000, face_value=3600, valid_days=30))
+    card = await buy_card(
+        client, li, await publish_stored_value(client, gym, price=3000, face_value=3600, valid_days=30)
+    )
     await redeem(client, gym, li, card, amount=1000)  # floor(1000 × 3000 / 3600) = 833 released
     await ask(client, gym, card, amount=600)  # a hold left pending when the card expires
     swept = await move_clock_past(client, card["expires_at"], seconds=1)
     assert swept["swept"]["cards_refunded"] == 1
     assert_ended(await get_card(client, li, card), "expiry", refunded=3000 - 833, released=833)
-    assert_error(await client.post(f"/v1/cards/{card['id']}/redemptions", json={"amount": 1}, headers=gym["headers"]),
-                 409)
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/redemptions", json={"amount": 1}, headers=gym["headers"]), 409
+    )
 
 
 async def test_a_card_one_second_before_expiry_is_left_alone(client):
@@ -128,13 +149,23 @@ async def test_a_closing_merchant_sells_nothing_and_refunds_every_card_at_the_da
     untouched = await buy_card(client, mei, product)
     await redeem(client, gym, li, used, amount=6000)  # half the face: 5,000 released
 
-    closing_at = datetime.now(timezone.utc) + timedelta(days=31)
-    r = await client.post("/v1/merchants/me/closure", json={"effective_date": closing_at.isoformat(), "reason": "搬迁"},
-                          headers=gym["headers"])
+    closing_at = datetime.now(UTC) + timedelta(days=31)
+    r = await client.post(
+        "/v1/merchants/me/closure",
+        json={"effective_date": closing_at.isoformat(), "reason": "搬迁"},
+        headers=gym["headers"],
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "closing"
-    assert_error(await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "alipay", "reference": "ali-1"}}, headers=mei["headers"]), 409, "merchant_not_selling")
+    assert_error(
+        await client.post(
+            "/v1/cards",
+            json={"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-1"}},
+            headers=mei["headers"],
+        ),
+        409,
+        "merchant_not_selling",
+    )
 
     await move_clock_to(client, closing_at + timedelta(minutes=1))
     assert_ended(await get_card(client, li, used), "merchant_closure", refunded=5000, released=5000)
@@ -144,9 +175,14 @@ async def test_a_closing_merchant_sells_nothing_and_refunds_every_card_at_the_da
 
 async def test_a_closure_must_be_announced_thirty_days_ahead(client):
     gym = await create_merchant(client)
-    soon = datetime.now(timezone.utc) + timedelta(days=29)
-    assert_error(await client.post("/v1/merchants/me/closure", json={"effective_date": soon.isoformat(), "reason": "x"},
-                                   headers=gym["headers"]), 422, "closure_notice_too_short")
+    soon = datetime.now(UTC) + timedelta(days=29)
+    assert_error(
+        await client.post(
+            "/v1/merchants/me/closure", json={"effective_date": soon.isoformat(), "reason": "x"}, headers=gym["headers"]
+        ),
+        422,
+        "closure_notice_too_short",
+    )
     assert (await client.get("/v1/merchants/me", headers=gym["headers"])).json()["status"] == "active"
 
 
@@ -160,19 +196,33 @@ async def test_a_defaulted_merchant_refunds_every_card_at_once_and_voids_every_h
     await redeem(client, gym, li, lis, uses=1)  # 333 released
     pending = await ask(client, gym, meis, uses=2)
 
-    r = await client.post(f"/v1/merchants/{gym['id']}/default", json={"reason": "跑路 ran away"}, headers=amr["headers"])
+    r = await client.post(
+        f"/v1/merchants/{gym['id']}/default", json={"reason": "跑路 ran away"}, headers=amr["headers"]
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "defaulted" and r.json()["cards_refunded"] == 2
 
     assert_ended(await get_card(client, li, lis), "merchant_default", refunded=667, released=333)
     assert_ended(await get_card(client, mei, meis), "merchant_default", refunded=1000, released=0)
-    assert_error(await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=mei["headers"]),
-                 409, "redemption_not_pending")
+    assert_error(
+        await client.post(f"/v1/redemptions/{pending['id']}/confirm", headers=mei["headers"]),
+        409,
+        "redemption_not_pending",
+    )
     assert (await get_card(client, mei, meis))["balance"]["released"] == 0
-    assert_error(await client.post("/v1/cards", json={"product_id": product["id"], "payment": {
-        "method": "alipay", "reference": "ali-2"}}, headers=li["headers"]), 409, "merchant_not_selling")
+    assert_error(
+        await client.post(
+            "/v1/cards",
+            json={"product_id": product["id"], "payment": {"method": "alipay", "reference": "ali-2"}},
+            headers=li["headers"],
+        ),
+        409,
+        "merchant_not_selling",
+    )
     assert_error(await client.post(f"/v1/cards/{lis['id']}/redemptions", json={"uses": 1}, headers=gym["headers"]), 409)
-    assert_error(await client.post(f"/v1/cards/{lis['id']}/refund", headers=li["headers"]), 409, "card_already_refunded")
+    assert_error(
+        await client.post(f"/v1/cards/{lis['id']}/refund", headers=li["headers"]), 409, "card_already_refunded"
+    )
 
 
 async def test_the_operator_may_declare_a_default_too_but_not_twice(client, operator_headers):
@@ -182,5 +232,6 @@ async def test_the_operator_may_declare_a_default_too_but_not_twice(client, oper
     r = await client.post(f"/v1/merchants/{gym['id']}/default", json={"reason": "gone"}, headers=operator_headers)
     assert r.status_code == 200, r.text
     assert_ended(await get_card(client, li, card), "merchant_default", refunded=1000, released=0)
-    assert_error(await client.post(f"/v1/merchants/{gym['id']}/default", json={"reason": "gone"},
-                                   headers=operator_headers), 409)
+    assert_error(
+        await client.post(f"/v1/merchants/{gym['id']}/default", json={"reason": "gone"}, headers=operator_headers), 409
+    )

@@ -1,8 +1,20 @@
 """Release shares (SPEC §2): each confirmed redemption moves the cumulative-floor share of the price
 to the merchant, down to the last fen; the card is exhausted exactly when the whole price is out."""
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_merchant, get_card, move_clock_past,
-                                 publish_count, publish_period, publish_stored_value, redeem, register_consumer)
+from api_tests.factories import (
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_merchant,
+    get_card,
+    move_clock_past,
+    publish_count,
+    publish_period,
+    publish_stored_value,
+    redeem,
+    register_consumer,
+)
 
 
 def released_after(units_used: int, price: int, units_total: int) -> int:
@@ -27,8 +39,11 @@ async def redeem_in_pieces(client, merchant, consumer, card, unit: str, pieces: 
 
 async def test_a_bonus_stored_value_card_releases_the_price_share_of_each_face_value_used(client):
     gym = await create_merchant(client)
-    card = await buy_card(client, li := await register_consumer(client),
-                          await publish_stored_value(client, gym, price=100_000, face_value=120_000))
+    card = await buy_card(
+        client,
+        li := await register_consumer(client),
+        await publish_stored_value(client, gym, price=100_000, face_value=120_000),
+    )
     # 12,000 of 120,000 face is a tenth: a tenth of 100,000 fen paid leaves escrow.
     first = await redeem(client, gym, li, card, amount=12_000)
     assert first["release_amount"] == 10_000
@@ -40,8 +55,16 @@ async def test_a_bonus_stored_value_card_releases_the_price_share_of_each_face_v
     assert last["release_amount"] == 100_000 - 10_005
     card = await get_card(client, li, card)
     assert card["status"] == "exhausted"
-    assert card["balance"] == {**card["balance"], "escrow": 0, "held": 0, "available": 0, "released": 100_000,
-                               "refunded": 0, "units_used": 120_000, "units_left": 0}
+    assert card["balance"] == {
+        **card["balance"],
+        "escrow": 0,
+        "held": 0,
+        "available": 0,
+        "released": 100_000,
+        "refunded": 0,
+        "units_used": 120_000,
+        "units_left": 0,
+    }
 
 
 async def test_an_awkward_stored_value_card_redeemed_in_odd_pieces_never_loses_or_invents_a_fen(client):
@@ -76,8 +99,11 @@ async def test_a_three_use_card_releases_333_333_then_334(client):
     assert shares == [333, 333, 334]
     card = await get_card(client, li, card)
     assert card["status"] == "exhausted" and card["balance"]["released"] == 1000
-    assert_error(await client.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": 1}, headers=gym["headers"]),
-                 409, "card_not_active")
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": 1}, headers=gym["headers"]),
+        409,
+        "card_not_active",
+    )
 
 
 async def test_bonus_uses_are_part_of_the_uses_that_share_the_price(client):
@@ -94,8 +120,11 @@ async def test_a_count_card_cannot_be_asked_for_more_uses_than_it_has(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
     card = await buy_card(client, li, await publish_count(client, gym, price=1000, uses=3))
-    assert_error(await client.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": 4}, headers=gym["headers"]),
-                 409, "insufficient_balance")
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": 4}, headers=gym["headers"]),
+        409,
+        "insufficient_balance",
+    )
     assert (await get_card(client, li, card))["balance"]["held"] == 0
 
 
@@ -125,8 +154,11 @@ async def test_a_pending_period_hold_counts_against_the_ended_periods(client):
     await move_clock_past(client, card["purchased_at"], days=7, minutes=1)
     held = await ask(client, gym, card, periods=1)
     assert held["hold_amount"] == 300
-    assert_error(await client.post(f"/v1/cards/{card['id']}/redemptions", json={"periods": 1},
-                                   headers=gym["headers"]), 409, "period_not_ended")
+    assert_error(
+        await client.post(f"/v1/cards/{card['id']}/redemptions", json={"periods": 1}, headers=gym["headers"]),
+        409,
+        "period_not_ended",
+    )
     await answer(client, li, held, "confirm")
     assert (await get_card(client, li, card))["balance"]["released"] == 300
 
@@ -134,8 +166,12 @@ async def test_a_pending_period_hold_counts_against_the_ended_periods(client):
 async def test_sum_of_releases_never_exceeds_the_price_for_many_shapes(client):
     gym = await create_merchant(client)
     li = await register_consumer(client)
-    for price, face, pieces in [(1, 7, [3, 3, 1]), (7, 7, [1] * 7), (500_000, 500_001, [250_000, 250_001]),
-                                (997, 1009, [13, 500, 496])]:
+    for price, face, pieces in [
+        (1, 7, [3, 3, 1]),
+        (7, 7, [1] * 7),
+        (500_000, 500_001, [250_000, 250_001]),
+        (997, 1009, [13, 500, 496]),
+    ]:
         card = await buy_card(client, li, await publish_stored_value(client, gym, price=price, face_value=face))
         card = await redeem_in_pieces(client, gym, li, card, "amount", pieces, price=price, total=face)
         assert card["status"] == "exhausted" and card["balance"]["released"] == price

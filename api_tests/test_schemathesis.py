@@ -20,8 +20,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api_tests.conftest import record
 from api_tests.test_authz_matrix import World, build_world
@@ -37,8 +40,14 @@ BASE_URL = "http://escrow.test"
 def generate(operation, mode: GenerationMode, n: int) -> list:
     cases: list = []
 
-    @settings(max_examples=n, database=None, derandomize=True, deadline=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def collect(case):
         cases.append(case)
@@ -51,16 +60,29 @@ def generate(operation, mode: GenerationMode, n: int) -> list:
 
 
 def real_ids(w: World) -> dict[str, object]:
-    return {"card_id": w.card["id"], "redemption_id": w.pending["id"], "merchant_id": w.parties["merchant_a"]["id"],
-            "product_id": w.product["id"], "complaint_id": w.complaint["id"], "alert_id": w.alert_id,
-            "draw_id": w.draw_id, "seq": w.entry_seq, "batch_id": w.batch_id, "statement_id": w.statement_id}
+    return {
+        "card_id": w.card["id"],
+        "redemption_id": w.pending["id"],
+        "merchant_id": w.parties["merchant_a"]["id"],
+        "product_id": w.product["id"],
+        "complaint_id": w.complaint["id"],
+        "alert_id": w.alert_id,
+        "draw_id": w.draw_id,
+        "seq": w.entry_seq,
+        "batch_id": w.batch_id,
+        "statement_id": w.statement_id,
+    }
 
 
 def send_kwargs(case, headers: dict) -> dict:
     """The requests-style keyword arguments schemathesis serializes, as httpx takes them."""
     kwargs = case.as_transport_kwargs(base_url=BASE_URL, headers=headers)
-    out = {"method": kwargs["method"], "url": kwargs["url"], "headers": kwargs.get("headers") or {},
-           "params": kwargs.get("params") or None}
+    out = {
+        "method": kwargs["method"],
+        "url": kwargs["url"],
+        "headers": kwargs.get("headers") or {},
+        "params": kwargs.get("params") or None,
+    }
     if "json" in kwargs:
         out["json"] = kwargs["json"]
     elif kwargs.get("data") is not None:
@@ -92,8 +114,12 @@ async def test_every_operation_survives_fuzzing_with_every_role(client, capsys):
     operations = [result.ok() for result in schema.get_all_operations()]
     # the test clock last: moving time forward expires what the other operations would fuzz; before it, what
     # ends the world's tokens (sign-out, key rotation and revocation), so the others are fuzzed signed in
-    operations.sort(key=lambda op: (op.path == "/v1/test/clock",
-                                    op.path.startswith("/v1/keys/") or op.path.endswith("/tokens/current")))
+    operations.sort(
+        key=lambda op: (
+            op.path == "/v1/test/clock",
+            op.path.startswith("/v1/keys/") or op.path.endswith("/tokens/current"),
+        )
+    )
     assert len(operations) >= 45
     generated, sent, failures = 0, 0, []
     rotation = itertools.cycle(ROLES)
@@ -114,11 +140,15 @@ async def test_every_operation_survives_fuzzing_with_every_role(client, capsys):
                 try:
                     case.validate_response(response, checks=CHECKS)
                 except BaseExceptionGroup as exc:  # schemathesis's FailureGroup: report every one, not only the first
-                    failures.append(f"{operation.label} as {caller} -> {response.status_code} {response.text[:200]}\n"
-                                    f"{str(exc)[:1500]}")
+                    failures.append(
+                        f"{operation.label} as {caller} -> {response.status_code} {response.text[:200]}\n"
+                        f"{str(exc)[:1500]}"
+                    )
     record("fuzz cases", generated)
     record("fuzz requests", sent)
     with capsys.disabled():
-        print(f"\nschemathesis: {len(operations)} operations, {generated} cases generated, {sent} requests sent "
-              f"(max_examples={MAX_EXAMPLES} per operation and mode), {len(failures)} failures")
+        print(
+            f"\nschemathesis: {len(operations)} operations, {generated} cases generated, {sent} requests sent "
+            f"(max_examples={MAX_EXAMPLES} per operation and mode), {len(failures)} failures"
+        )
     assert not failures, f"{len(failures)} failing cases:\n\n" + "\n\n".join(failures[:15])

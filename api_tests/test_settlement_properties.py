@@ -6,19 +6,29 @@ well under a minute."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api_tests.conftest import reset_database
-from api_tests.factories import (OP, buy_card, create_auditor, create_merchant, move_clock_to, publish_count,
-                                 publish_stored_value, register_consumer)
+from api_tests.factories import (
+    OP,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    move_clock_to,
+    publish_count,
+    publish_stored_value,
+    register_consumer,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-ACTION = st.tuples(st.sampled_from(["buy", "buy", "redeem", "redeem", "refund", "default"]),
-                   st.integers(0, 99), st.integers(1, 3))
+ACTION = st.tuples(
+    st.sampled_from(["buy", "buy", "redeem", "redeem", "refund", "default"]), st.integers(0, 99), st.integers(1, 3)
+)
 DAYS = st.lists(st.lists(ACTION, max_size=7), min_size=1, max_size=3)
 
 
@@ -29,14 +39,16 @@ async def module_loop():
 
 async def live_through(client, ctx, days: list[list[tuple]]) -> None:
     await reset_database(ctx)
-    first = (datetime.now(timezone.utc).astimezone(SHANGHAI) + timedelta(days=2)).date()
+    first = (datetime.now(UTC).astimezone(SHANGHAI) + timedelta(days=2)).date()
     await move_clock_to(client, datetime.combine(first, time(8), tzinfo=SHANGHAI))
     bank = await create_auditor(client)
     merchants = [await create_merchant(client, f"Shop {i}") for i in range(2)]
     products = []
     for m in merchants:
-        products += [(m, await publish_count(client, m, price=1_001, uses=3, list_price=500)),
-                     (m, await publish_stored_value(client, m, price=1_000, face_value=1_200))]
+        products += [
+            (m, await publish_count(client, m, price=1_001, uses=3, list_price=500)),
+            (m, await publish_stored_value(client, m, price=1_000, face_value=1_200)),
+        ]
     consumers = [await register_consumer(client, f"Consumer {i}") for i in range(2)]
     cards: list[tuple[dict, dict, dict]] = []  # (card, consumer, merchant)
     defaulted: set[str] = set()
@@ -71,8 +83,9 @@ async def live_through(client, ctx, days: list[list[tuple]]) -> None:
 
     paid_out = refunded = 0
     for k in range(len(days)):
-        r = await client.post("/v1/settlements", json={"date": (first + timedelta(days=k)).isoformat()},
-                              headers=bank["headers"])
+        r = await client.post(
+            "/v1/settlements", json={"date": (first + timedelta(days=k)).isoformat()}, headers=bank["headers"]
+        )
         assert r.status_code in (200, 201), r.text  # the sweeper may have closed it at 02:00
         batch = r.json()
         assert batch["totals"]["payouts"] == sum(p["amount"] for p in batch["payouts"])
@@ -90,8 +103,7 @@ async def live_through(client, ctx, days: list[list[tuple]]) -> None:
 def test_batches_pay_exactly_what_the_ledger_moved(client, ctx, module_loop):
     run = module_loop.run_until_complete
 
-    @settings(max_examples=6, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=6, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(days=DAYS)
     def check(days):
         run(live_through(client, ctx, days))

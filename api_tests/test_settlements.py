@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from api_tests.factories import (OP, answer, ask, assert_error, buy_card, create_auditor, create_merchant,
-                                 create_regulator, inclusion_proof, ledger_entries, ledger_public_key, move_clock_to,
-                                 new_checkpoint, publish_count,
-                                 publish_stored_value, redeem, refund, register_consumer)
+from api_tests.factories import (
+    OP,
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    create_regulator,
+    inclusion_proof,
+    ledger_entries,
+    ledger_public_key,
+    move_clock_to,
+    new_checkpoint,
+    publish_count,
+    publish_stored_value,
+    redeem,
+    refund,
+    register_consumer,
+)
 from ledger.receipt import verify_receipt
 from service.ledger_api.service import verify_ledger
 
@@ -25,7 +41,7 @@ def local(day: date, hour: int, minute: int = 0) -> datetime:
 
 
 def a_future_day(days: int = 3) -> date:
-    return (datetime.now(timezone.utc).astimezone(SHANGHAI) + timedelta(days=days)).date()
+    return (datetime.now(UTC).astimezone(SHANGHAI) + timedelta(days=days)).date()
 
 
 def statement(lines: list[tuple]) -> bytes:
@@ -37,8 +53,7 @@ def statement(lines: list[tuple]) -> bytes:
 
 
 async def upload(client, bank: dict, body: bytes, expect: int = 201) -> dict:
-    r = await client.post("/v1/bank-statements", content=body,
-                          headers={**bank["headers"], "Content-Type": "text/csv"})
+    r = await client.post("/v1/bank-statements", content=body, headers={**bank["headers"], "Content-Type": "text/csv"})
     assert r.status_code == expect, r.text
     return r.json()
 
@@ -96,8 +111,9 @@ async def a_day(client):
     await redeem(client, spa, li, c, uses=1)  # 1000
     quit = await refund(client, li, c)  # consumer_quit: 10000 - 1500 = 8500 back, 500 to the spa
     assert quit["rule"] == "consumer_quit" and quit["amount"] == 8_500 and quit["merchant_share"] == 500
-    r = await client.post(f"/v1/merchants/{runaway['id']}/default", json={"reason": "Ran away 跑路"},
-                          headers=regulator["headers"])
+    r = await client.post(
+        f"/v1/merchants/{runaway['id']}/default", json={"reason": "Ran away 跑路"}, headers=regulator["headers"]
+    )
     assert r.status_code == 200, r.text
     await move_clock_to(client, local(day, 23, 50))
     r = await client.post("/v1/settlements", json={"date": day.isoformat()}, headers=bank["headers"])
@@ -142,11 +158,14 @@ async def test_a_day_settles_to_the_fen_and_the_bank_reconciles_it(client, ctx):
     assert sum(int(x["amount"]) for x in rows if x["kind"] == "refund") == batch["totals"]["refunds"]
     assert {x["instruction_id"] for x in rows} == set(ids)
     assert {(x["method"], x["reference"]) for x in rows if x["kind"] == "refund"} == {
-        ("wechat_pay", "wx-day-c"), ("wechat_pay", "wx-day-d")}
+        ("wechat_pay", "wx-day-c"),
+        ("wechat_pay", "wx-day-d"),
+    }
 
     # The bank's statement of the day, every line: purchases in, instructions out. It matches completely.
-    credits = [(day.isoformat(), "credit", card["price"], f"wechat_pay:{card['payment']['reference']}")
-               for card in w["cards"]]
+    credits = [
+        (day.isoformat(), "credit", card["price"], f"wechat_pay:{card['payment']['reference']}") for card in w["cards"]
+    ]
     debits = [(day.isoformat(), "debit", x["amount"], x["id"]) for x in batch["payouts"] + batch["refunds"]]
     assert len(purchases) == 4
     full = await upload(client, bank, statement(credits + debits))
@@ -160,9 +179,11 @@ async def test_a_day_settles_to_the_fen_and_the_bank_reconciles_it(client, ctx):
     partial = [x for x in debits if x[3] != missing["id"]] + [(day.isoformat(), "credit", 777, "alipay:nobody-paid")]
     part = await upload(client, bank, statement(credits + partial))
     assert [(x["line"], x["reference"], x["amount"]) for x in part["unmatched_statement_lines"]] == [
-        (len(credits) + len(partial) + 1, "alipay:nobody-paid", 777)]
+        (len(credits) + len(partial) + 1, "alipay:nobody-paid", 777)
+    ]
     assert [(x["type"], x["instruction_id"], x["amount"]) for x in part["unmatched_ledger_items"]] == [
-        ("payout", missing["id"], missing["amount"])]
+        ("payout", missing["id"], missing["amount"])
+    ]
     assert part["complete"] is False and part["balance"]["difference"] == 777 + missing["amount"]
     r = await client.get(f"/v1/bank-statements/{part['id']}", headers=OP)
     assert r.status_code == 200 and r.json()["unmatched_ledger_items"] == part["unmatched_ledger_items"]
@@ -170,8 +191,12 @@ async def test_a_day_settles_to_the_fen_and_the_bank_reconciles_it(client, ctx):
     # The bank's results: a payout executed, a refund failed; the failed one is listed, and later executed.
     gym_pay = next(p for p in batch["payouts"] if p["merchant_id"] == w["gym"]["id"])
     failed = by_card[d["id"]]
-    report = {"results": [{"instruction_id": gym_pay["id"], "status": "executed", "bank_reference": "CIB-0001"},
-                          {"instruction_id": failed["id"], "status": "failed", "reason": "Card account closed"}]}
+    report = {
+        "results": [
+            {"instruction_id": gym_pay["id"], "status": "executed", "bank_reference": "CIB-0001"},
+            {"instruction_id": failed["id"], "status": "failed", "reason": "Card account closed"},
+        ]
+    }
     before = len(await ledger_entries(client, bank, limit=200))
     r = await client.post(f"/v1/settlements/{batch['id']}/results", json=report, headers=bank["headers"])
     assert r.status_code == 200, r.text
@@ -186,8 +211,11 @@ async def test_a_day_settles_to_the_fen_and_the_bank_reconciles_it(client, ctx):
     assert len(entries) == before + 1 and entries[-1]["kind"] == "settlement_result"
     assert "Card account closed" not in entries[-1]["canonical"]  # free text stays out of the public ledger
     # an executed instruction stays executed
-    r = await client.post(f"/v1/settlements/{batch['id']}/results", headers=bank["headers"], json={"results": [
-        {"instruction_id": gym_pay["id"], "status": "failed", "reason": "oops"}]})
+    r = await client.post(
+        f"/v1/settlements/{batch['id']}/results",
+        headers=bank["headers"],
+        json={"results": [{"instruction_id": gym_pay["id"], "status": "failed", "reason": "oops"}]},
+    )
     assert_error(r, 409, "instruction_executed")
     r = await client.get("/v1/settlements/instructions", params={"status": "failed"}, headers=bank["headers"])
     assert [x["id"] for x in r.json()["items"]] == [failed["id"]]
@@ -199,8 +227,11 @@ async def test_a_day_settles_to_the_fen_and_the_bank_reconciles_it(client, ctx):
     owed = {x["id"]: x for x in again["open_instructions"]}
     assert set(owed) == set(ids) - {gym_pay["id"]} and owed[failed["id"]]["on_statement"] is False
     assert owed[failed["id"]]["reason"] == "Card account closed"
-    r = await client.post(f"/v1/settlements/{batch['id']}/results", headers=bank["headers"], json={"results": [
-        {"instruction_id": failed["id"], "status": "executed", "bank_reference": "CIB-0002"}]})
+    r = await client.post(
+        f"/v1/settlements/{batch['id']}/results",
+        headers=bank["headers"],
+        json={"results": [{"instruction_id": failed["id"], "status": "executed", "bank_reference": "CIB-0002"}]},
+    )
     assert r.status_code == 200, r.text
     r = await client.get("/v1/settlements/instructions", params={"status": "failed"}, headers=bank["headers"])
     assert r.json()["items"] == []
@@ -225,8 +256,12 @@ async def test_the_sweeper_closes_yesterday_at_its_hour_once(client):
     assert len(entries) == 1 and orjson.loads(entries[0]["canonical"])["digest"] == again["digest"]
     # the batch's entry is provable like any other: a receipt against a signed checkpoint
     cp = await new_checkpoint(client, w["bank"])
-    verify_receipt(entries[0], await inclusion_proof(client, entries[0]["seq"], cp["tree_size"]), cp,
-                   await ledger_public_key(client))
+    verify_receipt(
+        entries[0],
+        await inclusion_proof(client, entries[0]["seq"], cp["tree_size"]),
+        cp,
+        await ledger_public_key(client),
+    )
 
 
 async def test_malformed_statements_name_the_line_and_store_nothing(client):
@@ -243,18 +278,31 @@ async def test_malformed_statements_name_the_line_and_store_nothing(client):
     }
     before = len(await ledger_entries(client, bank, limit=200))
     for body, where in cases.items():
-        r = await client.post("/v1/bank-statements", content=body.encode(),
-                              headers={**bank["headers"], "Content-Type": "text/csv"})
+        r = await client.post(
+            "/v1/bank-statements", content=body.encode(), headers={**bank["headers"], "Content-Type": "text/csv"}
+        )
         error = assert_error(r, 422)
         assert error["message"].startswith(where), (body, error)
-    assert "integer fen" in assert_error(await client.post("/v1/bank-statements", content=(
-        "date,direction,amount,reference\n2026-12-01,credit,12.00,x\n").encode(),
-        headers={**bank["headers"], "Content-Type": "text/csv"}), 422)["message"]
-    r = await client.post("/v1/bank-statements", content=b"\xff\xfe", headers={**bank["headers"], "Content-Type": "text/csv"})
+    assert (
+        "integer fen"
+        in assert_error(
+            await client.post(
+                "/v1/bank-statements",
+                content=(b"date,direction,amount,reference\n2026-12-01,credit,12.00,x\n"),
+                headers={**bank["headers"], "Content-Type": "text/csv"},
+            ),
+            422,
+        )["message"]
+    )
+    r = await client.post(
+        "/v1/bank-statements", content=b"\xff\xfe", headers={**bank["headers"], "Content-Type": "text/csv"}
+    )
     assert_error(r, 422)
     r = await client.post("/v1/bank-statements", json={"date": "x"}, headers=bank["headers"])
     assert_error(r, 415)
-    r = await client.post("/v1/bank-statements", content=b"x" * 70_000, headers={**bank["headers"], "Content-Type": "text/csv"})
+    r = await client.post(
+        "/v1/bank-statements", content=b"x" * 70_000, headers={**bank["headers"], "Content-Type": "text/csv"}
+    )
     assert_error(r, 413)
     assert len(await ledger_entries(client, bank, limit=200)) == before
 
@@ -268,11 +316,17 @@ async def test_bad_days_and_results_are_clear_refusals(client):
     assert_error(r, 409, "day_not_ended")
     empty = await close(client, bank, date(2020, 1, 1))
     assert empty["payouts"] == [] and empty["refunds"] == [] and empty["totals"]["total"] == 0
-    r = await client.post(f"/v1/settlements/{empty['id']}/results", headers=bank["headers"], json={"results": [
-        {"instruction_id": "pay_nope", "status": "executed", "bank_reference": "x"}]})
+    r = await client.post(
+        f"/v1/settlements/{empty['id']}/results",
+        headers=bank["headers"],
+        json={"results": [{"instruction_id": "pay_nope", "status": "executed", "bank_reference": "x"}]},
+    )
     assert_error(r, 404, "instruction_not_found")
-    r = await client.post(f"/v1/settlements/{empty['id']}/results", headers=bank["headers"], json={"results": [
-        {"instruction_id": "pay_nope", "status": "executed"}]})
+    r = await client.post(
+        f"/v1/settlements/{empty['id']}/results",
+        headers=bank["headers"],
+        json={"results": [{"instruction_id": "pay_nope", "status": "executed"}]},
+    )
     assert_error(r, 422)
     r = await client.get("/v1/settlements/stl_nope", headers=bank["headers"])
     assert_error(r, 404, "settlement_not_found")
@@ -296,12 +350,18 @@ async def test_statement_lines_match_once_by_route_and_amount(client):
     two = await buy_card(client, li, product, reference="wx-route-2")
     three = await buy_card(client, li, product, reference="wx-route-3")
     d = day.isoformat()
-    body = await upload(client, bank, statement([
-        (d, "credit", 2_000, "wx-route-1"),  # the bare reference: only one card carries it
-        (d, "credit", 2_000, "wechat_pay:wx-route-1"),  # the same purchase twice
-        (d, "credit", 1_999, "wechat_pay:wx-route-2"),  # a fen short
-        (d, "credit", 2_000, "alipay:wx-route-3"),  # the wrong method
-    ]))
+    body = await upload(
+        client,
+        bank,
+        statement(
+            [
+                (d, "credit", 2_000, "wx-route-1"),  # the bare reference: only one card carries it
+                (d, "credit", 2_000, "wechat_pay:wx-route-1"),  # the same purchase twice
+                (d, "credit", 1_999, "wechat_pay:wx-route-2"),  # a fen short
+                (d, "credit", 2_000, "alipay:wx-route-3"),  # the wrong method
+            ]
+        ),
+    )
     assert [(x["line"], x["ledger_item"]["card_id"]) for x in body["matched"]] == [(2, one["id"])]
     reasons = {x["line"]: x["reason"] for x in body["unmatched_statement_lines"]}
     assert set(reasons) == {3, 4, 5} and "line 2 already matched" in reasons[3] and "2000 fen" in reasons[4]

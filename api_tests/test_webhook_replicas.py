@@ -14,8 +14,16 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from api_tests.conftest import record
-from api_tests.realserver import (OPERATOR_TOKEN, ON_POSTGRES, RealServer, fresh_database, gather_limited,
-                                  new_consumer, new_count_product, new_merchant)
+from api_tests.realserver import (
+    ON_POSTGRES,
+    OPERATOR_TOKEN,
+    RealServer,
+    fresh_database,
+    gather_limited,
+    new_consumer,
+    new_count_product,
+    new_merchant,
+)
 from api_tests.webhook_receiver import Receiver
 from service.event_log.service import MONEY_TYPES
 
@@ -48,20 +56,32 @@ async def test_two_processes_deliver_each_event_exactly_once(capsys):
         ha, hb = a.client(32), b.client(32)
         clients += [ha, hb]
         with Receiver() as receiver:
-            endpoint = await ha.expect(201, "POST", "/v1/webhook-endpoints", OPERATOR_TOKEN,
-                                       {"url": receiver.url, "event_types": list(MONEY_TYPES)})
+            endpoint = await ha.expect(
+                201,
+                "POST",
+                "/v1/webhook-endpoints",
+                OPERATOR_TOKEN,
+                {"url": receiver.url, "event_types": list(MONEY_TYPES)},
+            )
             gym = await new_merchant(ha)
             product = await new_count_product(ha, gym, uses=10)
 
             async def customer(i: int) -> None:
                 mine, other = (ha, hb) if i % 2 else (hb, ha)
                 c = await new_consumer(mine, i)
-                card = await mine.expect(201, "POST", "/v1/cards", c["token"], {
-                    "product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-r-{i}"}})
+                card = await mine.expect(
+                    201,
+                    "POST",
+                    "/v1/cards",
+                    c["token"],
+                    {"product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-r-{i}"}},
+                )
                 for _ in range(2):
-                    hold = await other.expect(201, "POST", f"/v1/cards/{card['id']}/redemptions", gym["api_key"],
-                                              {"uses": 1})
+                    hold = await other.expect(
+                        201, "POST", f"/v1/cards/{card['id']}/redemptions", gym["api_key"], {"uses": 1}
+                    )
                     await mine.expect(200, "POST", f"/v1/redemptions/{hold['id']}/confirm", c["token"], {})
+
             await gather_limited(12, [customer(i) for i in range(CONSUMERS)])
 
             expected = {e["id"] for e in await events_seen(ha, MONEY_TYPES)}
@@ -78,11 +98,16 @@ async def test_two_processes_deliver_each_event_exactly_once(capsys):
             for x in receiver.received:
                 Webhook(endpoint["secret"]).verify(x.body, x.headers)
             assert {orjson.loads(x.body)["type"] for x in receiver.received} == {
-                "card.purchased", "redemption.requested", "redemption.confirmed"}
+                "card.purchased",
+                "redemption.requested",
+                "redemption.confirmed",
+            }
         record("webhook deliveries counted", len(receiver.received))
         with capsys.disabled():
-            print(f"\nwebhooks, two processes [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {len(expected)} events, "
-                  f"{len(receiver.received)} deliveries, each exactly once")
+            print(
+                f"\nwebhooks, two processes [{'PostgreSQL' if ON_POSTGRES else 'SQLite'}]: {len(expected)} events, "
+                f"{len(receiver.received)} deliveries, each exactly once"
+            )
     finally:
         for h in clients:
             await h.close()

@@ -12,8 +12,20 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from api_tests.factories import (answer, ask, assert_error, buy_card, create_auditor, create_merchant, create_regulator, move_clock_to,
-                                 parse_time, publish_count, refund, register_consumer)
+from api_tests.factories import (
+    answer,
+    ask,
+    assert_error,
+    buy_card,
+    create_auditor,
+    create_merchant,
+    create_regulator,
+    move_clock_to,
+    parse_time,
+    publish_count,
+    refund,
+    register_consumer,
+)
 from api_tests.webhook_receiver import Receiver
 from service.webhooks import ssrf
 from service.webhooks.dispatcher import Dispatcher
@@ -22,8 +34,9 @@ FAST = [0.05, 0.05, 0.05, 0.05]  # seconds between attempts
 
 
 async def register(client, party: dict, url: str, types=("*",), expect: int = 201) -> dict:
-    r = await client.post("/v1/webhook-endpoints", json={"url": url, "event_types": list(types)},
-                          headers=party["headers"])
+    r = await client.post(
+        "/v1/webhook-endpoints", json={"url": url, "event_types": list(types)}, headers=party["headers"]
+    )
     assert r.status_code == expect, r.text
     return r.json()
 
@@ -59,7 +72,8 @@ async def test_a_merchants_endpoint_gets_its_own_money_events_and_never_anothers
 
         payloads = [verified(x, endpoint["secret"]) for x in receiver.received]
         assert Counter(p["type"] for p in payloads) == Counter(
-            ["card.purchased", "redemption.requested", "redemption.confirmed", "card.refunded"])
+            ["card.purchased", "redemption.requested", "redemption.confirmed", "card.refunded"]
+        )
         assert {p["data"].get("merchant_id") for p in payloads} == {gym["id"]}
         assert all(x.headers["webhook-id"] == p["id"] for x, p in zip(receiver.received, payloads))
         assert "Li Lei" not in str(payloads) and li["phone"] not in str(payloads)
@@ -100,17 +114,20 @@ async def test_a_receiver_failing_twice_gets_the_same_webhook_id_until_it_answer
 
     # A manual retry sends it once more, with the same id.
     with Receiver() as again:
-        r = await client.post("/v1/webhook-endpoints", json={"url": again.url, "event_types": ["*"]},
-                              headers=gym["headers"])
-        r = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{delivery['id']}/retry",
-                              headers=gym["headers"])
+        r = await client.post(
+            "/v1/webhook-endpoints", json={"url": again.url, "event_types": ["*"]}, headers=gym["headers"]
+        )
+        r = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{delivery['id']}/retry", headers=gym["headers"]
+        )
         assert r.status_code == 202, r.text
         assert r.json()["status"] == "pending"
     with Receiver() as receiver2:
         # the endpoint still points at the first receiver's (closed) port: the retry fails and is logged
         await deliver(ctx, schedule=[])
-    log = (await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries",
-                            headers=gym["headers"])).json()["items"][0]
+    log = (await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gym["headers"])).json()[
+        "items"
+    ][0]
     assert log["attempts"] == 4 and log["status"] == "failed" and log["attempt_log"][-1]["status_code"] is None
     assert log["attempt_log"][-1]["error"]
     assert receiver2.received == []
@@ -150,8 +167,9 @@ async def test_endpoints_are_their_owners_alone(client, ctx):
         endpoint = await register(client, gym, receiver.url)
         path = f"/v1/webhook-endpoints/{endpoint['id']}"
         for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/rotate-secret"), ("GET", "/deliveries")):
-            assert_error(await client.request(method, path + suffix, headers=spa["headers"]), 404,
-                         "webhook_endpoint_not_found")
+            assert_error(
+                await client.request(method, path + suffix, headers=spa["headers"]), 404, "webhook_endpoint_not_found"
+            )
             assert_error(await client.request(method, path + suffix, headers=regulator["headers"]), 404)
             assert_error(await client.request(method, path + suffix, headers=li["headers"]), 403)
         assert (await client.get("/v1/webhook-endpoints", headers=spa["headers"])).json()["items"] == []
@@ -185,8 +203,9 @@ async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(
         assert len(receiver.received) == 2
     r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=gym["headers"])
     assert r.json()["status"] == "disabled"
-    disabled = (await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"},
-                                 headers=gym["headers"])).json()["items"]
+    disabled = (
+        await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"}, headers=gym["headers"])
+    ).json()["items"]
     assert [e["data"]["id"] for e in disabled] == [endpoint["id"]]
 
 
@@ -207,16 +226,29 @@ async def test_an_auditors_endpoint_disabled_is_told_to_that_auditor_only(client
     assert r.json()["status"] == "disabled"
 
     async def disabled(party):
-        return [e["data"]["id"] for e in (await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"},
-                                                           headers=party["headers"])).json()["items"]]
+        return [
+            e["data"]["id"]
+            for e in (
+                await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"}, headers=party["headers"])
+            ).json()["items"]
+        ]
+
     assert await disabled(bank) == [endpoint["id"]]
     assert await disabled(other_bank) == [] and await disabled(gym) == []
 
 
 async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx, monkeypatch):
-    for url in ("https://169.254.169.254/latest/meta-data/", "https://[::ffff:127.0.0.1]/", "https://10.0.0.8/x",
-                "https://[fd00::1]/", "https://100.64.0.1/", "https://localhost/hooks", "http://example.com/hooks",
-                "https://user:pw@example.com/", "ftp://example.com/"):
+    for url in (
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://10.0.0.8/x",
+        "https://[fd00::1]/",
+        "https://100.64.0.1/",
+        "https://localhost/hooks",
+        "http://example.com/hooks",
+        "https://user:pw@example.com/",
+        "ftp://example.com/",
+    ):
         with pytest.raises(ssrf.Refused):
             await ssrf.check(url, allow_private=False)
 
@@ -226,6 +258,7 @@ async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx
         if host == "hooks.example.com":
             return real("127.0.0.1", *args, **kwargs)
         return real(host, *args, **kwargs)
+
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     with pytest.raises(ssrf.Refused):
         await ssrf.check("https://hooks.example.com/in", allow_private=False)
@@ -244,6 +277,7 @@ async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx
         await buy_card(client, li, await publish_count(client, gym, 10_000, 10))
         await deliver(ctx, schedule=[], allow_private=False)
         assert receiver.received == []
-    [delivery] = (await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries",
-                                   headers=gym["headers"])).json()["items"]
+    [delivery] = (
+        await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gym["headers"])
+    ).json()["items"]
     assert delivery["status"] == "failed" and "not public" in delivery["attempt_log"][0]["error"]

@@ -20,10 +20,16 @@ import orjson
 import pytest
 
 from api_tests.realserver import (
-    OPERATOR_TOKEN, RealServer, fresh_database, gather_limited, ledger_verify, new_consumer, new_count_product,
+    OPERATOR_TOKEN,
+    REPO,
+    RealServer,
+    fresh_database,
+    gather_limited,
+    ledger_verify,
+    new_consumer,
+    new_count_product,
     new_merchant,
 )
-from api_tests.realserver import REPO
 from api_tests.witness_procs import WitnessProcess
 from ledger.checkpoint import generate_private_key_pem, load_private_key, verifier_key
 from ledger.cosignature import verify_cosigned
@@ -41,11 +47,17 @@ async def env():
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-witness-"))
     pem = generate_private_key_pem()
     log_vkey = verifier_key(ORIGIN, load_private_key(pem))
-    ws = [WitnessProcess(data_dir / "bank", "bank.example/witness", log_vkey),
-          WitnessProcess(data_dir / "amr", "amr.example/witness", log_vkey)]
-    extra = {"ESCROW_SIGNING_KEY": pem.decode(), "ESCROW_WITNESSES": json.dumps([w.config() for w in ws]),
-             "ESCROW_WITNESS_QUORUM": "2", "ESCROW_CHECKPOINT_INTERVAL_SECONDS": "0.3",
-             "ESCROW_WITNESS_TIMEOUT_SECONDS": "3"}
+    ws = [
+        WitnessProcess(data_dir / "bank", "bank.example/witness", log_vkey),
+        WitnessProcess(data_dir / "amr", "amr.example/witness", log_vkey),
+    ]
+    extra = {
+        "ESCROW_SIGNING_KEY": pem.decode(),
+        "ESCROW_WITNESSES": json.dumps([w.config() for w in ws]),
+        "ESCROW_WITNESS_QUORUM": "2",
+        "ESCROW_CHECKPOINT_INTERVAL_SECONDS": "0.3",
+        "ESCROW_WITNESS_TIMEOUT_SECONDS": "3",
+    }
     servers = [RealServer(data_dir, db, "a", **extra), RealServer(data_dir, db, "b", **extra)]
     state = {"servers": servers, "witnesses": ws, "log_vkey": log_vkey, "data_dir": data_dir}
     try:
@@ -77,11 +89,17 @@ async def traffic(env, consumers: int, tag: str) -> None:
 
     async def life(i, c):
         h1, h2 = (a, b) if i % 2 else (b, a)
-        card = await h1.expect(201, "POST", "/v1/cards", c["token"], {
-            "product_id": product["id"], "payment": {"method": "alipay", "reference": f"r-{tag}-{i}"}})
-        for k in range(2):
+        card = await h1.expect(
+            201,
+            "POST",
+            "/v1/cards",
+            c["token"],
+            {"product_id": product["id"], "payment": {"method": "alipay", "reference": f"r-{tag}-{i}"}},
+        )
+        for _ in range(2):
             r = await h2.expect(201, "POST", f"/v1/cards/{card['id']}/redemptions", merchant["api_key"], {"uses": 1})
             await h1.expect(200, "POST", f"/v1/redemptions/{r['id']}/confirm", c["token"])
+
     await gather_limited(8, [life(i, c) for i, c in enumerate(people)])
 
 
@@ -102,8 +120,10 @@ def cosigned_history(env) -> list[tuple[int, str]]:
     """Every checkpoint with its stored cosignature lines, read straight from the shared database."""
     from service.ledger_api.walk import connect
     from service.settings import Settings
-    url = Settings(data_dir=env["data_dir"], database_url=env["servers"][0].env.get("ESCROW_DATABASE_URL", "")
-                   ).effective_database_url
+
+    url = Settings(
+        data_dir=env["data_dir"], database_url=env["servers"][0].env.get("ESCROW_DATABASE_URL", "")
+    ).effective_database_url
     dbapi, _ = connect(url)
     try:
         cur = dbapi.cursor()
@@ -119,8 +139,20 @@ def cosigned_history(env) -> list[tuple[int, str]]:
 
 
 def monitor_cli(url: str, state: Path, env) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "service.cli", "ledger", "monitor", url, "--state", str(state),
-            "--log-vkey", env["log_vkey"], "--quorum", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "ledger",
+        "monitor",
+        url,
+        "--state",
+        str(state),
+        "--log-vkey",
+        env["log_vkey"],
+        "--quorum",
+        "2",
+    ]
     for w in env["witnesses"]:
         args += ["--witness-vkey", w.vkey]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -136,7 +168,7 @@ async def test_two_replicas_two_witnesses_one_cosigned_history_and_the_monitor(e
     # carry both witnesses, and both replicas publish the same cosigned note.
     history = cosigned_history(env)
     witnessed = []
-    for size, note in history:
+    for _size, note in history:
         try:
             witnessed.append(verify_cosigned(note, env["log_vkey"], [w.vkey for w in ws], 2))
         except ValueError:
@@ -194,9 +226,11 @@ async def test_two_replicas_two_witnesses_one_cosigned_history_and_the_monitor(e
             entries[7] = orjson.dumps(e, option=orjson.OPT_SORT_KEYS)
             body = entry_bundle(entries)
         return httpx.Response(resp.status_code, content=body, headers={"content-type": resp.headers["content-type"]})
+
     try:
-        bad = Monitor(base, env["log_vkey"], [w.vkey for w in ws], 2, None,
-                      httpx.Client(transport=httpx.MockTransport(tampering))).run()
+        bad = Monitor(
+            base, env["log_vkey"], [w.vkey for w in ws], 2, None, httpx.Client(transport=httpx.MockTransport(tampering))
+        ).run()
     finally:
         real.close()
     assert bad["ok"] is False and bad["bad_seq"] == 7 and "entry 7" in bad["reason"], bad

@@ -30,8 +30,10 @@ from service.ledger_api import witnessing
 @pytest.fixture
 async def witnessed(ctx, tmp_path):
     log_vkey = verifier_key(ctx.keys.key_name, ctx.keys.public_key)
-    ws = [WitnessProcess(tmp_path / "bank", "bank.example/witness", log_vkey).start(),
-          WitnessProcess(tmp_path / "amr", "amr.example/witness", log_vkey).start()]
+    ws = [
+        WitnessProcess(tmp_path / "bank", "bank.example/witness", log_vkey).start(),
+        WitnessProcess(tmp_path / "amr", "amr.example/witness", log_vkey).start(),
+    ]
     saved = (ctx.extras.get("witnesses"), ctx.settings.witness_quorum, ctx.settings.witnesses)
     ctx.settings.witnesses = orjson.dumps([w.config() for w in ws]).decode()
     ctx.settings.witness_quorum = 2
@@ -61,15 +63,24 @@ def _state_size(w: WitnessProcess) -> int:
 
 
 def _verify_receipt_cli(path, log_vkey: str, vkeys: list[str], quorum: int) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "service.cli", "ledger", "verify-receipt", str(path), "--log-vkey", log_vkey,
-            "--quorum", str(quorum)]
+    args = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "ledger",
+        "verify-receipt",
+        str(path),
+        "--log-vkey",
+        log_vkey,
+        "--quorum",
+        str(quorum),
+    ]
     for v in vkeys:
         args += ["--witness-vkey", v]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
-async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx, witnessed, operator_headers,
-                                                                    tmp_path):
+async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx, witnessed, operator_headers, tmp_path):
     log_vkey, (bank, amr) = witnessed["log_vkey"], witnessed["witnesses"]
     vkeys = [bank.vkey, amr.vkey]
     mix = await ledger_mix(client)
@@ -85,9 +96,14 @@ async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx,
     assert verify_cosigned(cp["note"], log_vkey, vkeys, 2).tree_size == first["tree_size"]
     verify_checkpoint_json(cp, ctx.keys.public_key)  # the JSON form still verifies as before
     listed = (await client.get("/v1/ledger/witnesses")).json()
-    assert listed == {"log": {"origin": ctx.keys.key_name, "vkey": log_vkey}, "quorum": 2,
-                      "witnesses": [{"name": "bank.example/witness", "vkey": bank.vkey},
-                                    {"name": "amr.example/witness", "vkey": amr.vkey}]}
+    assert listed == {
+        "log": {"origin": ctx.keys.key_name, "vkey": log_vkey},
+        "quorum": 2,
+        "witnesses": [
+            {"name": "bank.example/witness", "vkey": bank.vkey},
+            {"name": "amr.example/witness", "vkey": amr.vkey},
+        ],
+    }
 
     # A receipt: tlog-proof@v1, the proof the RFC 9162 endpoint gives, verified with the quorum.
     text = await _receipt(client, 3)
@@ -104,7 +120,7 @@ async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx,
     refused = _verify_receipt_cli(f, log_vkey, vkeys[:1], 2)
     assert refused.returncode == 1 and "quorum" in refused.stdout
     tampered = tmp_path / "tampered.tlog-proof"
-    tampered.write_text(text.replace(f"index 3\n", "index 2\n"))
+    tampered.write_text(text.replace("index 3\n", "index 2\n"))
     assert _verify_receipt_cli(tampered, log_vkey, vkeys, 2).returncode == 1
 
     # More entries: each witness gets a consistency proof from the size it last cosigned.
@@ -155,13 +171,17 @@ async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx,
 
     # A forged history signed with the platform's own key: bigger, but not an extension. Refused (422).
     forged_root = bytes(range(32))
-    forged = sign_checkpoint(Checkpoint(ctx.keys.key_name, fourth["tree_size"] + 5, forged_root, bytes(32),
-                                        "2026-12-01T00:00:00Z"), ctx.keys.signing_key).note
+    forged = sign_checkpoint(
+        Checkpoint(ctx.keys.key_name, fourth["tree_size"] + 5, forged_root, bytes(32), "2026-12-01T00:00:00Z"),
+        ctx.keys.signing_key,
+    ).note
     proof = (await client.get("/v1/ledger/consistency", params={"first": 1, "second": fourth["tree_size"]})).json()
     async with httpx.AsyncClient(timeout=10) as http:
         for w in (bank, amr):
-            resp = await http.post(w.url + "/add-checkpoint", content=add_checkpoint_body(
-                fourth["tree_size"], [unb64(h) for h in proof["proof"]][:3], forged))
+            resp = await http.post(
+                w.url + "/add-checkpoint",
+                content=add_checkpoint_body(fourth["tree_size"], [unb64(h) for h in proof["proof"]][:3], forged),
+            )
             assert resp.status_code == 422, resp.text
     assert _state_size(bank) == fourth["tree_size"]
     good = parse_tlog_proof(await _receipt(client, 0))
@@ -197,21 +217,34 @@ async def test_tiles_are_public_and_match_the_entries_and_the_checkpoint(client,
     assert hashes == [leaf_hash(e) for e in entries]
     assert root_from_leaves(hashes) == unb64(cp["root_hash"])
     # What is not there yet, or is no tile at all, is a 404 with the error body.
-    for path in (tile_path(0, 0, n + 1), tile_path(0, 0), tile_path("entries", 1, 1), tile_path(1, 0, 1),
-                 "tile/0/1", "tile/0/000.p/0", "tile/9/000.p/1", "tile/x/000", "tile/entries/x000/001"):
+    for path in (
+        tile_path(0, 0, n + 1),
+        tile_path(0, 0),
+        tile_path("entries", 1, 1),
+        tile_path(1, 0, 1),
+        "tile/0/1",
+        "tile/0/000.p/0",
+        "tile/9/000.p/1",
+        "tile/x/000",
+        "tile/entries/x000/001",
+    ):
         r = await client.get("/log/" + path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "tile_not_found", path
 
 
 def test_a_bad_witness_configuration_stops_start_up(data_dir):
-    from service.settings import Settings
     from ledger.cosignature import generate_witness_key
+    from service.settings import Settings
+
     _, vkey = generate_witness_key("bank.example/witness")
     log_vkey = "escrow.example/ledger+" + verifier_key("escrow.example/ledger", bytes(32)).split("+", 1)[1]
-    cases = [("[1]", 0, "vkey and url"), ('{"vkey": 1}', 0, "JSON list"),
-             (orjson.dumps([{"vkey": vkey, "url": "http://w"}]).decode(), 2, "exceeds"),
-             (orjson.dumps([{"vkey": log_vkey, "url": "http://w"}]).decode(), 1, "cosignature/v1"),
-             (orjson.dumps([{"vkey": vkey[:-2] + "AA", "url": "http://w"}]).decode(), 1, "ESCROW_WITNESSES")]
+    cases = [
+        ("[1]", 0, "vkey and url"),
+        ('{"vkey": 1}', 0, "JSON list"),
+        (orjson.dumps([{"vkey": vkey, "url": "http://w"}]).decode(), 2, "exceeds"),
+        (orjson.dumps([{"vkey": log_vkey, "url": "http://w"}]).decode(), 1, "cosignature/v1"),
+        (orjson.dumps([{"vkey": vkey[:-2] + "AA", "url": "http://w"}]).decode(), 1, "ESCROW_WITNESSES"),
+    ]
     for text, quorum, words in cases:
         with pytest.raises(ValueError, match=words):
             witnessing.configured(Settings(data_dir=data_dir, witnesses=text, witness_quorum=quorum))

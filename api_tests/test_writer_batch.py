@@ -28,6 +28,7 @@ def _set_reference(card_id: str, value: str):
     async def op(tx):
         tx.conn.raw.run("UPDATE cards SET payment_reference = ? WHERE id = ?", (value, card_id))
         return value
+
     return op
 
 
@@ -39,6 +40,7 @@ def _break_held(card_id: str, read_after: bool):
         if read_after:
             raw.one("SELECT held FROM cards WHERE id = ?", (card_id,))
         return "should not succeed"
+
     return op
 
 
@@ -46,6 +48,7 @@ def _refuse_after_writing(card_id: str):
     async def op(tx):
         tx.conn.raw.run("INSERT INTO app_state (name, value) VALUES ('test-refused', 'written before the refusal')")
         raise Conflict("refused after writing", "refused_for_the_test")
+
     return op
 
 
@@ -53,8 +56,12 @@ def _refuse_after_writing(card_id: str):
 async def test_a_refused_write_fails_its_operation_alone(client, ctx, read_after):
     card_id = await _card(client)
     raw_before = await _card_row(ctx, card_id)
-    ops = [_set_reference(card_id, "first"), _break_held(card_id, read_after), _refuse_after_writing(card_id),
-           _set_reference(card_id, "last")]
+    ops = [
+        _set_reference(card_id, "first"),
+        _break_held(card_id, read_after),
+        _refuse_after_writing(card_id),
+        _set_reference(card_id, "last"),
+    ]
     results = await _one_batch(ctx, ops)
 
     assert results[0] == "first" and results[3] == "last"
@@ -74,14 +81,16 @@ async def _card_row(ctx, card_id: str) -> dict:
         row = raw.one("SELECT held, escrow, payment_reference FROM cards WHERE id = ?", (card_id,))
         leftovers = raw.all("SELECT name FROM app_state WHERE name LIKE 'test-%'")
         return {"held": row[0], "escrow": row[1], "payment_reference": row[2], "leftovers": leftovers}
+
     return await ctx.writer.run(op)
 
 
 async def test_a_refusal_after_writing_alone_leaves_nothing(client, ctx):
     """No database error in the batch: the refusal after a write alone must be rolled back."""
     card_id = await _card(client)
-    results = await _one_batch(ctx, [_set_reference(card_id, "first"), _refuse_after_writing(card_id),
-                                     _set_reference(card_id, "last")])
+    results = await _one_batch(
+        ctx, [_set_reference(card_id, "first"), _refuse_after_writing(card_id), _set_reference(card_id, "last")]
+    )
     assert results[0] == "first" and results[2] == "last"
     assert isinstance(results[1], Conflict) and results[1].code == "refused_for_the_test"
     after = await _card_row(ctx, card_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -87,16 +87,18 @@ async def test_a_mixed_batch_answers_each_request_as_if_alone(client, ctx):
     quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
 
     async with Held(ctx) as held:
-        r = await held.release([
-            _confirm(client, people[0], pending_a),   # card a: a confirm …
-            _ask(client, gym, a, uses=3),             # … and an ask on the same card in the same batch
-            _confirm(client, people[2], pending_b),   # the wrong consumer: 404, nothing moves
-            _ask(client, gym, c, uses=11),            # beyond the card: 409
-            _ask(client, gym, c, uses=4),
-            _ask(client, gym, c, uses=5),             # a second hold on c sees the first one
-            _confirm(client, people[3], pending_d, key="k-d"),
-            _confirm(client, people[3], pending_d, key="k-d"),  # a retry: the same answer, replayed
-        ])
+        r = await held.release(
+            [
+                _confirm(client, people[0], pending_a),  # card a: a confirm …
+                _ask(client, gym, a, uses=3),  # … and an ask on the same card in the same batch
+                _confirm(client, people[2], pending_b),  # the wrong consumer: 404, nothing moves
+                _ask(client, gym, c, uses=11),  # beyond the card: 409
+                _ask(client, gym, c, uses=4),
+                _ask(client, gym, c, uses=5),  # a second hold on c sees the first one
+                _confirm(client, people[3], pending_d, key="k-d"),
+                _confirm(client, people[3], pending_d, key="k-d"),  # a retry: the same answer, replayed
+            ]
+        )
     assert [x.status_code for x in r] == [200, 201, 404, 409, 201, 201, 200, 200]
     assert_error(r[2], 404, "redemption_not_found")
     assert_error(r[3], 409)
@@ -121,10 +123,18 @@ async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client
     def units_held(card_id: str):  # an operation that did not say what it reads: the careful way
         async def op(tx):
             return tx.conn.raw.one("SELECT units_held FROM cards WHERE id = ?", (card_id,))[0]
+
         return op
+
     async with Held(ctx) as held:
-        r = await held.release([ctx.writer.run(units_held(cards[0]["id"])), _ask(client, gym, cards[0], uses=4),
-                                _ask(client, gym, cards[1], uses=2), ctx.writer.run(units_held(cards[1]["id"]))])
+        r = await held.release(
+            [
+                ctx.writer.run(units_held(cards[0]["id"])),
+                _ask(client, gym, cards[0], uses=4),
+                _ask(client, gym, cards[1], uses=2),
+                ctx.writer.run(units_held(cards[1]["id"])),
+            ]
+        )
     # The first read came before the asks; the last one after, and sees their (deferred) writes.
     assert (r[0], r[1].status_code, r[2].status_code, r[3]) == (0, 201, 201, 2)
     assert ctx.writer.quick_batches == quick + 1 and ctx.writer.careful_retries == careful
@@ -134,18 +144,22 @@ async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client
 
 def _refusing_ask(card_id: str, merchant_id: str):
     """An ask-shaped operation that writes and then refuses: its queued writes must go."""
+
     async def op(tx):
         tx.conn.raw.run("UPDATE cards SET payment_reference = 'written before the refusal' WHERE id = ?", (card_id,))
         tx.append("hold", card_id=card_id, merchant_id=merchant_id, units=1, amount=1, held_delta=0)
         raise Conflict("refused after writing", "refused_for_the_test")
+
     return QuickOp(op, Reads(card=card_id))
 
 
 def _breaking_ask(card_id: str):
     """An ask-shaped operation whose write the database refuses (CHECK held <= escrow)."""
+
     async def op(tx):
         tx.conn.raw.run("UPDATE cards SET held = ? WHERE id = ?", (10_001, card_id))
         return "should not succeed"
+
     return QuickOp(op, Reads(card=card_id))
 
 
@@ -153,11 +167,13 @@ def _breaking_ask(card_id: str):
 async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ctx, how):
     gym, people, cards = await _shop(client, 3)
     quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
-    failing = (_refusing_ask(cards[1]["id"], gym["id"]) if how == "refuses after writing"
-               else _breaking_ask(cards[1]["id"]))
+    failing = (
+        _refusing_ask(cards[1]["id"], gym["id"]) if how == "refuses after writing" else _breaking_ask(cards[1]["id"])
+    )
     async with Held(ctx) as held:
-        r = await held.release([_ask(client, gym, cards[0], uses=2), ctx.writer.run(failing),
-                                _ask(client, gym, cards[2], uses=3)])
+        r = await held.release(
+            [_ask(client, gym, cards[0], uses=2), ctx.writer.run(failing), _ask(client, gym, cards[2], uses=3)]
+        )
     assert [r[0].status_code, r[2].status_code] == [201, 201]
     expected = "refused_for_the_test" if how == "refuses after writing" else "constraint_violation"
     assert isinstance(r[1], Conflict) and r[1].code == expected
@@ -166,6 +182,7 @@ async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ct
 
     async def read(tx):
         return tx.conn.raw.one("SELECT held, payment_reference FROM cards WHERE id = ?", (cards[1]["id"],))
+
     held_now, reference = await ctx.writer.run(read)
     assert held_now == 0 and reference != "written before the refusal"
     assert ctx.writer.quick_batches - quick == (1 if how == "refuses after writing" else 0)
@@ -173,13 +190,33 @@ async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ct
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
 
 
-AWKWARD = ["", "'", "''", "\\", "\\'", "'; DROP TABLE cards; --", "$$", "$tag$", "%s", "%%", "?", "\"", "E'x'",
-           "李雷 💳 铁馆健身", "line\nbreak\ttab\r", "\\x41", "-- comment", "/* c */", "\u2028", "a" * 5000]
+AWKWARD = [
+    "",
+    "'",
+    "''",
+    "\\",
+    "\\'",
+    "'; DROP TABLE cards; --",
+    "$$",
+    "$tag$",
+    "%s",
+    "%%",
+    "?",
+    '"',
+    "E'x'",
+    "李雷 💳 铁馆健身",
+    "line\nbreak\ttab\r",
+    "\\x41",
+    "-- comment",
+    "/* c */",
+    "\u2028",
+    "a" * 5000,
+]
 
 
 async def test_literals_read_back_as_the_values(ctx):
     """The deferred writes' literal SQL (PostgreSQL) quotes every string, however awkward, exactly."""
-    now = datetime(2026, 11, 25, 12, 34, 56, 789012, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 25, 12, 34, 56, 789012, tzinfo=UTC)
     typed = [0, -1, 2**62, None] + ([b"", b"\x00\xff'\\", now] if ctx.settings.is_sqlite is False else [])
 
     async def op(tx):
@@ -191,6 +228,7 @@ async def test_literals_read_back_as_the_values(ctx):
             cur.execute("SELECT " + _literal(value))  # no parameters: the text goes as it is
             out.append(cur.fetchone()[0])
         return out
+
     assert await ctx.writer.run(op) == AWKWARD + typed
     with pytest.raises(ValueError):
         _literal("nul \x00 inside")  # refused: the batch then runs with bound parameters
@@ -203,11 +241,16 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
     a = "UPDATE cards SET held = ? WHERE id = ?"
     b = "UPDATE cards SET units_held = ? WHERE id = ?"
     pending = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "x"), False)]
-    assert _script(pending) == ["UPDATE cards SET held = 1 WHERE id = 'x'", "UPDATE cards SET units_held = 2 WHERE id = 'y'",
-                                "UPDATE cards SET held = 3 WHERE id = 'x'"]
+    assert _script(pending) == [
+        "UPDATE cards SET held = 1 WHERE id = 'x'",
+        "UPDATE cards SET units_held = 2 WHERE id = 'y'",
+        "UPDATE cards SET held = 3 WHERE id = 'x'",
+    ]
     distinct = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "z"), False)]
     merged = _script(distinct)
-    assert len(merged) == 2 and merged[0].startswith("UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))")
+    assert len(merged) == 2 and merged[0].startswith(
+        "UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))"
+    )
 
 
 async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(client, ctx, monkeypatch):
@@ -227,14 +270,20 @@ async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(cli
             locked.set()
             gate.wait(10)
         return found
+
     monkeypatch.setattr(writer, "_lock_head", slow_lock)
     try:
         writer.gather(2)  # the first two in one batch
-        first = [asyncio.ensure_future(_ask(client, gym, x, uses=3)), asyncio.ensure_future(_ask(client, gym, y, uses=1))]
+        first = [
+            asyncio.ensure_future(_ask(client, gym, x, uses=3)),
+            asyncio.ensure_future(_ask(client, gym, y, uses=1)),
+        ]
         assert await asyncio.to_thread(locked.wait, 10)
-        late = [asyncio.ensure_future(_ask(client, gym, x, uses=8)),  # 3 of x's 10 are held by the first run
-                asyncio.ensure_future(_ask(client, gym, x, uses=7)),
-                asyncio.ensure_future(_ask(client, gym, y, uses=2))]
+        late = [
+            asyncio.ensure_future(_ask(client, gym, x, uses=8)),  # 3 of x's 10 are held by the first run
+            asyncio.ensure_future(_ask(client, gym, x, uses=7)),
+            asyncio.ensure_future(_ask(client, gym, y, uses=2)),
+        ]
         assert await asyncio.to_thread(writer.wait_queued, 3)  # they wait in the queue
     finally:
         gate.set()
@@ -253,6 +302,7 @@ async def test_a_writer_connection_that_died_while_idle_costs_no_request(client,
     """The writer's pool does not ping (a round trip per batch): a batch whose first statement finds
     the connection dead (the database restarted, an idle timeout) runs again on a new one."""
     from sqlalchemy import event
+
     gym, people, cards = await _shop(client, 1)
     engine = ctx.engines.sync_writer
     killed = []
@@ -264,10 +314,12 @@ async def test_a_writer_connection_that_died_while_idle_costs_no_request(client,
             dbapi_connection.close()
         else:  # what a database restart does to it: the server ends the session
             import psycopg
+
             pid = dbapi_connection.info.backend_pid
             with psycopg.connect(ctx.settings.effective_database_url.replace("+asyncpg", ""), autocommit=True) as other:
                 other.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
         killed.append(True)
+
     reconnects = ctx.writer.reconnects
     event.listen(engine, "checkout", kill)
     try:
@@ -301,6 +353,7 @@ async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_
     batch gives one effect and the first answer; another body under it is 409; keys are per caller.
     The retries that follow are answered before the ledger head is taken (no batch runs for them)."""
     from service.db import raw as raw_module
+
     gym, people, cards = await _shop(client, 3)
     a, b, c = cards
     pending_c = await ask(client, gym, c, uses=1)
@@ -311,18 +364,21 @@ async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_
         if sql == raw_module.KEY_SELECT:
             one_by_one.append(params)
         return original_one(self, sql, params)
+
     monkeypatch.setattr(raw_module.Raw, "one", recording_one)
     writer = ctx.writer
     quick, careful = writer.quick_batches, writer.careful_retries
     async with Held(ctx) as held:
-        r = await held.release([
-            _ask(client, gym, a, uses=2, key="k1"),
-            _ask(client, gym, a, uses=2, key="k1"),               # the same request again: the first answer
-            _ask(client, gym, a, uses=3, key="k1"),               # another body under the key: 409
-            _ask(client, gym, b, uses=1, key="k2"),
-            _confirm(client, people[2], pending_c, key="k1"),     # the consumer's k1 is not the merchant's
-            _confirm(client, people[2], pending_c, key="k1"),
-        ])
+        r = await held.release(
+            [
+                _ask(client, gym, a, uses=2, key="k1"),
+                _ask(client, gym, a, uses=2, key="k1"),  # the same request again: the first answer
+                _ask(client, gym, a, uses=3, key="k1"),  # another body under the key: 409
+                _ask(client, gym, b, uses=1, key="k2"),
+                _confirm(client, people[2], pending_c, key="k1"),  # the consumer's k1 is not the merchant's
+                _confirm(client, people[2], pending_c, key="k1"),
+            ]
+        )
     assert [x.status_code for x in r] == [201, 201, 409, 201, 200, 200], [x.text for x in r]
     assert_error(r[2], 409, "idempotency_key_reused")
     assert r[0].json() == r[1].json() and r[1].headers.get("idempotent-replayed") == "true"
@@ -335,8 +391,11 @@ async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_
 
     batches, early = writer.batches, writer.early_replays
     writer.gather(3)
-    again = await asyncio.gather(_ask(client, gym, a, uses=2, key="k1"), _ask(client, gym, a, uses=5, key="k1"),
-                                 _confirm(client, people[2], pending_c, key="k1"))
+    again = await asyncio.gather(
+        _ask(client, gym, a, uses=2, key="k1"),
+        _ask(client, gym, a, uses=5, key="k1"),
+        _confirm(client, people[2], pending_c, key="k1"),
+    )
     assert [x.status_code for x in again] == [201, 409, 200]
     assert again[0].json() == r[0].json() and again[2].json() == r[4].json()
     assert again[0].headers.get("idempotent-replayed") == "true"
@@ -369,7 +428,9 @@ async def test_a_stored_key_is_answered_while_another_connection_holds_the_ledge
 
 async def test_a_quick_operation_may_not_use_sqlalchemy_nor_read_a_deferred_row_count(client, ctx):
     from sqlalchemy import text
+
     from service.db.raw import DeferredRowCount, QuickContractBroken
+
     gym, people, cards = await _shop(client, 1)
     card_id = cards[0]["id"]
 
@@ -392,8 +453,10 @@ async def test_a_quick_operation_may_not_use_sqlalchemy_nor_read_a_deferred_row_
         count = tx.conn.raw.run("UPDATE cards SET payment_reference = 'careful' WHERE id = ?", (card_id,))
         one = (await tx.conn.execute(text("SELECT 1"))).scalar()
         return count, one
+
     assert await ctx.writer.run(careful) == (1, 1)
 
     async def read(tx):
         return tx.conn.raw.one("SELECT payment_reference FROM cards WHERE id = ?", (card_id,))[0]
+
     assert await ctx.writer.run(read) == "careful"

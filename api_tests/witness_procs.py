@@ -22,8 +22,13 @@ class WitnessProcess:
         self.log_vkey = log_vkey
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        out = subprocess.run([sys.executable, "-m", "service.cli", "witness", "keygen", name, "--out",
-                              str(self.key_file)], cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "service.cli", "witness", "keygen", name, "--out", str(self.key_file)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         self.vkey = out.stdout.strip().splitlines()[-1]
         self.name = name
@@ -32,13 +37,31 @@ class WitnessProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "WitnessProcess":
+    def start(self, timeout: float = 30) -> WitnessProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
         with open(self.folder / "witness.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "witness", "serve", "--key", str(self.key_file),
-                 "--log-vkey", self.log_vkey, "--state", str(self.state_file), "--port", str(self.port)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "service.cli",
+                    "witness",
+                    "serve",
+                    "--key",
+                    str(self.key_file),
+                    "--log-vkey",
+                    self.log_vkey,
+                    "--state",
+                    str(self.state_file),
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.folder / "witness.log").read_text()

@@ -27,6 +27,7 @@ from pathlib import Path
 def connect(url: str):
     if url:
         import psycopg
+
         conn = psycopg.connect(url, autocommit=True)
         return conn.cursor(), "PostgreSQL"
     path = Path(tempfile.mkdtemp(prefix="gil-rt-")) / "x.db"
@@ -56,6 +57,7 @@ def main() -> int:
         while not stop.is_set():
             for i in range(1000):
                 x += i
+
     spinner = threading.Thread(target=busy, daemon=True)
     spinner.start()
     try:
@@ -63,8 +65,10 @@ def main() -> int:
             sys.setswitchinterval(interval)
             n = max(20, min(args.n, int(0.5 / max(interval, 1e-4))))
             busy_us = per_round_trip_us(cur, n)
-            print(f"{name}: same, another thread busy, switch {interval * 1000:5.2f} ms {busy_us:10.1f} µs"
-                  f"   ({busy_us / idle:,.0f} × idle)")
+            print(
+                f"{name}: same, another thread busy, switch {interval * 1000:5.2f} ms {busy_us:10.1f} µs"
+                f"   ({busy_us / idle:,.0f} × idle)"
+            )
     finally:
         stop.set()
         spinner.join()

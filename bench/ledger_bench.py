@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ from ledger.merkle import (  # noqa: E402
 
 CARDS = 10_000
 PRICE = 100_000
-T0 = datetime(2025, 6, 1, 8, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
 
 
 def env_for(data_dir: Path, url: str, **extra: str) -> dict:
@@ -73,8 +73,16 @@ def build(n: int):
         s = cards.get(c)
         if s is None:
             s = cards[c] = [PRICE, 0, 0, 0, 0, 0]
-            kind, fields = "purchase", {"product_id": f"prd_{c % 97:025d}", "amount": PRICE, "currency": "CNY",
-                                        "payment_method": "wechat_pay", "held_delta": 0}
+            kind, fields = (
+                "purchase",
+                {
+                    "product_id": f"prd_{c % 97:025d}",
+                    "amount": PRICE,
+                    "currency": "CNY",
+                    "payment_method": "wechat_pay",
+                    "held_delta": 0,
+                },
+            )
             totals[0] += PRICE
         elif s[4] == 0:
             amount = 100 + seq % 7
@@ -82,22 +90,47 @@ def build(n: int):
             s[5] += 1
             s[3] += amount
             totals[3] += amount
-            kind, fields = "hold", {"redemption_id": f"rdm_{seq:025d}", "units": amount, "amount": amount,
-                                    "held_delta": amount}
+            kind, fields = (
+                "hold",
+                {"redemption_id": f"rdm_{seq:025d}", "units": amount, "amount": amount, "held_delta": amount},
+            )
         else:
             amount, s[4] = s[4], 0
             s[3] -= amount
             totals[3] -= amount
             if s[5] % 7 == 0:
-                kind, fields = "void", {"redemption_id": f"rdm_{seq - CARDS:025d}", "units": amount,
-                                        "amount": amount, "held_delta": -amount, "reason": "rejected"}
+                kind, fields = (
+                    "void",
+                    {
+                        "redemption_id": f"rdm_{seq - CARDS:025d}",
+                        "units": amount,
+                        "amount": amount,
+                        "held_delta": -amount,
+                        "reason": "rejected",
+                    },
+                )
             else:
                 s[1] += amount
                 totals[1] += amount
-                kind, fields = "release", {"redemption_id": f"rdm_{seq - CARDS:025d}", "units": amount,
-                                           "amount": amount, "held_delta": -amount, "currency": "CNY"}
-        body = {"seq": seq, "time": t.isoformat().replace("+00:00", "Z"), "kind": kind, "card_id": card_id,
-                "merchant_id": merchant_id, "consumer_id": consumer_id, **fields}
+                kind, fields = (
+                    "release",
+                    {
+                        "redemption_id": f"rdm_{seq - CARDS:025d}",
+                        "units": amount,
+                        "amount": amount,
+                        "held_delta": -amount,
+                        "currency": "CNY",
+                    },
+                )
+        body = {
+            "seq": seq,
+            "time": t.isoformat().replace("+00:00", "Z"),
+            "kind": kind,
+            "card_id": card_id,
+            "merchant_id": merchant_id,
+            "consumer_id": consumer_id,
+            **fields,
+        }
         text = canonical_json(body)
         leaf = leaf_hash(text)
         head = chain_hash(head, leaf)
@@ -108,38 +141,93 @@ def build(n: int):
 
 def card_rows(cards: dict[int, list[int]]):
     for c, (paid, released, refunded, held, _, _) in cards.items():
-        yield (f"card_{c:024d}", f"prd_{c % 97:025d}", f"mer_{c % 97:025d}", f"con_{c:025d}", "stored_value",
-               "active", paid, "CNY", 1, PRICE, 0, 0, None, paid - released - refunded, held, released, refunded,
-               "wechat_pay", f"wx-{c}", T0, T0 + timedelta(days=365), T0 + timedelta(days=7), None, None, c)
+        yield (
+            f"card_{c:024d}",
+            f"prd_{c % 97:025d}",
+            f"mer_{c % 97:025d}",
+            f"con_{c:025d}",
+            "stored_value",
+            "active",
+            paid,
+            "CNY",
+            1,
+            PRICE,
+            0,
+            0,
+            None,
+            paid - released - refunded,
+            held,
+            released,
+            refunded,
+            "wechat_pay",
+            f"wx-{c}",
+            T0,
+            T0 + timedelta(days=365),
+            T0 + timedelta(days=7),
+            None,
+            None,
+            c,
+        )
 
 
-CARD_COLS = ("id", "product_id", "merchant_id", "consumer_id", "type", "status", "price", "currency", "list_price",
-             "units_total", "units_used", "units_held", "period_days", "escrow", "held", "released", "refunded",
-             "payment_method", "payment_reference", "purchased_at", "expires_at", "cooling_off_ends_at",
-             "refund_rule", "ended_at", "purchase_seq")
+CARD_COLS = (
+    "id",
+    "product_id",
+    "merchant_id",
+    "consumer_id",
+    "type",
+    "status",
+    "price",
+    "currency",
+    "list_price",
+    "units_total",
+    "units_used",
+    "units_held",
+    "period_days",
+    "escrow",
+    "held",
+    "released",
+    "refunded",
+    "payment_method",
+    "payment_reference",
+    "purchased_at",
+    "expires_at",
+    "cooling_off_ends_at",
+    "refund_rule",
+    "ended_at",
+    "purchase_seq",
+)
 ENTRY_COLS = ("seq", "kind", "time", "canonical", "leaf_hash", "chain_hash", "card_id", "merchant_id", "consumer_id")
 
 
 def sqlite_time(t: datetime | None) -> str | None:
     # What SQLAlchemy's DateTime stores on SQLite (naive UTC, see service.db.models.UTCDateTime).
-    return None if t is None else t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return None if t is None else t.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def insert_sqlite(path: Path, entries, nodes, head, totals, cards, cp) -> None:
     import sqlite3
+
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys=OFF")
     db.execute("PRAGMA synchronous=OFF")
     with db:
-        db.executemany(f"INSERT INTO ledger_entries ({','.join(ENTRY_COLS)}) VALUES ({','.join('?' * 9)})",
-                       ((s, k, sqlite_time(t), c, lf, ch, a, b, d) for s, k, t, c, lf, ch, a, b, d in entries))
+        db.executemany(
+            f"INSERT INTO ledger_entries ({','.join(ENTRY_COLS)}) VALUES ({','.join('?' * 9)})",
+            ((s, k, sqlite_time(t), c, lf, ch, a, b, d) for s, k, t, c, lf, ch, a, b, d in entries),
+        )
         db.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
-        db.execute("INSERT INTO ledger_head (id, size, head, paid_in, released, refunded, held) "
-                   "VALUES (1, ?, ?, ?, ?, ?, ?)", (len(entries), head, *totals))
+        db.execute(
+            "INSERT INTO ledger_head (id, size, head, paid_in, released, refunded, held) VALUES (1, ?, ?, ?, ?, ?, ?)",
+            (len(entries), head, *totals),
+        )
         rows = [tuple(sqlite_time(v) if isinstance(v, datetime) else v for v in r) for r in card_rows(cards)]
         db.executemany(f"INSERT INTO cards ({','.join(CARD_COLS)}) VALUES ({','.join('?' * len(CARD_COLS))})", rows)
-        db.execute("INSERT INTO checkpoints (tree_size, root_hash, chain_head, timestamp, note, signature, key_id) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)", cp)
+        db.execute(
+            "INSERT INTO checkpoints (tree_size, root_hash, chain_head, timestamp, note, signature, key_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            cp,
+        )
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.execute("ANALYZE")
     db.close()
@@ -147,17 +235,26 @@ def insert_sqlite(path: Path, entries, nodes, head, totals, cards, cp) -> None:
 
 async def insert_postgres(url: str, entries, nodes, head, totals, cards, cp) -> None:
     import asyncpg
+
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute("SET session_replication_role = replica")  # no merchants/products behind the cards
         async with conn.transaction():
             await conn.copy_records_to_table("ledger_entries", records=entries, columns=ENTRY_COLS)
             await conn.copy_records_to_table("merkle_nodes", records=nodes, columns=("level", "idx", "hash"))
-            await conn.execute("INSERT INTO ledger_head (id, size, head, paid_in, released, refunded, held) "
-                               "VALUES (1, $1, $2, $3, $4, $5, $6)", len(entries), head, *totals)
+            await conn.execute(
+                "INSERT INTO ledger_head (id, size, head, paid_in, released, refunded, held) "
+                "VALUES (1, $1, $2, $3, $4, $5, $6)",
+                len(entries),
+                head,
+                *totals,
+            )
             await conn.copy_records_to_table("cards", records=list(card_rows(cards)), columns=CARD_COLS)
-            await conn.execute("INSERT INTO checkpoints (tree_size, root_hash, chain_head, timestamp, note, signature,"
-                               " key_id) VALUES ($1, $2, $3, $4, $5, $6, $7)", *cp)
+            await conn.execute(
+                "INSERT INTO checkpoints (tree_size, root_hash, chain_head, timestamp, note, signature,"
+                " key_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                *cp,
+            )
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -166,9 +263,11 @@ async def insert_postgres(url: str, entries, nodes, head, totals, cards, cp) -> 
 async def recreate_pg(url: str) -> None:
     import asyncpg
     from sqlalchemy.engine import make_url
+
     u = make_url(url.replace("postgresql+asyncpg", "postgresql"))
-    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                  database="postgres")
+    admin = await asyncpg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, password=u.password, database="postgres"
+    )
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{u.database}"')
@@ -204,13 +303,19 @@ async def main() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         from service.keys import load_keys
         from service.settings import Settings
+
         settings = Settings(data_dir=data_dir, database_url=url, background_tasks=False)
         db_url = settings.effective_database_url
         print(f"database: {'SQLite ' + str(data_dir / 'escrow.db') if settings.is_sqlite else url}")
         if not settings.is_sqlite:
             await recreate_pg(db_url)
-        subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, env=env_for(data_dir, url),
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "service.cli", "migrate"],
+            cwd=ROOT,
+            env=env_for(data_dir, url),
+            check=True,
+            capture_output=True,
+        )
         keys = load_keys(settings)
 
         t = time.perf_counter()
@@ -226,16 +331,25 @@ async def main() -> None:
             await insert_postgres(db_url, entries, nodes, head, totals, cards, cp)
         t_insert = time.perf_counter() - t
         avg = sum(len(e[3]) for e in entries) / n
-        print(f"filled {n:,} entries (avg {avg:.0f} bytes), {len(nodes):,} Merkle nodes, {len(cards):,} cards: "
-              f"build+hash {t_build:.1f} s ({n / t_build:,.0f} entries/s), insert {t_insert:.1f} s")
+        print(
+            f"filled {n:,} entries (avg {avg:.0f} bytes), {len(nodes):,} Merkle nodes, {len(cards):,} cards: "
+            f"build+hash {t_build:.1f} s ({n / t_build:,.0f} entries/s), insert {t_insert:.1f} s"
+        )
         del entries, nodes
 
+        from ledger.verify import ACCELERATED
         from service.app import build_context
         from service.ledger_api.checkpoints import fetch_nodes, read_for_proof
         from service.ledger_api.service import verify_ledger
-        from ledger.verify import ACCELERATED
-        print("walk: " + ("C inner loop (ledger._walk, libcrypto SHA-256)" if ACCELERATED
-                          else "pure Python (ledger._walk not built)"))
+
+        print(
+            "walk: "
+            + (
+                "C inner loop (ledger._walk, libcrypto SHA-256)"
+                if ACCELERATED
+                else "pure Python (ledger._walk not built)"
+            )
+        )
         ctx = build_context(settings)
         try:
             for check_sums in (False, True):
@@ -251,16 +365,18 @@ async def main() -> None:
             for _ in range(args.requests):
                 seq = rng.randrange(n)
                 t = time.perf_counter()
-                _, _, got = read_for_proof(ctx.engines.sync_reader,
-                                           lambda size, _cp, seq=seq: inclusion_proof_plan(seq, n) + [(0, seq)])
+                _, _, got = read_for_proof(
+                    ctx.engines.sync_reader, lambda size, _cp, seq=seq: inclusion_proof_plan(seq, n) + [(0, seq)]
+                )
                 proof = inclusion_proof(seq, n, got)
                 inc.append(time.perf_counter() - t)
                 verify_inclusion(got[(0, seq)], seq, n, proof, root)
             for _ in range(args.requests):
                 first = rng.randrange(1, n)
                 t = time.perf_counter()
-                _, _, got = read_for_proof(ctx.engines.sync_reader,
-                                           lambda size, _cp, first=first: consistency_proof_plan(first, n))
+                _, _, got = read_for_proof(
+                    ctx.engines.sync_reader, lambda size, _cp, first=first: consistency_proof_plan(first, n)
+                )
                 proof = consistency_proof(first, n, got)
                 con.append(time.perf_counter() - t)
                 async with ctx.engines.reader.connect() as conn:  # not timed: check the proof
@@ -273,19 +389,40 @@ async def main() -> None:
 
         # The CLI, as an operator would run it (process start, migrate check, verify with sums).
         t = time.perf_counter()
-        cli = subprocess.run([sys.executable, "-m", "service.cli", "ledger", "verify"], cwd=ROOT,
-                             env=env_for(data_dir, url), capture_output=True, text=True)
+        cli = subprocess.run(
+            [sys.executable, "-m", "service.cli", "ledger", "verify"],
+            cwd=ROOT,
+            env=env_for(data_dir, url),
+            capture_output=True,
+            text=True,
+        )
         el = time.perf_counter() - t
-        print(f"CLI `ledger verify`: exit {cli.returncode} in {el:.2f} s wall = {n / el:,.0f} entries/s "
-              f"({cli.stdout.splitlines()[0][:60] if cli.stdout else cli.stderr[-200:]}…)")
+        print(
+            f"CLI `ledger verify`: exit {cli.returncode} in {el:.2f} s wall = {n / el:,.0f} entries/s "
+            f"({cli.stdout.splitlines()[0][:60] if cli.stdout else cli.stderr[-200:]}…)"
+        )
 
         # Over HTTP, against the service on this data folder.
         import httpx
+
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port),
-                                   "--log-level", "warning", "--no-access-log"], cwd=ROOT,
-                                  env=env_for(data_dir, url, ESCROW_BACKGROUND_TASKS="false"),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.main:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env_for(data_dir, url, ESCROW_BACKGROUND_TASKS="false"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 for _ in range(200):
@@ -295,7 +432,9 @@ async def main() -> None:
                     except httpx.TransportError:
                         time.sleep(0.1)
                 else:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-2000:] if server.stderr else ''}")
+                    raise SystemExit(
+                        f"server did not start: {server.stderr.read().decode()[-2000:] if server.stderr else ''}"
+                    )
                 for _ in range(20):  # warm up
                     http.get(f"/v1/ledger/entries/{rng.randrange(n)}/proof", params={"tree_size": n})
                 inc, con = [], []

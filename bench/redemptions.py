@@ -62,6 +62,7 @@ class BenchFailure(Exception):
 # HTTP clients
 # ---------------------------------------------------------------------------------------------
 
+
 class _RawConn(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; one request in flight at a time."""
 
@@ -111,14 +112,14 @@ class _RawConn(asyncio.Protocol):
                 length = 0
             else:
                 j = head.find(b"\r\n", i + 2)
-                length = int(head[i + 17: j if j >= 0 else len(head)])
+                length = int(head[i + 17 : j if j >= 0 else len(head)])
             self._close_after = b"\r\nconnection: close" in head
             self._body_start = end + 4
             self._need = end + 4 + length
         if len(buf) < self._need:
             return
-        body = bytes(buf[self._body_start:self._need])
-        del buf[:self._need]
+        body = bytes(buf[self._body_start : self._need])
+        del buf[: self._need]
         self._need = -1
         waiter, self.waiter = self.waiter, None
         if self._close_after:
@@ -193,8 +194,9 @@ class RawClient:
                 self.idle.append(conn)
             return result
 
-    async def call(self, method: str, path: str, token: str | None = None, body: bytes | None = None,
-                   raw: bytes | None = None) -> tuple[int, bytes]:
+    async def call(
+        self, method: str, path: str, token: str | None = None, body: bytes | None = None, raw: bytes | None = None
+    ) -> tuple[int, bytes]:
         return await self.send(raw or self.build(method, path, token, body), retry=method == "GET")
 
     async def close(self) -> None:
@@ -207,14 +209,16 @@ class HttpxClient:
 
     def __init__(self, host: str, port: int, size: int) -> None:
         import httpx
+
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         self.client = httpx.AsyncClient(base_url=f"http://{host}:{port}", limits=limits, timeout=60.0)
 
     def build(self, method: str, path: str, token: str | None, body: bytes | None, key: str | None = None):
         return (method, path, token, body, key)
 
-    async def call(self, method: str, path: str, token: str | None = None, body: bytes | None = None,
-                   raw=None) -> tuple[int, bytes]:
+    async def call(
+        self, method: str, path: str, token: str | None = None, body: bytes | None = None, raw=None
+    ) -> tuple[int, bytes]:
         key = None
         if raw is not None:
             method, path, token, body, key = raw
@@ -242,6 +246,7 @@ async def expect(client, status: int, method: str, path: str, token: str | None 
 # The server process
 # ---------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -258,7 +263,7 @@ def process_tree(pid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
         children[ppid].append(int(entry))
     out, todo = [], [pid]
     while todo:
@@ -310,7 +315,7 @@ def cpu_seconds(pids: list[int]) -> float:
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
 
@@ -318,11 +323,17 @@ def cpu_seconds(pids: list[int]) -> float:
 async def create_pg_database(url: str) -> tuple[str, str]:
     """Create a fresh database named after the URL's (plus a random suffix); returns (url, name)."""
     import asyncpg
+
     parts = urlsplit(url)
     base = parts.path.lstrip("/") or "escrow"
     name = f"{base}_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                                  user=parts.username or "postgres", password=parts.password, database="postgres")
+    admin = await asyncpg.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        database="postgres",
+    )
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -332,9 +343,15 @@ async def create_pg_database(url: str) -> tuple[str, str]:
 
 async def drop_pg_database(url: str, name: str) -> None:
     import asyncpg
+
     parts = urlsplit(url)
-    admin = await asyncpg.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                                  user=parts.username or "postgres", password=parts.password, database="postgres")
+    admin = await asyncpg.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        database="postgres",
+    )
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -357,8 +374,18 @@ class Server:
 
 def start_server(env: dict, workers: int, log_path: Path, serve_cmd: str = "") -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     if serve_cmd:  # diagnostics: another entry point taking the same arguments
         cmd = serve_cmd.split() + cmd[3:]
     log = open(log_path, "wb")
@@ -369,7 +396,7 @@ def start_server(env: dict, workers: int, log_path: Path, serve_cmd: str = "") -
 
 async def wait_healthy(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    req = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise BenchFailure(f"the server exited with {server.proc.returncode}:\n{server.log_tail()}")
@@ -400,8 +427,10 @@ def stop_server(server: Server) -> None:
 # Setup
 # ---------------------------------------------------------------------------------------------
 
+
 def valid_uscc(rng: random.Random) -> str:
     from service.uscc import ALPHABET, check_character
+
     body = "91" + "".join(rng.choice("0123456789") for _ in range(6)) + "".join(rng.choice(ALPHABET) for _ in range(9))
     return body + check_character(body)
 
@@ -422,6 +451,7 @@ async def gather_limited(n: int, limit: int, fn):
     async def one(i):
         async with sem:
             return await fn(i)
+
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
@@ -431,10 +461,12 @@ OUTBOX: dict = {}  # the development server's SMS outbox, read from its database
 async def outbox_code(phone: str) -> str:
     """The code the server (ESCROW_ENV=development, outbox sender) kept for `phone`."""
     from service.consumers.sms import outbox_messages
+
     if "engines" not in OUTBOX:
         from service.db.engine import make_engines
         from service.keys import load_keys
         from service.settings import Settings
+
         settings = Settings(data_dir=OUTBOX["data_dir"], database_url=OUTBOX.get("database_url", ""))
         OUTBOX["engines"], OUTBOX["vault"] = make_engines(settings), load_keys(settings).phone
     messages = await outbox_messages(OUTBOX["engines"].reader, OUTBOX["vault"], phone, 1)
@@ -445,24 +477,55 @@ async def set_up(client, operator: str, consumers: int, concurrency: int, uses: 
     rng = random.Random(secrets.randbits(64))
     shops = []
     for m in range(merchants):
-        merchant = await expect(client, 201, "POST", "/v1/merchants", operator,
-                                {"name": f"Bench Gym {m} 基准健身", "uscc": valid_uscc(rng), "category": "fitness"})
+        merchant = await expect(
+            client,
+            201,
+            "POST",
+            "/v1/merchants",
+            operator,
+            {"name": f"Bench Gym {m} 基准健身", "uscc": valid_uscc(rng), "category": "fitness"},
+        )
         mtoken = merchant["api_key"]
-        product = await expect(client, 201, "POST", "/v1/products", mtoken,
-                               {"type": "count", "name": f"{uses}-visit card 次卡", "price": price, "uses": uses,
-                                "valid_days": 365})
+        product = await expect(
+            client,
+            201,
+            "POST",
+            "/v1/products",
+            mtoken,
+            {"type": "count", "name": f"{uses}-visit card 次卡", "price": price, "uses": uses, "valid_days": 365},
+        )
         shops.append((mtoken, product))
 
     async def one(i):
         mtoken, product = shops[i % len(shops)]
         phone = "13" + "".join(rng.choice("0123456789") for _ in range(9))
         started = await expect(client, 202, "POST", "/v1/consumers/verifications", None, {"phone": phone})
-        c = await expect(client, 201, "POST", "/v1/consumers", None, {
-            "name": f"Consumer {i} 顾客", "phone": phone, "verification_id": started["verification_id"],
-            "code": await outbox_code(phone)})
-        card = await expect(client, 201, "POST", "/v1/cards", c["token"], {
-            "product_id": product["id"], "payment": {"method": "wechat_pay", "reference": f"wx-bench-{i}-{secrets.token_hex(4)}"}})
+        c = await expect(
+            client,
+            201,
+            "POST",
+            "/v1/consumers",
+            None,
+            {
+                "name": f"Consumer {i} 顾客",
+                "phone": phone,
+                "verification_id": started["verification_id"],
+                "code": await outbox_code(phone),
+            },
+        )
+        card = await expect(
+            client,
+            201,
+            "POST",
+            "/v1/cards",
+            c["token"],
+            {
+                "product_id": product["id"],
+                "payment": {"method": "wechat_pay", "reference": f"wx-bench-{i}-{secrets.token_hex(4)}"},
+            },
+        )
         return Card(card["id"], c["token"], card["price"], mtoken)
+
     cards = await gather_limited(consumers, concurrency, one)
     return shops[0][0], shops[0][1], cards
 
@@ -470,6 +533,7 @@ async def set_up(client, operator: str, consumers: int, concurrency: int, uses: 
 # ---------------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Window:
@@ -497,8 +561,9 @@ class PhaseResult:
 DB_NAME = ""
 
 
-async def timed_phase(worker, concurrency: int, warmup: float, duration: float, server_pids: list[int],
-                      on_start=None) -> PhaseResult:
+async def timed_phase(
+    worker, concurrency: int, warmup: float, duration: float, server_pids: list[int], on_start=None
+) -> PhaseResult:
     loop_start = time.perf_counter()
     window = Window(loop_start + warmup, loop_start + warmup + duration)
     result = PhaseResult()
@@ -533,11 +598,21 @@ async def ping_phase(client, cards: list[Card], concurrency: int, warmup: float,
             if window.start <= t1 <= window.end:
                 res.count += 1
                 res.lat_a.append(t1 - t0)
+
     return await timed_phase(worker, concurrency, warmup, duration, pids)
 
 
-async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, warmup: float, duration: float,
-                      pids, on_start=None, keys: bool = True) -> PhaseResult:
+async def pairs_phase(
+    client,
+    mtoken: str,
+    cards: list[Card],
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    pids,
+    on_start=None,
+    keys: bool = True,
+) -> PhaseResult:
     """C workers, each asking on its own cards and confirming. With `keys`, every ask and confirm
     carries an Idempotency-Key (a fresh one each: SPEC §5 asks clients to send one on every call
     that moves money)."""
@@ -546,7 +621,9 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
 
     async def worker(i, window: Window, res: PhaseResult):
         mine = cards[i::concurrency]
-        asks = [client.build("POST", f"/v1/cards/{c.id}/redemptions", c.merchant_token or mtoken, ask_body) for c in mine]
+        asks = [
+            client.build("POST", f"/v1/cards/{c.id}/redemptions", c.merchant_token or mtoken, ask_body) for c in mine
+        ]
         k = 0
         while True:
             t0 = time.perf_counter()
@@ -555,8 +632,17 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
             j = k % len(mine)
             k += 1
             card = mine[j]
-            ask = asks[j] if not keys else client.build("POST", f"/v1/cards/{card.id}/redemptions",
-                                                        card.merchant_token or mtoken, ask_body, f"ask-{run_tag}-{i}-{k}")
+            ask = (
+                asks[j]
+                if not keys
+                else client.build(
+                    "POST",
+                    f"/v1/cards/{card.id}/redemptions",
+                    card.merchant_token or mtoken,
+                    ask_body,
+                    f"ask-{run_tag}-{i}-{k}",
+                )
+            )
             status, body = await client.call("POST", "", raw=ask)
             t1 = time.perf_counter()
             if status != 201:
@@ -564,8 +650,11 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
                 return
             rid = loads(body)["id"]
             path = f"/v1/redemptions/{rid}/confirm"
-            status, body = await client.call("POST", path, raw=client.build("POST", path, card.consumer_token, None,
-                                                                             f"confirm-{rid}" if keys else None))
+            status, body = await client.call(
+                "POST",
+                path,
+                raw=client.build("POST", path, card.consumer_token, None, f"confirm-{rid}" if keys else None),
+            )
             t2 = time.perf_counter()
             if status != 200:
                 res.errors.append(f"confirm {rid}: {status} {body[:300]!r}")
@@ -580,6 +669,7 @@ async def pairs_phase(client, mtoken: str, cards: list[Card], concurrency: int, 
                 res.count += 1
                 res.lat_a.append(t1 - t0)
                 res.lat_b.append(t2 - t1)
+
     return await timed_phase(worker, concurrency, warmup, duration, pids, on_start)
 
 
@@ -599,17 +689,21 @@ def ms(v: float) -> str:
 # Verification
 # ---------------------------------------------------------------------------------------------
 
+
 async def check_money(client, operator: str, cards: list[Card]) -> tuple[int, int]:
     async def one(i):
         return await expect(client, 200, "GET", f"/v1/cards/{cards[i].id}", operator)
+
     answers = await gather_limited(len(cards), 32, one)
     problems = []
     total_released = 0
     for card, got in zip(cards, answers):
         b = got["balance"]
         if got["price"] != b["escrow"] + b["released"] + b["refunded"]:
-            problems.append(f"{card.id}: price {got['price']} != escrow {b['escrow']} + released {b['released']} "
-                            f"+ refunded {b['refunded']}")
+            problems.append(
+                f"{card.id}: price {got['price']} != escrow {b['escrow']} + released {b['released']} "
+                f"+ refunded {b['refunded']}"
+            )
         if b["released"] != card.released_seen:
             problems.append(f"{card.id}: released {b['released']} but the client saw {card.released_seen} confirmed")
         if b["units_used"] != card.confirmed:
@@ -617,15 +711,23 @@ async def check_money(client, operator: str, cards: list[Card]) -> tuple[int, in
         total_released += b["released"]
     seen = sum(c.released_seen for c in cards)
     if seen != total_released:
-        problems.append(f"sum of confirmed releases seen by the client {seen} != sum of released over cards {total_released}")
+        problems.append(
+            f"sum of confirmed releases seen by the client {seen} != sum of released over cards {total_released}"
+        )
     if problems:
         raise BenchFailure("money is NOT conserved:\n  " + "\n  ".join(problems[:20]))
     return seen, total_released
 
 
 def ledger_verify(env: dict) -> str:
-    proc = subprocess.run([sys.executable, "-m", "service.cli", "ledger", "verify"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "ledger", "verify"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = proc.stdout.strip()
     if proc.returncode != 0 or "ledger OK" not in out:
         raise BenchFailure(f"ledger verify FAILED (exit {proc.returncode}):\n{out}\n{proc.stderr[-2000:]}")
@@ -636,12 +738,27 @@ def ledger_verify(env: dict) -> str:
 # Profile (optional): py-spy on the server during the measured pairs window
 # ---------------------------------------------------------------------------------------------
 
+
 def start_profile(pid: int, seconds: float, out: Path, subprocesses: bool) -> subprocess.Popen:
     exe = shutil.which("py-spy")
     if not exe:
         raise BenchFailure("--profile needs py-spy (pip install py-spy)")
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "200",
-           "--format", "raw", "-o", str(out), "--nonblocking", "--gil"]
+    cmd = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, int(seconds))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+        "--nonblocking",
+        "--gil",
+    ]
     if subprocesses:
         cmd.append("--subprocesses")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -663,8 +780,15 @@ def summarise_profile(path: Path, top: int = 25) -> str:
             frames = frames[1:]
         if frames and frames[0].startswith("thread "):
             frames = frames[1:]
-        names = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].replace(str(REPO) + "/", "").split("site-packages/")[-1] + ")"
-                 if " (" in f else f for f in frames]
+        names = [
+            f.split(" (")[0]
+            + " ("
+            + f.split(" (")[1].split(":")[0].replace(str(REPO) + "/", "").split("site-packages/")[-1]
+            + ")"
+            if " (" in f
+            else f
+            for f in frames
+        ]
         total += n
         if names:
             self_n[names[-1]] += n
@@ -691,6 +815,7 @@ def summarise_profile(path: Path, top: int = 25) -> str:
 # Main
 # ---------------------------------------------------------------------------------------------
 
+
 def others_share(phase: PhaseResult) -> float:
     """CPU other processes used during the phase, as a share of one core."""
     return max(0.0, phase.machine_cpu - phase.server_cpu - phase.client_cpu - phase.db_cpu) / phase.wall
@@ -703,9 +828,17 @@ async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[
     operator = "op_bench_" + secrets.token_hex(20)
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-    env.update({"ESCROW_DATA_DIR": str(data_dir), "ESCROW_ENV": "development", "ESCROW_OPERATOR_TOKEN": operator,
-                "ESCROW_SQLITE_SYNCHRONOUS": "FULL", "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
-                "PYTHONUNBUFFERED": "1", "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true"})
+    env.update(
+        {
+            "ESCROW_DATA_DIR": str(data_dir),
+            "ESCROW_ENV": "development",
+            "ESCROW_OPERATOR_TOKEN": operator,
+            "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
+            "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
+            "PYTHONUNBUFFERED": "1",
+            "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true",
+        }
+    )
     pg_name = None
     if args.database_url:
         url, pg_name = await create_pg_database(args.database_url)
@@ -717,24 +850,33 @@ async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[
         await wait_healthy(server)
         top = max(levels)
         client = RawClient("127.0.0.1", server.port, top)
-        mtoken, _, cards = await set_up(client, operator, max(top, args.consumers), min(top, 64), args.uses,
-                                        args.price, args.merchants)
+        mtoken, _, cards = await set_up(
+            client, operator, max(top, args.consumers), min(top, 64), args.uses, args.price, args.merchants
+        )
         pids = process_tree(server.proc.pid)
         ping = await ping_phase(client, cards, args.concurrency, args.warmup, args.duration, pids)
         if ping.errors:
             raise BenchFailure("no-op GET failed: " + "; ".join(ping.errors[:5]))
         ping_rate = ping.count / ping.wall
-        print(f"  {workers} process(es): no-op GET /v1/ping {ping_rate:,.0f}/s at {args.concurrency} connections "
-              f"(other load {100 * others_share(ping):.0f}%)", flush=True)
+        print(
+            f"  {workers} process(es): no-op GET /v1/ping {ping_rate:,.0f}/s at {args.concurrency} connections "
+            f"(other load {100 * others_share(ping):.0f}%)",
+            flush=True,
+        )
         out = []
         for c in levels:
             pairs = await pairs_phase(client, mtoken, cards, c, args.warmup, args.duration, pids, keys=not args.no_keys)
             if pairs.errors:
-                raise BenchFailure(f"{len(pairs.errors)} redemption(s) failed, e.g.:\n  " + "\n  ".join(pairs.errors[:5]))
+                raise BenchFailure(
+                    f"{len(pairs.errors)} redemption(s) failed, e.g.:\n  " + "\n  ".join(pairs.errors[:5])
+                )
             out.append((c, pairs))
-            print(f"  {workers} process(es), {c:4d} connections: {pairs.count / pairs.wall:7,.0f} pairs/s, confirm p50 "
-                  f"{ms(pct(pairs.lat_b, 50)).strip()} p99 {ms(pct(pairs.lat_b, 99)).strip()} "
-                  f"(other load {100 * others_share(pairs):.0f}%)", flush=True)
+            print(
+                f"  {workers} process(es), {c:4d} connections: {pairs.count / pairs.wall:7,.0f} pairs/s, confirm p50 "
+                f"{ms(pct(pairs.lat_b, 50)).strip()} p99 {ms(pct(pairs.lat_b, 99)).strip()} "
+                f"(other load {100 * others_share(pairs):.0f}%)",
+                flush=True,
+            )
         await check_money(client, operator, cards)
         await client.close()
         client = None
@@ -754,8 +896,11 @@ async def run_curve(args) -> int:
     processes = [int(x) for x in args.curve_workers.split(",")]
     db = "PostgreSQL" if args.database_url else "SQLite (synchronous=FULL, WAL)"
     keys = "no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm"
-    print(f"curve: {db}, {keys}, {args.merchants} merchant(s), warm-up {args.warmup:g} s + {args.duration:g} s "
-          f"per point, concurrency {levels}, server processes {processes}", flush=True)
+    print(
+        f"curve: {db}, {keys}, {args.merchants} merchant(s), warm-up {args.warmup:g} s + {args.duration:g} s "
+        f"per point, concurrency {levels}, server processes {processes}",
+        flush=True,
+    )
     rows = []
     try:
         for w in processes:
@@ -766,18 +911,24 @@ async def run_curve(args) -> int:
         return 1
     print()
     print("=" * 94)
-    print(f"redemption curve   {time.strftime('%Y-%m-%d %H:%M:%S')}   {os.cpu_count()} CPUs   {db}   {keys}   "
-          f"{args.merchants} merchants")
-    print(f"{'procs':>5} {'conns':>5} {'pairs/s':>8} {'ask p50':>8} {'ask p99':>8} {'conf p50':>8} {'conf p99':>8} "
-          f"{'÷ no-op':>7} {'other load':>10}")
+    print(
+        f"redemption curve   {time.strftime('%Y-%m-%d %H:%M:%S')}   {os.cpu_count()} CPUs   {db}   {keys}   "
+        f"{args.merchants} merchants"
+    )
+    print(
+        f"{'procs':>5} {'conns':>5} {'pairs/s':>8} {'ask p50':>8} {'ask p99':>8} {'conf p50':>8} {'conf p99':>8} "
+        f"{'÷ no-op':>7} {'other load':>10}"
+    )
     for w, ping_rate, points, verify_line in rows:
         rates = [p.count / p.wall for _, p in points]
         knee = next(i for i, r in enumerate(rates) if r >= 0.8 * max(rates))
         for i, (c, p) in enumerate(points):
             mark = "  <- first at 80% of peak" if i == knee else ""
-            print(f"{w:5d} {c:5d} {rates[i]:8,.0f} {pct(p.lat_a, 50) * 1000:8.1f} {pct(p.lat_a, 99) * 1000:8.1f} "
-                  f"{pct(p.lat_b, 50) * 1000:8.1f} {pct(p.lat_b, 99) * 1000:8.1f} {rates[i] / ping_rate:7.3f} "
-                  f"{100 * others_share(p):9.0f}%{mark}")
+            print(
+                f"{w:5d} {c:5d} {rates[i]:8,.0f} {pct(p.lat_a, 50) * 1000:8.1f} {pct(p.lat_a, 99) * 1000:8.1f} "
+                f"{pct(p.lat_b, 50) * 1000:8.1f} {pct(p.lat_b, 99) * 1000:8.1f} {rates[i] / ping_rate:7.3f} "
+                f"{100 * others_share(p):9.0f}%{mark}"
+            )
         print(f"      no-op GET {ping_rate:,.0f}/s; peak {max(rates):,.0f} pairs/s; {verify_line[:50]}")
     print("ledger verifies, money conserved (every server of the curve)")
     print("=" * 94)
@@ -790,15 +941,17 @@ async def run(args) -> int:
     operator = "op_bench_" + secrets.token_hex(20)
     data_dir = Path(tempfile.mkdtemp(prefix="escrow-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-    env.update({
-        "ESCROW_DATA_DIR": str(data_dir),
-        "ESCROW_ENV": "development",
-        "ESCROW_OPERATOR_TOKEN": operator,
-        "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
-        "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
-        "PYTHONUNBUFFERED": "1",
-        "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true",
-    })
+    env.update(
+        {
+            "ESCROW_DATA_DIR": str(data_dir),
+            "ESCROW_ENV": "development",
+            "ESCROW_OPERATOR_TOKEN": operator,
+            "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
+            "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
+            "PYTHONUNBUFFERED": "1",
+            "ESCROW_RISK_INCREMENTAL": "false" if args.no_risk else "true",
+        }
+    )
     pg_name = None
     db_label = f"SQLite (synchronous=FULL, WAL) in {data_dir}"
     if args.database_url:
@@ -817,11 +970,15 @@ async def run(args) -> int:
         client = make("127.0.0.1", server.port, args.concurrency)
 
         t = time.perf_counter()
-        mtoken, product, cards = await set_up(client, operator, args.consumers, args.concurrency, args.uses, args.price,
-                                              args.merchants)
+        mtoken, product, cards = await set_up(
+            client, operator, args.consumers, args.concurrency, args.uses, args.price, args.merchants
+        )
         setup_s = time.perf_counter() - t
-        print(f"set up: {args.merchants} merchant(s), {len(cards)} consumers and cards ({product['uses']} uses, price {product['price']} fen) "
-              f"in {setup_s:.1f} s", flush=True)
+        print(
+            f"set up: {args.merchants} merchant(s), {len(cards)} consumers and cards ({product['uses']} uses, price {product['price']} fen) "
+            f"in {setup_s:.1f} s",
+            flush=True,
+        )
         pids = process_tree(server.proc.pid)
 
         ping = await ping_phase(client, cards, args.concurrency, args.warmup, args.duration, pids)
@@ -838,8 +995,9 @@ async def run(args) -> int:
             if prof_path:
                 prof = start_profile(server.proc.pid, args.duration, prof_path, args.workers > 1)
 
-        pairs = await pairs_phase(client, mtoken, cards, args.concurrency, args.warmup, args.duration, pids, on_start,
-                                  keys=not args.no_keys)
+        pairs = await pairs_phase(
+            client, mtoken, cards, args.concurrency, args.warmup, args.duration, pids, on_start, keys=not args.no_keys
+        )
         if prof is not None:
             prof.wait(timeout=args.duration + 60)
         peak = {pid: vm_hwm_kib(pid) for pid in process_tree(server.proc.pid)}
@@ -856,41 +1014,62 @@ async def run(args) -> int:
 
         ncpu = os.cpu_count() or 1
         hwm = max(peak.values()) if peak else 0
-        hwm_note = f"{hwm / 1024:.1f} MiB" + (f" (largest of {len(peak)} processes; sum {sum(peak.values()) / 1024:.1f} MiB)"
-                                                if len(peak) > 1 else "")
+        hwm_note = f"{hwm / 1024:.1f} MiB" + (
+            f" (largest of {len(peak)} processes; sum {sum(peak.values()) / 1024:.1f} MiB)" if len(peak) > 1 else ""
+        )
         print()
         print("=" * 78)
-        print(f"redemption benchmark   {time.strftime('%Y-%m-%d %H:%M:%S')}   {ncpu} CPUs, Python {sys.version.split()[0]}")
+        print(
+            f"redemption benchmark   {time.strftime('%Y-%m-%d %H:%M:%S')}   {ncpu} CPUs, Python {sys.version.split()[0]}"
+        )
         print(f"database           {db_label}")
         print(f"server             python -m service.cli serve --workers {args.workers}   (pid {server.proc.pid})")
         print(f"load generator     {client_name(args)}")
-        print(f"run                concurrency {args.concurrency}, {len(cards)} cards over {args.merchants} merchant(s), "
-              f"warm-up {args.warmup:g} s, measured {args.duration:g} s per phase, "
-              + ("no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm"))
+        print(
+            f"run                concurrency {args.concurrency}, {len(cards)} cards over {args.merchants} merchant(s), "
+            f"warm-up {args.warmup:g} s, measured {args.duration:g} s per phase, "
+            + ("no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm")
+        )
         print("-" * 78)
-        print(f"confirmed redemptions/s   {pair_rate:10,.0f}   ({pairs.count:,} ask+confirm pairs in {pairs.wall:.2f} s)")
+        print(
+            f"confirmed redemptions/s   {pair_rate:10,.0f}   ({pairs.count:,} ask+confirm pairs in {pairs.wall:.2f} s)"
+        )
         print(f"  ask      p50 {ms(pct(pairs.lat_a, 50))}   p99 {ms(pct(pairs.lat_a, 99))}")
         print(f"  confirm  p50 {ms(pct(pairs.lat_b, 50))}   p99 {ms(pct(pairs.lat_b, 99))}")
         print(f"  pair     p50 {ms(pct([a + b for a, b in zip(pairs.lat_a, pairs.lat_b)], 50))}")
-        print(f"no-op GET /v1/ping/s      {ping_rate:10,.0f}   (p50 {ms(pct(ping.lat_a, 50)).strip()}, "
-              f"p99 {ms(pct(ping.lat_a, 99)).strip()})")
-        print(f"pairs/s ÷ no-op rate      {pair_rate / ping_rate:10.3f}   (HTTP requests/s during pairs: "
-              f"{2 * pair_rate:,.0f} = {2 * pair_rate / ping_rate:.2f} × no-op)")
+        print(
+            f"no-op GET /v1/ping/s      {ping_rate:10,.0f}   (p50 {ms(pct(ping.lat_a, 50)).strip()}, "
+            f"p99 {ms(pct(ping.lat_a, 99)).strip()})"
+        )
+        print(
+            f"pairs/s ÷ no-op rate      {pair_rate / ping_rate:10.3f}   (HTTP requests/s during pairs: "
+            f"{2 * pair_rate:,.0f} = {2 * pair_rate / ping_rate:.2f} × no-op)"
+        )
         print(f"server peak RSS           {hwm_note}")
-        print(f"server CPU  (pairs)       {100 * pairs.server_cpu / pairs.wall:6.1f}% of one core   "
-              f"(ping phase {100 * ping.server_cpu / ping.wall:.1f}%)")
-        print(f"load-gen CPU (pairs)      {100 * pairs.client_cpu / pairs.wall:6.1f}% of one core   "
-              f"(ping phase {100 * ping.client_cpu / ping.wall:.1f}%)")
+        print(
+            f"server CPU  (pairs)       {100 * pairs.server_cpu / pairs.wall:6.1f}% of one core   "
+            f"(ping phase {100 * ping.server_cpu / ping.wall:.1f}%)"
+        )
+        print(
+            f"load-gen CPU (pairs)      {100 * pairs.client_cpu / pairs.wall:6.1f}% of one core   "
+            f"(ping phase {100 * ping.client_cpu / ping.wall:.1f}%)"
+        )
         if pg_name:
-            print(f"PostgreSQL CPU (pairs)    {100 * pairs.db_cpu / pairs.wall:6.1f}% of one core   "
-                  f"(backends serving {pg_name}; ping phase {100 * ping.db_cpu / ping.wall:.1f}%)")
+            print(
+                f"PostgreSQL CPU (pairs)    {100 * pairs.db_cpu / pairs.wall:6.1f}% of one core   "
+                f"(backends serving {pg_name}; ping phase {100 * ping.db_cpu / ping.wall:.1f}%)"
+            )
         others = others_share(pairs)
-        print(f"other load (pairs)        {100 * others:6.1f}% of one core used by other processes on this "
-              f"{ncpu}-CPU machine" + ("   <- figures disturbed" if others > 0.10 else ""))
+        print(
+            f"other load (pairs)        {100 * others:6.1f}% of one core used by other processes on this "
+            f"{ncpu}-CPU machine" + ("   <- figures disturbed" if others > 0.10 else "")
+        )
         print("-" * 78)
         print(f"ledger verify             {verify_line[:70]}")
-        print(f"money                     {len(cards)} cards: price == escrow + released + refunded on each; "
-              f"{total_confirmed:,} confirmations,")
+        print(
+            f"money                     {len(cards)} cards: price == escrow + released + refunded on each; "
+            f"{total_confirmed:,} confirmations,"
+        )
         print(f"                          releases seen by the client {seen:,} fen == sum of released {released:,} fen")
         print("ledger verifies, money conserved")
         print("=" * 78)
@@ -929,27 +1108,55 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each measured phase (default 2)")
     p.add_argument("--concurrency", type=int, default=64, help="concurrent workers / connections (default 64)")
     p.add_argument("--consumers", type=int, default=None, help="consumers, one card each (default = concurrency)")
-    p.add_argument("--database-url", default="", help="postgresql://user@host:port/name: run on a fresh PostgreSQL "
-                   "database created (and dropped) for the run, named <name>_bench_<random>")
+    p.add_argument(
+        "--database-url",
+        default="",
+        help="postgresql://user@host:port/name: run on a fresh PostgreSQL "
+        "database created (and dropped) for the run, named <name>_bench_<random>",
+    )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator (default raw)")
     p.add_argument("--no-uvloop", action="store_true", help="run the load generator on the stock asyncio loop")
     p.add_argument("--uses", type=int, default=100_000, help="uses per card (default 100000, the maximum)")
-    p.add_argument("--price", type=int, default=333_333, help="card price in fen (default 333333: releases of 3 or 4 fen)")
-    p.add_argument("--profile", default="", help="py-spy the server during the measured pairs window; write "
-                   "collapsed stacks to this file and print the top functions")
+    p.add_argument(
+        "--price", type=int, default=333_333, help="card price in fen (default 333333: releases of 3 or 4 fen)"
+    )
+    p.add_argument(
+        "--profile",
+        default="",
+        help="py-spy the server during the measured pairs window; write "
+        "collapsed stacks to this file and print the top functions",
+    )
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--serve-cmd", default="", help=argparse.SUPPRESS)
-    p.add_argument("--merchants", type=int, default=8, help="merchants the cards are spread over (default 8); "
-                   "every write batch re-assesses the health codes of the merchants in it")
-    p.add_argument("--no-keys", action="store_true", help="send no Idempotency-Key (by default every ask and confirm "
-                   "carries a fresh one, as SPEC §5 asks of clients)")
-    p.add_argument("--curve", nargs="?", const="16,32,64,128,256,512", default="",
-                   help="measure pairs/s and latency at each of these concurrencies (default 16,32,64,128,256,512) "
-                   "for each --curve-workers; --duration/--warmup are per point (try --duration 4 --warmup 1)")
+    p.add_argument(
+        "--merchants",
+        type=int,
+        default=8,
+        help="merchants the cards are spread over (default 8); "
+        "every write batch re-assesses the health codes of the merchants in it",
+    )
+    p.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="send no Idempotency-Key (by default every ask and confirm "
+        "carries a fresh one, as SPEC §5 asks of clients)",
+    )
+    p.add_argument(
+        "--curve",
+        nargs="?",
+        const="16,32,64,128,256,512",
+        default="",
+        help="measure pairs/s and latency at each of these concurrencies (default 16,32,64,128,256,512) "
+        "for each --curve-workers; --duration/--warmup are per point (try --duration 4 --warmup 1)",
+    )
     p.add_argument("--curve-workers", default="1,2", help="server processes for --curve (default 1,2)")
-    p.add_argument("--no-risk", action="store_true", help="switch off the incremental health-code updates "
-                   "(ESCROW_RISK_INCREMENTAL=false), to measure what they cost")
+    p.add_argument(
+        "--no-risk",
+        action="store_true",
+        help="switch off the incremental health-code updates "
+        "(ESCROW_RISK_INCREMENTAL=false), to measure what they cost",
+    )
     p.add_argument("--keep", action="store_true", help="keep the data folder / database after the run")
     args = p.parse_args(argv)
     if args.consumers is None:
@@ -960,6 +1167,7 @@ def main(argv=None) -> int:
     if not args.no_uvloop:
         try:
             import uvloop
+
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             args.uvloop_used = True
         except ImportError:

@@ -16,13 +16,12 @@ Default database: a fresh SQLite file in a temporary folder. `--db postgresql://
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,14 +38,29 @@ daily_t, health_t, complaints_t = MerchantDaily.__table__, MerchantHealth.__tabl
 def generate(engine, merchants: int, events: int, rows_per: int, today: int, seed: int = 7) -> int:
     rng = random.Random(seed)
     per_row = max(1, events // (merchants * rows_per))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         conn.execute(daily_t.delete())
         conn.execute(health_t.delete())
-        conn.execute(insert(health_t), [dict(
-            merchant_id=f"mch_{i:08d}", code="green", since=now, red_since=None, warning_published_at=None,
-            policy_version=1, new_merchant=True, indicators="{}", reasons="[]", onboarded_day=today - 200,
-            **dict.fromkeys(COUNTERS, 0)) for i in range(merchants)])
+        conn.execute(
+            insert(health_t),
+            [
+                dict(
+                    merchant_id=f"mch_{i:08d}",
+                    code="green",
+                    since=now,
+                    red_since=None,
+                    warning_published_at=None,
+                    policy_version=1,
+                    new_merchant=True,
+                    indicators="{}",
+                    reasons="[]",
+                    onboarded_day=today - 200,
+                    **dict.fromkeys(COUNTERS, 0),
+                )
+                for i in range(merchants)
+            ],
+        )
     total_events, batch = 0, []
     with engine.begin() as conn:
         for i in range(merchants):
@@ -76,26 +90,53 @@ def recompute_codes(engine, today: int, now: datetime, policy=DEFAULT_POLICY) ->
 
     def wsum(col):
         return func.coalesce(func.sum(case((in_window, col), else_=0)), 0)
-    sums = [wsum(d[c]) for c in COUNTERS] + [func.sum(d[c]) for c in COUNTERS] + [
-        func.coalesce(func.sum(case((d.day > recent_start, d.issued), else_=0)), 0)]
+
+    sums = (
+        [wsum(d[c]) for c in COUNTERS]
+        + [func.sum(d[c]) for c in COUNTERS]
+        + [func.coalesce(func.sum(case((d.day > recent_start, d.issued), else_=0)), 0)]
+    )
     # prior issuance per number of prior weeks: the merchant's own onboarding bounds its weeks
-    stmt = (select(d.merchant_id, health_t.c.onboarded_day, *sums,
-                   *[func.coalesce(func.sum(case(((d.day > recent_start - 7 * w) & (d.day <= recent_start), d.issued),
-                                                 else_=0)), 0) for w in range(1, policy.surge_weeks + 1)])
-            .join(health_t, health_t.c.merchant_id == d.merchant_id).group_by(d.merchant_id, health_t.c.onboarded_day))
+    stmt = (
+        select(
+            d.merchant_id,
+            health_t.c.onboarded_day,
+            *sums,
+            *[
+                func.coalesce(
+                    func.sum(case(((d.day > recent_start - 7 * w) & (d.day <= recent_start), d.issued), else_=0)), 0
+                )
+                for w in range(1, policy.surge_weeks + 1)
+            ],
+        )
+        .join(health_t, health_t.c.merchant_id == d.merchant_id)
+        .group_by(d.merchant_id, health_t.c.onboarded_day)
+    )
     codes: Counter = Counter()
     with engine.connect() as conn:
-        overdue = dict(conn.execute(select(complaints_t.c.merchant_id, func.count()).where(
-            complaints_t.c.status == "open", complaints_t.c.due_at <= now).group_by(complaints_t.c.merchant_id)).all())
+        overdue = dict(
+            conn.execute(
+                select(complaints_t.c.merchant_id, func.count())
+                .where(complaints_t.c.status == "open", complaints_t.c.due_at <= now)
+                .group_by(complaints_t.c.merchant_id)
+            ).all()
+        )
         n = len(COUNTERS)
         for row in conn.execute(stmt).yield_per(20_000):
             vals = [int(v) for v in row[2:]]
             window = MerchantCounters(**dict(zip(COUNTERS, vals[:n])))
-            all_time = MerchantCounters(**dict(zip(COUNTERS, vals[n:2 * n])))
+            all_time = MerchantCounters(**dict(zip(COUNTERS, vals[n : 2 * n])))
             weeks = max(0, min(policy.surge_weeks, (recent_start - row[1] + 1) // 7))
             prior = vals[2 * n + weeks] if weeks else 0
-            ind = compute_indicators(window, all_time, vals[2 * n], prior, int(overdue.get(row[0], 0)),
-                                     all_time.issued - all_time.released - all_time.refunded, prior_weeks=weeks)
+            ind = compute_indicators(
+                window,
+                all_time,
+                vals[2 * n],
+                prior,
+                int(overdue.get(row[0], 0)),
+                all_time.issued - all_time.released - all_time.refunded,
+                prior_weeks=weeks,
+            )
             codes[classify(ind, policy).code] += 1
     return codes
 
@@ -121,23 +162,32 @@ def main(argv=None) -> int:
     for t in (daily_t, health_t):
         t.create(engine, checkfirst=True)
     from service.db.models import metadata
+
     metadata.create_all(engine, tables=[complaints_t], checkfirst=True) if engine.dialect.name != "sqlite" else None
     if engine.dialect.name == "sqlite":
         with engine.begin() as conn:  # a stand-in complaints table (no foreign keys to fill)
-            conn.execute(text("CREATE TABLE IF NOT EXISTS complaints (id TEXT PRIMARY KEY, merchant_id TEXT, "
-                              "status TEXT, due_at DATETIME)"))
-    now = datetime.now(timezone.utc)
-    today = (now - datetime(1970, 1, 1, tzinfo=timezone.utc)).days
+            conn.execute(
+                text(
+                    "CREATE TABLE IF NOT EXISTS complaints (id TEXT PRIMARY KEY, merchant_id TEXT, "
+                    "status TEXT, due_at DATETIME)"
+                )
+            )
+    now = datetime.now(UTC)
+    today = (now - datetime(1970, 1, 1, tzinfo=UTC)).days
     t0 = time.perf_counter()
     events = generate(engine, args.merchants, args.events, args.rows_per_merchant, today)
     t1 = time.perf_counter()
-    print(f"generated {args.merchants:,} merchants, {args.merchants * args.rows_per_merchant:,} daily rows, "
-          f"{events:,} events in {t1 - t0:.1f}s ({engine.dialect.name})")
+    print(
+        f"generated {args.merchants:,} merchants, {args.merchants * args.rows_per_merchant:,} daily rows, "
+        f"{events:,} events in {t1 - t0:.1f}s ({engine.dialect.name})"
+    )
     codes = recompute_codes(engine, today, now)
     t2 = time.perf_counter()
-    print(f"recomputed {sum(codes.values()):,} health codes in {t2 - t1:.1f}s: "
-          + ", ".join(f"{c} {codes[c]:,}" for c in ("green", "yellow", "red"))
-          + f" — target < 60 s: {'OK' if t2 - t1 < 60 else 'MISSED'}")
+    print(
+        f"recomputed {sum(codes.values()):,} health codes in {t2 - t1:.1f}s: "
+        + ", ".join(f"{c} {codes[c]:,}" for c in ("green", "yellow", "red"))
+        + f" — target < 60 s: {'OK' if t2 - t1 < 60 else 'MISSED'}"
+    )
     engine.dispose()
     if tmp is not None:
         tmp.cleanup()

@@ -42,11 +42,17 @@ class Side:
         self.risk = risk
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"escrow-risk-{'on' if risk else 'off'}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-        self.env.update({
-            "ESCROW_DATA_DIR": str(self.data_dir), "ESCROW_ENV": "development", "ESCROW_OPERATOR_TOKEN": operator,
-            "ESCROW_SQLITE_SYNCHRONOUS": "FULL", "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
-            "PYTHONUNBUFFERED": "1", "ESCROW_RISK_INCREMENTAL": "true" if risk else "false",
-        })
+        self.env.update(
+            {
+                "ESCROW_DATA_DIR": str(self.data_dir),
+                "ESCROW_ENV": "development",
+                "ESCROW_OPERATOR_TOKEN": operator,
+                "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
+                "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
+                "PYTHONUNBUFFERED": "1",
+                "ESCROW_RISK_INCREMENTAL": "true" if risk else "false",
+            }
+        )
         self.server = None
         self.client = None
         self.cards = []
@@ -68,10 +74,14 @@ async def run(args) -> int:
         for s in sides:
             await wait_healthy(s.server)
             s.client = RawClient("127.0.0.1", s.server.port, args.concurrency)
-            s.mtoken, _, s.cards = await set_up(s.client, operator, args.concurrency, args.concurrency, 100_000,
-                                                333_333, args.merchants)
-        print(f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; "
-              f"{args.rounds} rounds of {args.duration:g} s per side, ABBA order", flush=True)
+            s.mtoken, _, s.cards = await set_up(
+                s.client, operator, args.concurrency, args.concurrency, 100_000, 333_333, args.merchants
+            )
+        print(
+            f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; "
+            f"{args.rounds} rounds of {args.duration:g} s per side, ABBA order",
+            flush=True,
+        )
         order = []
         for r in range(args.rounds):
             order += [sides[0], sides[1]] if r % 2 == 0 else [sides[1], sides[0]]
@@ -119,6 +129,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         import uvloop
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass

@@ -21,7 +21,8 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,9 +48,15 @@ async def post(c, url, body, headers, expect=(200, 201)):
 
 async def main(args) -> None:
     with tempfile.TemporaryDirectory() as d:
-        settings = Settings(env="test", data_dir=Path(d), database_url=args.database_url, operator_token=OPERATOR_TOKEN,
-                            background_tasks=False, sqlite_synchronous="NORMAL",
-                            registration_limit_per_minute=10**6)
+        settings = Settings(
+            env="test",
+            data_dir=Path(d),
+            database_url=args.database_url,
+            operator_token=OPERATOR_TOKEN,
+            background_tasks=False,
+            sqlite_synchronous="NORMAL",
+            registration_limit_per_minute=10**6,
+        )
         if not settings.is_sqlite:
             await _recreate_pg_database(settings.effective_database_url)
         await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
@@ -58,26 +65,50 @@ async def main(args) -> None:
         transport = httpx.ASGITransport(app=asgi_app(app), client=("10.9.0.1", 50000))
         rng = random.Random(7)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
-            day = (datetime.now(timezone.utc).astimezone(SH) + timedelta(days=2)).date()
+            day = (datetime.now(UTC).astimezone(SH) + timedelta(days=2)).date()
             await post(c, "/v1/test/clock", {"now": datetime.combine(day, dtime(8), tzinfo=SH).isoformat()}, OP)
             bank = await post(c, "/v1/auditors", {"name": "bank"}, OP)
             bh = {"Authorization": f"Bearer {bank['api_key']}"}
             merchants, products = [], []
             for i in range(args.merchants):
                 uscc_body = "91" + "".join(rng.choice("0123456789") for _ in range(15))
-                m = await post(c, "/v1/merchants", {"name": f"Shop {i}", "uscc": uscc_body + check_character(uscc_body),
-                                                    "category": "fitness"}, OP)
+                m = await post(
+                    c,
+                    "/v1/merchants",
+                    {"name": f"Shop {i}", "uscc": uscc_body + check_character(uscc_body), "category": "fitness"},
+                    OP,
+                )
                 m["h"] = {"Authorization": f"Bearer {m['api_key']}"}
                 merchants.append(m)
-                products.append(await post(c, "/v1/products", {"type": "count", "name": "c", "price": 100_003,
-                                                               "uses": 50, "list_price": 2_500, "valid_days": 365}, m["h"]))
+                products.append(
+                    await post(
+                        c,
+                        "/v1/products",
+                        {
+                            "type": "count",
+                            "name": "c",
+                            "price": 100_003,
+                            "uses": 50,
+                            "list_price": 2_500,
+                            "valid_days": 365,
+                        },
+                        m["h"],
+                    )
+                )
             consumer = await post(c, "/v1/consumers", {"name": "Li", "phone": "13800138000"}, {})
             ch = {"Authorization": f"Bearer {consumer['token']}"}
             cards = []
             for i in range(args.cards):
                 k = i % args.merchants
-                card = await post(c, "/v1/cards", {"product_id": products[k]["id"], "payment": {
-                    "method": "wechat_pay", "reference": f"wx-bench-{i}"}}, ch)
+                card = await post(
+                    c,
+                    "/v1/cards",
+                    {
+                        "product_id": products[k]["id"],
+                        "payment": {"method": "wechat_pay", "reference": f"wx-bench-{i}"},
+                    },
+                    ch,
+                )
                 cards.append((card, merchants[k]))
             t0 = time.perf_counter()
             for i in range(args.redemptions):
@@ -87,23 +118,31 @@ async def main(args) -> None:
             activity = time.perf_counter() - t0
             for card, _ in cards[::10]:
                 await post(c, f"/v1/cards/{card['id']}/refund", None, ch)
-            await post(c, "/v1/test/clock", {"now": datetime.combine(day + timedelta(days=1), dtime(1), tzinfo=SH).isoformat()}, OP)
+            await post(
+                c,
+                "/v1/test/clock",
+                {"now": datetime.combine(day + timedelta(days=1), dtime(1), tzinfo=SH).isoformat()},
+                OP,
+            )
             size = (await c.get("/v1/escrow/reconciliation", headers=bh)).json()["ledger"]["entries"]
             t0 = time.perf_counter()
             batch = await post(c, "/v1/settlements", {"date": day.isoformat()}, bh, expect=(201,))
             close = time.perf_counter() - t0
-            lines = [(day.isoformat(), "credit", card["price"], f"wechat_pay:{card['payment']['reference']}")
-                     for card, _ in cards]
+            lines = [
+                (day.isoformat(), "credit", card["price"], f"wechat_pay:{card['payment']['reference']}")
+                for card, _ in cards
+            ]
             lines += [(day.isoformat(), "debit", x["amount"], x["id"]) for x in batch["payouts"] + batch["refunds"]]
             matched, t0 = 0, time.perf_counter()
-            parts = [lines[i:i + 1000] for i in range(0, len(lines), 1000)]
+            parts = [lines[i : i + 1000] for i in range(0, len(lines), 1000)]
             for part in parts:
                 out = io.StringIO()
                 w = csv.writer(out, lineterminator="\n")
                 w.writerow(["date", "direction", "amount", "reference"])
                 w.writerows(part)
-                r = await c.post("/v1/bank-statements", content=out.getvalue().encode(),
-                                 headers={**bh, "Content-Type": "text/csv"})
+                r = await c.post(
+                    "/v1/bank-statements", content=out.getvalue().encode(), headers={**bh, "Content-Type": "text/csv"}
+                )
                 assert r.status_code == 201, r.text
                 body = r.json()
                 assert body["unmatched_statement_lines"] == [], body["unmatched_statement_lines"][:3]
@@ -112,13 +151,19 @@ async def main(args) -> None:
         await ctx.writer.stop()
         await ctx.engines.dispose()
     db = "SQLite" if settings.is_sqlite else "PostgreSQL"
-    print(f"[{db}] day: {args.cards} purchases, {args.redemptions} confirmed redemptions "
-          f"({args.redemptions / activity:.0f} pairs/s in process), {len(cards[::10])} quit refunds; "
-          f"ledger {size} entries")
-    print(f"[{db}] close the day: {close * 1000:.0f} ms for {len(batch['payouts'])} payouts and "
-          f"{len(batch['refunds'])} refunds (totals {batch['totals']['payouts']} + {batch['totals']['refunds']} fen)")
-    print(f"[{db}] statement: {len(lines)} lines in {len(parts)} uploads, {matched} matched, "
-          f"{match * 1000:.0f} ms ({match * 1e6 / len(lines):.0f} µs a line)")
+    print(
+        f"[{db}] day: {args.cards} purchases, {args.redemptions} confirmed redemptions "
+        f"({args.redemptions / activity:.0f} pairs/s in process), {len(cards[::10])} quit refunds; "
+        f"ledger {size} entries"
+    )
+    print(
+        f"[{db}] close the day: {close * 1000:.0f} ms for {len(batch['payouts'])} payouts and "
+        f"{len(batch['refunds'])} refunds (totals {batch['totals']['payouts']} + {batch['totals']['refunds']} fen)"
+    )
+    print(
+        f"[{db}] statement: {len(lines)} lines in {len(parts)} uploads, {matched} matched, "
+        f"{match * 1000:.0f} ms ({match * 1e6 / len(lines):.0f} µs a line)"
+    )
 
 
 if __name__ == "__main__":

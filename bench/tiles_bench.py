@@ -37,8 +37,10 @@ from ledger.tlog_proof import verify_tlog_proof  # noqa: E402
 
 def med(samples: list[float]) -> str:
     s = sorted(samples)
-    return (f"median {statistics.median(s) * 1e3:.2f} ms, p99 {s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3:.2f} ms"
-            f" ({len(s)} requests)")
+    return (
+        f"median {statistics.median(s) * 1e3:.2f} ms, p99 {s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3:.2f} ms"
+        f" ({len(s)} requests)"
+    )
 
 
 def timed_gets(http: httpx.Client, paths: list[str]) -> list[float]:
@@ -64,13 +66,19 @@ async def main() -> None:
         data_dir = Path(d)
         from service.keys import load_keys
         from service.settings import Settings
+
         settings = Settings(data_dir=data_dir, database_url=url, background_tasks=False)
         db_url = settings.effective_database_url
         print(f"database: {'SQLite' if settings.is_sqlite else 'PostgreSQL'}; {n:,} entries")
         if not settings.is_sqlite:
             await recreate_pg(db_url)
-        subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, env=env_for(data_dir, url),
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "service.cli", "migrate"],
+            cwd=ROOT,
+            env=env_for(data_dir, url),
+            check=True,
+            capture_output=True,
+        )
         keys = load_keys(settings)
         t = time.perf_counter()
         entries, nodes, head, root, cards, totals = build(n)
@@ -86,9 +94,21 @@ async def main() -> None:
         log_vkey = verifier_key(keys.key_name, keys.public_key)
 
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port),
-                                   "--log-level", "warning", "--no-access-log"], cwd=ROOT,
-                                  env=env_for(data_dir, url, ESCROW_BACKGROUND_TASKS="false", ESCROW_ENV="test"))
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.main:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env_for(data_dir, url, ESCROW_BACKGROUND_TASKS="false", ESCROW_ENV="test"),
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=base, timeout=60) as http:
@@ -102,13 +122,22 @@ async def main() -> None:
                 full0 = n // TILE_WIDTH
                 full1 = n // TILE_WIDTH // TILE_WIDTH
                 for name, paths in (
-                        ("level-0 hash tile (full, 8 KiB)",
-                         [f"/log/{tile_path(0, rng.randrange(full0))}" for _ in range(args.requests)]),
-                        ("level-1 hash tile (full)" if full1 else "level-1 hash tile (partial)",
-                         [f"/log/{tile_path(1, rng.randrange(full1)) if full1 else tile_path(1, 0, full0)}"
-                          for _ in range(args.requests)]),
-                        ("entry bundle (full, 256 entries)",
-                         [f"/log/{tile_path('entries', rng.randrange(full0))}" for _ in range(args.requests)])):
+                    (
+                        "level-0 hash tile (full, 8 KiB)",
+                        [f"/log/{tile_path(0, rng.randrange(full0))}" for _ in range(args.requests)],
+                    ),
+                    (
+                        "level-1 hash tile (full)" if full1 else "level-1 hash tile (partial)",
+                        [
+                            f"/log/{tile_path(1, rng.randrange(full1)) if full1 else tile_path(1, 0, full0)}"
+                            for _ in range(args.requests)
+                        ],
+                    ),
+                    (
+                        "entry bundle (full, 256 entries)",
+                        [f"/log/{tile_path('entries', rng.randrange(full0))}" for _ in range(args.requests)],
+                    ),
+                ):
                     timed_gets(http, paths[:20])  # warm
                     print(f"tile fetch, {name}: {med(timed_gets(http, paths))}")
                 seqs = [rng.randrange(n) for _ in range(args.requests)]
@@ -125,8 +154,10 @@ async def main() -> None:
             report = Monitor(base, log_vkey).run()
             el = time.perf_counter() - t0
             assert report["ok"] and report["size"] == n, report
-            print(f"monitor catch-up from empty state: {n:,} entries in {el:.1f} s = {n / el:,.0f} entries/s "
-                  f"({report['cards']:,} cards, {report['open_holds']:,} open holds at the end)")
+            print(
+                f"monitor catch-up from empty state: {n:,} entries in {el:.1f} s = {n / el:,.0f} entries/s "
+                f"({report['cards']:,} cards, {report['open_holds']:,} open holds at the end)"
+            )
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -1,6 +1,6 @@
 """Micro-benchmark (not a test): verify_chain throughput over synthetic ~250-byte entries.
 
-    python bench/verify_bench.py [N]
+python bench/verify_bench.py [N]
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ def synthetic_rows(n: int) -> list[tuple[int, bytes, bytes, bytes]]:
     rows = []
     head = GENESIS_HEAD
     for seq in range(n):
-        canonical = canonical_json({
-            "seq": seq,
-            "kind": "hold",
-            "time": "2025-06-01T12:34:56.789012Z",
-            "card_id": f"card_{seq % 9973:012d}",
-            "merchant_id": f"mer_{seq % 101:012d}",
-            "consumer_id": f"con_{seq % 7919:012d}",
-            "redemption_id": f"red_{seq:016d}",
-            "amount": 12_800 + seq % 1000,
-            "currency": "CNY",
-            "memo": "核销 two-phase hold awaiting consumer confirmation",
-        })
+        canonical = canonical_json(
+            {
+                "seq": seq,
+                "kind": "hold",
+                "time": "2025-06-01T12:34:56.789012Z",
+                "card_id": f"card_{seq % 9973:012d}",
+                "merchant_id": f"mer_{seq % 101:012d}",
+                "consumer_id": f"con_{seq % 7919:012d}",
+                "redemption_id": f"red_{seq:016d}",
+                "amount": 12_800 + seq % 1000,
+                "currency": "CNY",
+                "memo": "核销 two-phase hold awaiting consumer confirmation",
+            }
+        )
         leaf = leaf_hash(canonical)
         head = chain_hash(head, leaf)
         rows.append((seq, canonical, leaf, head))

@@ -39,7 +39,6 @@ from redemptions import (  # noqa: E402
     expect,
     free_port,
     ledger_verify,
-    machine_busy_seconds,
     pairs_phase,
     process_tree,
     set_up,
@@ -48,8 +47,8 @@ from redemptions import (  # noqa: E402
     wait_healthy,
 )
 
-
 # -- the receiver (a separate process: `--receiver PORT`) -----------------------------------------
+
 
 class _Receiving(asyncio.Protocol):
     counts = {"posts": 0}
@@ -78,7 +77,7 @@ class _Receiving(asyncio.Protocol):
                     msg_id = value.strip()
             if len(self.buf) < head_end + 4 + length:
                 return
-            self.buf = self.buf[head_end + 4 + length:]
+            self.buf = self.buf[head_end + 4 + length :]
             if head.startswith("POST"):
                 _Receiving.counts["posts"] += 1
                 if msg_id in _Receiving.ids:
@@ -86,10 +85,16 @@ class _Receiving(asyncio.Protocol):
                 _Receiving.ids.add(msg_id)
                 body = b"ok"
             else:  # GET /count
-                body = f'{{"posts":{_Receiving.counts["posts"]},"unique":{len(_Receiving.ids)},' \
-                       f'"duplicates":{_Receiving.duplicates}}}'.encode()
-            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+                body = (
+                    f'{{"posts":{_Receiving.counts["posts"]},"unique":{len(_Receiving.ids)},'
+                    f'"duplicates":{_Receiving.duplicates}}}'.encode()
+                )
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
 
 
 async def _serve_receiver(port: int) -> None:
@@ -101,6 +106,7 @@ async def _serve_receiver(port: int) -> None:
 
 async def receiver_count(port: int) -> dict:
     import orjson
+
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /count HTTP/1.1\r\nhost: x\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
@@ -112,16 +118,22 @@ async def receiver_count(port: int) -> dict:
 
 # -- the A/B run ----------------------------------------------------------------------------------
 
+
 class Side:
     def __init__(self, hooks: bool, operator: str, database_url: str):
         self.hooks = hooks
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"escrow-hooks-{'on' if hooks else 'off'}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-        self.env.update({
-            "ESCROW_DATA_DIR": str(self.data_dir), "ESCROW_ENV": "development", "ESCROW_OPERATOR_TOKEN": operator,
-            "ESCROW_SQLITE_SYNCHRONOUS": "FULL", "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "ESCROW_DATA_DIR": str(self.data_dir),
+                "ESCROW_ENV": "development",
+                "ESCROW_OPERATOR_TOKEN": operator,
+                "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
+                "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.database_url = database_url
         self.pg_name = ""
         self.server = None
@@ -176,14 +188,24 @@ async def run(args) -> int:
             await wait_healthy(s.server)
             s.client = RawClient("127.0.0.1", s.server.port, args.concurrency)
             if s is hooked:  # first: every event from here on is delivered (and counted)
-                await expect(hooked.client, 201, "POST", "/v1/webhook-endpoints", operator,
-                             {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]})
-            s.mtoken, _, s.cards = await set_up(s.client, operator, args.concurrency, args.concurrency, 100_000,
-                                                333_333, args.merchants)
+                await expect(
+                    hooked.client,
+                    201,
+                    "POST",
+                    "/v1/webhook-endpoints",
+                    operator,
+                    {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]},
+                )
+            s.mtoken, _, s.cards = await set_up(
+                s.client, operator, args.concurrency, args.concurrency, 100_000, 333_333, args.merchants
+            )
         await drained(hooked, operator, rport)
-        print(f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; one endpoint "
-              f"subscribed to every event on the first, receiver on this machine; {args.rounds} rounds of "
-              f"{args.duration:g} s per side, ABBA order", flush=True)
+        print(
+            f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; one endpoint "
+            f"subscribed to every event on the first, receiver on this machine; {args.rounds} rounds of "
+            f"{args.duration:g} s per side, ABBA order",
+            flush=True,
+        )
         order = []
         for r in range(args.rounds):
             order += [sides[0], sides[1]] if r % 2 == 0 else [sides[1], sides[0]]
@@ -202,8 +224,11 @@ async def run(args) -> int:
             if s.hooks:  # drain: the backlog must not fall into the next phase
                 total, lag = await drained(s, operator, rport)
                 note = f"   all {total:,} events delivered {lag:4.1f} s after the phase"
-            print(f"  phase {i + 1:2d}  {s.name}  {res.count / res.wall:8,.0f} confirmed redemptions/s   "
-                  f"other load {100 * others:5.1f}% of a core{note}", flush=True)
+            print(
+                f"  phase {i + 1:2d}  {s.name}  {res.count / res.wall:8,.0f} confirmed redemptions/s   "
+                f"other load {100 * others:5.1f}% of a core{note}",
+                flush=True,
+            )
         counts = await receiver_count(rport)
         total = await events_total(hooked.client, operator)
         for s in sides:
@@ -218,12 +243,18 @@ async def run(args) -> int:
         on, off = (s.pairs / s.seconds for s in sides)
         print("-" * 78)
         for s, rate in zip(sides, (on, off)):
-            print(f"{s.name}  {rate:8,.0f} confirmed redemptions/s   ({s.pairs:,} pairs in {s.seconds:.1f} s; "
-                  f"other load {100 * s.other_cpu / s.seconds:.1f}% of a core)")
-        print(f"receiver: {counts['posts']:,} deliveries, {counts['unique']:,} events, {counts['duplicates']} twice "
-              f"(of {total:,} events)")
-        print(f"one endpoint subscribed to everything costs {100 * (1 - on / off):.1f}% of the pairs/s "
-              f"({100 * (off / on - 1):.1f}% more time per confirmed redemption)")
+            print(
+                f"{s.name}  {rate:8,.0f} confirmed redemptions/s   ({s.pairs:,} pairs in {s.seconds:.1f} s; "
+                f"other load {100 * s.other_cpu / s.seconds:.1f}% of a core)"
+            )
+        print(
+            f"receiver: {counts['posts']:,} deliveries, {counts['unique']:,} events, {counts['duplicates']} twice "
+            f"(of {total:,} events)"
+        )
+        print(
+            f"one endpoint subscribed to everything costs {100 * (1 - on / off):.1f}% of the pairs/s "
+            f"({100 * (off / on - 1):.1f}% more time per confirmed redemption)"
+        )
         print("ledgers verify, money conserved, every event delivered once")
         return 0
     except BenchFailure as exc:
@@ -231,8 +262,10 @@ async def run(args) -> int:
         for s in sides:
             log = s.data_dir / "server.log"
             if log.exists():
-                print(f"--- {s.name} server log (tail) ---\n" + "\n".join(log.read_text().splitlines()[-30:]),
-                      file=sys.stderr)
+                print(
+                    f"--- {s.name} server log (tail) ---\n" + "\n".join(log.read_text().splitlines()[-30:]),
+                    file=sys.stderr,
+                )
         return 1
     finally:
         for s in sides:
@@ -259,6 +292,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         import uvloop
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass

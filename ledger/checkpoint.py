@@ -115,7 +115,7 @@ def key_id(name: str, pub_raw: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + ED25519_ALG + pub_raw).digest()[:4]
 
 
-def verifier_key(name: str, pub_raw: bytes) -> str:
+def verifier_key(name: str, pub_raw: Ed25519PrivateKey | Ed25519PublicKey | bytes) -> str:
     """C2SP vkey string: name+hex8(key id)+base64(0x01 ‖ pubkey)."""
     check_key_name(name)
     pub_raw = public_key_raw(pub_raw)
@@ -125,6 +125,7 @@ def verifier_key(name: str, pub_raw: bytes) -> str:
 def parse_verifier_key(vkey: str) -> tuple[str, bytes, bytes]:
     """Parse a log's C2SP vkey (type 0x01) into (name, key_id, raw public key), checking the key id."""
     from .cosignature import ALG_ED25519, parse_vkey  # cosignature builds on this module
+
     key = parse_vkey(vkey)
     if key.alg != ALG_ED25519:
         raise CheckpointError("verifier key is not an Ed25519 (0x01) key")

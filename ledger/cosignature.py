@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -121,8 +122,7 @@ def generate_witness_key(name: str) -> tuple[str, str]:
     """A new cosigner key: (private key text, vkey). The private text is PRIVATE+KEY+name+keyid+base64(0x04 ‖ seed)."""
     check_key_name(name)
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     kid = cosigner_key_id(name, pub)
     return f"{PRIVATE_PREFIX}{name}+{kid.hex()}+{b64(bytes([ALG_COSIGNATURE_V1]) + seed)}", format_vkey(name, pub)
@@ -133,7 +133,7 @@ def parse_witness_key(text: str) -> tuple[str, Ed25519PrivateKey, str]:
     text = text.strip()
     if not text.startswith(PRIVATE_PREFIX):
         raise CheckpointError("witness key must start with PRIVATE+KEY+")
-    parts = text[len(PRIVATE_PREFIX):].split("+", 2)
+    parts = text[len(PRIVATE_PREFIX) :].split("+", 2)
     if len(parts) != 3:
         raise CheckpointError("witness key must be PRIVATE+KEY+name+keyid+key")
     name, hex_id, key_b64 = parts
@@ -254,8 +254,9 @@ def _verify_log_signature(body: str, vkey: VKey, blob: bytes) -> bool:
     return True
 
 
-def verify_cosigned(note: str, log_vkey: str | VKey, witness_vkeys: list[str | VKey] = (),
-                    quorum: int = 0) -> CosignedCheckpoint:
+def verify_cosigned(
+    note: str, log_vkey: str | VKey, witness_vkeys: Sequence[str | VKey] = (), quorum: int = 0
+) -> CosignedCheckpoint:
     """Verify a checkpoint note: the log's signature, then at least `quorum` distinct trusted cosignatures.
 
     Signatures by unknown keys are ignored (C2SP); a line claiming a trusted key id that fails to verify
@@ -269,8 +270,9 @@ def verify_cosigned(note: str, log_vkey: str | VKey, witness_vkeys: list[str | V
     origin, size, root = parse_checkpoint_body(parsed.body)
     if origin != log_key.name:
         raise CheckpointError(f"checkpoint origin {origin!r} is not the log key's name {log_key.name!r}")
-    if not any(name == log_key.name and _verify_log_signature(parsed.body, log_key, blob)
-               for name, blob in parsed.signatures):
+    if not any(
+        name == log_key.name and _verify_log_signature(parsed.body, log_key, blob) for name, blob in parsed.signatures
+    ):
         raise CheckpointError("checkpoint carries no valid signature by the log's key")
     got: dict[str, int] = {}
     for name, blob in parsed.signatures:

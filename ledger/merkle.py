@@ -255,9 +255,7 @@ def _check_size(name: str, value: object) -> int:
     return value
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 §2.1.3.2. Raises ProofError unless `proof` puts `leaf_hash` at `index` under `root`."""
     index = _check_size("leaf index", index)
     size = _check_size("tree size", size)
@@ -285,9 +283,7 @@ def verify_inclusion(
         raise ProofError("inclusion proof does not lead to the root hash")
 
 
-def verify_consistency(
-    size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]) -> None:
     """RFC 9162 §2.1.4.2. Raises ProofError unless the tree at `size1` is a prefix of the tree at `size2`."""
     size1 = _check_size("size1", size1)
     size2 = _check_size("size2", size2)

@@ -77,8 +77,9 @@ class MoneyRules:
             self.holds[rid] = card_id
         elif kind in ("release", "void"):
             if not isinstance(rid, str) or self.holds.get(rid) != card_id:
-                raise MonitorError(f"entry {seq}: {kind} of redemption {rid} without its open hold on card "
-                                   f"{card_id}", seq)
+                raise MonitorError(
+                    f"entry {seq}: {kind} of redemption {rid} without its open hold on card {card_id}", seq
+                )
             del self.holds[rid]
             if kind == "release":
                 s[1] += amount
@@ -90,16 +91,25 @@ class MoneyRules:
             s[1] += share
         s[3] += _amount(e, "held_delta", seq)
         if s[1] + s[2] > s[0]:
-            raise MonitorError(f"entry {seq}: card {card_id} released {s[1]} and refunded {s[2]}, more than the "
-                               f"{s[0]} paid in", seq)
+            raise MonitorError(
+                f"entry {seq}: card {card_id} released {s[1]} and refunded {s[2]}, more than the {s[0]} paid in", seq
+            )
         if s[3] < 0 or s[3] > s[0] - s[1] - s[2]:
-            raise MonitorError(f"entry {seq}: card {card_id} below zero (escrow {s[0] - s[1] - s[2]}, held {s[3]})",
-                               seq)
+            raise MonitorError(
+                f"entry {seq}: card {card_id} below zero (escrow {s[0] - s[1] - s[2]}, held {s[3]})", seq
+            )
 
 
 class Monitor:
-    def __init__(self, url: str, log_vkey: str, witness_vkeys: Sequence[str] = (), quorum: int = 0,
-                 state_dir: str | Path | None = None, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        log_vkey: str,
+        witness_vkeys: Sequence[str] = (),
+        quorum: int = 0,
+        state_dir: str | Path | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         if not self.url.endswith("/log"):
             self.url += "/log"
@@ -124,8 +134,15 @@ class Monitor:
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        data = orjson.dumps({"size": size, "root": b64(root), "frontier": [b64(h) for h in frontier._edge],
-                             "cards": money.cards, "holds": money.holds})
+        data = orjson.dumps(
+            {
+                "size": size,
+                "root": b64(root),
+                "frontier": [b64(h) for h in frontier._edge],
+                "cards": money.cards,
+                "holds": money.holds,
+            }
+        )
         for name, blob in (("state.json", data), ("checkpoint", note.encode())):
             tmp = self.state_dir / (name + ".tmp")
             with open(tmp, "wb") as f:
@@ -193,15 +210,34 @@ class Monitor:
                 f.cancel()
             pool.shutdown(wait=True)
         if frontier.root() != cp.root_hash:
-            raise MonitorError(f"the entries do not lead to the checkpoint's root at size {size} "
-                               "(history rewritten, or tiles altered)", old_size if old_size < size else None)
+            raise MonitorError(
+                f"the entries do not lead to the checkpoint's root at size {size} "
+                "(history rewritten, or tiles altered)",
+                old_size if old_size < size else None,
+            )
         self._save(size, cp.root_hash, frontier, money, note)
-        return {"ok": True, "size": size, "root_hash": cp.root_hash.hex(), "new_entries": size - old_size,
-                "cosigned_by": [name for name, _ in cp.witnesses], "cards": len(money.cards),
-                "open_holds": len(money.holds), "bad_seq": None, "reason": None}
+        return {
+            "ok": True,
+            "size": size,
+            "root_hash": cp.root_hash.hex(),
+            "new_entries": size - old_size,
+            "cosigned_by": [name for name, _ in cp.witnesses],
+            "cards": len(money.cards),
+            "open_holds": len(money.holds),
+            "bad_seq": None,
+            "reason": None,
+        }
 
-    def _check_tile(self, n: int, width: int, seq: int, entries: list[bytes], hashes: list[bytes],
-                    money: MoneyRules, frontier: Frontier) -> int:
+    def _check_tile(
+        self,
+        n: int,
+        width: int,
+        seq: int,
+        entries: list[bytes],
+        hashes: list[bytes],
+        money: MoneyRules,
+        frontier: Frontier,
+    ) -> int:
         if len(entries) != width:
             raise MonitorError(f"entry bundle {n} has {len(entries)} entries, expected {width}", n * TILE_WIDTH)
         for i in range(seq - n * TILE_WIDTH, width):
@@ -214,8 +250,7 @@ class Monitor:
             except orjson.JSONDecodeError:
                 raise MonitorError(f"entry {seq}: not JSON", seq) from None
             if not isinstance(e, dict) or e.get("seq") != seq:
-                raise MonitorError(f"entry {seq}: its seq field is {e.get('seq') if isinstance(e, dict) else e!r}",
-                                   seq)
+                raise MonitorError(f"entry {seq}: its seq field is {e.get('seq') if isinstance(e, dict) else e!r}", seq)
             money.apply(seq, e)
             frontier.push(leaf)
             seq += 1

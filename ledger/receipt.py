@@ -115,8 +115,7 @@ def verify_receipt(entry: dict, proof: dict, checkpoint: dict, public_key: dict)
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 4:
-        print("usage: python -m ledger.receipt ENTRY.json PROOF.json CHECKPOINT.json PUBKEY.json",
-              file=sys.stderr)
+        print("usage: python -m ledger.receipt ENTRY.json PROOF.json CHECKPOINT.json PUBKEY.json", file=sys.stderr)
         return 2
     try:
         entry, proof, checkpoint, public_key = (orjson.loads(Path(p).read_bytes()) for p in args)
@@ -128,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReceiptError as exc:
         print(f"FAIL: {exc}")
         return 1
-    print(f"OK: entry {entry['seq']} is in the ledger of size {checkpoint['tree_size']} "
-          f"signed at {checkpoint['timestamp']}")
+    print(
+        f"OK: entry {entry['seq']} is in the ledger of size {checkpoint['tree_size']} "
+        f"signed at {checkpoint['timestamp']}"
+    )
     return 0
 
 

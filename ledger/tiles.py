@@ -15,8 +15,19 @@ import struct
 from .hashing import HASH_SIZE, node_hash
 
 __all__ = [
-    "TILE_HEIGHT", "TILE_WIDTH", "TileError", "encode_index", "tile_path", "parse_tile_path", "tiles_for_size",
-    "tile_width", "entry_bundle", "parse_entry_bundle", "tile_node_ids", "hash_tile", "split_hash_tile",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "TileError",
+    "encode_index",
+    "tile_path",
+    "parse_tile_path",
+    "tiles_for_size",
+    "tile_width",
+    "entry_bundle",
+    "parse_entry_bundle",
+    "tile_node_ids",
+    "hash_tile",
+    "split_hash_tile",
     "tile_root",
 ]
 
@@ -35,7 +46,7 @@ def encode_index(n: int) -> str:
         raise TileError("tile index must be >= 0")
     digits = str(n)
     digits = "0" * (-len(digits) % 3) + digits
-    groups = [digits[i:i + 3] for i in range(0, len(digits), 3)]
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
     return "/".join(["x" + g for g in groups[:-1]] + [groups[-1]])
 
 
@@ -102,7 +113,7 @@ def hash_tile(hashes: list[bytes]) -> bytes:
 def split_hash_tile(data: bytes, width: int) -> list[bytes]:
     if len(data) != width * HASH_SIZE:
         raise TileError(f"hash tile of width {width} must be {width * HASH_SIZE} bytes, is {len(data)}")
-    return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def tile_root(hashes: list[bytes]) -> bytes:
@@ -135,6 +146,6 @@ def parse_entry_bundle(data: bytes) -> list[bytes]:
         i += 2
         if i + n > len(data):
             raise TileError("entry bundle ends inside an entry")
-        entries.append(bytes(data[i:i + n]))
+        entries.append(bytes(data[i : i + n]))
         i += n
     return entries

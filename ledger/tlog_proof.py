@@ -9,6 +9,7 @@ hash (SHA-256(0x00 ‖ extra)) to the leaf the inclusion proof places under the 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .checkpoint import CheckpointError
@@ -66,7 +67,7 @@ def parse_tlog_proof(text: str) -> TlogProof:
     if not _DECIMAL.fullmatch(index_text) or len(index_text) > 19:
         raise TlogProofError(f"index {index_text!r} is not a decimal number")
     proof = []
-    for line in lines[i + 1:]:
+    for line in lines[i + 1 :]:
         try:
             h = unb64(line)
         except ValueError as exc:
@@ -79,8 +80,9 @@ def parse_tlog_proof(text: str) -> TlogProof:
     return TlogProof(int(index_text), proof, checkpoint, extra)
 
 
-def verify_tlog_proof(text: str, log_vkey: str, witness_vkeys: list[str] = (), quorum: int = 0,
-                      entry: bytes | None = None) -> tuple[TlogProof, CosignedCheckpoint]:
+def verify_tlog_proof(
+    text: str, log_vkey: str, witness_vkeys: Sequence[str] = (), quorum: int = 0, entry: bytes | None = None
+) -> tuple[TlogProof, CosignedCheckpoint]:
     """Verify a receipt: checkpoint signed by the log, `quorum` trusted cosignatures, and the entry
     (given, or else the `extra` data) at `index` under the checkpoint's root."""
     p = parse_tlog_proof(text)

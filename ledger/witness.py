@@ -20,8 +20,16 @@ from pathlib import Path
 import orjson
 
 from .checkpoint import CheckpointError
-from .cosignature import ALG_ED25519, VKey, cosign, parse_checkpoint_body, parse_note, parse_vkey, parse_witness_key
-from .cosignature import _verify_log_signature
+from .cosignature import (
+    ALG_ED25519,
+    VKey,
+    _verify_log_signature,
+    cosign,
+    parse_checkpoint_body,
+    parse_note,
+    parse_vkey,
+    parse_witness_key,
+)
 from .hashing import HASH_SIZE, b64, unb64
 from .merkle import ProofError, verify_consistency
 
@@ -83,8 +91,10 @@ class WitnessState:
 
     def _write(self, state: dict[str, tuple[int, bytes]]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        data = orjson.dumps({"logs": {o: {"size": s, "root": b64(r)} for o, (s, r) in state.items()}},
-                            option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2)
+        data = orjson.dumps(
+            {"logs": {o: {"size": s, "root": b64(r)} for o, (s, r) in state.items()}},
+            option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2,
+        )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
@@ -136,8 +146,11 @@ class Witness:
         keys = self.logs.get(origin)
         if keys is None:
             return 404, TEXT, b"unknown log origin\n"
-        if not any(name == k.name and _verify_log_signature(parsed.body, k, blob)
-                   for name, blob in parsed.signatures for k in keys):
+        if not any(
+            name == k.name and _verify_log_signature(parsed.body, k, blob)
+            for name, blob in parsed.signatures
+            for k in keys
+        ):
             return 403, TEXT, b"no signature by a trusted log key verifies\n"
         if old > size:
             return 400, TEXT, b"old size is greater than the checkpoint size\n"
@@ -155,6 +168,7 @@ class Witness:
                 if proof:
                     return 422, TEXT, b"the consistency proof must be empty for equal sizes\n"
             else:
+                assert last_root is not None  # old == last_size > 0: a root was recorded with it
                 try:
                     verify_consistency(old, size, last_root, root, proof)
                 except ProofError as exc:

@@ -50,6 +50,7 @@ async def run_async_migrations() -> None:
     url = database_url()
     if url.startswith("sqlite"):
         from pathlib import Path
+
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     async with engine.connect() as connection:

@@ -80,9 +80,11 @@ _JUDGED_ALL = tuple(JUDGED_FIELD.items())  # (threshold name, indicator field), 
 _JUDGED_NEW = tuple((name, f) for name, f in _JUDGED_ALL if name in COUNT_THRESHOLDS)
 # Rate threshold -> (policy gate field, Indicators field of the distinct consumers behind it).
 # The complaint rate's gate compares the counted complaints: distinct consumers under the default policy.
-_GATED = {"refund_rate": ("min_refund_consumers", "refund_consumers"),
-          "rejection_rate": ("min_rejection_consumers", "rejection_consumers"),
-          "complaint_rate": ("min_complaint_consumers", "complaints")}
+_GATED = {
+    "refund_rate": ("min_refund_consumers", "refund_consumers"),
+    "rejection_rate": ("min_rejection_consumers", "rejection_consumers"),
+    "complaint_rate": ("min_complaint_consumers", "complaints"),
+}
 assert set(_GATED) == set(CONSUMER_GATES) and all(_GATED[k][0] == v for k, v in CONSUMER_GATES.items())
 
 

@@ -12,8 +12,9 @@ without a batch job: it bumps one row, re-sums and re-classifies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # The field order is the order of `to_dict()` and of error messages.
 COUNTER_FIELDS: tuple[str, ...] = (
@@ -58,9 +59,7 @@ class MerchantCounters:
     def __add__(self, other: MerchantCounters) -> MerchantCounters:
         if not isinstance(other, MerchantCounters):
             return NotImplemented
-        return MerchantCounters(
-            **{name: getattr(self, name) + getattr(other, name) for name in COUNTER_FIELDS}
-        )
+        return MerchantCounters(**{name: getattr(self, name) + getattr(other, name) for name in COUNTER_FIELDS})
 
     def __radd__(self, other: Any) -> MerchantCounters:
         # Lets `sum(daily_rows)` work: sum() starts from the int 0.
@@ -87,10 +86,7 @@ class MerchantCounters:
             raise ValueError(f"counters must be a mapping, got {type(d).__name__}")
         unknown = sorted(set(d) - set(COUNTER_FIELDS))
         if unknown:
-            raise ValueError(
-                f"unknown counter(s) {', '.join(map(repr, unknown))}; "
-                f"known: {', '.join(COUNTER_FIELDS)}"
-            )
+            raise ValueError(f"unknown counter(s) {', '.join(map(repr, unknown))}; known: {', '.join(COUNTER_FIELDS)}")
         return cls(**{name: d.get(name, 0) for name in COUNTER_FIELDS})
 
 

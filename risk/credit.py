@@ -13,8 +13,9 @@ complaint rate stay below the policy's ceilings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from risk.policy import BP_WHOLE, CODES, PolicyError, _check_int
 
@@ -40,7 +41,7 @@ class CreditPolicy:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, body: Mapping[str, Any]) -> "CreditPolicy":
+    def from_dict(cls, body: Mapping[str, Any]) -> CreditPolicy:
         known = {f.name for f in fields(cls)}
         unknown = set(body) - known
         if unknown:
@@ -54,6 +55,7 @@ DEFAULT_CREDIT_POLICY = CreditPolicy()
 @dataclass(frozen=True)
 class MonthFigures:
     """One calendar month: the worst health code held in it, and what moved."""
+
     month: str  # YYYY-MM
     worst_code: str
     released: int = 0
@@ -87,11 +89,12 @@ def rate_bp(part: int, whole: int) -> int:
     return part * BP_WHOLE // whole
 
 
-def recommend(months_on_platform: int, last_months: Sequence[MonthFigures],
-              policy: CreditPolicy = DEFAULT_CREDIT_POLICY) -> Recommendation:
+def recommend(
+    months_on_platform: int, last_months: Sequence[MonthFigures], policy: CreditPolicy = DEFAULT_CREDIT_POLICY
+) -> Recommendation:
     """Judge the last `policy.green_months` whole months (`last_months`, oldest first; fewer if the
     merchant is newer: the missing months count as not green and nothing released)."""
-    judged = list(last_months)[-policy.green_months:]
+    judged = list(last_months)[-policy.green_months :]
     n = policy.green_months
     reasons: list[str] = []
     failed: list[str] = []
@@ -101,25 +104,45 @@ def recommend(months_on_platform: int, last_months: Sequence[MonthFigures],
         if not ok:
             failed.append(name)
 
-    criterion("months_on_platform", months_on_platform >= policy.min_months_on_platform,
-              f"{months_on_platform} whole months on the platform (at least {policy.min_months_on_platform})")
+    criterion(
+        "months_on_platform",
+        months_on_platform >= policy.min_months_on_platform,
+        f"{months_on_platform} whole months on the platform (at least {policy.min_months_on_platform})",
+    )
     green = sum(1 for m in judged if m.worst_code == "green")
     not_green = [f"{m.month} {m.worst_code}" for m in judged if m.worst_code != "green"]
-    criterion("green_months", green == n and len(judged) == n,
-              f"green in {green} of the last {n} months" + (f" ({', '.join(not_green)})" if not_green else ""))
+    criterion(
+        "green_months",
+        green == n and len(judged) == n,
+        f"green in {green} of the last {n} months" + (f" ({', '.join(not_green)})" if not_green else ""),
+    )
     low = [m.month for m in judged if m.released < policy.min_monthly_released]
     enough = len(judged) == n and not low
-    criterion("monthly_released", enough,
-              f"at least {policy.min_monthly_released} fen released in each of the last {n} months"
-              + (f" (short in {', '.join(low)})" if low else "")
-              + ("" if len(judged) == n else f" (only {len(judged)} months of record)"))
+    criterion(
+        "monthly_released",
+        enough,
+        f"at least {policy.min_monthly_released} fen released in each of the last {n} months"
+        + (f" (short in {', '.join(low)})" if low else "")
+        + ("" if len(judged) == n else f" (only {len(judged)} months of record)"),
+    )
     issued = sum(m.issued for m in judged)
     refund_rate = rate_bp(sum(m.refunded for m in judged), issued)
-    criterion("refund_rate", refund_rate <= policy.max_refund_rate_bp,
-              f"refund rate {refund_rate} bp over those months (at most {policy.max_refund_rate_bp} bp)")
+    criterion(
+        "refund_rate",
+        refund_rate <= policy.max_refund_rate_bp,
+        f"refund rate {refund_rate} bp over those months (at most {policy.max_refund_rate_bp} bp)",
+    )
     complaint_rate = rate_bp(sum(m.complaints for m in judged), sum(m.cards_sold for m in judged))
-    criterion("complaint_rate", complaint_rate <= policy.max_complaint_rate_bp,
-              f"complaint rate {complaint_rate} bp of cards sold (at most {policy.max_complaint_rate_bp} bp)")
-    return Recommendation(recommended=not failed, reasons=tuple(reasons), failed=tuple(failed),
-                          refund_rate_bp=refund_rate, complaint_rate_bp=complaint_rate,
-                          policy_version=policy.version)
+    criterion(
+        "complaint_rate",
+        complaint_rate <= policy.max_complaint_rate_bp,
+        f"complaint rate {complaint_rate} bp of cards sold (at most {policy.max_complaint_rate_bp} bp)",
+    )
+    return Recommendation(
+        recommended=not failed,
+        reasons=tuple(reasons),
+        failed=tuple(failed),
+        refund_rate_bp=refund_rate,
+        complaint_rate_bp=complaint_rate,
+        policy_version=policy.version,
+    )

@@ -135,10 +135,7 @@ def compute_indicators(
         complaints = window.complaints
     _check("complaints", complaints)
     # last7 / (prior / weeks) == last7 * weeks / prior; one floor at the end keeps it exact.
-    surge = (
-        0 if prior_weeks == 0
-        else ratio_bp(last_7_days_issued * prior_weeks, prior_8_weeks_issued)
-    )
+    surge = 0 if prior_weeks == 0 else ratio_bp(last_7_days_issued * prior_weeks, prior_8_weeks_issued)
 
     return Indicators(
         window_issued=window.issued,

@@ -29,9 +29,7 @@ _CODE_ORDER: tuple[str, ...] = ("red", "yellow", "green")  # worst first in the 
 
 
 def _key(label: str, seed: str, item: str) -> bytes:
-    return hashlib.sha256(
-        label.encode() + b"\x00" + seed.encode() + b"\x00" + item.encode()
-    ).digest()
+    return hashlib.sha256(label.encode() + b"\x00" + seed.encode() + b"\x00" + item.encode()).digest()
 
 
 def draw_size(ratio_bp: int, count: int) -> int:

@@ -11,8 +11,9 @@ what it is: risk/README.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 LEVELS: tuple[str, ...] = ("red", "yellow")  # worst first
 CODES: tuple[str, ...] = ("green", "yellow", "red")
@@ -32,8 +33,11 @@ THRESHOLD_NAMES: tuple[str, ...] = RATE_THRESHOLDS + COUNT_THRESHOLDS
 # rate needs before it is judged (rate threshold -> policy field).
 FLAG_FIELDS: tuple[str, ...] = ("complaint_needs_card", "complaint_once_per_consumer", "dismissed_complaints_count")
 GATE_FIELDS: tuple[str, ...] = ("min_refund_consumers", "min_rejection_consumers", "min_complaint_consumers")
-CONSUMER_GATES: dict[str, str] = {"refund_rate": "min_refund_consumers", "rejection_rate": "min_rejection_consumers",
-                                  "complaint_rate": "min_complaint_consumers"}
+CONSUMER_GATES: dict[str, str] = {
+    "refund_rate": "min_refund_consumers",
+    "rejection_rate": "min_rejection_consumers",
+    "complaint_rate": "min_complaint_consumers",
+}
 
 
 class PolicyError(ValueError):
@@ -193,9 +197,7 @@ class Policy:
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
-            raise PolicyError(
-                f"unknown policy key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
-            )
+            raise PolicyError(f"unknown policy key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         if base is None and "version" not in d:
             raise PolicyError("version is required")
 
@@ -205,14 +207,13 @@ class Policy:
             merged[name] = d.get(name, getattr(start, name))
         merged["inspection_ratios"] = InspectionRatios(
             **_merge_group(
-                "inspection_ratios", d.get("inspection_ratios", _KEEP),
+                "inspection_ratios",
+                d.get("inspection_ratios", _KEEP),
                 start.inspection_ratios.to_dict(),
             )
         )
         for name in THRESHOLD_NAMES:
-            merged[name] = Threshold(
-                **_merge_group(name, d.get(name, _KEEP), getattr(start, name).to_dict())
-            )
+            merged[name] = Threshold(**_merge_group(name, d.get(name, _KEEP), getattr(start, name).to_dict()))
         return cls(**merged)
 
 
@@ -229,10 +230,7 @@ def _merge_group(where: str, given: Any, current: dict[str, int]) -> dict[str, i
             raise PolicyError(f"{where} must be an object, got {given!r}")
         unknown = sorted(str(k) for k in given if k not in current)
         if unknown:
-            raise PolicyError(
-                f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
-                f"known: {', '.join(current)}"
-            )
+            raise PolicyError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; known: {', '.join(current)}")
         values = {**current, **given}
     if where == "inspection_ratios":
         _validate_ratios(where, **values)

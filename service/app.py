@@ -14,21 +14,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import migrate
+from service import migrate, sweeper
+from service.alerts.router import router as alerts_router
 from service.cards.router import router as cards_router
 from service.clock import Clock
-from service.consumers.router import router as consumers_router, sms_test_router
+from service.complaints.router import router as complaints_router
+from service.consumers.router import router as consumers_router
+from service.consumers.router import sms_test_router
 from service.context import AppContext
+from service.credit.router import router as credit_router
 from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
+from service.event_log.router import router as events_router
 from service.fastpath import RedemptionFastPath
-from service.keys import load_keys
-from service.alerts.router import router as alerts_router
-from service.complaints.router import router as complaints_router
+from service.filemodes import secure_data_dir
 from service.health.router import router as health_router
-from service.ledger_api import checkpoints
-from service.ledger_api import witnessing
+from service.keys import load_keys
+from service.keys_api.router import router as keys_router
+from service.ledger_api import checkpoints, witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
 from service.middleware import BodyLimitMiddleware
@@ -37,15 +41,11 @@ from service.parties.router import router as parties_router
 from service.products.router import router as products_router
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
-from service.system.router import router as system_router, test_router
-from service.event_log.router import router as events_router
-from service.webhooks.router import router as webhooks_router
-from service.webhooks import dispatcher as webhook_dispatcher
-from service import sweeper
-from service.keys_api.router import router as keys_router
-from service.filemodes import secure_data_dir
-from service.credit.router import router as credit_router
 from service.settlements.router import router as settlements_router
+from service.system.router import router as system_router
+from service.system.router import test_router
+from service.webhooks import dispatcher as webhook_dispatcher
+from service.webhooks.router import router as webhooks_router
 
 log = logging.getLogger("escrow")
 
@@ -56,8 +56,9 @@ def build_context(settings: Settings) -> AppContext:
     keys = load_keys(settings)
     engines = make_engines(settings)
     clock = Clock(movable=settings.env == "test")
-    writer = Writer(engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch,
-                    risk_events=settings.risk_incremental)
+    writer = Writer(
+        engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch, risk_events=settings.risk_incremental
+    )
     return AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
 
 
@@ -71,8 +72,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
         secure_data_dir(settings)  # the migration may just have created the database file
         if ctx.keys.operator_token_generated:
-            print(f"Development operator token (stored in {settings.data_dir / 'operator_token'}): "
-                  f"{ctx.keys.operator_token}", file=sys.stderr, flush=True)
+            print(
+                f"Development operator token (stored in {settings.data_dir / 'operator_token'}): "
+                f"{ctx.keys.operator_token}",
+                file=sys.stderr,
+                flush=True,
+            )
         async with ctx.engines.reader.connect() as conn:
             await ctx.clock.refresh(conn)
         # What start-up built lives as long as the process: keep it out of the cyclic collector's
@@ -99,16 +104,31 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
                 ctx.extras["epoch_watch"].close()
             await ctx.engines.dispose()
 
-    app = FastAPI(title="Prepaid escrow service (预付保)", version="0.1.0", lifespan=lifespan,
-                  telemetry={"tracing": False, "metrics": False, "logs": False},  # its per-request check costs ~8%
-                  description="Prepaid cards sold into escrow; money released only on the consumer's confirmation; "
-                              "every movement on a verifiable ledger. Amounts are integer fen.")
+    app = FastAPI(
+        title="Prepaid escrow service (预付保)",
+        version="0.1.0",
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},  # its per-request check costs ~8%
+        description="Prepaid cards sold into escrow; money released only on the consumer's confirmation; "
+        "every movement on a verifiable ledger. Amounts are integer fen.",
+    )
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
-    for r in (redemptions_router, cards_router, system_router, merchants_router, parties_router, consumers_router,
-              products_router, ledger_router, complaints_router, alerts_router, health_router):
+    for r in (
+        redemptions_router,
+        cards_router,
+        system_router,
+        merchants_router,
+        parties_router,
+        consumers_router,
+        products_router,
+        ledger_router,
+        complaints_router,
+        alerts_router,
+        health_router,
+    ):
         app.include_router(r)
     for r in (settlements_router, credit_router):  # custody and credit (SPEC §12)
         app.include_router(r)

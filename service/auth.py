@@ -54,8 +54,11 @@ async def authenticate_header(header: str | None, ctx: AppContext) -> Principal 
     cached = ctx.token_cache.get(digest)
     if cached is None:
         async with ctx.engines.reader.connect() as conn:
-            row = (await conn.execute(select(ApiToken.role, ApiToken.party_id, ApiToken.expires_at)
-                                      .where(ApiToken.token_hash == digest))).first()
+            row = (
+                await conn.execute(
+                    select(ApiToken.role, ApiToken.party_id, ApiToken.expires_at).where(ApiToken.token_hash == digest)
+                )
+            ).first()
         if row is None or not hmac.compare_digest(PREFIX_ROLE.get(token[:2], ""), row.role):
             raise Unauthorized("The token is not valid.", "bad_token")
         cached = (Principal(row.role, row.party_id), row.expires_at)
@@ -81,5 +84,6 @@ def check_role(principal: Principal | None, roles: tuple[str, ...]) -> Principal
 def require(*roles: str):
     async def dependency(request: Request, ctx: AppContext = Depends(get_ctx)) -> Principal:
         return check_role(await authenticate(request, ctx), roles)
+
     dependency.__name__ = "require_" + "_".join(roles)
     return dependency

@@ -35,7 +35,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +58,7 @@ class BackupError(Exception):
 # Where the database is
 # ---------------------------------------------------------------------------------------------
 
+
 def sqlite_path(settings: Settings) -> Path:
     url = settings.effective_database_url
     return Path(url.split(":///", 1)[1])
@@ -79,9 +80,12 @@ def pg_tool(name: str) -> str:
             return float(Path(path).parent.parent.name)
         except ValueError:
             return 0.0
+
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=version, reverse=True)
     if not candidates:
-        raise BackupError(f"{name} was not found on PATH nor under /usr/lib/postgresql/*/bin; install the PostgreSQL client.")
+        raise BackupError(
+            f"{name} was not found on PATH nor under /usr/lib/postgresql/*/bin; install the PostgreSQL client."
+        )
     return candidates[0]
 
 
@@ -122,6 +126,7 @@ def _fsync_dir(path: Path) -> None:
 # Create
 # ---------------------------------------------------------------------------------------------
 
+
 def _sqlite_snapshot(src_path: Path, dest_path: Path) -> dict:
     if not src_path.exists():
         raise BackupError(f"there is no database at {src_path}")
@@ -146,20 +151,36 @@ def _ledger_state(execute) -> dict:
     head = execute("SELECT size, head FROM ledger_head WHERE id = 1").fetchone()
     cp = execute("SELECT max(tree_size) FROM checkpoints").fetchone()
     rev = execute("SELECT version_num FROM alembic_version").fetchone()
-    return {"tree_size": int(head[0]) if head else 0, "chain_head": bytes(head[1]).hex() if head else None,
-            "checkpoint_tree_size": int(cp[0]) if cp and cp[0] is not None else None,
-            "schema_revision": rev[0] if rev else None}
+    return {
+        "tree_size": int(head[0]) if head else 0,
+        "chain_head": bytes(head[1]).hex() if head else None,
+        "checkpoint_tree_size": int(cp[0]) if cp and cp[0] is not None else None,
+        "schema_revision": rev[0] if rev else None,
+    }
 
 
 def _pg_snapshot(url: str, dest_path: Path) -> dict:
     import psycopg
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         state = _ledger_state(conn.execute)
         # pg_dump reads the very snapshot the manifest describes, while this transaction stays open.
-        _run([pg_tool("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "--no-owner", "--no-privileges",
-              "--file", str(dest_path), "--dbname", url], "pg_dump")
+        _run(
+            [
+                pg_tool("pg_dump"),
+                "--format=custom",
+                f"--snapshot={snapshot}",
+                "--no-owner",
+                "--no-privileges",
+                "--file",
+                str(dest_path),
+                "--dbname",
+                url,
+            ],
+            "pg_dump",
+        )
         conn.execute("COMMIT")
     return state
 
@@ -185,11 +206,18 @@ def create_backup(settings: Settings, dest: Path) -> dict:
             keys.append(name)
     for name in [db_file, *keys]:
         files[name] = {"sha256": sha256_file(dest / name), "bytes": (dest / name).stat().st_size}
-    configured = [n for n, v in (("ESCROW_OPERATOR_TOKEN", settings.operator_token), ("ESCROW_PHONE_KEY", settings.phone_key),
-                                 ("ESCROW_SIGNING_KEY", settings.signing_key)) if v]
+    configured = [
+        n
+        for n, v in (
+            ("ESCROW_OPERATOR_TOKEN", settings.operator_token),
+            ("ESCROW_PHONE_KEY", settings.phone_key),
+            ("ESCROW_SIGNING_KEY", settings.signing_key),
+        )
+        if v
+    ]
     manifest = {
         "format": FORMAT,
-        "created_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "database": kind,
         "database_file": db_file,
         **state,
@@ -209,10 +237,18 @@ def create_backup(settings: Settings, dest: Path) -> dict:
 # Restore
 # ---------------------------------------------------------------------------------------------
 
+
 def _inside(folder: Path, name: str, what: str) -> Path:
     """`folder / name` for a plain file name, refusing anything that could land elsewhere."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or "\x00" in name or os.path.isabs(name):
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.path.isabs(name)
+    ):
         raise BackupError(f"the manifest names {what} {name!r}, which is not a plain file name.")
     path = folder / name
     if path.is_symlink():
@@ -242,14 +278,18 @@ def read_manifest(src: Path) -> dict:
         raise BackupError(f"the manifest's database {kind!r} is not one of {', '.join(DATABASE_FILES)}.")
     db_file = manifest.get("database_file")
     if db_file != DATABASE_FILES[kind]:
-        raise BackupError(f"the manifest's database_file {db_file!r} is not {DATABASE_FILES[kind]!r}, "
-                          f"the only database file a {kind} backup holds.")
+        raise BackupError(
+            f"the manifest's database_file {db_file!r} is not {DATABASE_FILES[kind]!r}, "
+            f"the only database file a {kind} backup holds."
+        )
     keys = manifest.get("keys", [])
     if not isinstance(keys, list) or len(set(map(str, keys))) != len(keys):
         raise BackupError("the manifest's keys must be a list of distinct names.")
     for name in keys:
         if name not in KEY_FILES:
-            raise BackupError(f"the manifest names an unknown key {name!r}; a backup holds only {', '.join(KEY_FILES)}.")
+            raise BackupError(
+                f"the manifest names an unknown key {name!r}; a backup holds only {', '.join(KEY_FILES)}."
+            )
     configured = manifest.get("keys_from_configuration", [])
     if not isinstance(configured, list) or any(n not in CONFIGURED_KEYS for n in configured):
         raise BackupError(f"the manifest's keys_from_configuration may name only {', '.join(CONFIGURED_KEYS)}.")
@@ -262,7 +302,9 @@ def read_manifest(src: Path) -> dict:
     for name in sorted(set(files) - restored, key=str):
         raise BackupError(f"the manifest lists an unexpected file {name!r}: neither its database file nor a known key.")
     for name in sorted(restored - set(files)):
-        raise BackupError(f"the manifest does not list {name!r} with a checksum; every restored file must be checksummed.")
+        raise BackupError(
+            f"the manifest does not list {name!r} with a checksum; every restored file must be checksummed."
+        )
     for name in sorted(restored):
         info = files[name]
         digest = info.get("sha256") if isinstance(info, dict) else None
@@ -272,12 +314,15 @@ def read_manifest(src: Path) -> dict:
         if not f.is_file():
             raise BackupError(f"the backup lacks {name}, which its manifest lists.")
         if sha256_file(f) != digest:
-            raise BackupError(f"{name} does not match the SHA-256 in the manifest: the backup is damaged or was altered.")
+            raise BackupError(
+                f"{name} does not match the SHA-256 in the manifest: the backup is damaged or was altered."
+            )
     return manifest
 
 
 def _pg_has_tables(url: str) -> bool:
     import psycopg
+
     with psycopg.connect(url, autocommit=True) as conn:
         n = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()[0]
     return n > 0
@@ -285,6 +330,7 @@ def _pg_has_tables(url: str) -> bool:
 
 def _pg_wipe(url: str) -> None:
     import psycopg
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
@@ -292,6 +338,7 @@ def _pg_wipe(url: str) -> None:
 
 def _public_key(settings: Settings, staged_keys: Path):
     from ledger.checkpoint import load_private_key, public_key_raw
+
     if settings.signing_key:
         pem = settings.signing_key.encode()
     elif (staged_keys / "signing_key.pem").is_file():
@@ -303,7 +350,9 @@ def _public_key(settings: Settings, staged_keys: Path):
 
 async def _verify(url: str, public_key) -> dict:
     from sqlalchemy.ext.asyncio import create_async_engine
+
     from service.ledger_api.service import verify_ledger
+
     engine = create_async_engine(url)
     try:
         return await verify_ledger(engine, public_key=public_key)
@@ -323,7 +372,9 @@ def _check(report: dict, manifest: dict, public_key) -> list[str]:
     elif manifest["chain_head"] is not None and report["chain_head"] != manifest["chain_head"]:
         problems.append("the restored ledger's chain head differs from the manifest's")
     if manifest.get("checkpoint_tree_size") is not None and public_key is None:
-        problems.append("there is no signing key (neither in the backup nor ESCROW_SIGNING_KEY) to check the checkpoint with")
+        problems.append(
+            "there is no signing key (neither in the backup nor ESCROW_SIGNING_KEY) to check the checkpoint with"
+        )
     return problems
 
 
@@ -332,7 +383,9 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
     manifest = read_manifest(src)
     kind = "sqlite" if settings.is_sqlite else "postgresql"
     if manifest["database"] != kind:
-        raise BackupError(f"the backup holds a {manifest['database']} database but the service is configured for {kind}.")
+        raise BackupError(
+            f"the backup holds a {manifest['database']} database but the service is configured for {kind}."
+        )
     for name in manifest.get("keys_from_configuration", []):
         if not getattr(settings, name.removeprefix("ESCROW_").lower()):
             say(f"note: the backed-up service took {name} from its configuration; set it again before serving")
@@ -349,8 +402,11 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
     else:
         occupied = _pg_has_tables(libpq_url(settings))
     if (occupied or present) and not force:
-        what = ("the database already holds tables" if kind == "postgresql" else f"{target} already exists") if occupied \
+        what = (
+            ("the database already holds tables" if kind == "postgresql" else f"{target} already exists")
+            if occupied
             else f"the data folder already holds other keys ({', '.join(present)})"
+        )
         raise BackupError(f"refusing to restore: {what}. Stop the service and give --force to overwrite it.")
 
     # Every check passed: only now is anything written.
@@ -368,8 +424,19 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
             url = libpq_url(settings)
             if occupied:
                 _pg_wipe(url)
-            _run([pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-                  "--dbname", url, str(src / manifest["database_file"])], "pg_restore")
+            _run(
+                [
+                    pg_tool("pg_restore"),
+                    "--no-owner",
+                    "--no-privileges",
+                    "--exit-on-error",
+                    "--single-transaction",
+                    "--dbname",
+                    url,
+                    str(src / manifest["database_file"]),
+                ],
+                "pg_restore",
+            )
             url_for_verify = settings.effective_database_url
         say(f"verifying the restored ledger ({manifest['tree_size']} entries)…")
         report = asyncio.run(_verify(url_for_verify, public_key))
@@ -389,6 +456,7 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
             os.replace(staged_db, target)
         _fsync_dir(data)
         from service.filemodes import secure_data_dir
+
         secure_data_dir(settings)
         return {"manifest": manifest, "report": report}
     finally:
@@ -399,14 +467,17 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+
 def _cmd_create(args) -> int:
     try:
         m = create_backup(get_settings(), Path(args.dest))
     except BackupError as exc:
         print(f"backup FAILED: {exc}", file=sys.stderr)
         return 1
-    print(f"backup written to {args.dest}: {m['database']} database, ledger tree size {m['tree_size']}, "
-          f"chain head {m['chain_head']}, keys {', '.join(m['keys']) or 'none'}")
+    print(
+        f"backup written to {args.dest}: {m['database']} database, ledger tree size {m['tree_size']}, "
+        f"chain head {m['chain_head']}, keys {', '.join(m['keys']) or 'none'}"
+    )
     return 0
 
 
@@ -417,8 +488,10 @@ def _cmd_restore(args) -> int:
         print(f"restore FAILED: {exc}", file=sys.stderr)
         return 1
     r = out["report"]
-    print(f"restored {out['manifest']['database']} backup of {out['manifest']['created_at']}: ledger OK, "
-          f"{r['size']} entries, chain head {r['chain_head']}; ledger sums equal card balances")
+    print(
+        f"restored {out['manifest']['database']} backup of {out['manifest']['created_at']}: ledger OK, "
+        f"{r['size']} entries, chain head {r['chain_head']}; ledger sums equal card balances"
+    )
     for line in r.get("checks", []):
         print(line)
     return 0
@@ -426,11 +499,16 @@ def _cmd_restore(args) -> int:
 
 def add_commands(sub) -> None:
     backup = sub.add_parser("backup", help="online backups and verified restores").add_subparsers(
-        dest="backup_command", required=True)
-    p = backup.add_parser("create", help="take a consistent backup of the running service's database and keys into DEST")
+        dest="backup_command", required=True
+    )
+    p = backup.add_parser(
+        "create", help="take a consistent backup of the running service's database and keys into DEST"
+    )
     p.add_argument("dest")
     p.set_defaults(func=_cmd_create)
-    p = backup.add_parser("restore", help="restore SRC into the configured data folder / database, then verify the ledger")
+    p = backup.add_parser(
+        "restore", help="restore SRC into the configured data folder / database, then verify the ledger"
+    )
     p.add_argument("src")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty target")
     p.set_defaults(func=_cmd_restore)

@@ -15,7 +15,9 @@ from service.settings import get_settings
 
 def _serve(args) -> int:
     import uvicorn
+
     from service import migrate
+
     settings = get_settings()
     # Before anything touches the database: a production start without its secrets stops here with
     # one clear line (not a traceback from inside uvicorn, after a migration of a default database).
@@ -27,19 +29,29 @@ def _serve(args) -> int:
     migrate.upgrade(settings.effective_database_url)
     # X-Forwarded-For only from ESCROW_TRUSTED_PROXIES: uvicorn would otherwise believe any loopback caller
     trusted = ",".join(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
-    uvicorn.run("service.main:app", host=args.host, port=args.port, workers=args.workers, log_level="warning",
-                access_log=False, proxy_headers=bool(trusted), forwarded_allow_ips=trusted)
+    uvicorn.run(
+        "service.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
+    )
     return 0
 
 
 def _migrate(args) -> int:
     from service import migrate
+
     settings = get_settings()
     if args.downgrade:
         migrate.downgrade(settings.effective_database_url, args.downgrade)
     else:
         migrate.upgrade(settings.effective_database_url)
     from service.filemodes import secure_data_dir
+
     secure_data_dir(settings)
     print("schema is up to date" if not args.downgrade else f"downgraded to {args.downgrade}")
     return 0
@@ -48,6 +60,7 @@ def _migrate(args) -> int:
 async def _with_context(fn):
     from service import migrate
     from service.app import build_context
+
     settings = get_settings()
     await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
     ctx = build_context(settings)
@@ -62,6 +75,7 @@ async def _with_context(fn):
 
 def _sweep(args) -> int:
     from service.sweeper import sweep_once
+
     totals = asyncio.run(_with_context(sweep_once))
     print(json.dumps(totals))
     return 0
@@ -73,6 +87,7 @@ def _progress_printer():
 
     def show(n: int) -> None:
         print(f"\rverified {n:,} entries", end="", file=sys.stderr, flush=True)
+
     return show
 
 
@@ -81,12 +96,15 @@ def _verify(args) -> int:
 
     async def run(ctx):
         return await verify_ledger(ctx.engines.reader, _progress_printer(), public_key=ctx.keys.public_key)
+
     report = asyncio.run(_with_context(run))
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if report["ok"]:
-        print(f"ledger OK: {report['size']} entries, chain head {report['chain_head']}, "
-              f"root {report['root_hash']}; ledger sums equal card balances")
+        print(
+            f"ledger OK: {report['size']} entries, chain head {report['chain_head']}, "
+            f"root {report['root_hash']}; ledger sums equal card balances"
+        )
         for extra in report.get("checks", []):
             print(extra)
         return 0
@@ -97,6 +115,7 @@ def _verify(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from service.filemodes import restrict_umask
+
     restrict_umask()  # data folder 0700, database files and keys 0600 (serve, migrate, restore, …)
     parser = argparse.ArgumentParser(prog="escrow", description="Prepaid escrow service (预付保)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
 def _verify_receipt(args) -> int:
     if len(args.files) == 1 and args.log_vkey:
         from service.ledger_cli import verify_tlog_receipt
+
         return verify_tlog_receipt(args)
     if len(args.files) != 4 or args.log_vkey:
-        print("usage: verify-receipt FILE --log-vkey VKEY [--witness-vkey VKEY ...] [--quorum K], "
-              "or verify-receipt ENTRY PROOF CHECKPOINT PUBKEY", file=sys.stderr)
+        print(
+            "usage: verify-receipt FILE --log-vkey VKEY [--witness-vkey VKEY ...] [--quorum K], "
+            "or verify-receipt ENTRY PROOF CHECKPOINT PUBKEY",
+            file=sys.stderr,
+        )
         return 2
     from ledger.receipt import main as receipt_main
+
     return receipt_main(args.files)
 
 
@@ -135,12 +159,13 @@ def _export(args) -> int:
     from service.ledger_api.export import export_jsonl
 
     async def run(ctx):
-        out = open(args.output, "wb") if args.output != "-" else sys.stdout.buffer
+        out = open(args.output, "wb") if args.output != "-" else sys.stdout.buffer  # noqa: ASYNC230 (a one-shot CLI)
         try:
             return await export_jsonl(ctx.engines.reader, out)
         finally:
             if out is not sys.stdout.buffer:
                 out.close()
+
     n = asyncio.run(_with_context(run))
     print(f"exported {n} entries", file=sys.stderr)
     return 0
@@ -148,13 +173,17 @@ def _export(args) -> int:
 
 def _checkpoint(args) -> int:
     from service.ledger_api.checkpoints import make_checkpoint
+
     print(json.dumps(asyncio.run(_with_context(make_checkpoint)), ensure_ascii=False, indent=2))
     return 0
 
 
 def _ledger_extras(ledger, sub) -> None:
-    p = ledger.add_parser("verify-receipt", help="check a receipt offline: a tlog-proof FILE with --log-vkey "
-                          "(and witnesses, quorum), or four JSON files: entry, proof, checkpoint, public key")
+    p = ledger.add_parser(
+        "verify-receipt",
+        help="check a receipt offline: a tlog-proof FILE with --log-vkey "
+        "(and witnesses, quorum), or four JSON files: entry, proof, checkpoint, public key",
+    )
     p.add_argument("files", nargs="+")
     p.add_argument("--log-vkey", default=None, help="the log's C2SP vkey (tlog-proof form)")
     p.add_argument("--witness-vkey", action="append", default=[], help="a trusted witness's vkey (repeatable)")
@@ -173,8 +202,10 @@ _EXTRA_COMMANDS: list = [_ledger_extras]
 
 def _health_extras(ledger, sub) -> None:
     from service.health.recompute import add_commands as add_risk
+
     add_risk(sub)
     from service.demo import add_commands as add_demo
+
     add_demo(sub)
 
 
@@ -183,6 +214,7 @@ _EXTRA_COMMANDS.append(_health_extras)
 
 def _backup_extras(ledger, sub) -> None:
     from service.backup import add_commands as add_backup
+
     add_backup(sub)
 
 
@@ -191,6 +223,7 @@ _EXTRA_COMMANDS.append(_backup_extras)
 
 def _sms_extras(ledger, sub) -> None:
     from service.consumers.sms import add_commands as add_sms
+
     add_sms(sub)
 
 
@@ -199,6 +232,7 @@ _EXTRA_COMMANDS.append(_sms_extras)
 
 def _witness_extras(ledger, sub) -> None:
     from service.ledger_cli import add_commands as add_witness_monitor
+
     add_witness_monitor(ledger, sub)
 
 

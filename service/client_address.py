@@ -36,7 +36,7 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 def _ip(text: str):
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:

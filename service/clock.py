@@ -5,7 +5,7 @@ The offset lives in the database (`app_state`) so every replica reads the same t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import select
@@ -17,7 +17,7 @@ OFFSET_KEY = "clock_offset_us"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -28,7 +28,7 @@ def iso(dt: datetime | None) -> str | None:
 
 @lru_cache(maxsize=1024)  # a write batch states its one `now` in every entry and answer
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Clock:

@@ -16,6 +16,7 @@ def _no_nul(value: str) -> str:
         raise ValueError("must not contain the NUL character")
     return value
 
+
 Fen = Annotated[int, Field(strict=True, ge=1, le=10**12, description="Amount in fen (分, 1/100 yuan), an integer")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_no_nul)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_no_nul)]
@@ -56,5 +57,5 @@ async def long_poll(ctx, stmt, wait: float, signal) -> list:
             return rows
         try:
             await asyncio.wait_for(waiter.wait(), timeout=min(left, LONG_POLL_SECONDS))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass

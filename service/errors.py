@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -91,11 +91,19 @@ ERROR_SCHEMA = {
 
 def responses(*statuses: int) -> dict:
     """The `responses=` of a route: the error body for each status it may answer."""
-    text = {400: "Malformed request", 401: "No or bad token", 403: "Role may not do this",
-            404: "Not found or not yours", 409: "State conflict", 422: "Field out of range",
-            429: "Rate limited"}
-    return {s: {"description": text.get(s, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-            for s in statuses}
+    text = {
+        400: "Malformed request",
+        401: "No or bad token",
+        403: "Role may not do this",
+        404: "Not found or not yours",
+        409: "State conflict",
+        422: "Field out of range",
+        429: "Rate limited",
+    }
+    return {
+        s: {"description": text.get(s, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for s in statuses
+    }
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:

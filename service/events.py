@@ -19,7 +19,9 @@ async def card_purchased(tx: Tx, merchant_id: str, amount: int) -> None:
     await record(tx, merchant_id, issued=amount, cards_sold=1)
 
 
-async def card_refunded(tx: Tx, merchant_id: str, amount: int, merchant_share: int, consumer_id: str | None = None) -> None:
+async def card_refunded(
+    tx: Tx, merchant_id: str, amount: int, merchant_share: int, consumer_id: str | None = None
+) -> None:
     await record(tx, merchant_id, refunded=amount, released=merchant_share)
     if tx.risk_events and consumer_id is not None:
         health.record_consumer(tx, merchant_id, consumer_id, "refund")
@@ -29,8 +31,9 @@ async def redemption_asked(tx: Tx, merchant_id: str) -> None:
     await record(tx, merchant_id, redemptions_asked=1)
 
 
-async def redemption_answered(tx: Tx, merchant_id: str, status: str, released: int,
-                              consumer_id: str | None = None) -> None:
+async def redemption_answered(
+    tx: Tx, merchant_id: str, status: str, released: int, consumer_id: str | None = None
+) -> None:
     if status == "confirmed":
         await record(tx, merchant_id, released=released)
     elif status == "rejected":

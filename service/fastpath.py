@@ -127,19 +127,25 @@ class RedemptionFastPath:
                 return None
             auth = headers.get(b"authorization")
             if kind == "ask":
-                who = check_role(await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("merchant",))
+                who = check_role(
+                    await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("merchant",)
+                )
                 field, n = units
                 hold_minutes = ctx.settings.hold_minutes
 
                 async def ask(tx):
                     return 201, await redemptions.ask(tx, who.party_id, object_id, field, n, hold_minutes)
+
                 op = QuickOp(ask, Reads(card=object_id))
                 path = f"/v1/cards/{object_id}/redemptions"
             else:
-                who = check_role(await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("consumer",))
+                who = check_role(
+                    await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("consumer",)
+                )
 
                 async def confirm(tx):
                     return 200, await redemptions.confirm(tx, who.party_id, object_id)
+
                 op = QuickOp(confirm, Reads(redemption=object_id))
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
@@ -148,8 +154,11 @@ class RedemptionFastPath:
             return exc.status_code, exc.body(), False
         except Exception:
             log.exception("unexpected error")
-            return 500, {"error": {"code": "internal_error",
-                                   "message": "An unexpected error occurred; nothing was changed."}}, False
+            return (
+                500,
+                {"error": {"code": "internal_error", "message": "An unexpected error occurred; nothing was changed."}},
+                False,
+            )
 
 
 def _replay(chunks: list[bytes], final, receive=None):
@@ -164,4 +173,5 @@ def _replay(chunks: list[bytes], final, receive=None):
         if receive is not None:
             return await receive()
         return {"type": "http.disconnect"}
+
     return replay

@@ -12,7 +12,8 @@ cards and redemptions, once it holds the head, and stored with the run's merged 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -54,8 +55,14 @@ def json_response(status: int, body: dict, replayed: bool = False) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-async def mutate(ctx: AppContext, request: Request, principal: Principal | None, body: Any,
-                 op: Callable[[Tx], Awaitable[Result]], caller: str | None = None) -> Response:
+async def mutate(
+    ctx: AppContext,
+    request: Request,
+    principal: Principal | None,
+    body: Any,
+    op: Callable[[Tx], Awaitable[Result]],
+    caller: str | None = None,
+) -> Response:
     """Run a write through the batching writer, honouring an Idempotency-Key if given."""
     key = idempotency_key(request)
     who = caller or (principal.caller if principal else "anonymous")
@@ -64,8 +71,9 @@ async def mutate(ctx: AppContext, request: Request, principal: Principal | None,
     return json_response(status, result, replayed)
 
 
-async def run_write(ctx: AppContext, who: str, key: str | None, digest: str,
-                    op: Callable[[Tx], Awaitable[Result]] | QuickOp) -> tuple[int, dict, bool]:
+async def run_write(
+    ctx: AppContext, who: str, key: str | None, digest: str, op: Callable[[Tx], Awaitable[Result]] | QuickOp
+) -> tuple[int, dict, bool]:
     if key is None:
         status, result = await ctx.writer.run(op)
         return status, result, False

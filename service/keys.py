@@ -53,7 +53,9 @@ class PhoneVault:
         if len(master_key) != 32:
             raise ValueError("the phone key must be 32 bytes")
         enc = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"escrow phone encryption").derive(master_key)
-        self._lookup_key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"escrow phone lookup").derive(master_key)
+        self._lookup_key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"escrow phone lookup").derive(
+            master_key
+        )
         self._aead = AESGCM(enc)
 
     def encrypt(self, phone: str) -> bytes:
@@ -107,5 +109,12 @@ def load_keys(settings: Settings) -> Keys:
     private = load_private_key(pem)
     pub = public_key_raw(private)
     name = settings.ledger_origin
-    return Keys(operator_token=token, operator_token_generated=generated, phone=PhoneVault(master),
-                signing_key=private, public_key=pub, key_name=name, verifier_key=verifier_key(name, pub))
+    return Keys(
+        operator_token=token,
+        operator_token_generated=generated,
+        phone=PhoneVault(master),
+        signing_key=private,
+        public_key=pub,
+        key_name=name,
+        verifier_key=verifier_key(name, pub),
+    )

@@ -26,8 +26,10 @@ def verify_tlog_receipt(args) -> int:
         print(f"FAIL: {exc}")
         return 1
     names = ", ".join(name for name, _ in cp.witnesses) or "no witness"
-    print(f"OK: entry {proof.index} is in {cp.origin} at tree size {cp.tree_size}, cosigned by {names} "
-          f"(quorum {args.quorum})")
+    print(
+        f"OK: entry {proof.index} is in {cp.origin} at tree size {cp.tree_size}, cosigned by {names} "
+        f"(quorum {args.quorum})"
+    )
     return 0
 
 
@@ -37,6 +39,7 @@ def _monitor(args) -> int:
     log_vkey = args.log_vkey
     if log_vkey is None:  # trust on first use, kept in the state folder
         import httpx
+
         saved = Path(args.state) / "log_vkey" if args.state else None
         if saved is not None and saved.exists():
             log_vkey = saved.read_text().strip()
@@ -47,7 +50,8 @@ def _monitor(args) -> int:
                 saved.write_text(log_vkey + "\n")
     base = args.url.rstrip("/")
     report = Monitor(base, log_vkey, args.witness_vkey, args.quorum, args.state).run(
-        (lambda n: print(f"\r{n} entries", end="", file=sys.stderr)) if args.progress else None)
+        (lambda n: print(f"\r{n} entries", end="", file=sys.stderr)) if args.progress else None
+    )
     if args.progress:
         print(file=sys.stderr)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

@@ -16,8 +16,9 @@ def cumulative_release(price: int, units_total: int, units_used: int) -> int:
 
 def release_share(price: int, units_total: int, units_used: int, units: int) -> int:
     """Principal that moves to the merchant when `units` more are confirmed after `units_used`."""
-    return (cumulative_release(price, units_total, units_used + units)
-            - cumulative_release(price, units_total, units_used))
+    return cumulative_release(price, units_total, units_used + units) - cumulative_release(
+        price, units_total, units_used
+    )
 
 
 def held_amount(price: int, units_total: int, units_used: int, units_held: int) -> int:

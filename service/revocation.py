@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert
 
 from service.db.models import AppState
 from service.ids import new_id
@@ -79,6 +79,7 @@ class EpochWatch:
         try:
             if self._pg is None or self._pg.is_closed():
                 import asyncpg
+
                 self._pg = await asyncpg.connect(self.dsn, statement_cache_size=8)
             future.set_result(await self._pg.fetchval(self.SQL))
         except BaseException as exc:  # the waiters get the error (a 500 or 503), never a stale answer

@@ -68,11 +68,13 @@ class Settings(BaseSettings):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             ZoneInfo(value)  # an unknown zone stops the start-up, not the first settlement
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
     # Events and webhooks (SPEC §9)
     event_retention_days: int = Field(30, ge=30)
     webhook_retry_seconds: str = "5,300,1800,7200,18000,36000,36000"  # back-off between attempts
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+asyncpg://" + url.split("://", 1)[1]
             if url.startswith("sqlite:///"):
-                url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+                url = "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'escrow.db').resolve()}"
 
@@ -130,14 +132,17 @@ class Settings(BaseSettings):
 
     def _sms_problems(self) -> list[str]:
         from service.client_address import parse_networks
+
         problems = []
         try:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
             problems.append(f"ESCROW_TRUSTED_PROXIES: {exc}")
         if self.effective_sms_sender == "outbox" and not self.sms_outbox_in_production:
-            problems.append("ESCROW_SMS_SENDER=outbox keeps codes in the database: use http, or set "
-                            "ESCROW_SMS_OUTBOX_IN_PRODUCTION=true to accept that")
+            problems.append(
+                "ESCROW_SMS_SENDER=outbox keeps codes in the database: use http, or set "
+                "ESCROW_SMS_OUTBOX_IN_PRODUCTION=true to accept that"
+            )
         if self.effective_sms_sender == "http":
             if not self.sms_url.startswith(("https://", "http://")):
                 problems.append("ESCROW_SMS_URL must be the gateway's http(s) URL")

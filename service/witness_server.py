@@ -60,8 +60,7 @@ def serve(key_file: str, log_vkeys: list[str], state_file: str, host: str, port:
     witness = Witness(Path(key_file).read_text(), log_vkeys, state_file)
     server = ThreadingHTTPServer((host, port), make_handler(witness))
     server.daemon_threads = True
-    print(f"witness {witness.vkey} listening on http://{host}:{server.server_address[1]}", file=sys.stderr,
-          flush=True)
+    print(f"witness {witness.vkey} listening on http://{host}:{server.server_address[1]}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -22,8 +22,14 @@ from api_tests.realserver import RealServer, fresh_database
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("ESCROW_CHROMIUM", "/usr/lib/chromium/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desk": {"width": 1366, "height": 900}}
 PAGE_BUDGET = 150 * 1024  # bytes of HTML + CSS + JS on a page's first load
 AXE_SOURCE = (HERE / "axe.min.js").read_text(encoding="utf-8")
@@ -34,9 +40,14 @@ README_SHOTS = Path(os.environ["ESCROW_SCREENSHOT_DIR"]) if os.environ.get("ESCR
 
 async def _server(tmp: str, name: str) -> RealServer:
     db = await fresh_database("escrow_pages")
-    server = RealServer(Path(tmp), db, name=name, ESCROW_CHECKPOINT_INTERVAL_SECONDS="0.5",
-                        ESCROW_SWEEP_INTERVAL_SECONDS="1",
-                        ESCROW_OPERATOR_TOKEN=OPERATOR_TOKEN)  # the factories' operator
+    server = RealServer(
+        Path(tmp),
+        db,
+        name=name,
+        ESCROW_CHECKPOINT_INTERVAL_SECONDS="0.5",
+        ESCROW_SWEEP_INTERVAL_SECONDS="1",
+        ESCROW_OPERATOR_TOKEN=OPERATOR_TOKEN,
+    )  # the factories' operator
     server.migrate()
     await server.start()
     return server
@@ -56,6 +67,7 @@ async def server():
 @pytest.fixture(scope="module")
 async def browser():
     from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -82,9 +94,10 @@ WEIGHTS: dict[str, int] = {}  # the heaviest first load seen per page, for the r
 def pytest_terminal_summary(terminalreporter):
     if WEIGHTS:
         worst = max(WEIGHTS.values())
-        terminalreporter.write_line(f"pages: first loads of HTML+CSS+JS, heaviest {worst / 1024:.1f} KB of "
-                                    f"{PAGE_BUDGET // 1024} KB: " + ", ".join(
-                                        f"{k} {v / 1024:.1f} KB" for k, v in sorted(WEIGHTS.items())))
+        terminalreporter.write_line(
+            f"pages: first loads of HTML+CSS+JS, heaviest {worst / 1024:.1f} KB of "
+            f"{PAGE_BUDGET // 1024} KB: " + ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in sorted(WEIGHTS.items()))
+        )
 
 
 WEIGHT_JS = """() => {
@@ -123,7 +136,9 @@ class Visit:
         total = await page.evaluate(WEIGHT_JS)
         assert total > 0, f"{path}: nothing was weighed"
         self.weights[path] = total
-        WEIGHTS[f"{path.split('?')[0]} ({self.viewport})"] = max(total, WEIGHTS.get(f"{path.split('?')[0]} ({self.viewport})", 0))
+        WEIGHTS[f"{path.split('?')[0]} ({self.viewport})"] = max(
+            total, WEIGHTS.get(f"{path.split('?')[0]} ({self.viewport})", 0)
+        )
         assert total < PAGE_BUDGET, f"{path}: first load {total} bytes of HTML+CSS+JS (budget {PAGE_BUDGET})"
         if axe:
             await check_axe(page, path)
@@ -146,8 +161,11 @@ async def check_axe(page, what: str) -> None:
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
         await page.evaluate(AXE_SOURCE + "\n;true")
     result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    bad = [f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-           for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
     assert not bad, f"axe on {what}: " + "; ".join(bad)
 
 
@@ -176,6 +194,7 @@ def pytest_runtest_makereport(item, call):
 
 # ---- setup over HTTP, as SPEC §8 says a consumer registers --------------------------------------------
 
+
 def random_phone() -> str:
     return "13" + "".join(random.choice("0123456789") for _ in range(9))
 
@@ -191,8 +210,9 @@ async def register(api: httpx.AsyncClient, name: str = "Li Lei 李雷") -> dict:
     r = await api.post("/v1/consumers/verifications", json={"phone": phone})
     assert r.status_code == 202, r.text
     vid = r.json()["verification_id"]
-    r = await api.post("/v1/consumers", json={"name": name, "phone": phone, "verification_id": vid,
-                                              "code": await code_for(api, phone)})
+    r = await api.post(
+        "/v1/consumers", json={"name": name, "phone": phone, "verification_id": vid, "code": await code_for(api, phone)}
+    )
     assert r.status_code == 201, r.text
     c = r.json()
     c["phone"] = phone

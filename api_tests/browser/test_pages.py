@@ -13,8 +13,17 @@ import httpx
 import pytest
 
 from api_tests.browser.conftest import README_SHOTS, _server, check_axe, code_for, register
-from api_tests.factories import OP, answer, ask, buy_card, create_merchant, create_regulator, file_complaint, \
-    publish, publish_count, put_policy
+from api_tests.factories import (
+    answer,
+    ask,
+    buy_card,
+    create_merchant,
+    create_regulator,
+    file_complaint,
+    publish,
+    publish_count,
+    put_policy,
+)
 
 LIVE = 20_000  # ms a live update may take (long-poll or 1 s polling, a checkpoint every 0.5 s)
 
@@ -55,8 +64,10 @@ async def test_consumer_signs_in_sees_an_ask_live_confirms_and_verifies_the_rece
     text = await item.inner_text()
     assert "Iron Gym" in text and "¥50.00" in text and "¥41.66" in text, text  # units (face) and release amount
     await page.wait_for_function(  # the hold shows on the card at once
-        "id => document.querySelector('#card-' + id + ' .available').textContent === '¥958.34'", arg=card["id"],
-        timeout=LIVE)
+        "id => document.querySelector('#card-' + id + ' .available').textContent === '¥958.34'",
+        arg=card["id"],
+        timeout=LIVE,
+    )
     await check_axe(page, "/app with an ask")
     if viewport == "phone":
         README_SHOTS.mkdir(parents=True, exist_ok=True)
@@ -70,14 +81,19 @@ async def test_consumer_signs_in_sees_an_ask_live_confirms_and_verifies_the_rece
     card_now = (await api.get(f"/v1/cards/{card['id']}", headers=consumer["headers"])).json()
     assert card_now["balance"]["released"] == 4_166
     await page.wait_for_function(  # the card on the page follows, without a reload
-        "id => document.querySelector('#card-' + id + ' .balance').textContent === '¥958.34'", arg=card["id"],
-        timeout=LIVE)
+        "id => document.querySelector('#card-' + id + ' .balance').textContent === '¥958.34'",
+        arg=card["id"],
+        timeout=LIVE,
+    )
 
     receipt = page.locator(f"#receipts .receipt[data-seq='{seq}']")
     await receipt.get_by_role("button", name="验证凭证").click()
     verdict = receipt.locator(".verdict")
-    await page.wait_for_function("el => el.classList.contains('good') || el.classList.contains('bad')",
-                                 arg=await verdict.element_handle(), timeout=LIVE)
+    await page.wait_for_function(
+        "el => el.classList.contains('good') || el.classList.contains('bad')",
+        arg=await verdict.element_handle(),
+        timeout=LIVE,
+    )
     assert (await verdict.inner_text()).startswith("已验证"), await verdict.inner_text()
 
     async def tamper(route):
@@ -87,10 +103,10 @@ async def test_consumer_signs_in_sees_an_ask_live_confirms_and_verifies_the_rece
         first[0] ^= 1
         body["proof"][0] = base64.b64encode(bytes(first)).decode()
         await route.fulfill(response=response, body=json.dumps(body))
+
     await page.route("**/proof?*", tamper)
     await receipt.get_by_role("button", name="验证凭证").click()
-    await page.wait_for_function("el => el.classList.contains('bad')", arg=await verdict.element_handle(),
-                                 timeout=LIVE)
+    await page.wait_for_function("el => el.classList.contains('bad')", arg=await verdict.element_handle(), timeout=LIVE)
     assert "验证失败" in await verdict.inner_text()
     assert not visit.errors, visit.errors
 
@@ -115,8 +131,9 @@ async def test_the_qr_deep_link_opens_one_ask_a_stranger_sees_a_sign_in_and_reje
     assert "/app/r/" in page.url
     await check_axe(page, "/app/r/{id} signed in")
     await item.get_by_role("button", name="拒绝").click()
-    await page.wait_for_function("el => el.textContent.includes('已拒绝')", arg=await item.element_handle(),
-                                 timeout=LIVE)
+    await page.wait_for_function(
+        "el => el.textContent.includes('已拒绝')", arg=await item.element_handle(), timeout=LIVE
+    )
     r = await api.get(f"/v1/redemptions/{rdm['id']}", headers=consumer["headers"])
     assert r.json()["status"] == "rejected", r.text
     card_now = (await api.get(f"/v1/cards/{card['id']}", headers=consumer["headers"])).json()
@@ -161,6 +178,7 @@ async def test_the_merchant_counter_asks_and_sees_the_confirmation_arrive(visit,
 async def policy_server():
     """A server of its own whose policy turns a merchant yellow at one complaint and red at two."""
     import tempfile
+
     with tempfile.TemporaryDirectory(prefix="escrow-pages-policy-") as tmp:
         s = await _server(tmp, "policy")
         try:
@@ -180,7 +198,8 @@ async def complain(api, merchant, product, consumers: int) -> None:
 
 
 async def test_the_regulator_sees_a_red_merchant_alert_arrive_live_acknowledges_and_resolves_it(
-        visit, policy_server, viewport):
+    visit, policy_server, viewport
+):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{policy_server.port}", timeout=30) as api:
         regulator = await create_regulator(api)
         visit.base = f"http://127.0.0.1:{policy_server.port}"
@@ -219,8 +238,7 @@ async def test_the_regulator_sees_a_red_merchant_alert_arrive_live_acknowledges_
         assert not visit.errors, visit.errors
 
 
-async def test_the_directory_lists_green_before_yellow_and_shows_a_merchant_and_the_checkpoint(
-        visit, policy_server):
+async def test_the_directory_lists_green_before_yellow_and_shows_a_merchant_and_the_checkpoint(visit, policy_server):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{policy_server.port}", timeout=30) as api:
         visit.base = f"http://127.0.0.1:{policy_server.port}"
         yellow = await create_merchant(api, "Yellow Yoga 黄瑜伽")

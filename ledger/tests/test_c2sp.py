@@ -13,17 +13,38 @@ from pathlib import Path
 
 import pytest
 
-from ledger.checkpoint import Checkpoint, CheckpointError, generate_private_key_pem, load_private_key, sign_checkpoint
-from ledger.checkpoint import verifier_key, verify_note
+from ledger.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    generate_private_key_pem,
+    load_private_key,
+    sign_checkpoint,
+    verifier_key,
+    verify_note,
+)
 from ledger.cosignature import (
-    add_signature_lines, cosign, cosigner_key_id, format_vkey, generate_witness_key, parse_note, parse_vkey,
-    parse_witness_key, verify_cosignature, verify_cosigned,
+    add_signature_lines,
+    cosign,
+    cosigner_key_id,
+    format_vkey,
+    generate_witness_key,
+    parse_note,
+    parse_vkey,
+    parse_witness_key,
+    verify_cosignature,
+    verify_cosigned,
 )
 from ledger.hashing import b64, leaf_hash, unb64
-from ledger.merkle import consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves
-from ledger.merkle import verify_inclusion
+from ledger.merkle import consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves, verify_inclusion
 from ledger.tiles import (
-    TileError, encode_index, entry_bundle, parse_entry_bundle, parse_tile_path, tile_path, tile_root, tile_width,
+    TileError,
+    encode_index,
+    entry_bundle,
+    parse_entry_bundle,
+    parse_tile_path,
+    tile_path,
+    tile_root,
+    tile_width,
     tiles_for_size,
 )
 from ledger.tlog_proof import TlogProofError, build_tlog_proof, parse_tlog_proof, verify_tlog_proof
@@ -48,7 +69,9 @@ def note_for(size: int, root: bytes, key=LOG_KEY, origin: str = ORIGIN) -> str:
 def test_spec_example_cosignature_line_decodes_to_its_timestamp():
     # tlog-cosignature's example: the witness line of the cosigned checkpoint, whose signed message
     # example has "time 1679315147". The blob is key id ‖ u64 big-endian time ‖ 64-byte signature.
-    blob = unb64("jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==")
+    blob = unb64(
+        "jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA=="
+    )
     assert len(blob) == 4 + 8 + 64
     assert struct.unpack(">Q", blob[4:12])[0] == 1679315147
 
@@ -95,9 +118,11 @@ def test_note_with_several_signatures_and_quorum():
 
 
 def test_spec_example_proof_layout_parses():
-    example = ("c2sp.org/tlog-proof@v1\nextra YWdlLXYxLjIuMS1kYXJ3aW4tYXJtNjQudGFyLmd6\nindex 73894\n"
-               "gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=\nB95lDa8R83lS8n0eG+o0buTxRKQTYFi//1U8anccXmA=\n\n"
-               "example.com/fancylog\n109482\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\n— example.com/fancylog x\n")
+    example = (
+        "c2sp.org/tlog-proof@v1\nextra YWdlLXYxLjIuMS1kYXJ3aW4tYXJtNjQudGFyLmd6\nindex 73894\n"
+        "gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=\nB95lDa8R83lS8n0eG+o0buTxRKQTYFi//1U8anccXmA=\n\n"
+        "example.com/fancylog\n109482\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\n— example.com/fancylog x\n"
+    )
     p = parse_tlog_proof(example)
     assert p.index == 73894 and len(p.proof) == 2 and p.extra == b"age-v1.2.1-darwin-arm64.tar.gz"
     assert p.checkpoint.startswith("example.com/fancylog\n109482\n")
@@ -235,8 +260,18 @@ def test_concurrent_submissions_never_roll_the_witness_back(tmp_path):
     results = []
 
     def go(size):
-        results.append((size, submit(w, 1, consistency_proof_from_leaves(1, leaves[:size]),
-                                     note_for(size, root_from_leaves(leaves[:size])))[0]))
+        results.append(
+            (
+                size,
+                submit(
+                    w,
+                    1,
+                    consistency_proof_from_leaves(1, leaves[:size]),
+                    note_for(size, root_from_leaves(leaves[:size])),
+                )[0],
+            )
+        )
+
     threads = [threading.Thread(target=go, args=(s,)) for s in range(2, 40)]
     for t in threads:
         t.start()
@@ -247,7 +282,9 @@ def test_concurrent_submissions_never_roll_the_witness_back(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["logs"][ORIGIN]["size"] == ok[0]
 
 
-@pytest.mark.parametrize("path", sorted((VECTORS / "consistency").rglob("*.json")), ids=lambda p: p.parent.name + "/" + p.name)
+@pytest.mark.parametrize(
+    "path", sorted((VECTORS / "consistency").rglob("*.json")), ids=lambda p: p.parent.name + "/" + p.name
+)
 def test_witness_consistency_check_against_the_rfc9162_vectors(path, tmp_path):
     case = json.loads(path.read_text())
     try:

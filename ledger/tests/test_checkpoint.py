@@ -28,8 +28,7 @@ from ledger.hashing import b64
 ORIGIN = "escrow.example/ledger"
 KEY = load_private_key(generate_private_key_pem())
 PUB = public_key_raw(KEY)
-CP = Checkpoint(ORIGIN, 42, hashlib.sha256(b"root").digest(), hashlib.sha256(b"head").digest(),
-                "2025-06-01T12:00:00Z")
+CP = Checkpoint(ORIGIN, 42, hashlib.sha256(b"root").digest(), hashlib.sha256(b"head").digest(), "2025-06-01T12:00:00Z")
 
 
 def test_key_id_and_verifier_key_follow_c2sp():
@@ -44,8 +43,8 @@ def test_key_id_and_verifier_key_follow_c2sp():
 
 def test_raw_seed_loads_the_same_key():
     from cryptography.hazmat.primitives import serialization
-    seed = KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
+
+    seed = KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     assert public_key_raw(load_private_key(seed)) == PUB
 
 
@@ -53,7 +52,7 @@ def test_note_shape():
     signed = sign_checkpoint(CP, KEY)
     body = note_body(CP)
     assert body == f"{ORIGIN}\n42\n{b64(CP.root_hash)}\n"
-    sig_line = signed.note[len(body):]
+    sig_line = signed.note[len(body) :]
     assert sig_line.startswith(f"\n\u2014 {ORIGIN} ") and sig_line.endswith("\n")
     blob = base64.b64decode(sig_line.split(" ")[2])
     assert blob[:4] == key_id(ORIGIN, PUB) and len(blob) == 68

@@ -12,7 +12,7 @@ from ledger.hashing import GENESIS_HEAD, b64, chain_hash, leaf_hash, node_hash, 
 
 def test_canonical_json_is_sorted_compact_utf8():
     assert canonical_json({"b": 1, "a": {"d": [1, "核销"], "c": None}}) == (
-        '{"a":{"c":null,"d":[1,"核销"]},"b":1}'.encode("utf-8")
+        '{"a":{"c":null,"d":[1,"核销"]},"b":1}'.encode()
     )
 
 

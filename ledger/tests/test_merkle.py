@@ -82,8 +82,13 @@ def test_frontier_resumes_from_stored_nodes():
 def test_inclusion_vector(path):
     case = json.loads(path.read_text())
     try:
-        args = (unb64(case["leafHash"]), case["leafIdx"], case["treeSize"],
-                decode_hashes(case["proof"]), unb64(case["root"]))
+        args = (
+            unb64(case["leafHash"]),
+            case["leafIdx"],
+            case["treeSize"],
+            decode_hashes(case["proof"]),
+            unb64(case["root"]),
+        )
     except ValueError:
         assert case["wantErr"], "a happy case must decode"
         return
@@ -104,8 +109,7 @@ def test_inclusion_vector(path):
 def test_consistency_vector(path):
     case = json.loads(path.read_text())
     try:
-        args = (case["size1"], case["size2"], unb64(case["root1"]), unb64(case["root2"]),
-                decode_hashes(case["proof"]))
+        args = (case["size1"], case["size2"], unb64(case["root1"]), unb64(case["root2"]), decode_hashes(case["proof"]))
     except ValueError:
         assert case["wantErr"], "a happy case must decode"
         return

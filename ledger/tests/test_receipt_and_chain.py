@@ -23,7 +23,6 @@ from ledger.merkle import (
     consistency_proof,
     consistency_proof_plan,
     inclusion_proof,
-    inclusion_proof_plan,
     verify_consistency,
 )
 from ledger.receipt import ReceiptError, main, verify_receipt
@@ -34,10 +33,16 @@ KEY = load_private_key(generate_private_key_pem())
 
 
 def make_entry(seq: int, amount: int = 1000) -> bytes:
-    return canonical_json({
-        "seq": seq, "kind": "hold", "time": f"2025-06-01T12:00:{seq % 60:02d}Z",
-        "card_id": f"card_{seq % 3}", "amount": amount, "memo": "核销",
-    })
+    return canonical_json(
+        {
+            "seq": seq,
+            "kind": "hold",
+            "time": f"2025-06-01T12:00:{seq % 60:02d}Z",
+            "card_id": f"card_{seq % 3}",
+            "amount": amount,
+            "memo": "核销",
+        }
+    )
 
 
 def make_rows(canonicals: list[bytes]) -> list[tuple[int, bytes, bytes, bytes]]:
@@ -62,18 +67,27 @@ class Ledger:
     def entry(self, seq: int) -> dict:
         _, canonical, leaf, chain = self.rows[seq]
         body = json.loads(canonical)
-        return {"seq": seq, "kind": body["kind"], "time": body["time"],
-                "canonical": canonical.decode("utf-8"), "leaf_hash": b64(leaf), "chain_hash": b64(chain)}
+        return {
+            "seq": seq,
+            "kind": body["kind"],
+            "time": body["time"],
+            "canonical": canonical.decode("utf-8"),
+            "leaf_hash": b64(leaf),
+            "chain_hash": b64(chain),
+        }
 
     def proof(self, seq: int) -> dict:
         size = self.frontier.size
         path = inclusion_proof(seq, size, self.nodes)
-        return {"leaf_index": seq, "tree_size": size, "leaf_hash": b64(self.rows[seq][2]),
-                "proof": [b64(h) for h in path]}
+        return {
+            "leaf_index": seq,
+            "tree_size": size,
+            "leaf_hash": b64(self.rows[seq][2]),
+            "proof": [b64(h) for h in path],
+        }
 
     def checkpoint(self) -> dict:
-        cp = Checkpoint(ORIGIN, self.frontier.size, self.frontier.root(), self.rows[-1][3],
-                        "2025-06-01T12:01:00Z")
+        cp = Checkpoint(ORIGIN, self.frontier.size, self.frontier.root(), self.rows[-1][3], "2025-06-01T12:01:00Z")
         return to_json(sign_checkpoint(cp, KEY))
 
 
@@ -110,8 +124,10 @@ def test_receipt_refuses_any_flipped_bit_of_canonical():
             verify_receipt({**entry, "canonical": text}, proof, cp, pk)
 
 
-@pytest.mark.parametrize("where", ["entry.leaf_hash", "proof.leaf_hash", "proof.proof",
-                                   "checkpoint.root_hash", "checkpoint.signature", "public_key"])
+@pytest.mark.parametrize(
+    "where",
+    ["entry.leaf_hash", "proof.leaf_hash", "proof.proof", "checkpoint.root_hash", "checkpoint.signature", "public_key"],
+)
 def test_receipt_refuses_a_flipped_bit(where):
     for bit in range(0, 256, 7):
         entry, proof, cp, pk = receipt()
@@ -173,7 +189,7 @@ def test_intact_ledger_verifies_with_root_and_head():
 
 
 def test_str_canonical_is_accepted():
-    rows = [(s, c.decode("utf-8"), l, h) for s, c, l, h in LEDGER.rows]
+    rows = [(s, c.decode("utf-8"), leaf, h) for s, c, leaf, h in LEDGER.rows]
     assert verify_chain(rows).ok
 
 
@@ -221,8 +237,11 @@ def test_swapped_entries_are_found():
 
 
 def test_nested_seq_does_not_fool_the_seq_check():
-    canonicals = [make_entry(0), canonical_json({"a": {"seq": 1}, "seq": 7}),
-                  canonical_json({"seq": 2, "z": {"seq": 2}})]
+    canonicals = [
+        make_entry(0),
+        canonical_json({"a": {"seq": 1}, "seq": 7}),
+        canonical_json({"seq": 2, "z": {"seq": 2}}),
+    ]
     report = verify_chain(make_rows(canonicals))
     assert (report.bad_seq, report.reason) == (1, "seq mismatch")
     canonicals[1] = canonical_json({"a": {"seq": 7}, "seq": 1})

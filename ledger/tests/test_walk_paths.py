@@ -19,8 +19,13 @@ PATHS = [False, True]
 
 
 def entry(seq: int, rng: random.Random) -> bytes:
-    body = {"seq": seq, "kind": rng.choice(["hold", "release", "purchase"]), "amount": rng.randrange(1, 10**6),
-            "card_id": f"card_{rng.randrange(5)}", "memo": rng.choice(["核销", "a}b", '"seq":1', ""])}
+    body = {
+        "seq": seq,
+        "kind": rng.choice(["hold", "release", "purchase"]),
+        "amount": rng.randrange(1, 10**6),
+        "card_id": f"card_{rng.randrange(5)}",
+        "memo": rng.choice(["核销", "a}b", '"seq":1', ""]),
+    }
     if rng.random() < 0.1:
         body["zz"] = {"seq": seq}  # a nested seq after the top-level one: the full parse decides
     return canonical_json(body)
@@ -105,7 +110,7 @@ def test_c_inner_loop_is_built_and_its_perfect_root_equals_the_reference():
     leaves = [leaf_hash(b"%d" % i) for i in range(64)]
     blob = b"".join(leaves)
     for lo, width in [(0, 1), (0, 64), (32, 32), (8, 8), (5, 1)]:
-        assert _walk.perfect_root(blob, lo, width) == root_from_leaves(leaves[lo:lo + width])
+        assert _walk.perfect_root(blob, lo, width) == root_from_leaves(leaves[lo : lo + width])
     with pytest.raises(ValueError):
         _walk.perfect_root(blob, 0, 3)
     with pytest.raises(ValueError):

@@ -9,13 +9,13 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-25 18:05:00
 """
+
 from __future__ import annotations
 
 from alembic import op
 
-
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -8,14 +8,14 @@ Revision ID: 0004d
 Revises: 0004a
 Create Date: 2026-12-01 22:30:00
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-
-revision = '0004d'
-down_revision = '0004a'
+revision = "0004d"
+down_revision = "0004a"
 branch_labels = None
 depends_on = None
 

@@ -17,8 +17,13 @@ def test_quiet_merchant_is_green():
 
 def _edges(name):
     t = DEFAULT_POLICY.threshold(name)
-    cases = [(t.yellow - 1, "green", None), (t.yellow, "yellow", t.yellow),
-             (t.red - 1, "yellow", t.yellow), (t.red, "red", t.red), (t.red + 1, "red", t.red)]
+    cases = [
+        (t.yellow - 1, "green", None),
+        (t.yellow, "yellow", t.yellow),
+        (t.red - 1, "yellow", t.yellow),
+        (t.red, "red", t.red),
+        (t.red + 1, "red", t.red),
+    ]
     if t.yellow + 1 < t.red:
         cases.append((t.yellow + 1, "yellow", t.yellow))
     return [(name, value, code, limit) for value, code, limit in cases]
@@ -79,9 +84,13 @@ def test_redemption_rate_is_not_judged():
 
 
 def test_new_merchant_rates_not_judged():
-    ind = make_indicators(all_time_cards_sold=9, refund_rate_bp=10_000,
-                          complaint_rate_bp=5_000, issuance_surge_bp=90_000,
-                          rejection_rate_bp=10_000)
+    ind = make_indicators(
+        all_time_cards_sold=9,
+        refund_rate_bp=10_000,
+        complaint_rate_bp=5_000,
+        issuance_surge_bp=90_000,
+        rejection_rate_bp=10_000,
+    )
     a = classify(ind, DEFAULT_POLICY)
     assert (a.code, a.reasons, a.new_merchant) == ("green", [], True)
 
@@ -92,12 +101,15 @@ def test_new_merchant_ends_at_min_cards_all_time():
     assert (a.code, a.new_merchant) == ("red", False)
 
 
-@pytest.mark.parametrize("field, value, code", [
-    ("complaints", 5, "yellow"),
-    ("complaints", 20, "red"),
-    ("overdue_complaints", 1, "yellow"),
-    ("overdue_complaints", 3, "red"),
-])
+@pytest.mark.parametrize(
+    "field, value, code",
+    [
+        ("complaints", 5, "yellow"),
+        ("complaints", 20, "red"),
+        ("overdue_complaints", 1, "yellow"),
+        ("overdue_complaints", 3, "red"),
+    ],
+)
 def test_new_merchant_count_signals_still_judged(field, value, code):
     ind = make_indicators(all_time_cards_sold=2, refund_rate_bp=10_000, **{field: value})
     a = classify(ind, DEFAULT_POLICY)
@@ -133,11 +145,19 @@ def test_rate_and_count_split_covers_every_threshold():
     assert set(COUNT_THRESHOLDS) == {"complaints", "overdue_complaints"}
 
 
-@pytest.mark.parametrize("rate, people", [("refund_rate", "refund_consumers"), ("rejection_rate", "rejection_consumers"),
-                                          ("complaint_rate", "complaints")])
+@pytest.mark.parametrize(
+    "rate, people",
+    [("refund_rate", "refund_consumers"), ("rejection_rate", "rejection_consumers"), ("complaint_rate", "complaints")],
+)
 def test_a_rate_needs_enough_distinct_consumers_behind_it(rate, people):
-    field, gate = JUDGED_FIELD[rate], {"refund_rate": "min_refund_consumers", "rejection_rate": "min_rejection_consumers",
-                                       "complaint_rate": "min_complaint_consumers"}[rate]
+    field, gate = (
+        JUDGED_FIELD[rate],
+        {
+            "refund_rate": "min_refund_consumers",
+            "rejection_rate": "min_rejection_consumers",
+            "complaint_rate": "min_complaint_consumers",
+        }[rate],
+    )
     n = getattr(DEFAULT_POLICY, gate)
     policy = dataclasses.replace(DEFAULT_POLICY, complaints=DEFAULT_POLICY.complaints.__class__(100, 200))
     far_past_red = DEFAULT_POLICY.threshold(rate).red * 3

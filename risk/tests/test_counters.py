@@ -8,13 +8,20 @@ def test_zero_is_all_zero():
 
 
 def test_add_is_fieldwise():
-    a = MerchantCounters(issued=100, released=20, refunded=5, cards_sold=1,
-                         redemptions_asked=3, redemptions_rejected=1, complaints=2)
-    b = MerchantCounters(issued=1, released=2, refunded=3, cards_sold=4,
-                         redemptions_asked=5, redemptions_rejected=6, complaints=7)
+    a = MerchantCounters(
+        issued=100, released=20, refunded=5, cards_sold=1, redemptions_asked=3, redemptions_rejected=1, complaints=2
+    )
+    b = MerchantCounters(
+        issued=1, released=2, refunded=3, cards_sold=4, redemptions_asked=5, redemptions_rejected=6, complaints=7
+    )
     assert (a + b).to_dict() == {
-        "issued": 101, "released": 22, "refunded": 8, "cards_sold": 5,
-        "redemptions_asked": 8, "redemptions_rejected": 7, "complaints": 9,
+        "issued": 101,
+        "released": 22,
+        "refunded": 8,
+        "cards_sold": 5,
+        "redemptions_asked": 8,
+        "redemptions_rejected": 7,
+        "complaints": 9,
     }
     # operands are untouched
     assert a.issued == 100 and b.issued == 1
@@ -37,8 +44,9 @@ def test_add_rejects_other_types():
 
 
 def test_dict_round_trip():
-    c = MerchantCounters(issued=12_345, released=1, refunded=2, cards_sold=3,
-                         redemptions_asked=4, redemptions_rejected=5, complaints=6)
+    c = MerchantCounters(
+        issued=12_345, released=1, refunded=2, cards_sold=3, redemptions_asked=4, redemptions_rejected=5, complaints=6
+    )
     assert MerchantCounters.from_dict(c.to_dict()) == c
     assert all(type(v) is int for v in c.to_dict().values())
 
@@ -47,14 +55,17 @@ def test_from_dict_missing_keys_are_zero():
     assert MerchantCounters.from_dict({"issued": 5}) == MerchantCounters(issued=5)
 
 
-@pytest.mark.parametrize("bad", [
-    {"isued": 5},  # misspelt counter must not vanish silently
-    {"issued": 1.5},  # no float money
-    {"issued": 100.0},
-    {"issued": "100"},
-    {"issued": True},
-    {"cards_sold": -1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"isued": 5},  # misspelt counter must not vanish silently
+        {"issued": 1.5},  # no float money
+        {"issued": 100.0},
+        {"issued": "100"},
+        {"issued": True},
+        {"cards_sold": -1},
+    ],
+)
 def test_from_dict_rejects(bad):
     with pytest.raises(ValueError):
         MerchantCounters.from_dict(bad)

@@ -9,12 +9,20 @@ import pytest
 from risk.credit import CreditPolicy, MonthFigures, rate_bp, recommend
 from risk.policy import PolicyError
 
-POLICY = CreditPolicy(version=3, green_months=6, min_months_on_platform=6, min_monthly_released=100_000,
-                      max_refund_rate_bp=1_000, max_complaint_rate_bp=500)
+POLICY = CreditPolicy(
+    version=3,
+    green_months=6,
+    min_months_on_platform=6,
+    min_monthly_released=100_000,
+    max_refund_rate_bp=1_000,
+    max_complaint_rate_bp=500,
+)
 
 
 def good_months(n: int = 6, **override) -> list[MonthFigures]:
-    base: dict[str, Any] = dict(worst_code="green", released=100_000, issued=200_000, refunded=10_000, cards_sold=100, complaints=2)
+    base: dict[str, Any] = dict(
+        worst_code="green", released=100_000, issued=200_000, refunded=10_000, cards_sold=100, complaints=2
+    )
     base.update(override)
     return [MonthFigures(month=f"2026-{m:02d}", **base) for m in range(1, n + 1)]
 

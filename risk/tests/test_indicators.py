@@ -19,10 +19,16 @@ def test_ratio_bp_floors_and_handles_zero():
 
 
 def test_money_figures_are_carried_through():
-    window = MerchantCounters(issued=100_000, released=30_000, refunded=10_000, cards_sold=10,
-                              redemptions_asked=7, redemptions_rejected=2, complaints=1)
-    all_time = window + MerchantCounters(issued=900_000, released=600_000, refunded=50_000,
-                                         cards_sold=90)
+    window = MerchantCounters(
+        issued=100_000,
+        released=30_000,
+        refunded=10_000,
+        cards_sold=10,
+        redemptions_asked=7,
+        redemptions_rejected=2,
+        complaints=1,
+    )
+    all_time = window + MerchantCounters(issued=900_000, released=600_000, refunded=50_000, cards_sold=90)
     ind = compute(window, all_time, last7=20_000, prior=80_000, overdue=1, escrow=340_000)
     assert ind.window_issued == 100_000
     assert ind.window_released == 30_000
@@ -99,15 +105,22 @@ def test_nothing_to_divide_gives_zero_rates():
 def test_to_dict_is_ints_only_and_names_units():
     d = compute(MerchantCounters(issued=3, released=1, cards_sold=1), escrow=2).to_dict()
     assert all(type(v) is int for v in d.values())
-    for name in ("redemption_rate_bp", "refund_rate_bp", "complaint_rate_bp",
-                 "issuance_surge_bp", "rejection_rate_bp"):
+    for name in ("redemption_rate_bp", "refund_rate_bp", "complaint_rate_bp", "issuance_surge_bp", "rejection_rate_bp"):
         assert name in d
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"last7": -1}, {"prior": -1}, {"overdue": -1}, {"escrow": -1},
-    {"escrow": 1.0}, {"last7": True}, {"prior_weeks": -1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"last7": -1},
+        {"prior": -1},
+        {"overdue": -1},
+        {"escrow": -1},
+        {"escrow": 1.0},
+        {"last7": True},
+        {"prior_weeks": -1},
+    ],
+)
 def test_rejects_bad_numbers(kwargs):
     with pytest.raises(ValueError):
         compute(**kwargs)

@@ -10,9 +10,11 @@ INSPECTORS = ["insp_a", "insp_b", "insp_c"]
 
 
 def population(green=200, yellow=40, red=5):
-    return ([(f"mch_g{i:03}", "green") for i in range(green)]
-            + [(f"mch_y{i:03}", "yellow") for i in range(yellow)]
-            + [(f"mch_r{i:03}", "red") for i in range(red)])
+    return (
+        [(f"mch_g{i:03}", "green") for i in range(green)]
+        + [(f"mch_y{i:03}", "yellow") for i in range(yellow)]
+        + [(f"mch_r{i:03}", "red") for i in range(red)]
+    )
 
 
 def codes_of(result, merchants):
@@ -31,8 +33,9 @@ def test_draw_size_rounds_up():
 
 def test_same_seed_same_draw():
     m = population()
-    assert draw_inspections(m, INSPECTORS, DEFAULT_POLICY, "2025-06-01") == \
-        draw_inspections(m, INSPECTORS, DEFAULT_POLICY, "2025-06-01")
+    assert draw_inspections(m, INSPECTORS, DEFAULT_POLICY, "2025-06-01") == draw_inspections(
+        m, INSPECTORS, DEFAULT_POLICY, "2025-06-01"
+    )
 
 
 def test_other_seed_other_draw():
@@ -98,13 +101,16 @@ def test_nothing_to_draw():
     assert draw_inspections([], [], DEFAULT_POLICY, "x") == []
 
 
-@pytest.mark.parametrize("merchants, inspectors, seed", [
-    ([("m1", "red")], [], "x"),  # someone to inspect, nobody to send
-    ([("m1", "purple")], INSPECTORS, "x"),
-    ([("m1", "red"), ("m1", "green")], INSPECTORS, "x"),
-    ([("m1", "red")], ["i1", "i1"], "x"),
-    ([("m1", "red")], INSPECTORS, ""),
-])
+@pytest.mark.parametrize(
+    "merchants, inspectors, seed",
+    [
+        ([("m1", "red")], [], "x"),  # someone to inspect, nobody to send
+        ([("m1", "purple")], INSPECTORS, "x"),
+        ([("m1", "red"), ("m1", "green")], INSPECTORS, "x"),
+        ([("m1", "red")], ["i1", "i1"], "x"),
+        ([("m1", "red")], INSPECTORS, ""),
+    ],
+)
 def test_bad_input(merchants, inspectors, seed):
     with pytest.raises(ValueError):
         draw_inspections(merchants, inspectors, DEFAULT_POLICY, seed)

@@ -30,18 +30,32 @@ def test_defaults():
 def test_round_trip():
     assert Policy.from_dict(DEFAULT_POLICY.to_dict()) == DEFAULT_POLICY
     d = DEFAULT_POLICY.to_dict()
-    assert set(d) == {"version", "window_days", "min_cards", "surge_weeks", "grace_days",
-                      "inspection_ratios", *THRESHOLD_NAMES, *FLAG_FIELDS, *GATE_FIELDS}
+    assert set(d) == {
+        "version",
+        "window_days",
+        "min_cards",
+        "surge_weeks",
+        "grace_days",
+        "inspection_ratios",
+        *THRESHOLD_NAMES,
+        *FLAG_FIELDS,
+        *GATE_FIELDS,
+    }
 
 
 def test_defences_default_on_and_are_validated():
     p = DEFAULT_POLICY
     assert (p.complaint_needs_card, p.complaint_once_per_consumer, p.dismissed_complaints_count) == (True, True, False)
     assert (p.min_refund_consumers, p.min_rejection_consumers, p.min_complaint_consumers) == (5, 5, 5)
-    assert Policy.from_dict({"min_refund_consumers": 2, "complaint_needs_card": False}, base=p).min_refund_consumers == 2
-    for bad, field in (({"complaint_needs_card": 1}, "complaint_needs_card"), ({"dismissed_complaints_count": "no"},
-                       "dismissed_complaints_count"), ({"min_refund_consumers": 0}, "min_refund_consumers"),
-                       ({"min_rejection_consumers": True}, "min_rejection_consumers")):
+    assert (
+        Policy.from_dict({"min_refund_consumers": 2, "complaint_needs_card": False}, base=p).min_refund_consumers == 2
+    )
+    for bad, field in (
+        ({"complaint_needs_card": 1}, "complaint_needs_card"),
+        ({"dismissed_complaints_count": "no"}, "dismissed_complaints_count"),
+        ({"min_refund_consumers": 0}, "min_refund_consumers"),
+        ({"min_rejection_consumers": True}, "min_rejection_consumers"),
+    ):
         with pytest.raises(PolicyError, match=field):
             Policy.from_dict(bad, base=p)
 
@@ -69,44 +83,42 @@ def test_partial_update_on_a_base():
 
 def test_threshold_level_is_greater_or_equal():
     t = Threshold(10, 20)
-    assert [t.level(v) for v in (9, 10, 11, 19, 20, 21)] == [
-        None, "yellow", "yellow", "yellow", "red", "red"]
+    assert [t.level(v) for v in (9, 10, 11, 19, 20, 21)] == [None, "yellow", "yellow", "yellow", "red", "red"]
 
 
-@pytest.mark.parametrize("doc, fragment", [
-    ({}, "version is required"),
-    ({"version": 0}, "version must be at least 1"),
-    ({"version": "2"}, "version must be an integer"),
-    ({"version": 1, "window_days": 0}, "window_days"),
-    ({"version": 1, "min_cards": -1}, "min_cards"),
-    ({"version": 1, "surge_weeks": 0}, "surge_weeks"),
-    ({"version": 1, "grace_days": -1}, "grace_days"),
-    ({"version": 1, "grace_days": 14.0}, "grace_days must be an integer"),
-    ({"version": 1, "refund_rate": {"yellow": 3_000, "red": 3_000}},
-     "refund_rate: yellow (3000) must be below red (3000)"),
-    ({"version": 1, "refund_rate": {"yellow": 5_000}},
-     "refund_rate: yellow (5000) must be below red (3000)"),
-    ({"version": 1, "complaints": {"yellow": -1, "red": 3}}, "complaints.yellow"),
-    ({"version": 1, "complaints": {"yellow": 0, "red": 3}},
-     "complaints.yellow must be at least 1"),
-    ({"version": 1, "complaint_rate": {"yellow": 0.5, "red": 3}},
-     "complaint_rate.yellow must be an integer"),
-    ({"version": 1, "complaint_rate": {"yellow": 1, "red": True}},
-     "complaint_rate.red must be an integer"),
-    ({"version": 1, "complaint_rate": [1, 2]}, "complaint_rate must be an object"),
-    ({"version": 1, "complaint_rate": None}, "complaint_rate must be an object"),
-    ({"version": 1, "complaint_rate": {"orange": 5}},
-     "unknown key(s) 'orange' in complaint_rate"),
-    ({"version": 1, "refund_rat": {"yellow": 1, "red": 2}},
-     "unknown policy key(s) 'refund_rat'"),
-    ({"version": 1, "inspection_ratios": {"green": 10_001}},
-     "inspection_ratios.green must be at most 10000"),
-    ({"version": 1, "inspection_ratios": {"red": -1}}, "inspection_ratios.red"),
-    ({"version": 1, "inspection_ratios": {"green": 2_000, "yellow": 1_000}},
-     "must not decrease from green to yellow to red"),
-    ({"version": 1, "inspection_ratios": {"blue": 1}},
-     "unknown key(s) 'blue' in inspection_ratios"),
-])
+@pytest.mark.parametrize(
+    "doc, fragment",
+    [
+        ({}, "version is required"),
+        ({"version": 0}, "version must be at least 1"),
+        ({"version": "2"}, "version must be an integer"),
+        ({"version": 1, "window_days": 0}, "window_days"),
+        ({"version": 1, "min_cards": -1}, "min_cards"),
+        ({"version": 1, "surge_weeks": 0}, "surge_weeks"),
+        ({"version": 1, "grace_days": -1}, "grace_days"),
+        ({"version": 1, "grace_days": 14.0}, "grace_days must be an integer"),
+        (
+            {"version": 1, "refund_rate": {"yellow": 3_000, "red": 3_000}},
+            "refund_rate: yellow (3000) must be below red (3000)",
+        ),
+        ({"version": 1, "refund_rate": {"yellow": 5_000}}, "refund_rate: yellow (5000) must be below red (3000)"),
+        ({"version": 1, "complaints": {"yellow": -1, "red": 3}}, "complaints.yellow"),
+        ({"version": 1, "complaints": {"yellow": 0, "red": 3}}, "complaints.yellow must be at least 1"),
+        ({"version": 1, "complaint_rate": {"yellow": 0.5, "red": 3}}, "complaint_rate.yellow must be an integer"),
+        ({"version": 1, "complaint_rate": {"yellow": 1, "red": True}}, "complaint_rate.red must be an integer"),
+        ({"version": 1, "complaint_rate": [1, 2]}, "complaint_rate must be an object"),
+        ({"version": 1, "complaint_rate": None}, "complaint_rate must be an object"),
+        ({"version": 1, "complaint_rate": {"orange": 5}}, "unknown key(s) 'orange' in complaint_rate"),
+        ({"version": 1, "refund_rat": {"yellow": 1, "red": 2}}, "unknown policy key(s) 'refund_rat'"),
+        ({"version": 1, "inspection_ratios": {"green": 10_001}}, "inspection_ratios.green must be at most 10000"),
+        ({"version": 1, "inspection_ratios": {"red": -1}}, "inspection_ratios.red"),
+        (
+            {"version": 1, "inspection_ratios": {"green": 2_000, "yellow": 1_000}},
+            "must not decrease from green to yellow to red",
+        ),
+        ({"version": 1, "inspection_ratios": {"blue": 1}}, "unknown key(s) 'blue' in inspection_ratios"),
+    ],
+)
 def test_from_dict_validation(doc, fragment):
     with pytest.raises(PolicyError) as err:
         Policy.from_dict(doc)

@@ -37,17 +37,31 @@ alert_listeners.append(signal)
 
 
 def alert_out(a) -> dict:
-    return {"id": a.id, "cursor": str(a.seq), "merchant_id": a.merchant_id, "kind": a.kind, "from_code": a.from_code,
-            "to_code": a.to_code, "reasons": orjson.loads(a.reasons), "status": a.status, "finding": a.finding,
-            "created_at": iso(a.created_at), "acknowledged_at": iso(a.acknowledged_at),
-            "resolved_at": iso(a.resolved_at), "ledger_seq": a.ledger_seq}
+    return {
+        "id": a.id,
+        "cursor": str(a.seq),
+        "merchant_id": a.merchant_id,
+        "kind": a.kind,
+        "from_code": a.from_code,
+        "to_code": a.to_code,
+        "reasons": orjson.loads(a.reasons),
+        "status": a.status,
+        "finding": a.finding,
+        "created_at": iso(a.created_at),
+        "acknowledged_at": iso(a.acknowledged_at),
+        "resolved_at": iso(a.resolved_at),
+        "ledger_seq": a.ledger_seq,
+    }
 
 
 @router.get("", responses=responses(401, 403, 422))
-async def poll_alerts(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("regulator", "operator")),
-                      after: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the last poll")] = None,
-                      limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                      wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new alert")] = 0):
+async def poll_alerts(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the last poll")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new alert")] = 0,
+):
     """Alerts after the cursor, oldest first. With `wait`, holds the poll until an alert arrives or time runs out."""
     stmt = select(alerts_t).order_by(alerts_t.c.seq).limit(limit)
     if after is not None:
@@ -75,18 +89,29 @@ async def _transition(ctx, request, who, alert_id: str, body, to: str, allowed: 
             extra["acknowledged_at"] = tx.now
         await tx.conn.execute(update(alerts_t).where(alerts_t.c.id == alert_id).values(status=to, **extra, **values))
         return 200, alert_out((await tx.conn.execute(select(alerts_t).where(alerts_t.c.id == alert_id))).first())
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{alert_id}/acknowledge", responses=responses(401, 403, 404, 409))
-async def acknowledge(alert_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
-                      who: Principal = Depends(require("regulator", "operator"))):
+async def acknowledge(
+    alert_id: str,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     return await _transition(ctx, request, who, alert_id, {}, "acknowledged", ("open",))
 
 
 @router.post("/{alert_id}/resolve", responses=responses(400, 401, 403, 404, 409, 422))
-async def resolve(alert_id: str, body: Finding, request: Request, ctx: AppContext = Depends(get_ctx),
-                  who: Principal = Depends(require("regulator", "operator"))):
+async def resolve(
+    alert_id: str,
+    body: Finding,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     """Resolve with the finding of the offline check (线下核实)."""
-    return await _transition(ctx, request, who, alert_id, body, "resolved", ("open", "acknowledged"),
-                             finding=body.finding)
+    return await _transition(
+        ctx, request, who, alert_id, body, "resolved", ("open", "acknowledged"), finding=body.finding
+    )

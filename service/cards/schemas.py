@@ -6,6 +6,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 from service.common import Strict
 
+
 def _refuse_nul(value: str) -> str:
     # PostgreSQL text cannot hold U+0000: refuse it as bad input (422), not as a failed write batch (503).
     if "\x00" in value:
@@ -20,7 +21,8 @@ PAYMENT_METHODS = ("wechat_pay", "alipay", "unionpay", "bank_card", "bank_transf
 
 class Payment(Strict):
     method: Literal["wechat_pay", "alipay", "unionpay", "bank_card", "bank_transfer"] = Field(
-        description="The route the money came by; refunds go back by the same route")
+        description="The route the money came by; refunds go back by the same route"
+    )
     reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), NulFree]
 
 
@@ -31,6 +33,7 @@ class CardPurchase(Strict):
 
 class RedemptionAsk(Strict):
     """Exactly one of `amount` (stored_value, face fen), `uses` (count) or `periods` (period)."""
+
     amount: Annotated[int, Field(strict=True, ge=1, le=10**12, description="Face value to redeem, fen")] | None = None
     uses: Annotated[int, Field(strict=True, ge=1, le=100_000)] | None = None
     periods: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None

@@ -10,15 +10,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
+from service import events
 from service.clock import iso
 from service.common import page
 from service.db.models import Card, Merchant, Product, Redemption
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound
+from service.event_log.service import emit
 from service.ids import new_id
 from service.money import consumer_quit_refund, held_amount
-from service import events
-from service.event_log.service import emit
 
 cards_t = Card.__table__
 products_t = Product.__table__
@@ -43,17 +43,32 @@ def merchant_selling_problem(m) -> str | None:
 def card_out(c, now: datetime | None = None) -> dict:
     units_left = c.units_total - c.units_used
     return {
-        "id": c.id, "product_id": c.product_id, "merchant_id": c.merchant_id, "consumer_id": c.consumer_id,
-        "type": c.type, "status": c.status, "price": c.price, "currency": c.currency,
-        "purchased_at": iso(c.purchased_at), "expires_at": iso(c.expires_at),
+        "id": c.id,
+        "product_id": c.product_id,
+        "merchant_id": c.merchant_id,
+        "consumer_id": c.consumer_id,
+        "type": c.type,
+        "status": c.status,
+        "price": c.price,
+        "currency": c.currency,
+        "purchased_at": iso(c.purchased_at),
+        "expires_at": iso(c.expires_at),
         "cooling_off_ends_at": iso(c.cooling_off_ends_at),
         "payment": {"method": c.payment_method, "reference": c.payment_reference},
-        "list_price": c.list_price, "refund_rule": c.refund_rule, "ended_at": iso(c.ended_at),
+        "list_price": c.list_price,
+        "refund_rule": c.refund_rule,
+        "ended_at": iso(c.ended_at),
         "balance": {
-            "escrow": c.escrow, "held": c.held, "available": c.escrow - c.held,
-            "released": c.released, "refunded": c.refunded,
-            "units_total": c.units_total, "units_used": c.units_used, "units_held": c.units_held,
-            "units_left": units_left, "units_available": units_left - c.units_held,
+            "escrow": c.escrow,
+            "held": c.held,
+            "available": c.escrow - c.held,
+            "released": c.released,
+            "refunded": c.refunded,
+            "units_total": c.units_total,
+            "units_used": c.units_used,
+            "units_held": c.units_held,
+            "units_left": units_left,
+            "units_available": units_left - c.units_held,
         },
         "expired": now is not None and c.status == "active" and c.expires_at <= now,
     }
@@ -70,7 +85,9 @@ async def list_cards_page(ctx, party_column: str, party_id: str, limit: int, aft
     return page([card_out(r, now) for r in rows], limit)
 
 
-async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, reference: str, cooling_off_days: int) -> dict:
+async def purchase(
+    tx: Tx, consumer_id: str, product_id: str, method: str, reference: str, cooling_off_days: int
+) -> dict:
     conn = tx.conn
     product = (await conn.execute(select(products_t).where(products_t.c.id == product_id))).first()
     if product is None:
@@ -83,24 +100,54 @@ async def purchase(tx: Tx, consumer_id: str, product_id: str, method: str, refer
         raise Conflict(problem, "merchant_not_selling")
     # A payment reference funds one card only (SPEC §12). Writes are serialised, so this check sees every
     # earlier purchase; the unique index uq_cards_payment is the backstop across replicas.
-    used = (await conn.execute(select(cards_t.c.id).where(
-        cards_t.c.payment_method == method, cards_t.c.payment_reference == reference).limit(1))).first()
+    used = (
+        await conn.execute(
+            select(cards_t.c.id)
+            .where(cards_t.c.payment_method == method, cards_t.c.payment_reference == reference)
+            .limit(1)
+        )
+    ).first()
     if used is not None:
-        raise Conflict("This payment reference has already funded a card; a payment funds one card only.",
-                       "payment_reference_used")
+        raise Conflict(
+            "This payment reference has already funded a card; a payment funds one card only.", "payment_reference_used"
+        )
     now = tx.now
     card_id = new_id("card")
-    seq = tx.append("purchase", card_id=card_id, merchant_id=product.merchant_id, consumer_id=consumer_id,
-                    product_id=product.id, amount=product.price, currency=product.currency,
-                    payment_method=method, held_delta=0)
+    seq = tx.append(
+        "purchase",
+        card_id=card_id,
+        merchant_id=product.merchant_id,
+        consumer_id=consumer_id,
+        product_id=product.id,
+        amount=product.price,
+        currency=product.currency,
+        payment_method=method,
+        held_delta=0,
+    )
     values = dict(
-        id=card_id, product_id=product.id, merchant_id=product.merchant_id, consumer_id=consumer_id,
-        type=product.type, status="active", price=product.price, currency=product.currency,
-        list_price=product.list_price, units_total=product.units_total, units_used=0, units_held=0,
-        period_days=product.period_days, escrow=product.price, held=0, released=0, refunded=0,
-        payment_method=method, payment_reference=reference, purchased_at=now,
+        id=card_id,
+        product_id=product.id,
+        merchant_id=product.merchant_id,
+        consumer_id=consumer_id,
+        type=product.type,
+        status="active",
+        price=product.price,
+        currency=product.currency,
+        list_price=product.list_price,
+        units_total=product.units_total,
+        units_used=0,
+        units_held=0,
+        period_days=product.period_days,
+        escrow=product.price,
+        held=0,
+        released=0,
+        refunded=0,
+        payment_method=method,
+        payment_reference=reference,
+        purchased_at=now,
         expires_at=now + timedelta(days=product.valid_days),
-        cooling_off_ends_at=now + timedelta(days=cooling_off_days), purchase_seq=seq,
+        cooling_off_ends_at=now + timedelta(days=cooling_off_days),
+        purchase_seq=seq,
     )
     await conn.execute(insert(cards_t).values(**values))
     await events.card_purchased(tx, product.merchant_id, product.price)
@@ -118,24 +165,40 @@ async def load_card_for_update(conn, card_id: str):
 
 async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: str = "refund") -> None:
     """Void every pending hold of a card (before a refund): each void is a ledger entry."""
-    pending = (await tx.conn.execute(
-        select(redemptions_t)
-        .where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending")
-        .order_by(redemptions_t.c.id))).all()
+    pending = (
+        await tx.conn.execute(
+            select(redemptions_t)
+            .where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending")
+            .order_by(redemptions_t.c.id)
+        )
+    ).all()
     units_held, held = card.units_held, card.held
     for r in pending:
         new_units_held = units_held - r.units
         new_held = held_amount(card.price, card.units_total, card.units_used, new_units_held)
-        seq = tx.append("void", card_id=card.id, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
-                        redemption_id=r.id, units=r.units, amount=held - new_held, held_delta=new_held - held,
-                        reason=reason)
-        await tx.conn.execute(update(redemptions_t).where(redemptions_t.c.id == r.id).values(
-            status=status, answered_at=tx.now, ledger_seq=seq))
+        seq = tx.append(
+            "void",
+            card_id=card.id,
+            merchant_id=card.merchant_id,
+            consumer_id=card.consumer_id,
+            redemption_id=r.id,
+            units=r.units,
+            amount=held - new_held,
+            held_delta=new_held - held,
+            reason=reason,
+        )
+        await tx.conn.execute(
+            update(redemptions_t)
+            .where(redemptions_t.c.id == r.id)
+            .values(status=status, answered_at=tx.now, ledger_seq=seq)
+        )
         from service.redemptions.service import redemption_out
+
         rdm = redemption_out(r)
         rdm.update(status=status, answered_at=iso(tx.now), ledger_seq=seq)
-        emit(tx, f"redemption.{status}", rdm, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
-             ledger_seq=seq)
+        emit(
+            tx, f"redemption.{status}", rdm, merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq
+        )
         units_held, held = new_units_held, new_held
     if pending:
         await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=0, held=0))
@@ -152,18 +215,50 @@ async def refund_card(tx: Tx, card, rule: str) -> dict:
     else:  # cooling_off (escrow is the full price then), expiry, closure, default: all that is left
         amount = escrow
     merchant_share = escrow - amount
-    seq = tx.append("refund", card_id=card.id, merchant_id=card.merchant_id, consumer_id=card.consumer_id,
-                    amount=amount, merchant_share=merchant_share, rule=rule, currency=card.currency,
-                    payment_method=card.payment_method, held_delta=0)
-    await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(
-        status="refunded", escrow=0, held=0, units_held=0, refunded=card.refunded + amount,
-        released=card.released + merchant_share, refund_rule=rule, ended_at=tx.now))
+    seq = tx.append(
+        "refund",
+        card_id=card.id,
+        merchant_id=card.merchant_id,
+        consumer_id=card.consumer_id,
+        amount=amount,
+        merchant_share=merchant_share,
+        rule=rule,
+        currency=card.currency,
+        payment_method=card.payment_method,
+        held_delta=0,
+    )
+    await tx.conn.execute(
+        update(cards_t)
+        .where(cards_t.c.id == card.id)
+        .values(
+            status="refunded",
+            escrow=0,
+            held=0,
+            units_held=0,
+            refunded=card.refunded + amount,
+            released=card.released + merchant_share,
+            refund_rule=rule,
+            ended_at=tx.now,
+        )
+    )
     await events.card_refunded(tx, card.merchant_id, amount, merchant_share, card.consumer_id)
-    out = {"card_id": card.id, "amount": amount, "merchant_share": merchant_share, "rule": rule,
-           "currency": card.currency, "payment": {"method": card.payment_method, "reference": card.payment_reference},
-           "ledger_seq": seq}
-    emit(tx, "card.refunded", {**out, "merchant_id": card.merchant_id, "consumer_id": card.consumer_id},
-         merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq)
+    out = {
+        "card_id": card.id,
+        "amount": amount,
+        "merchant_share": merchant_share,
+        "rule": rule,
+        "currency": card.currency,
+        "payment": {"method": card.payment_method, "reference": card.payment_reference},
+        "ledger_seq": seq,
+    }
+    emit(
+        tx,
+        "card.refunded",
+        {**out, "merchant_id": card.merchant_id, "consumer_id": card.consumer_id},
+        merchant_id=card.merchant_id,
+        consumer_id=card.consumer_id,
+        ledger_seq=seq,
+    )
     return out
 
 
@@ -195,17 +290,29 @@ def refund_rule(card, merchant_status: str, now: datetime) -> str:
 def refund_quote(card, merchant_status: str, now: datetime) -> dict:
     """What `consumer_refund` would pay back now, read-only: the same rule and arithmetic as `refund_card`."""
     rule = refund_rule(card, merchant_status, now)
-    amount = (consumer_quit_refund(card.price, card.escrow, card.units_used, card.list_price)
-              if rule == "consumer_quit" else card.escrow)
-    return {"card_id": card.id, "amount": amount, "merchant_share": card.escrow - amount, "rule": rule,
-            "currency": card.currency, "refundable": card.status != "refunded" and card.escrow > 0,
-            "payment": {"method": card.payment_method, "reference": card.payment_reference}}
+    amount = (
+        consumer_quit_refund(card.price, card.escrow, card.units_used, card.list_price)
+        if rule == "consumer_quit"
+        else card.escrow
+    )
+    return {
+        "card_id": card.id,
+        "amount": amount,
+        "merchant_share": card.escrow - amount,
+        "rule": rule,
+        "currency": card.currency,
+        "refundable": card.status != "refunded" and card.escrow > 0,
+        "payment": {"method": card.payment_method, "reference": card.payment_reference},
+    }
 
 
 async def refund_merchant_cards(tx: Tx, merchant_id: str, rule: str, limit: int | None = None) -> int:
     """Refund every live card of a merchant (default, closure). Returns how many."""
-    stmt = (select(cards_t.c.id).where(cards_t.c.merchant_id == merchant_id, cards_t.c.status == "active")
-            .order_by(cards_t.c.id))
+    stmt = (
+        select(cards_t.c.id)
+        .where(cards_t.c.merchant_id == merchant_id, cards_t.c.status == "active")
+        .order_by(cards_t.c.id)
+    )
     if limit:
         stmt = stmt.limit(limit)
     ids = [r.id for r in (await tx.conn.execute(stmt)).all()]

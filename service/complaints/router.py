@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
-from service.common import After, Limit, Strict, Text as _Text, page
+from service.common import After, Limit, Strict, page
+from service.common import Text as _Text
 from service.complaints import service
 from service.context import AppContext, get_ctx
 from service.errors import responses
@@ -17,8 +18,9 @@ from service.idempotency import mutate
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
 Text = Annotated[_Text, NulFree]
-Category = Literal["service_quality", "refund_refused", "false_advertising", "closure_or_runaway",
-                   "price_or_terms", "other"]
+Category = Literal[
+    "service_quality", "refund_refused", "false_advertising", "closure_or_runaway", "price_or_terms", "other"
+]
 
 
 class ComplaintCreate(Strict):
@@ -38,36 +40,57 @@ class ResolutionBody(Strict):
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 404, 422))
-async def file_complaint(body: ComplaintCreate, request: Request, ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(require("consumer"))):
+async def file_complaint(
+    body: ComplaintCreate,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("consumer")),
+):
     """File a complaint against a merchant (optionally about one of your cards); it must be answered in 24 hours."""
+
     async def op(tx):
         return 201, await service.file(tx, who.party_id, body.merchant_id, body.card_id, body.category, body.text)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{complaint_id}/response", responses=responses(400, 401, 403, 404, 409, 422))
-async def respond(complaint_id: str, body: ResponseBody, request: Request, ctx: AppContext = Depends(get_ctx),
-                  who: Principal = Depends(require("merchant"))):
+async def respond(
+    complaint_id: str,
+    body: ResponseBody,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("merchant")),
+):
     async def op(tx):
         return 200, await service.respond(tx, who.party_id, complaint_id, body.text)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{complaint_id}/resolution", responses=responses(400, 401, 403, 404, 409, 422))
-async def resolve(complaint_id: str, body: ResolutionBody, request: Request, ctx: AppContext = Depends(get_ctx),
-                  who: Principal = Depends(require("regulator", "operator"))):
+async def resolve(
+    complaint_id: str,
+    body: ResolutionBody,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     async def op(tx):
         return 200, await service.resolve(tx, complaint_id, body.resolution, body.note)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.get("", responses=responses(401, 403, 422))
-async def list_complaints(ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(require("consumer", "merchant", "regulator", "operator")),
-                          merchant_id: str | None = Query(None, max_length=64),
-                          status: Literal["open", "responded", "resolved"] | None = None,
-                          limit: Limit = 50, after: After = None):
+async def list_complaints(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("consumer", "merchant", "regulator", "operator")),
+    merchant_id: str | None = Query(None, max_length=64),
+    status: Literal["open", "responded", "resolved"] | None = None,
+    limit: Limit = 50,
+    after: After = None,
+):
     """Complaints scoped to the caller: a consumer's own, a merchant's own, all for regulators."""
     t = service.complaints_t
     stmt = select(t).order_by(t.c.id).limit(limit + 1)

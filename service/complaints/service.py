@@ -19,11 +19,23 @@ RESPONSE_HOURS = 24
 
 
 def complaint_out(c, now: datetime) -> dict:
-    return {"id": c.id, "merchant_id": c.merchant_id, "consumer_id": c.consumer_id, "card_id": c.card_id,
-            "category": c.category, "text": c.text, "status": c.status, "response": c.response,
-            "responded_at": iso(c.responded_at), "resolution": c.resolution, "resolution_note": c.resolution_note,
-            "resolved_at": iso(c.resolved_at), "created_at": iso(c.created_at), "due_at": iso(c.due_at),
-            "overdue": c.status == "open" and c.due_at <= now}
+    return {
+        "id": c.id,
+        "merchant_id": c.merchant_id,
+        "consumer_id": c.consumer_id,
+        "card_id": c.card_id,
+        "category": c.category,
+        "text": c.text,
+        "status": c.status,
+        "response": c.response,
+        "responded_at": iso(c.responded_at),
+        "resolution": c.resolution,
+        "resolution_note": c.resolution_note,
+        "resolved_at": iso(c.resolved_at),
+        "created_at": iso(c.created_at),
+        "due_at": iso(c.due_at),
+        "overdue": c.status == "open" and c.due_at <= now,
+    }
 
 
 async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, category: str, text: str) -> dict:
@@ -32,22 +44,42 @@ async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, 
         raise NotFound("No such merchant.", "merchant_not_found")
     cards = Card.__table__
     if card_id is not None:
-        card = (await tx.conn.execute(select(cards.c.consumer_id, cards.c.merchant_id).where(cards.c.id == card_id))).first()
+        card = (
+            await tx.conn.execute(select(cards.c.consumer_id, cards.c.merchant_id).where(cards.c.id == card_id))
+        ).first()
         if card is None or card.consumer_id != consumer_id or card.merchant_id != merchant_id:
             raise NotFound("No such card of yours at this merchant.", "card_not_found")
         card_holder = True
     else:
         # Anyone may file (the complaint is kept and answered), but under the default policy only a
         # consumer who holds or held a card here moves the health code (SPEC §3).
-        card_holder = (await tx.conn.execute(select(cards.c.id).where(
-            cards.c.consumer_id == consumer_id, cards.c.merchant_id == merchant_id).limit(1))).first() is not None
+        card_holder = (
+            await tx.conn.execute(
+                select(cards.c.id)
+                .where(cards.c.consumer_id == consumer_id, cards.c.merchant_id == merchant_id)
+                .limit(1)
+            )
+        ).first() is not None
     cid = new_id("cmp")
-    await tx.conn.execute(insert(complaints_t).values(
-        id=cid, merchant_id=merchant_id, consumer_id=consumer_id, card_id=card_id, category=category, text=text,
-        status="open", overdue=False, created_at=tx.now, due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
-        card_holder=card_holder))
+    await tx.conn.execute(
+        insert(complaints_t).values(
+            id=cid,
+            merchant_id=merchant_id,
+            consumer_id=consumer_id,
+            card_id=card_id,
+            category=category,
+            text=text,
+            status="open",
+            overdue=False,
+            created_at=tx.now,
+            due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
+            card_holder=card_holder,
+        )
+    )
     await events.complaint_filed(tx, merchant_id)
-    return _emitted(tx, "complaint.filed", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first())
+    return _emitted(
+        tx, "complaint.filed", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first()
+    )
 
 
 async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dict:
@@ -56,10 +88,17 @@ async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dic
         raise NotFound("No such complaint.", "complaint_not_found")
     if c.status != "open":
         raise Conflict(f"The complaint is already {c.status}.", "complaint_not_open")
-    await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
-        status="responded", response=text, responded_at=tx.now))
+    await tx.conn.execute(
+        update(complaints_t)
+        .where(complaints_t.c.id == c.id)
+        .values(status="responded", response=text, responded_at=tx.now)
+    )
     await events.complaint_changed(tx, merchant_id)
-    return _emitted(tx, "complaint.responded", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first())
+    return _emitted(
+        tx,
+        "complaint.responded",
+        (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(),
+    )
 
 
 async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) -> dict:
@@ -68,10 +107,15 @@ async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) 
         raise NotFound("No such complaint.", "complaint_not_found")
     if c.status == "resolved":
         raise Conflict("The complaint is already resolved.", "complaint_already_resolved")
-    await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == c.id).values(
-        status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now))
+    await tx.conn.execute(
+        update(complaints_t)
+        .where(complaints_t.c.id == c.id)
+        .values(status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now)
+    )
     await events.complaint_changed(tx, c.merchant_id)
-    return _emitted(tx, "complaint.resolved", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first())
+    return _emitted(
+        tx, "complaint.resolved", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first()
+    )
 
 
 def _emitted(tx: Tx, type_: str, row) -> dict:

@@ -11,8 +11,9 @@ from sqlalchemy import delete, select
 from service.auth import Principal, require
 from service.cards.schemas import NulFree
 from service.cards.service import list_cards_page, redemptions_t
-from service.common import After, Limit, Name, Strict, long_poll, page
 from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
+from service.clock import iso
+from service.common import After, Limit, Name, Strict, long_poll, page
 from service.consumers import service, verification
 from service.consumers.service import tokens_t
 from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
@@ -21,9 +22,8 @@ from service.errors import TooManyRequests, responses
 from service.event_log.service import new_events
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
-from service.revocation import bump_epoch
-from service.clock import iso
 from service.redemptions.service import redemption_out
+from service.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
 sms_test_router = APIRouter(prefix="/v1/test", tags=["test"])
@@ -93,9 +93,12 @@ async def start_verification(body: VerificationCreate, request: Request, ctx: Ap
 
     async def op(tx):
         await verification.count_address(tx, bucket, limit)
-        answer, code = await verification.start(tx, ctx.keys.phone, sender, phone, ctx.settings.codes_per_phone_per_hour)
+        answer, code = await verification.start(
+            tx, ctx.keys.phone, sender, phone, ctx.settings.codes_per_phone_per_hour
+        )
         sent[:] = [code]  # a batch run again the careful way runs this again: the last code is the committed one
         return 202, answer
+
     response = await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}")
     if sent and response.status_code == 202:  # committed (not a replay): now deliver it
         if isinstance(sender, OutboxSender):
@@ -116,6 +119,7 @@ async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppCont
     async def op(tx):
         await verification.count_address(tx, bucket, limit)
         return await service.register(tx, ctx.keys.phone, body.name, body.phone, body.verification_id, body.code, token)
+
     return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
 
 
@@ -129,19 +133,21 @@ async def sign_in(body: SessionCreate, request: Request, ctx: AppContext = Depen
     async def op(tx):
         await verification.count_address(tx, bucket, limit)
         return await service.sign_in(tx, ctx.keys.phone, body.phone, body.verification_id, body.code, token)
+
     return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
 
 
 @router.delete("/me/tokens/current", status_code=204, responses=responses(401, 403))
-async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx),
-                   who: Principal = Depends(require("consumer"))):
+async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
     """Sign out: this token stops working at once, on every replica; the consumer's other tokens keep working."""
     digest = token_hash(request.headers["authorization"].partition(" ")[2].strip())
 
     async def op(tx):
-        await tx.conn.execute(delete(tokens_t).where(tokens_t.c.token_hash == digest,
-                                                     tokens_t.c.party_id == who.party_id))
+        await tx.conn.execute(
+            delete(tokens_t).where(tokens_t.c.token_hash == digest, tokens_t.c.party_id == who.party_id)
+        )
         await bump_epoch(tx)
+
     await ctx.writer.run(op)
     ctx.token_cache.pop(digest, None)
     return Response(status_code=204)
@@ -154,16 +160,24 @@ async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depend
 
 
 @router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
-                   limit: Limit = 50, after: After = None):
+async def my_cards(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("consumer")),
+    limit: Limit = 50,
+    after: After = None,
+):
     return await list_cards_page(ctx, "consumer_id", who.party_id, limit, after)
 
 
 @router.get("/me/redemptions", responses=responses(401, 403, 422))
-async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer")),
-                         status: Literal["pending", "confirmed", "rejected", "cancelled", "expired"] | None = None,
-                         limit: Limit = 50, after: After = None,
-                         wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for a new item")] = 0):
+async def my_redemptions(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("consumer")),
+    status: Literal["pending", "confirmed", "rejected", "cancelled", "expired"] | None = None,
+    limit: Limit = 50,
+    after: After = None,
+    wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for a new item")] = 0,
+):
     """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer.
     With `wait` (long-poll), answers at once if there are items after `after`, else waits up to that
     many seconds for a new one (pass `after` = the id of the newest item held)."""
@@ -178,13 +192,22 @@ async def my_redemptions(ctx: AppContext = Depends(get_ctx), who: Principal = De
 
 
 @sms_test_router.get("/sms", responses=responses(401, 403, 422))
-async def read_sms_outbox(phone: Annotated[str, Query(min_length=5, max_length=20)], ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(require("operator"))):
+async def read_sms_outbox(
+    phone: Annotated[str, Query(min_length=5, max_length=20)],
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator")),
+):
     """The outbox for one phone, oldest first (only with ESCROW_ENV=test): how tests finish the code flow."""
     phone = service.normalize_phone(phone)
     t = outbox_t
-    stmt = (select(t.c.text, t.c.code, t.c.sent_at).where(t.c.phone_lookup == ctx.keys.phone.lookup(phone))
-            .order_by(t.c.id.desc()).limit(50))
+    stmt = (
+        select(t.c.text, t.c.code, t.c.sent_at)
+        .where(t.c.phone_lookup == ctx.keys.phone.lookup(phone))
+        .order_by(t.c.id.desc())
+        .limit(50)
+    )
     async with ctx.engines.reader.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    return {"items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]}
+    return {
+        "items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]
+    }

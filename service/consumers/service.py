@@ -4,6 +4,7 @@ and found by a keyed hash."""
 from __future__ import annotations
 
 import re
+
 from sqlalchemy import insert, select
 
 from service.consumers import verification
@@ -22,7 +23,9 @@ PHONE = re.compile(r"^(?:\+?86)?(1[3-9][0-9]{9})$")
 def normalize_phone(phone: str) -> str:
     m = PHONE.match(phone.replace(" ", "").replace("-", ""))
     if not m:
-        raise Unprocessable("phone must be a mainland China mobile number (11 digits starting with 1).", "invalid_phone")
+        raise Unprocessable(
+            "phone must be a mainland China mobile number (11 digits starting with 1).", "invalid_phone"
+        )
     return m.group(1)
 
 
@@ -34,8 +37,9 @@ def consumer_out(c) -> dict:
     return {"id": c.id, "name": c.name, "phone_hint": c.phone_hint}
 
 
-async def register(tx: Tx, vault: PhoneVault, name: str, phone: str, verification_id: str, code: str,
-                   token: str) -> tuple[int, dict]:
+async def register(
+    tx: Tx, vault: PhoneVault, name: str, phone: str, verification_id: str, code: str, token: str
+) -> tuple[int, dict]:
     """Register with a proven phone. The answer kept for an Idempotency-Key replay never holds `token`:
     the router adds it to the first answer only."""
     phone = normalize_phone(phone)
@@ -45,29 +49,46 @@ async def register(tx: Tx, vault: PhoneVault, name: str, phone: str, verificatio
     lookup = vault.lookup(phone)
     if (await tx.conn.execute(select(consumers_t.c.id).where(consumers_t.c.phone_lookup == lookup))).first():
         # only a holder of this phone's code learns this
-        return verification.error(409, "phone_already_registered",
-                                  "This phone number is already registered; sign in at /v1/consumers/sessions.")
+        return verification.error(
+            409,
+            "phone_already_registered",
+            "This phone number is already registered; sign in at /v1/consumers/sessions.",
+        )
     cid = new_id("cns")
-    await tx.conn.execute(insert(consumers_t).values(
-        id=cid, name=name, phone_ciphertext=vault.encrypt(phone), phone_lookup=lookup, phone_hint=mask(phone),
-        created_at=tx.now))
-    await tx.conn.execute(insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=cid, created_at=tx.now))
+    await tx.conn.execute(
+        insert(consumers_t).values(
+            id=cid,
+            name=name,
+            phone_ciphertext=vault.encrypt(phone),
+            phone_lookup=lookup,
+            phone_hint=mask(phone),
+            created_at=tx.now,
+        )
+    )
+    await tx.conn.execute(
+        insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=cid, created_at=tx.now)
+    )
     return 201, {"id": cid, "name": name, "phone_hint": mask(phone)}
 
 
-async def sign_in(tx: Tx, vault: PhoneVault, phone: str, verification_id: str, code: str,
-                  token: str) -> tuple[int, dict]:
+async def sign_in(
+    tx: Tx, vault: PhoneVault, phone: str, verification_id: str, code: str, token: str
+) -> tuple[int, dict]:
     """A new token for the phone's owner (a new device); the consumer's other tokens keep working."""
     phone = normalize_phone(phone)
     failed = await verification.check_code(tx, vault, verification_id, phone, code)
     if failed is not None:
         return failed
-    row = (await tx.conn.execute(select(consumers_t.c.id).where(consumers_t.c.phone_lookup == vault.lookup(phone)))).first()
+    row = (
+        await tx.conn.execute(select(consumers_t.c.id).where(consumers_t.c.phone_lookup == vault.lookup(phone)))
+    ).first()
     if row is None:
-        return verification.error(404, "phone_not_registered",
-                                  "No consumer has this phone number; register at POST /v1/consumers.")
-    await tx.conn.execute(insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=row.id,
-                                                  created_at=tx.now))
+        return verification.error(
+            404, "phone_not_registered", "No consumer has this phone number; register at POST /v1/consumers."
+        )
+    await tx.conn.execute(
+        insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=row.id, created_at=tx.now)
+    )
     return 201, {"consumer_id": row.id}
 
 

@@ -39,9 +39,16 @@ class OutboxSender:
         self.log_code = not settings.is_production
 
     async def store(self, tx, vault, phone: str, lookup: str, code: str) -> None:
-        await tx.conn.execute(insert(outbox_t).values(
-            id=new_id("sms"), phone_lookup=lookup, phone_ciphertext=vault.encrypt(phone), text=message_text(code),
-            code=code, sent_at=tx.now))
+        await tx.conn.execute(
+            insert(outbox_t).values(
+                id=new_id("sms"),
+                phone_lookup=lookup,
+                phone_ciphertext=vault.encrypt(phone),
+                text=message_text(code),
+                code=code,
+                sent_at=tx.now,
+            )
+        )
 
     async def deliver(self, phone: str, code: str) -> bool:
         hint = phone[:3] + "****" + phone[-4:]
@@ -71,8 +78,12 @@ class HttpSender:
         return None  # nothing kept: the code lives only in the verification's hash and the gateway
 
     def body(self, phone: str, code: str) -> dict:
-        return {"phone": phone, "sign_name": self.sign_name, "template_code": self.template,
-                "template_param": {"code": code}}
+        return {
+            "phone": phone,
+            "sign_name": self.sign_name,
+            "template_code": self.template,
+            "template_param": {"code": code},
+        }
 
     async def deliver(self, phone: str, code: str) -> bool:
         if self._client is None:
@@ -89,7 +100,7 @@ class HttpSender:
                 problem = type(exc).__name__
             log.warning("SMS gateway attempt %d for %s failed: %s", attempt + 1, hint, problem)
             if attempt < self.retries:
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                await asyncio.sleep(0.2 * 2**attempt)
         log.error("SMS gateway: giving up on a code for %s after %d attempts", hint, self.retries + 1)
         return False
 
@@ -111,10 +122,16 @@ def deliver_later(sender, phone: str, code: str) -> None:
 async def outbox_messages(engine, vault, phone: str, limit: int = 20) -> list[dict]:
     """The last messages the outbox kept for `phone`, oldest first (`escrow sms outbox`, the demo)."""
     from sqlalchemy import select
+
     from service.clock import iso
+
     t = outbox_t
-    stmt = (select(t.c.text, t.c.code, t.c.sent_at).where(t.c.phone_lookup == vault.lookup(phone))
-            .order_by(t.c.id.desc()).limit(limit))
+    stmt = (
+        select(t.c.text, t.c.code, t.c.sent_at)
+        .where(t.c.phone_lookup == vault.lookup(phone))
+        .order_by(t.c.id.desc())
+        .limit(limit)
+    )
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     return [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]
@@ -122,9 +139,11 @@ async def outbox_messages(engine, vault, phone: str, limit: int = 20) -> list[di
 
 def _outbox_command(args) -> int:
     import json
+
     from service.cli import _with_context
     from service.consumers.service import normalize_phone
     from service.errors import Unprocessable
+
     try:
         phone = normalize_phone(args.phone)
     except Unprocessable as exc:
@@ -133,6 +152,7 @@ def _outbox_command(args) -> int:
 
     async def run(ctx):
         return await outbox_messages(ctx.engines.reader, ctx.keys.phone, phone, args.limit)
+
     for message in asyncio.run(_with_context(run)):
         print(json.dumps(message, ensure_ascii=False))
     return 0

@@ -33,7 +33,7 @@ MAX_ATTEMPTS = 5
 
 
 def new_code() -> str:
-    return f"{secrets.randbelow(10 ** 6):06d}"
+    return f"{secrets.randbelow(10**6):06d}"
 
 
 def code_hash(vault, verification_id: str, code: str) -> str:
@@ -49,15 +49,17 @@ async def count_address(tx: Tx, bucket: str, per_minute: int) -> None:
     """Count one attempt from this address in the shared table; over the limit raises (and writes nothing)."""
     window = tx.now.replace(second=0, microsecond=0)
     key = f"anon:{bucket}"[:120]
-    row = (await tx.conn.execute(select(limits_t.c.count, limits_t.c.window_start)
-                                 .where(limits_t.c.bucket == key))).first()
+    row = (
+        await tx.conn.execute(select(limits_t.c.count, limits_t.c.window_start).where(limits_t.c.bucket == key))
+    ).first()
     if row is None:
         await tx.conn.execute(insert(limits_t).values(bucket=key, count=1, window_start=window))
     elif row.window_start < window:
         await tx.conn.execute(update(limits_t).where(limits_t.c.bucket == key).values(count=1, window_start=window))
     elif row.count >= per_minute:
-        raise TooManyRequests(f"Too many attempts from this address; the limit is {per_minute} a minute.",
-                              "rate_limited")
+        raise TooManyRequests(
+            f"Too many attempts from this address; the limit is {per_minute} a minute.", "rate_limited"
+        )
     else:
         await tx.conn.execute(update(limits_t).where(limits_t.c.bucket == key).values(count=row.count + 1))
 
@@ -66,16 +68,28 @@ async def start(tx: Tx, vault, sender, phone: str, per_hour: int) -> tuple[dict,
     """Create a verification for `phone` (already normalised) → (answer, code)."""
     lookup = vault.lookup(phone)
     since = tx.now - timedelta(hours=1)
-    sent = (await tx.conn.execute(select(func.count()).select_from(verifications_t).where(
-        verifications_t.c.phone_lookup == lookup, verifications_t.c.created_at > since))).scalar_one()
+    sent = (
+        await tx.conn.execute(
+            select(func.count())
+            .select_from(verifications_t)
+            .where(verifications_t.c.phone_lookup == lookup, verifications_t.c.created_at > since)
+        )
+    ).scalar_one()
     if sent >= per_hour:
         raise TooManyRequests(f"Too many codes for this phone; at most {per_hour} an hour.", "too_many_codes")
     vid = new_id("vrf")
     code = new_code()
     expires_at = tx.now + CODE_TTL
-    await tx.conn.execute(insert(verifications_t).values(
-        id=vid, phone_lookup=lookup, code_hash=code_hash(vault, vid, code), attempts=0, created_at=tx.now,
-        expires_at=expires_at))
+    await tx.conn.execute(
+        insert(verifications_t).values(
+            id=vid,
+            phone_lookup=lookup,
+            code_hash=code_hash(vault, vid, code),
+            attempts=0,
+            created_at=tx.now,
+            expires_at=expires_at,
+        )
+    )
     await sender.store(tx, vault, phone, lookup, code)
     return {"verification_id": vid, "expires_at": iso(expires_at)}, code
 
@@ -96,14 +110,17 @@ async def check_code(tx: Tx, vault, verification_id: str, phone: str, code: str)
     right_code = hmac.compare_digest(row.code_hash, code_hash(vault, verification_id, code))
     if not (right_phone and right_code):
         attempts = row.attempts + 1
-        await tx.conn.execute(update(verifications_t).where(verifications_t.c.id == verification_id)
-                              .values(attempts=attempts))
+        await tx.conn.execute(
+            update(verifications_t).where(verifications_t.c.id == verification_id).values(attempts=attempts)
+        )
         if attempts >= MAX_ATTEMPTS:
             return error(409, "verification_burned", "Too many wrong codes; ask for a new code.")
         return wrong
-    done = await tx.conn.execute(update(verifications_t).where(
-        verifications_t.c.id == verification_id, verifications_t.c.used_at.is_(None)).values(used_at=tx.now))
+    done = await tx.conn.execute(
+        update(verifications_t)
+        .where(verifications_t.c.id == verification_id, verifications_t.c.used_at.is_(None))
+        .values(used_at=tx.now)
+    )
     if done.rowcount != 1:
         return error(409, "verification_used", "This verification was already used; ask for a new code.")
     return None
-

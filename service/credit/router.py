@@ -25,31 +25,45 @@ class Consent(Strict):
 
 
 @router.post("/lenders", status_code=201, responses=responses(400, 401, 403, 422))
-async def create_lender(body: PartyCreate, request: Request, ctx: AppContext = Depends(get_ctx),
-                        who: Principal = Depends(require("operator"))):
+async def create_lender(
+    body: PartyCreate,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator")),
+):
     """A lender (e.g. a bank's loan desk); the answer carries its `ln_` api_key once."""
     return await mutate(ctx, request, who, body, _create(Lender, "lnd", "ln", "lender", body.name))
 
 
 @router.post("/merchants/me/credit-consent", responses=responses(400, 401, 403, 409, 422))
-async def credit_consent(body: Consent, request: Request, ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(require("merchant"))):
+async def credit_consent(
+    body: Consent, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))
+):
     """Consent (true) to show this merchant's figures to lenders, or withdraw it (false)."""
+
     async def op(tx):
         return 200, await service.set_consent(tx, who.party_id, body.consent)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.get("/credit/merchants", responses=responses(401, 403, 422))
-async def list_reports(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("lender")),
-                       limit: Small = 20, after: After = None):
+async def list_reports(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("lender")),
+    limit: Small = 20,
+    after: After = None,
+):
     """Consenting merchants only, each with its record and recommendation."""
     async with ctx.engines.reader.connect() as conn:
         return await service.many(conn, limit, after, ctx.clock.now())
 
 
 @router.get("/credit/merchants/{merchant_id}", responses=responses(401, 403, 404, 422))
-async def one_report(merchant_id: Annotated[str, StringConstraints(max_length=40)], ctx: AppContext = Depends(get_ctx),
-                     who: Principal = Depends(require("lender"))):
+async def one_report(
+    merchant_id: Annotated[str, StringConstraints(max_length=40)],
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("lender")),
+):
     async with ctx.engines.reader.connect() as conn:
         return await service.one(conn, merchant_id, ctx.clock.now())

@@ -9,7 +9,7 @@ daily counters' days are UTC days. Nothing about any consumer is read or shown.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
@@ -56,30 +56,44 @@ async def set_consent(tx: Tx, merchant_id: str, consent: bool) -> dict:
     conn = tx.conn
     row = (await conn.execute(select(consents_t).where(consents_t.c.merchant_id == merchant_id))).first()
     if row is not None and row.consent == consent:
-        return {"merchant_id": merchant_id, "consent": consent, "updated_at": iso(row.updated_at),
-                "ledger_seq": int(row.ledger_seq)}
+        return {
+            "merchant_id": merchant_id,
+            "consent": consent,
+            "updated_at": iso(row.updated_at),
+            "ledger_seq": int(row.ledger_seq),
+        }
     if row is None and not consent:  # nothing was ever shared: nothing to withdraw, nothing to record
         return {"merchant_id": merchant_id, "consent": False, "updated_at": None, "ledger_seq": None}
     seq = tx.append("credit_consent", merchant_id=merchant_id, consent=consent)
     if row is None:
-        await conn.execute(consents_t.insert().values(merchant_id=merchant_id, consent=consent, updated_at=tx.now,
-                                                      ledger_seq=seq))
+        await conn.execute(
+            consents_t.insert().values(merchant_id=merchant_id, consent=consent, updated_at=tx.now, ledger_seq=seq)
+        )
     else:
-        await conn.execute(consents_t.update().where(consents_t.c.merchant_id == merchant_id).values(
-            consent=consent, updated_at=tx.now, ledger_seq=seq))
+        await conn.execute(
+            consents_t.update()
+            .where(consents_t.c.merchant_id == merchant_id)
+            .values(consent=consent, updated_at=tx.now, ledger_seq=seq)
+        )
     return {"merchant_id": merchant_id, "consent": consent, "updated_at": iso(tx.now), "ledger_seq": seq}
 
 
 async def code_by_month(conn, merchant_id: str, first: date, months: list[str]) -> dict[str, str]:
     """The worst code held at any time in each month, from the ledger's code changes."""
-    rows = (await conn.execute(select(entries_t.c.time, entries_t.c.canonical).where(
-        entries_t.c.merchant_id == merchant_id, entries_t.c.kind == "health_code").order_by(entries_t.c.seq))).all()
+    rows = (
+        await conn.execute(
+            select(entries_t.c.time, entries_t.c.canonical)
+            .where(entries_t.c.merchant_id == merchant_id, entries_t.c.kind == "health_code")
+            .order_by(entries_t.c.seq)
+        )
+    ).all()
     changes = [(r.time.date(), orjson.loads(r.canonical)) for r in rows]
     if changes:
         current = changes[0][1]["from_code"]
     else:
-        current = (await conn.execute(select(health_t.c.code).where(health_t.c.merchant_id == merchant_id))).scalar() \
-            or "green"
+        current = (
+            await conn.execute(select(health_t.c.code).where(health_t.c.merchant_id == merchant_id))
+        ).scalar() or "green"
     out: dict[str, str] = {}
     i = 0
     for m in months:
@@ -105,8 +119,9 @@ async def report(conn, merchant, now: datetime, policy: CreditPolicy = DEFAULT_C
         months.append(month_of(m))
         m = add_months(m, 1)
     from_day = (start - EPOCH).days
-    daily = (await conn.execute(select(daily_t).where(daily_t.c.merchant_id == merchant.id,
-                                                      daily_t.c.day >= from_day))).all()
+    daily = (
+        await conn.execute(select(daily_t).where(daily_t.c.merchant_id == merchant.id, daily_t.c.day >= from_day))
+    ).all()
     sums = {k: {"released": 0, "issued": 0, "refunded": 0, "cards_sold": 0, "complaints": 0} for k in months}
     for r in daily:
         k = month_of(EPOCH + timedelta(days=int(r.day)))
@@ -121,27 +136,52 @@ async def report(conn, merchant, now: datetime, policy: CreditPolicy = DEFAULT_C
     issued = sum(f.issued for f in figures)
     sold = sum(f.cards_sold for f in figures)
     return {
-        "merchant_id": merchant.id, "name": merchant.name, "uscc": merchant.uscc, "category": merchant.category,
-        "status": merchant.status, "onboarded_at": iso(created),
+        "merchant_id": merchant.id,
+        "name": merchant.name,
+        "uscc": merchant.uscc,
+        "category": merchant.category,
+        "status": merchant.status,
+        "onboarded_at": iso(created),
         "months_on_platform": whole_months(created, now),
-        "code_history": {"months": [{"month": f.month, "code": f.worst_code} for f in figures],
-                         "green": tally["green"], "yellow": tally["yellow"], "red": tally["red"]},
-        "monthly": [{"month": f.month, "released": f.released, "issued": f.issued, "refunded": f.refunded,
-                     "cards_sold": f.cards_sold, "complaints": f.complaints, "complete": f.month != month_of(this_month)}
-                    for f in figures],
+        "code_history": {
+            "months": [{"month": f.month, "code": f.worst_code} for f in figures],
+            "green": tally["green"],
+            "yellow": tally["yellow"],
+            "red": tally["red"],
+        },
+        "monthly": [
+            {
+                "month": f.month,
+                "released": f.released,
+                "issued": f.issued,
+                "refunded": f.refunded,
+                "cards_sold": f.cards_sold,
+                "complaints": f.complaints,
+                "complete": f.month != month_of(this_month),
+            }
+            for f in figures
+        ],
         "refund_rate_bp": rate_bp(sum(f.refunded for f in figures), issued),
         "complaint_rate_bp": rate_bp(sum(f.complaints for f in figures), sold),
-        "recommendation": {"recommended": verdict.recommended, "reasons": list(verdict.reasons),
-                           "failed": list(verdict.failed), "judged_refund_rate_bp": verdict.refund_rate_bp,
-                           "judged_complaint_rate_bp": verdict.complaint_rate_bp,
-                           "policy_version": verdict.policy_version, "policy": policy.to_dict()},
+        "recommendation": {
+            "recommended": verdict.recommended,
+            "reasons": list(verdict.reasons),
+            "failed": list(verdict.failed),
+            "judged_refund_rate_bp": verdict.refund_rate_bp,
+            "judged_complaint_rate_bp": verdict.complaint_rate_bp,
+            "policy_version": verdict.policy_version,
+            "policy": policy.to_dict(),
+        },
         "currency": "CNY",
     }
 
 
 def _consenting():
-    return (select(merchants_t).join(consents_t, consents_t.c.merchant_id == merchants_t.c.id)
-            .where(consents_t.c.consent.is_(True)))
+    return (
+        select(merchants_t)
+        .join(consents_t, consents_t.c.merchant_id == merchants_t.c.id)
+        .where(consents_t.c.consent.is_(True))
+    )
 
 
 async def one(conn, merchant_id: str, now: datetime) -> dict:

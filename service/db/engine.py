@@ -81,9 +81,9 @@ def _sqlite_setup(engine, settings: Settings, begin: str, spin: bool = False) ->
 
 def sync_url(url: str) -> str:
     if url.startswith("sqlite+aiosqlite"):
-        return "sqlite+pysqlite" + url[len("sqlite+aiosqlite"):]
+        return "sqlite+pysqlite" + url[len("sqlite+aiosqlite") :]
     if url.startswith("postgresql+asyncpg"):
-        return "postgresql+psycopg" + url[len("postgresql+asyncpg"):]
+        return "postgresql+psycopg" + url[len("postgresql+asyncpg") :]
     return url
 
 

@@ -6,9 +6,7 @@ whose parts do not add up to its price, a reused idempotency key, a duplicate le
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from datetime import timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Integer, LargeBinary, MetaData, Text
 from sqlalchemy.types import TypeDecorator
@@ -26,6 +24,7 @@ metadata: MetaData = SQLModel.metadata
 
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes on both databases (SQLite keeps no zone: store naive UTC, read back aware)."""
+
     impl = DateTime(timezone=True)
     cache_ok = True
 
@@ -34,13 +33,13 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def ts(nullable: bool = False, **kw) -> object:
@@ -135,8 +134,9 @@ class Card(SQLModel, table=True):
         CheckConstraint("held >= 0 AND held <= escrow", name="held_within_escrow"),
         CheckConstraint("released >= 0 AND refunded >= 0", name="outflows_nonnegative"),
         CheckConstraint("escrow + released + refunded = price", name="price_conserved"),
-        CheckConstraint("units_used >= 0 AND units_held >= 0 AND units_used + units_held <= units_total",
-                        name="units_within_total"),
+        CheckConstraint(
+            "units_used >= 0 AND units_held >= 0 AND units_used + units_held <= units_total", name="units_within_total"
+        ),
         Index("ix_cards_consumer", "consumer_id", "id"),
         Index("ix_cards_merchant", "merchant_id", "id"),
         Index("ix_cards_expiry", "status", "expires_at"),
@@ -201,8 +201,9 @@ class LedgerEntry(SQLModel, table=True):
         Index("ix_ledger_consumer", "consumer_id", "seq"),
     )
     # On SQLite seq is the rowid (INTEGER PRIMARY KEY, migration 0003): the table is stored in seq order.
-    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                      autoincrement=False))
+    seq: int = Field(
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    )
     kind: str = Field(max_length=32)
     time: datetime = ts()
     canonical: str = Field(sa_column=Column(Text, nullable=False))
@@ -215,6 +216,7 @@ class LedgerEntry(SQLModel, table=True):
 
 class LedgerHead(SQLModel, table=True):
     """One row: the size and chain head. Every write batch locks it, so writers serialise across replicas."""
+
     __tablename__ = "ledger_head"
     id: int = Field(primary_key=True)
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -228,6 +230,7 @@ class LedgerHead(SQLModel, table=True):
 
 class MerkleNode(SQLModel, table=True):
     """Hash of the perfect subtree (level, index), stored as entries are appended: proofs read O(log n) rows."""
+
     __tablename__ = "merkle_nodes"
     level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
@@ -257,6 +260,7 @@ class IdempotencyKey(SQLModel, table=True):
 
 class AppState(SQLModel, table=True):
     """Small shared values every replica must agree on, e.g. the test clock's offset."""
+
     __tablename__ = "app_state"
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_column=Column(Text, nullable=False))
@@ -264,6 +268,7 @@ class AppState(SQLModel, table=True):
 
 class RateLimit(SQLModel, table=True):
     """Requests per client address per minute window, shared by replicas."""
+
     __tablename__ = "rate_limits"
     bucket: str = Field(primary_key=True, max_length=120)
     count: int
@@ -272,8 +277,10 @@ class RateLimit(SQLModel, table=True):
 
 # --- Health codes, complaints and alerts (预付健康码) -------------------------------------------
 
+
 class MerchantDaily(SQLModel, table=True):
     """Risk counters per merchant per day (day = days since 1970-01-01 UTC); a window is a sum of rows."""
+
     __tablename__ = "merchant_daily"
     merchant_id: str = Field(primary_key=True, max_length=40)
     day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
@@ -310,10 +317,12 @@ class MerchantHealth(SQLModel, table=True):
 
 class Complaint(SQLModel, table=True):
     __tablename__ = "complaints"
-    __table_args__ = (Index("ix_complaints_overdue", "status", "due_at"),
-                      Index("ix_complaints_merchant", "merchant_id", "id"),
-                      Index("ix_complaints_consumer", "consumer_id", "id"),
-                      Index("ix_complaints_merchant_time", "merchant_id", "created_at"))
+    __table_args__ = (
+        Index("ix_complaints_overdue", "status", "due_at"),
+        Index("ix_complaints_merchant", "merchant_id", "id"),
+        Index("ix_complaints_consumer", "consumer_id", "id"),
+        Index("ix_complaints_merchant_time", "merchant_id", "created_at"),
+    )
     id: str = Field(primary_key=True, max_length=40)
     merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
     consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
@@ -336,8 +345,11 @@ class Complaint(SQLModel, table=True):
 
 class Alert(SQLModel, table=True):
     """Regulators' feed. `seq` is the cursor: writes are serialised, so it grows in commit order."""
+
     __tablename__ = "alerts"
-    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    seq: int = Field(
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    )
     id: str = Field(max_length=40, unique=True)
     merchant_id: str = Field(max_length=40, index=True)
     kind: str = Field(max_length=32)  # code_change, delisted
@@ -369,11 +381,15 @@ class InspectionDraw(SQLModel, table=True):
 
 # --- Phone verification and SMS (实名手机号, SPEC §8) ------------------------------------------
 
+
 class PhoneVerification(SQLModel, table=True):
     """A one-time code sent to a phone; only its keyed hash is kept. Used once, burnt by five misses."""
+
     __tablename__ = "phone_verifications"
-    __table_args__ = (Index("ix_phone_verifications_phone", "phone_lookup", "created_at"),
-                      CheckConstraint("attempts >= 0", name="attempts_nonnegative"))
+    __table_args__ = (
+        Index("ix_phone_verifications_phone", "phone_lookup", "created_at"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+    )
     id: str = Field(primary_key=True, max_length=40)
     phone_lookup: str = Field(max_length=64)
     code_hash: str = Field(max_length=64)
@@ -385,6 +401,7 @@ class PhoneVerification(SQLModel, table=True):
 
 class SmsOutbox(SQLModel, table=True):
     """Messages the `outbox` sender keeps instead of sending (development and test)."""
+
     __tablename__ = "sms_outbox"
     __table_args__ = (Index("ix_sms_outbox_phone", "phone_lookup", "id"),)
     id: str = Field(primary_key=True, max_length=40)
@@ -393,11 +410,14 @@ class SmsOutbox(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     code: str = Field(max_length=16)
     sent_at: datetime = ts(index=True)
+
+
 class MerchantConsumerDay(SQLModel, table=True):
     """Which consumers refunded a card of, or rejected an ask of, a merchant on a day (one row per merchant,
     kind, day and consumer; kind `refund` or `reject`). Distinct consumers in a window are a count of rows
     over a window's days, so the refund and rejection rates are judged by how many people stand behind
     them (SPEC §3), kept in the same transaction as the counters (service/health/service.py)."""
+
     __tablename__ = "merchant_consumer_days"
     merchant_id: str = Field(primary_key=True, max_length=40)
     kind: str = Field(primary_key=True, max_length=8)
@@ -407,6 +427,7 @@ class MerchantConsumerDay(SQLModel, table=True):
 
 class WitnessCosignature(SQLModel, table=True):
     """The cosignature line (C2SP cosignature/v1) a witness returned for the checkpoint at `tree_size`."""
+
     __tablename__ = "witness_cosignatures"
     tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     witness: str = Field(primary_key=True, max_length=300)  # the witness's vkey
@@ -416,17 +437,22 @@ class WitnessCosignature(SQLModel, table=True):
 
 class WitnessState(SQLModel, table=True):
     """Per witness: the size it last cosigned (the `old` of the next request), shared by every replica."""
+
     __tablename__ = "witness_state"
     witness: str = Field(primary_key=True, max_length=300)
     last_size: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     failures: int = 0
     retry_after_ms: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # POSIX ms: not asked before
+
+
 # --- Custody: settlement batches, bank statements, lenders and credit consent (资金托管与信用推介) ---
+
 
 class SettlementBatch(SQLModel, table=True):
     """One per calendar day in the settlement time zone: the unique date makes closing a day idempotent
     across replicas."""
+
     __tablename__ = "settlement_batches"
     id: str = Field(primary_key=True, max_length=40)
     date: str = Field(max_length=10, unique=True)  # YYYY-MM-DD, in ESCROW_SETTLEMENT_TIMEZONE
@@ -441,6 +467,7 @@ class SettlementBatch(SQLModel, table=True):
 
 class SettlementInstruction(SQLModel, table=True):
     """A payout to a merchant or a refund to a consumer's original payment route, for the bank to execute."""
+
     __tablename__ = "settlement_instructions"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
@@ -463,6 +490,7 @@ class SettlementInstruction(SQLModel, table=True):
 
 class BankStatement(SQLModel, table=True):
     """A statement of the escrow account the bank uploaded, and what matching it found."""
+
     __tablename__ = "bank_statements"
     id: str = Field(primary_key=True, max_length=40)
     date_from: str = Field(max_length=10)
@@ -483,20 +511,29 @@ class Lender(SQLModel, table=True):
 
 class CreditConsent(SQLModel, table=True):
     """A merchant's consent to show its figures to lenders; withdrawing keeps the row with consent false."""
+
     __tablename__ = "credit_consents"
     merchant_id: str = Field(primary_key=True, max_length=40)
     consent: bool
     updated_at: datetime = ts()
     ledger_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 # --- Events and webhooks (SPEC §9) -------------------------------------------------------------
+
 
 class Event(SQLModel, table=True):
     """Every state change, written in the change's own transaction: the event log and the webhooks'
     transactional outbox. `seq` is the cursor: writes are serialised, so it grows in commit order."""
+
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_merchant", "merchant_id", "seq"),
-                      Index("ix_events_consumer", "consumer_id", "seq"))
-    seq: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    __table_args__ = (
+        Index("ix_events_merchant", "merchant_id", "seq"),
+        Index("ix_events_consumer", "consumer_id", "seq"),
+    )
+    seq: int = Field(
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    )
     id: str = Field(max_length=40, unique=True)
     type: str = Field(max_length=40)
     created_at: datetime = ts(index=True)
@@ -525,9 +562,11 @@ class WebhookEndpoint(SQLModel, table=True):
 
 class WebhookDelivery(SQLModel, table=True):
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
-                      Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
-                      Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_seq", unique=True))
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("uq_webhook_deliveries_endpoint_event", "endpoint_id", "event_seq", unique=True),
+    )
     id: str = Field(primary_key=True, max_length=40)
     endpoint_id: str = Field(max_length=40)
     event_seq: int = Field(sa_column=Column(BigInteger, nullable=False))

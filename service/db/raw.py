@@ -25,41 +25,86 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
-CARD_COLS = ("id", "product_id", "merchant_id", "consumer_id", "type", "status", "price", "currency", "list_price",
-             "units_total", "units_used", "units_held", "period_days", "escrow", "held", "released", "refunded",
-             "payment_method", "payment_reference", "purchased_at", "expires_at", "cooling_off_ends_at",
-             "refund_rule", "ended_at", "purchase_seq")
+CARD_COLS = (
+    "id",
+    "product_id",
+    "merchant_id",
+    "consumer_id",
+    "type",
+    "status",
+    "price",
+    "currency",
+    "list_price",
+    "units_total",
+    "units_used",
+    "units_held",
+    "period_days",
+    "escrow",
+    "held",
+    "released",
+    "refunded",
+    "payment_method",
+    "payment_reference",
+    "purchased_at",
+    "expires_at",
+    "cooling_off_ends_at",
+    "refund_rule",
+    "ended_at",
+    "purchase_seq",
+)
 CardRow = namedtuple("CardRow", CARD_COLS)
 _CARD_TIMES = tuple(i for i, c in enumerate(CARD_COLS) if c.endswith("_at"))
 CARD_SELECT = f"SELECT {', '.join(CARD_COLS)} FROM cards WHERE id = ?"
 
-RDM_COLS = ("id", "card_id", "merchant_id", "consumer_id", "status", "units", "hold_amount", "release_amount",
-            "created_at", "expires_at", "answered_at", "ledger_seq")
+RDM_COLS = (
+    "id",
+    "card_id",
+    "merchant_id",
+    "consumer_id",
+    "status",
+    "units",
+    "hold_amount",
+    "release_amount",
+    "created_at",
+    "expires_at",
+    "answered_at",
+    "ledger_seq",
+)
 RdmRow = namedtuple("RdmRow", RDM_COLS)
 _RDM_TIMES = tuple(i for i, c in enumerate(RDM_COLS) if c.endswith("_at"))
 RDM_SELECT = f"SELECT {', '.join(RDM_COLS)} FROM redemptions WHERE id = ?"
 # What an ask and an answer read first, each in one statement instead of two.
-CARD_AND_MERCHANT_SELECT = (f"SELECT {', '.join('c.' + c for c in CARD_COLS)}, m.status FROM cards c "
-                            "JOIN merchants m ON m.id = c.merchant_id WHERE c.id = ?")
-RDM_AND_CARD_SELECT = (f"SELECT {', '.join('r.' + c for c in RDM_COLS)}, {', '.join('c.' + c for c in CARD_COLS)} "
-                       "FROM redemptions r JOIN cards c ON c.id = r.card_id WHERE r.id = ?")
+CARD_AND_MERCHANT_SELECT = (
+    f"SELECT {', '.join('c.' + c for c in CARD_COLS)}, m.status FROM cards c "
+    "JOIN merchants m ON m.id = c.merchant_id WHERE c.id = ?"
+)
+RDM_AND_CARD_SELECT = (
+    f"SELECT {', '.join('r.' + c for c in RDM_COLS)}, {', '.join('c.' + c for c in CARD_COLS)} "
+    "FROM redemptions r JOIN cards c ON c.id = r.card_id WHERE r.id = ?"
+)
 
 
 KEY_COLS = "k.caller, k.key, k.request_hash, k.status_code, k.response_body"
 # A batch's Idempotency-Keys, given as (caller, key) pairs, in one statement.
-KEYS_SELECT_PG = (f"SELECT {KEY_COLS} FROM idempotency_keys k "
-                  "JOIN unnest(?::text[], ?::text[]) AS w(caller, key) ON k.caller = w.caller AND k.key = w.key")
-KEYS_SELECT_SQLITE = (f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k "
-                      "ON k.caller = json_extract(w.value, '$[0]') AND k.key = json_extract(w.value, '$[1]')")
+KEYS_SELECT_PG = (
+    f"SELECT {KEY_COLS} FROM idempotency_keys k "
+    "JOIN unnest(?::text[], ?::text[]) AS w(caller, key) ON k.caller = w.caller AND k.key = w.key"
+)
+KEYS_SELECT_SQLITE = (
+    f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k "
+    "ON k.caller = json_extract(w.value, '$[0]') AND k.key = json_extract(w.value, '$[1]')"
+)
 KEY_SELECT = "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = ? AND key = ?"
-KEY_INSERT = ("INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
-              "VALUES (?, ?, ?, ?, ?, ?)")
+KEY_INSERT = (
+    "INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class DeferredRowCount(RuntimeError):
@@ -90,21 +135,20 @@ DEFERRED = _Deferred()
 
 @lru_cache(maxsize=256)
 def _sqlite_text(dt: datetime) -> str:
-    if dt.tzinfo is not timezone.utc:
-        dt = dt.astimezone(timezone.utc)
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
     return dt.replace(tzinfo=None).isoformat(" ", "microseconds")  # as strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 @lru_cache(maxsize=4096)
 def _parse_sqlite_text(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class Raw:
     """Driver-level access inside the writer's transaction."""
 
-    __slots__ = ("_cursor", "is_pg", "_sql", "_pending", "sent", "_cards", "_rdms", "_keys", "_literal_ok",
-                 "quick_op")
+    __slots__ = ("_cursor", "is_pg", "_sql", "_pending", "sent", "_cards", "_rdms", "_keys", "_literal_ok", "quick_op")
 
     def __init__(self, dbapi_connection, is_pg: bool):
         self._cursor = dbapi_connection.cursor()
@@ -146,7 +190,7 @@ class Raw:
         statement ran since): then only rolling back can undo them."""
         if self._pending is None or self.sent > mark:
             return False
-        del self._pending[mark - self.sent:]
+        del self._pending[mark - self.sent :]
         return True
 
     def live(self) -> None:
@@ -209,8 +253,9 @@ class Raw:
         return out
 
     # -- reads known in advance --------------------------------------------------------------------
-    def prefetch(self, card_ids: list[str], redemption_ids: list[str], keys: list[tuple[str, str]] = (),
-                 lead: str | None = None) -> list[tuple] | None:
+    def prefetch(
+        self, card_ids: list[str], redemption_ids: list[str], keys: list[tuple[str, str]] = (), lead: str | None = None
+    ) -> list[tuple] | None:
         """Read, in one statement each, the cards (with their merchant's status), the redemptions
         (with their card) and the Idempotency-Keys (as (caller, key)) a run of a batch's operations
         will ask for; on PostgreSQL together with what is queued and with `lead` (a read without
@@ -332,7 +377,7 @@ class Raw:
             return None
         if isinstance(value, str):
             return _parse_sqlite_text(value)
-        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
     def card(self, card_id: str) -> CardRow | None:
         row = self.one(CARD_SELECT, (card_id,))
@@ -383,10 +428,13 @@ class Raw:
 # character is the quote, doubled; a NUL cannot be sent at all (the driver refuses it in a bound
 # parameter too). Values of any other type are not ours to quote: the script then is not used.
 
+
 def _literal_quoting_safe(dbapi_connection) -> bool:
     status = dbapi_connection.pgconn.parameter_status
-    return (status(b"standard_conforming_strings") == b"on"
-            and (status(b"client_encoding") or b"").upper().replace(b"-", b"") == b"UTF8")
+    return (
+        status(b"standard_conforming_strings") == b"on"
+        and (status(b"client_encoding") or b"").upper().replace(b"-", b"") == b"UTF8"
+    )
 
 
 class LiteralRefused(ValueError):
@@ -426,6 +474,7 @@ def _script(pending: list[tuple[str, Any, bool]]) -> list[str]:
 class _RowWrite:
     """A one-row write by primary key: `UPDATE t SET a = ?, b = 'x' WHERE id = ?` or
     `INSERT INTO t (id, a, b) VALUES (?, ?, NULL)`."""
+
     kind: str  # "update" | "insert"
     table: str
     sql: str
@@ -455,7 +504,7 @@ def _row_write(sql: str) -> _RowWrite | None:
             return None
         key = None
         if "id" in columns and values[columns.index("id")] is None:
-            key = values[:columns.index("id")].count(None)
+            key = values[: columns.index("id")].count(None)
         return _RowWrite("insert", m.group(1), sql, columns, values, key)
     return None
 
@@ -503,16 +552,23 @@ def _update_from_values(shape: _RowWrite, group: list) -> list[str]:
             return _one_by_one([(shape, params) for params in group])
     sets = ", ".join(f"{c} = v.{c}" if v is None else f"{c} = {v}" for c, v in zip(shape.columns, shape.values))
     rows = ", ".join("(" + ", ".join(_literal(x) for x in (params[-1], *params[:-1])) + ")" for params in group)
-    return [f"UPDATE {shape.table} AS t SET {sets} FROM (VALUES {rows}) AS v(id, {', '.join(params_of)}) "
-            "WHERE t.id = v.id"]
+    return [
+        f"UPDATE {shape.table} AS t SET {sets} FROM (VALUES {rows}) AS v(id, {', '.join(params_of)}) WHERE t.id = v.id"
+    ]
 
 
 @lru_cache(maxsize=64)
 def _multi_row(sql: str) -> tuple[str, tuple[str, ...] | None]:
     """("INSERT INTO t (…) VALUES ", parts of one row's "(?, …)") for a plain one-row INSERT."""
     head, sep, row = sql.partition(" VALUES ")
-    if (not sep or not head.startswith("INSERT INTO ") or not row.startswith("(") or not row.endswith(")")
-            or ")" in row[:-1] or "?" in head):
+    if (
+        not sep
+        or not head.startswith("INSERT INTO ")
+        or not row.startswith("(")
+        or not row.endswith(")")
+        or ")" in row[:-1]
+        or "?" in head
+    ):
         return sql, None
     return head + sep, _split(row)
 

@@ -38,13 +38,13 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import Connection, Engine, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy import Connection, Engine
 
 from ledger.canonical import canonical_json
 from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
@@ -87,12 +87,14 @@ class TxConnection:
 
     async def exec_driver_sql(self, sql: str, parameters=None):
         self.raw.live()
-        return self._conn.exec_driver_sql(sql, parameters) if parameters is not None else self._conn.exec_driver_sql(sql)
+        return (
+            self._conn.exec_driver_sql(sql, parameters) if parameters is not None else self._conn.exec_driver_sql(sql)
+        )
 
     async def stream(self, statement, parameters=None):
         return _SyncStream(await self.execute(statement, parameters))
 
-    def begin_nested(self) -> "_Savepoint":
+    def begin_nested(self) -> _Savepoint:
         self.raw.live()
         return _Savepoint(self._conn)
 
@@ -144,6 +146,7 @@ class _Savepoint:
 @dataclass
 class Tx:
     """What an operation sees: the connection, the batch's time, and the ledger to append to."""
+
     conn: TxConnection
     now: datetime
     next_seq: int
@@ -154,7 +157,7 @@ class Tx:
     # Per-batch hooks (the risk module's counters): state that a failed operation must roll back,
     # and work done once per batch just before the ledger is flushed.
     batch_state: dict[str, Any] = field(default_factory=dict)
-    before_flush: list[Callable[["Tx"], Awaitable[None]]] = field(default_factory=list)
+    before_flush: list[Callable[[Tx], Awaitable[None]]] = field(default_factory=list)
 
     def mark_hooks(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.batch_state.items() if isinstance(v, list)}
@@ -162,7 +165,7 @@ class Tx:
     def rollback_hooks(self, marks: dict[str, int]) -> None:
         for k, v in self.batch_state.items():
             if isinstance(v, list):
-                del v[marks.get(k, 0):]
+                del v[marks.get(k, 0) :]
 
     async def run_before_flush(self) -> None:
         for hook in self.before_flush:
@@ -182,6 +185,7 @@ Op = Callable[[Tx], Awaitable[Any]]
 class Reads:
     """What a quick operation will read first: one card (with its merchant's status) or one
     redemption (with its card), and the Idempotency-Key it is sent under, as (caller, key)."""
+
     card: str | None = None
     redemption: str | None = None
     key: tuple[str, str] | None = None
@@ -204,6 +208,7 @@ class QuickOp:
     `raw.many(sql, rows)`) with `?` placeholders. It queues, goes out with the run's other writes
     (row writes of one statement text merged into one multi-row INSERT or UPDATE on PostgreSQL),
     and is dropped with the rest of the operation's writes if it fails."""
+
     fn: Op
     reads: Reads
     replay: Callable[[tuple], Any] | None = None
@@ -275,8 +280,7 @@ class Writer:
     on the requester's loop once the batch has committed, never for a run that was rolled back.
     """
 
-    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256,
-                 risk_events: bool = True):
+    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256, risk_events: bool = True):
         self.engine = engine
         self.risk_events = risk_events
         self.clock = clock
@@ -391,9 +395,14 @@ class Writer:
         except Exception as exc:  # the commit itself failed: nothing in the batch happened
             log.exception("write batch failed")
             self.forget_state()
-            error = exc if isinstance(exc, EscrowError) else Unavailable(
-                "The database did not accept the write; nothing was changed. Retry with the same Idempotency-Key.",
-                "write_failed")
+            error = (
+                exc
+                if isinstance(exc, EscrowError)
+                else Unavailable(
+                    "The database did not accept the write; nothing was changed. Retry with the same Idempotency-Key.",
+                    "write_failed",
+                )
+            )
             results, callbacks = [(False, error)] * len(batch), []
         _answer(batch, results, callbacks)
 
@@ -456,8 +465,11 @@ class Writer:
         """Answer, before the ledger head is taken, the requests whose Idempotency-Key is already
         stored (a retry of an answered request), all keys read with one statement; they leave the
         batch. Keys not found are read again under the lock, with the run's other reads."""
-        keyed = [(i, r.key) for i, (op, _, _) in enumerate(batch)
-                 if (r := _reads_of(op)) is not None and r.key is not None and op.replay is not None]
+        keyed = [
+            (i, r.key)
+            for i, (op, _, _) in enumerate(batch)
+            if (r := _reads_of(op)) is not None and r.key is not None and op.replay is not None
+        ]
         if not keyed:
             return
         try:
@@ -493,7 +505,7 @@ class Writer:
         first_run: list[Reads] = []
         if b.reads is not None and b.reads[0] is not None:
             b.run_end = _run_end(b.reads, 0)
-            first_run = b.reads[:b.run_end]
+            first_run = b.reads[: b.run_end]
         try:
             await self.clock.refresh(b.conn)
             found = await self._lock_head(b.conn, first_run)
@@ -514,7 +526,7 @@ class Writer:
         try:
             if wants_quick and i >= b.run_end:  # a quick run starts: read what it will read
                 b.run_end = _run_end(b.reads, i)
-                run = b.reads[i:b.run_end]
+                run = b.reads[i : b.run_end]
                 # (what an earlier quick run queued goes out with these reads)
                 raw.prefetch(*_run_ids(run))
                 raw.defer()
@@ -577,8 +589,9 @@ class Writer:
         else:
             rows = raw.reads([(lock, ())])[0]
         if not rows:
-            await conn.execute(insert(head_t).values(id=1, size=0, head=GENESIS_HEAD, paid_in=0, released=0,
-                                                     refunded=0, held=0))
+            await conn.execute(
+                insert(head_t).values(id=1, size=0, head=GENESIS_HEAD, paid_in=0, released=0, refunded=0, held=0)
+            )
             return 0, GENESIS_HEAD
         size, head = rows[0]
         return int(size), bytes(head)
@@ -591,7 +604,9 @@ class Writer:
         if ids:
             rows = await conn.execute(
                 select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(
-                    or_(*[and_(nodes_t.c.level == lv, nodes_t.c.idx == ix) for lv, ix in ids])))
+                    or_(*[and_(nodes_t.c.level == lv, nodes_t.c.idx == ix) for lv, ix in ids])
+                )
+            )
             nodes = {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
         return Frontier.from_nodes(size, nodes)
 
@@ -616,17 +631,34 @@ class Writer:
             text = canonical_json({"seq": e.seq, "time": iso(e.time), "kind": kind, **f})
             leaf = leaf_hash(text)
             head = chain_hash(head, leaf)
-            entry_rows.append((e.seq, kind, raw.t(e.time), text.decode(), leaf, head, f.get("card_id"),
-                               f.get("merchant_id"), f.get("consumer_id")))
+            entry_rows.append(
+                (
+                    e.seq,
+                    kind,
+                    raw.t(e.time),
+                    text.decode(),
+                    leaf,
+                    head,
+                    f.get("card_id"),
+                    f.get("merchant_id"),
+                    f.get("consumer_id"),
+                )
+            )
             for level, index, h in frontier.append(leaf):
                 node_rows.append((level, index, h))
-        raw.many("INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id, merchant_id, "
-                 "consumer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry_rows)
+        raw.many(
+            "INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id, merchant_id, "
+            "consumer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            entry_rows,
+        )
         raw.many("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
-        raw.run("UPDATE ledger_head SET size = ?, head = ?, paid_in = paid_in + ?, released = released + ?, "
-                "refunded = refunded + ?, held = held + ? WHERE id = 1",
-                (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held))
+        raw.run(
+            "UPDATE ledger_head SET size = ?, head = ?, paid_in = paid_in + ?, released = released + ?, "
+            "refunded = refunded + ?, held = held + ? WHERE id = 1",
+            (tx.next_seq + len(tx.entries), head, paid_in, released, refunded, held),
+        )
         return head
+
 
 _LOCK_HEAD_SQLITE = "SELECT size, head FROM ledger_head WHERE id = 1"
 _LOCK_HEAD_PG = _LOCK_HEAD_SQLITE + " FOR UPDATE"
@@ -649,8 +681,11 @@ def _check_stale(sync_conn: Connection, exc: Exception) -> None:
 
 def _run_ids(run: list[Reads]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """The card ids, redemption ids and (caller, key) pairs a quick run reads first."""
-    return ([r.card for r in run if r.card], [r.redemption for r in run if r.redemption],
-            [r.key for r in run if r.key is not None])
+    return (
+        [r.card for r in run if r.card],
+        [r.redemption for r in run if r.redemption],
+        [r.key for r in run if r.key is not None],
+    )
 
 
 def _run_end(reads: list[Reads | None], start: int) -> int:

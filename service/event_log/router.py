@@ -16,7 +16,6 @@ from service.event_log.service import EVENT_TYPES, event_out, events_t, new_even
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 
-
 def parse_types(types: str | None) -> list[str] | None:
     if not types:
         return None
@@ -28,12 +27,14 @@ def parse_types(types: str | None) -> list[str] | None:
 
 
 @router.get("", responses=responses(401, 403, 422))
-async def list_events(ctx: AppContext = Depends(get_ctx),
-                      who: Principal = Depends(require("merchant", "consumer", "regulator", "auditor", "operator")),
-                      after: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the last poll")] = None,
-                      limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                      wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new event")] = 0,
-                      types: Annotated[str | None, Query(max_length=2000, description="comma-separated event types")] = None):
+async def list_events(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("merchant", "consumer", "regulator", "auditor", "operator")),
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="next_cursor of the last poll")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for a new event")] = 0,
+    types: Annotated[str | None, Query(max_length=2000, description="comma-separated event types")] = None,
+):
     """The events the caller may see after the cursor, oldest first (SPEC §9). With `wait`, holds the
     poll until an event arrives or the time runs out."""
     wanted = parse_types(types)
@@ -46,4 +47,3 @@ async def list_events(ctx: AppContext = Depends(get_ctx),
     items = [event_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}
-

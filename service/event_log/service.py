@@ -26,18 +26,35 @@ from service.ids import new_id
 
 events_t = Event.__table__
 
-MONEY_TYPES = ("card.purchased", "card.refunded", "card.exhausted", "redemption.requested", "redemption.confirmed",
-               "redemption.rejected", "redemption.cancelled", "redemption.expired")
-MERCHANT_TYPES = ("merchant.health_changed", "merchant.warned", "merchant.delisted", "merchant.relisted",
-                  "merchant.defaulted", "merchant.closure_announced", "merchant.closed", "merchant.abnormal_listed",
-                  "merchant.abnormal_lifted")
+MONEY_TYPES = (
+    "card.purchased",
+    "card.refunded",
+    "card.exhausted",
+    "redemption.requested",
+    "redemption.confirmed",
+    "redemption.rejected",
+    "redemption.cancelled",
+    "redemption.expired",
+)
+MERCHANT_TYPES = (
+    "merchant.health_changed",
+    "merchant.warned",
+    "merchant.delisted",
+    "merchant.relisted",
+    "merchant.defaulted",
+    "merchant.closure_announced",
+    "merchant.closed",
+    "merchant.abnormal_listed",
+    "merchant.abnormal_lifted",
+)
 COMPLAINT_TYPES = ("complaint.filed", "complaint.responded", "complaint.resolved", "complaint.overdue")
 OTHER_TYPES = ("alert.created", "checkpoint.published", "webhook_endpoint.disabled")
 EVENT_TYPES = MONEY_TYPES + MERCHANT_TYPES + COMPLAINT_TYPES + OTHER_TYPES
 AUDITOR_TYPES = MONEY_TYPES + ("checkpoint.published",)
 
-_INSERT = ("INSERT INTO events (id, type, created_at, ledger_seq, merchant_id, consumer_id, data) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT = (
+    "INSERT INTO events (id, type, created_at, ledger_seq, merchant_id, consumer_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class Signal:
@@ -55,15 +72,22 @@ class Signal:
         waiter = self.event
         try:
             await asyncio.wait_for(waiter.wait(), timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
 new_events = Signal()
 
 
-def emit(tx: Tx, type_: str, data: dict, *, merchant_id: str | None = None, consumer_id: str | None = None,
-         ledger_seq: int | None = None) -> None:
+def emit(
+    tx: Tx,
+    type_: str,
+    data: dict,
+    *,
+    merchant_id: str | None = None,
+    consumer_id: str | None = None,
+    ledger_seq: int | None = None,
+) -> None:
     """Queue an event of this operation. `merchant_id` / `consumer_id` say which merchant and which
     consumer may see it (None: neither; regulators and the operator see every event). An event meant
     for an auditor (its own endpoint disabled) carries the auditor's id in `merchant_id`: party ids
@@ -73,8 +97,9 @@ def emit(tx: Tx, type_: str, data: dict, *, merchant_id: str | None = None, cons
         queued = tx.batch_state["events"] = []
         tx.batch_state["events_sent"] = 0
     raw = tx.conn.raw
-    queued.append((new_id("evt"), type_, raw.t(tx.now), ledger_seq, merchant_id, consumer_id,
-                   orjson.dumps(data).decode()))
+    queued.append(
+        (new_id("evt"), type_, raw.t(tx.now), ledger_seq, merchant_id, consumer_id, orjson.dumps(data).decode())
+    )
     # Flush after every other per-batch hook: the health codes' hook raises events of its own.
     if not tx.before_flush or tx.before_flush[-1] is not _flush:
         tx.before_flush.append(_flush)
@@ -91,8 +116,14 @@ async def _flush(tx: Tx) -> None:
 
 
 def event_out(row) -> dict:
-    return {"id": row.id, "cursor": str(row.seq), "type": row.type, "created_at": iso(row.created_at),
-            "ledger_seq": row.ledger_seq, "data": orjson.loads(row.data)}
+    return {
+        "id": row.id,
+        "cursor": str(row.seq),
+        "type": row.type,
+        "created_at": iso(row.created_at),
+        "ledger_seq": row.ledger_seq,
+        "data": orjson.loads(row.data),
+    }
 
 
 def visible_to(stmt, role: str, party_id: str):
@@ -110,8 +141,14 @@ def visible_to(stmt, role: str, party_id: str):
 async def prune(tx: Tx, retention_days: int, limit: int = 2000) -> int:
     """Sweeper: drop events older than the retention, oldest first, a chunk at a time."""
     cutoff: datetime = tx.now - timedelta(days=retention_days)
-    seqs = [r.seq for r in (await tx.conn.execute(
-        select(events_t.c.seq).where(events_t.c.created_at < cutoff).order_by(events_t.c.seq).limit(limit))).all()]
+    seqs = [
+        r.seq
+        for r in (
+            await tx.conn.execute(
+                select(events_t.c.seq).where(events_t.c.created_at < cutoff).order_by(events_t.c.seq).limit(limit)
+            )
+        ).all()
+    ]
     if seqs:
         await tx.conn.execute(delete(events_t).where(events_t.c.seq <= seqs[-1], events_t.c.created_at < cutoff))
     return len(seqs)

@@ -42,9 +42,14 @@ from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_ind
 from risk.counters import COUNTER_FIELDS
 from service.clock import Clock, iso
 from service.db.models import Card, MerchantConsumerDay, Redemption
-
 from service.health.service import (  # one day numbering and one set of tables for both sides
-    complaints_t, daily_t, day_of, health_t, merchants_t, policies_t)
+    complaints_t,
+    daily_t,
+    day_of,
+    health_t,
+    merchants_t,
+    policies_t,
+)
 
 cards_t = Card.__table__
 redemptions_t = Redemption.__table__
@@ -78,11 +83,18 @@ async def recomputed_daily(conn) -> Daily:
     c = cards_t.c
     async for r in _rows(conn, select(c.merchant_id, c.price, c.purchased_at)):
         _bump(daily, r.merchant_id, r.purchased_at, issued=int(r.price), cards_sold=1)
-    confirmed = (select(redemptions_t.c.card_id, func.sum(redemptions_t.c.release_amount).label("released"))
-                 .where(redemptions_t.c.status == "confirmed").group_by(redemptions_t.c.card_id).subquery())
-    async for r in _rows(conn, select(c.merchant_id, c.refunded, c.released, c.ended_at, confirmed.c.released.label("by_redemptions"))
-                         .select_from(cards_t.outerjoin(confirmed, confirmed.c.card_id == c.id))
-                         .where(c.status == "refunded")):
+    confirmed = (
+        select(redemptions_t.c.card_id, func.sum(redemptions_t.c.release_amount).label("released"))
+        .where(redemptions_t.c.status == "confirmed")
+        .group_by(redemptions_t.c.card_id)
+        .subquery()
+    )
+    async for r in _rows(
+        conn,
+        select(c.merchant_id, c.refunded, c.released, c.ended_at, confirmed.c.released.label("by_redemptions"))
+        .select_from(cards_t.outerjoin(confirmed, confirmed.c.card_id == c.id))
+        .where(c.status == "refunded"),
+    ):
         share = int(r.released) - int(r.by_redemptions or 0)
         _bump(daily, r.merchant_id, r.ended_at, refunded=int(r.refunded), released=share)
     d = redemptions_t.c
@@ -120,19 +132,26 @@ async def merchant_complaints(conn) -> dict[str, list]:
     """Every complaint, per merchant: what the counted-complaint rules look at."""
     out: dict[str, list] = defaultdict(list)
     k = complaints_t.c
-    async for r in _rows(conn, select(k.merchant_id, k.consumer_id, k.card_holder, k.status, k.resolution,
-                                      k.created_at, k.due_at)):
+    async for r in _rows(
+        conn, select(k.merchant_id, k.consumer_id, k.card_holder, k.status, k.resolution, k.created_at, k.due_at)
+    ):
         out[r.merchant_id].append(r)
     return out
 
 
 def counted_complaints(complaints, today: int, now: datetime, policy: Policy) -> tuple[int, int]:
     """(counted complaints in the window, counted overdue complaints now) under the policy's defences."""
+
     def tally(rows) -> int:
         rows = [r for r in rows if r.card_holder or not policy.complaint_needs_card]
         return len({r.consumer_id for r in rows}) if policy.complaint_once_per_consumer else len(rows)
-    window = [r for r in complaints if today - policy.window_days < day_of(r.created_at)
-              and (policy.dismissed_complaints_count or r.resolution != "dismissed")]
+
+    window = [
+        r
+        for r in complaints
+        if today - policy.window_days < day_of(r.created_at)
+        and (policy.dismissed_complaints_count or r.resolution != "dismissed")
+    ]
     overdue = [r for r in complaints if r.status == "open" and r.due_at <= now]
     return tally(window), tally(overdue)
 
@@ -153,13 +172,23 @@ def _total(days: dict[int, dict[str, int]], keep=lambda day: True) -> MerchantCo
     return MerchantCounters(**out)
 
 
-def assess(days: dict[int, dict[str, int]], onboarded_day: int, today: int, overdue: int, policy: Policy, *,
-           complaints: int | None = None, consumer_days: set[tuple[str, int, str]] = frozenset()):
+def assess(
+    days: dict[int, dict[str, int]],
+    onboarded_day: int,
+    today: int,
+    overdue: int,
+    policy: Policy,
+    *,
+    complaints: int | None = None,
+    consumer_days: set[tuple[str, int, str]] = frozenset(),
+):
     """Indicators and assessment of one merchant from its daily rows, as of `today` (SPEC §3, risk/README).
     `complaints` and `overdue` are the counted ones (`counted_complaints`); `consumer_days` its
     (kind, day, consumer) rows, of which those inside the window give the distinct consumers."""
+
     def people(kind: str) -> int:
         return len({c for k, day, c in consumer_days if k == kind and today - policy.window_days < day})
+
     window = _total(days, lambda day: today - policy.window_days < day <= today)
     all_time = _total(days)
     recent_first = today - 6  # the last 7 days: today and the 6 before it
@@ -167,10 +196,18 @@ def assess(days: dict[int, dict[str, int]], onboarded_day: int, today: int, over
     prior_first = recent_first - 7 * weeks
     last_7 = sum(row["issued"] for day, row in days.items() if recent_first <= day <= today)
     prior = sum(row["issued"] for day, row in days.items() if prior_first <= day < recent_first)
-    ind = compute_indicators(window, all_time, last_7, prior, overdue,
-                             all_time.issued - all_time.released - all_time.refunded, prior_weeks=weeks,
-                             complaints=complaints, refund_consumers=people("refund"),
-                             rejection_consumers=people("reject"))
+    ind = compute_indicators(
+        window,
+        all_time,
+        last_7,
+        prior,
+        overdue,
+        all_time.issued - all_time.released - all_time.refunded,
+        prior_weeks=weeks,
+        complaints=complaints,
+        refund_consumers=people("refund"),
+        rejection_consumers=people("reject"),
+    )
     return ind, classify(ind, policy)
 
 
@@ -184,8 +221,13 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
     stored = await stored_daily(conn)
     health = {r.merchant_id: r for r in (await conn.execute(select(health_t))).all()}
     merchants = {r.id: r for r in (await conn.execute(select(merchants_t.c.id, merchants_t.c.created_at))).all()}
-    escrow = dict((await conn.execute(select(cards_t.c.merchant_id, func.sum(cards_t.c.escrow))
-                                      .group_by(cards_t.c.merchant_id))).all())
+    escrow = dict(
+        (
+            await conn.execute(
+                select(cards_t.c.merchant_id, func.sum(cards_t.c.escrow)).group_by(cards_t.c.merchant_id)
+            )
+        ).all()
+    )
     people_truth = await recomputed_consumer_days(conn)
     people_stored = await stored_consumer_days(conn)
     complaints = await merchant_complaints(conn)
@@ -199,46 +241,84 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
     for m in sorted(set(merchants) | set(truth) | set(stored) | set(health) | set(people_truth) | set(people_stored)):
         mine, kept = truth.get(m, {}), stored.get(m, {})
         for kind, day, consumer in sorted(people_truth.get(m, set()) ^ people_stored.get(m, set())):
-            differences.append({"merchant_id": m, "day": day, "field": f"consumer_{kind}:{consumer}",
-                                "stored": int((kind, day, consumer) in people_stored.get(m, set())),
-                                "recomputed": int((kind, day, consumer) in people_truth.get(m, set()))})
+            differences.append(
+                {
+                    "merchant_id": m,
+                    "day": day,
+                    "field": f"consumer_{kind}:{consumer}",
+                    "stored": int((kind, day, consumer) in people_stored.get(m, set())),
+                    "recomputed": int((kind, day, consumer) in people_truth.get(m, set())),
+                }
+            )
             wrong.add(m)
         for day in sorted(set(mine) | set(kept)):
             want, have = mine.get(day, zero), kept.get(day, zero)
             for k in COUNTER_FIELDS:
                 if want[k] != have[k]:
-                    differences.append({"merchant_id": m, "day": day, "field": k, "stored": have[k], "recomputed": want[k]})
+                    differences.append(
+                        {"merchant_id": m, "day": day, "field": k, "stored": have[k], "recomputed": want[k]}
+                    )
                     wrong.add(m)
         h = health.get(m)
         all_time = _total(mine)
         if h is None:
-            differences.append({"merchant_id": m, "day": "all_time", "field": "merchant_health", "stored": None,
-                                "recomputed": "row"})
+            differences.append(
+                {"merchant_id": m, "day": "all_time", "field": "merchant_health", "stored": None, "recomputed": "row"}
+            )
             wrong.add(m)
             continue
         for k in COUNTER_FIELDS:
             if int(getattr(h, k)) != getattr(all_time, k):
-                differences.append({"merchant_id": m, "day": "all_time", "field": k, "stored": int(getattr(h, k)),
-                                    "recomputed": getattr(all_time, k)})
+                differences.append(
+                    {
+                        "merchant_id": m,
+                        "day": "all_time",
+                        "field": k,
+                        "stored": int(getattr(h, k)),
+                        "recomputed": getattr(all_time, k),
+                    }
+                )
                 wrong.add(m)
         outstanding = all_time.issued - all_time.released - all_time.refunded
         if outstanding != int(escrow.get(m) or 0):
-            differences.append({"merchant_id": m, "day": "all_time", "field": "escrow_outstanding",
-                                 "stored": int(escrow.get(m) or 0), "recomputed": outstanding})
+            differences.append(
+                {
+                    "merchant_id": m,
+                    "day": "all_time",
+                    "field": "escrow_outstanding",
+                    "stored": int(escrow.get(m) or 0),
+                    "recomputed": outstanding,
+                }
+            )
             wrong.add(m)
         onboarded = day_of(merchants[m].created_at) if m in merchants else h.onboarded_day
         counted, overdue = counted_complaints(complaints.get(m, []), today, now, policy)
-        ind, a = assess(mine, onboarded, today, overdue, policy, complaints=counted,
-                        consumer_days=people_truth.get(m, set()))
+        ind, a = assess(
+            mine, onboarded, today, overdue, policy, complaints=counted, consumer_days=people_truth.get(m, set())
+        )
         reasons = [r.to_dict() for r in a.reasons]
         kept_ind = orjson.loads(h.indicators)
         stored_people = {f: kept_ind.get(f) for f in DEFENCE_FIGURES}
         people = {f: getattr(ind, f) for f in DEFENCE_FIGURES}
-        if (h.code, orjson.loads(h.reasons), h.policy_version, stored_people) != (a.code, reasons, a.policy_version, people):
-            codes.append({"merchant_id": m, "stored_code": h.code, "recomputed_code": a.code,
-                          "stored_reasons": orjson.loads(h.reasons), "recomputed_reasons": reasons,
-                          "stored_policy_version": h.policy_version, "policy_version": a.policy_version,
-                          "stored_figures": stored_people, "recomputed_figures": people})
+        if (h.code, orjson.loads(h.reasons), h.policy_version, stored_people) != (
+            a.code,
+            reasons,
+            a.policy_version,
+            people,
+        ):
+            codes.append(
+                {
+                    "merchant_id": m,
+                    "stored_code": h.code,
+                    "recomputed_code": a.code,
+                    "stored_reasons": orjson.loads(h.reasons),
+                    "recomputed_reasons": reasons,
+                    "stored_policy_version": h.policy_version,
+                    "policy_version": a.policy_version,
+                    "stored_figures": stored_people,
+                    "recomputed_figures": people,
+                }
+            )
             wrong.add(m)
 
     written = False
@@ -250,19 +330,33 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
             rows = [{"merchant_id": m, "day": day, **row} for day, row in sorted(truth.get(m, {}).items())]
             if rows:
                 await conn.execute(insert(daily_t), rows)
-            await conn.execute(update(health_t).where(health_t.c.merchant_id == m).values(**_total(truth.get(m, {})).to_dict()))
+            await conn.execute(
+                update(health_t).where(health_t.c.merchant_id == m).values(**_total(truth.get(m, {})).to_dict())
+            )
             await conn.execute(delete(consumer_days_t).where(consumer_days_t.c.merchant_id == m))
-            people = [{"merchant_id": m, "kind": k, "day": d, "consumer_id": c} for k, d, c in sorted(people_truth.get(m, set()))]
+            people = [
+                {"merchant_id": m, "kind": k, "day": d, "consumer_id": c}
+                for k, d, c in sorted(people_truth.get(m, set()))
+            ]
             if people:
                 await conn.execute(insert(consumer_days_t), people)
             if tx is not None:
                 from service.health.service import reassess
+
                 await reassess(tx, m)
         written = True
-    return {"ok": not differences and not codes, "now": iso(now), "policy_version": policy.version,
-            "merchants": len(set(merchants) | set(health)), "daily_rows_stored": sum(len(v) for v in stored.values()),
-            "daily_rows_recomputed": sum(len(v) for v in truth.values()), "differences": differences,
-            "codes": codes, "merchants_differing": sorted(wrong), "written": written}
+    return {
+        "ok": not differences and not codes,
+        "now": iso(now),
+        "policy_version": policy.version,
+        "merchants": len(set(merchants) | set(health)),
+        "daily_rows_stored": sum(len(v) for v in stored.values()),
+        "daily_rows_recomputed": sum(len(v) for v in truth.values()),
+        "differences": differences,
+        "codes": codes,
+        "merchants_differing": sorted(wrong),
+        "written": written,
+    }
 
 
 async def recompute(engine, *, write: bool = False, writer=None, now: datetime | None = None) -> dict[str, Any]:
@@ -276,8 +370,10 @@ async def recompute(engine, *, write: bool = False, writer=None, now: datetime |
     code that changes. The report describes the state found before writing.
     """
     if write and writer is not None:
+
         async def op(tx):
             return await _compare(tx.conn, now or tx.now, True, tx)
+
         return await writer.run(op)
     async with engine.connect() as conn:
         if now is None:
@@ -292,6 +388,7 @@ async def recompute(engine, *, write: bool = False, writer=None, now: datetime |
 
 # ---- command line: `escrow risk recompute [--check]` --------------------------------------------
 
+
 def _run(args) -> int:
     import asyncio
     import json
@@ -300,6 +397,7 @@ def _run(args) -> int:
 
     async def go(ctx):
         return await recompute(ctx.engines.writer, write=not args.check, writer=None if args.check else ctx.writer)
+
     report = asyncio.run(_with_context(go))
     print(json.dumps({k: v for k, v in report.items() if k not in ("differences", "codes")}, ensure_ascii=False))
     for d in report["differences"][: args.show]:
@@ -309,14 +407,20 @@ def _run(args) -> int:
     if report["ok"]:
         print("risk counters OK: incremental counters equal the full recompute; every code matches")
         return 0
-    print(("recomputed figures written for " if report["written"] else "differences found for ")
-          + f"{len(report['merchants_differing'])} merchant(s)")
+    print(
+        ("recomputed figures written for " if report["written"] else "differences found for ")
+        + f"{len(report['merchants_differing'])} merchant(s)"
+    )
     return 1 if args.check else 0
 
 
 def add_commands(sub) -> None:
-    risk = sub.add_parser("risk", help="risk counters and health codes").add_subparsers(dest="risk_command", required=True)
-    p = risk.add_parser("recompute", help="rebuild risk counters from cards, redemptions and complaints; compare (and fix)")
+    risk = sub.add_parser("risk", help="risk counters and health codes").add_subparsers(
+        dest="risk_command", required=True
+    )
+    p = risk.add_parser(
+        "recompute", help="rebuild risk counters from cards, redemptions and complaints; compare (and fix)"
+    )
     p.add_argument("--check", action="store_true", help="only compare; exit 1 on any difference")
     p.add_argument("--show", type=int, default=50, help="differences to print")
     p.set_defaults(func=_run)

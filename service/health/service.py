@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import namedtuple
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import desc, insert, select, update
@@ -32,7 +32,7 @@ merchants_t = Merchant.__table__
 policies_t = RiskPolicy.__table__
 
 COUNTERS = COUNTER_FIELDS  # the risk module names the counters; the daily rows keep one column each
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def day_of(dt: datetime) -> int:
@@ -41,6 +41,7 @@ def day_of(dt: datetime) -> int:
 
 class PolicyCache:
     """The current policy, re-read at most every few seconds so every replica follows a PUT soon."""
+
     ttl = 2.0
 
     def __init__(self) -> None:
@@ -68,11 +69,21 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
     empty = MerchantCounters.zero()
     ind = compute_indicators(empty, empty, 0, 0, 0, 0, prior_weeks=0)
     a = classify(ind, policy)
-    await tx.conn.execute(insert(health_t).values(
-        merchant_id=merchant_id, code=a.code, since=tx.now, red_since=None, warning_published_at=None,
-        policy_version=a.policy_version, new_merchant=a.new_merchant, indicators=orjson.dumps(ind.to_dict()).decode(),
-        reasons=orjson.dumps([r.to_dict() for r in a.reasons]).decode(), onboarded_day=day_of(tx.now),
-        **{c: 0 for c in COUNTERS}))
+    await tx.conn.execute(
+        insert(health_t).values(
+            merchant_id=merchant_id,
+            code=a.code,
+            since=tx.now,
+            red_since=None,
+            warning_published_at=None,
+            policy_version=a.policy_version,
+            new_merchant=a.new_merchant,
+            indicators=orjson.dumps(ind.to_dict()).decode(),
+            reasons=orjson.dumps([r.to_dict() for r in a.reasons]).decode(),
+            onboarded_day=day_of(tx.now),
+            **{c: 0 for c in COUNTERS},
+        )
+    )
 
 
 async def record(tx: Tx, merchant_id: str, **deltas: int) -> None:
@@ -114,15 +125,18 @@ async def _apply_batch(tx: Tx) -> None:
 
 
 # A consumer's first refund (or rejection) at a merchant on a day; later ones that day change nothing.
-_CONSUMER_DAY_INSERT = ("INSERT INTO merchant_consumer_days (merchant_id, kind, day, consumer_id) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (merchant_id, kind, day, consumer_id) DO NOTHING")
+_CONSUMER_DAY_INSERT = (
+    "INSERT INTO merchant_consumer_days (merchant_id, kind, day, consumer_id) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (merchant_id, kind, day, consumer_id) DO NOTHING"
+)
 
 
 # Today's counts of every merchant of a batch in one statement: a new row, or added to the row there.
 _DAILY_UPSERT = (
     f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) VALUES (?, ?, {', '.join('?' * len(COUNTERS))}) "
     "ON CONFLICT (merchant_id, day) DO UPDATE SET "
-    + ", ".join(f"{c} = merchant_daily.{c} + excluded.{c}" for c in COUNTERS))
+    + ", ".join(f"{c} = merchant_daily.{c} + excluded.{c}" for c in COUNTERS)
+)
 
 _HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
 HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
@@ -150,21 +164,27 @@ def _state_sql(is_pg: bool, policy: Policy) -> str:
     ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
     what, holder = _complaint_filters(policy)
     kept = "" if policy.dismissed_complaints_count else " AND (c.resolution IS NULL OR c.resolution <> 'dismissed')"
-    people = ("(SELECT COUNT(DISTINCT x.consumer_id) FROM merchant_consumer_days x WHERE x.merchant_id = h.merchant_id "
-              "AND x.kind = '{}' AND x.day > ?)")
+    people = (
+        "(SELECT COUNT(DISTINCT x.consumer_id) FROM merchant_consumer_days x WHERE x.merchant_id = h.merchant_id "
+        "AND x.kind = '{}' AND x.day > ?)"
+    )
     return (
         "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
         f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
         f"AND c.due_at <= ?{holder}), "
         f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.created_at >= ?{holder}{kept}), "
-        + people.format("refund") + ", " + people.format("reject") + ", "
+        + people.format("refund")
+        + ", "
+        + people.format("reject")
+        + ", "
         + ", ".join(f"COALESCE(SUM(CASE WHEN d.day > ? THEN d.{c} ELSE 0 END), 0)" for c in COUNTERS)
         + ", COALESCE(SUM(CASE WHEN d.day > ? THEN d.issued ELSE 0 END), 0)"
         + f", COALESCE(SUM(CASE WHEN d.day > ? - 7 * {weeks} AND d.day <= ? THEN d.issued ELSE 0 END), 0)"
         + f", {weeks} "
         "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id "
         "LEFT JOIN merchant_daily d ON d.merchant_id = h.merchant_id AND d.day > ? "
-        f"WHERE {ids} GROUP BY h.merchant_id, m.id")
+        f"WHERE {ids} GROUP BY h.merchant_id, m.id"
+    )
 
 
 _STATE_SQL: dict[tuple, str] = {}  # (is_pg, the policy's complaint switches) -> statement
@@ -178,8 +198,9 @@ def _state_sql_for(is_pg: bool, policy: Policy) -> str:
     return sql
 
 
-async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy,
-                  pending: dict[str, dict[str, int] | None]) -> dict[str, tuple]:
+async def _states(
+    tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy, pending: dict[str, dict[str, int] | None]
+) -> dict[str, tuple]:
     """{merchant: (health row, delisted, merchant status, indicators)} for those with a health row.
     `pending` counts (today's daily rows already have them) are added to the all-time counters."""
     raw = tx.conn.raw
@@ -190,10 +211,23 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
     weeks = (policy.surge_weeks, recent_start)
     ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
     first_instant = EPOCH + timedelta(days=window_start + 1)  # complaints filed on a day inside the window
-    rows = raw.all(_state_sql_for(raw.is_pg, policy),
-                   (raw.t(now), raw.t(first_instant), window_start, window_start,
-                    *([window_start] * len(COUNTERS)), recent_start, recent_start, *weeks, recent_start, *weeks,
-                    lowest, ids))
+    rows = raw.all(
+        _state_sql_for(raw.is_pg, policy),
+        (
+            raw.t(now),
+            raw.t(first_instant),
+            window_start,
+            window_start,
+            *([window_start] * len(COUNTERS)),
+            recent_start,
+            recent_start,
+            *weeks,
+            recent_start,
+            *weeks,
+            lowest,
+            ids,
+        ),
+    )
     n = len(_HEALTH_COLS) + 1
     k = len(COUNTERS)
     out = {}
@@ -202,7 +236,7 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
         h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
         delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
         complaints, refunders, rejecters = int(row[n + 3]), int(row[n + 4]), int(row[n + 5])
-        w = row[n + 6:]
+        w = row[n + 6 :]
         window = MerchantCounters(*map(int, w[:k]))  # fields in COUNTERS order (risk.counters asserts it)
         more = pending.get(merchant_id)
         if more:
@@ -210,26 +244,61 @@ async def _states(tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy
         else:
             all_time = MerchantCounters(*map(int, row[5:n]))
         outstanding = all_time.issued - all_time.released - all_time.refunded
-        ind = compute_indicators(window, all_time, int(w[k]), int(w[k + 1]), overdue, outstanding,
-                                 prior_weeks=int(w[k + 2]), complaints=complaints, refund_consumers=refunders,
-                                 rejection_consumers=rejecters)
+        ind = compute_indicators(
+            window,
+            all_time,
+            int(w[k]),
+            int(w[k + 1]),
+            overdue,
+            outstanding,
+            prior_weeks=int(w[k + 2]),
+            complaints=complaints,
+            refund_consumers=refunders,
+            rejection_consumers=rejecters,
+        )
         out[merchant_id] = (h, delisted, status, ind)
     return out
 
 
 async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
     alert_id = new_id("alt")
-    await tx.conn.execute(insert(alerts_t).values(
-        id=alert_id, merchant_id=merchant_id, kind=kind, from_code=from_code, to_code=to_code,
-        reasons=orjson.dumps(reasons).decode(), status="open", created_at=tx.now, ledger_seq=seq))
+    await tx.conn.execute(
+        insert(alerts_t).values(
+            id=alert_id,
+            merchant_id=merchant_id,
+            kind=kind,
+            from_code=from_code,
+            to_code=to_code,
+            reasons=orjson.dumps(reasons).decode(),
+            status="open",
+            created_at=tx.now,
+            ledger_seq=seq,
+        )
+    )
     for listener in alert_listeners:
         tx.after_commit.append(listener)
     # Regulators' business: no merchant_id given, so the merchant's own feed does not carry it.
     from service.clock import iso
-    emit(tx, "alert.created", {"id": alert_id, "merchant_id": merchant_id, "kind": kind, "from_code": from_code,
-                               "to_code": to_code, "reasons": reasons, "status": "open", "finding": None,
-                               "created_at": iso(tx.now), "acknowledged_at": None, "resolved_at": None,
-                               "ledger_seq": seq}, ledger_seq=seq)
+
+    emit(
+        tx,
+        "alert.created",
+        {
+            "id": alert_id,
+            "merchant_id": merchant_id,
+            "kind": kind,
+            "from_code": from_code,
+            "to_code": to_code,
+            "reasons": reasons,
+            "status": "open",
+            "finding": None,
+            "created_at": iso(tx.now),
+            "acknowledged_at": None,
+            "resolved_at": None,
+            "ledger_seq": seq,
+        },
+        ledger_seq=seq,
+    )
 
 
 async def regulatory_alert(tx: Tx, merchant_id: str, kind: str, seq: int) -> None:
@@ -244,8 +313,11 @@ async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = No
 
 
 # The common case of a re-assessment: new figures, same code, counts added to the all-time counters.
-_HEALTH_SAME = ("UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?, "
-                + ", ".join(f"{c} = {c} + ?" for c in COUNTERS) + " WHERE merchant_id = ?")
+_HEALTH_SAME = (
+    "UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?, "
+    + ", ".join(f"{c} = {c} + ?" for c in COUNTERS)
+    + " WHERE merchant_id = ?"
+)
 
 
 async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> dict[str, str]:
@@ -266,43 +338,89 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
         reasons = [r.to_dict() for r in a.reasons]
         indicators = orjson.dumps(ind).decode()  # a dataclass: its fields in order, as to_dict() gives them
         if a.code == h.code:
-            same.append((indicators, orjson.dumps(reasons).decode(), a.policy_version, bool(a.new_merchant),
-                         *(more.get(c, 0) for c in COUNTERS), merchant_id))
+            same.append(
+                (
+                    indicators,
+                    orjson.dumps(reasons).decode(),
+                    a.policy_version,
+                    bool(a.new_merchant),
+                    *(more.get(c, 0) for c in COUNTERS),
+                    merchant_id,
+                )
+            )
             red_since = h.red_since
         else:
             red_since = await _code_changed(tx, merchant_id, h, a, reasons, indicators, more)
-        if (a.code == "red" and red_since is not None and not delisted and merchant_status == "active"
-                and tx.now >= red_since + timedelta(days=policy.grace_days)):
+        if (
+            a.code == "red"
+            and red_since is not None
+            and not delisted
+            and merchant_status == "active"
+            and tx.now >= red_since + timedelta(days=policy.grace_days)
+        ):
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
             await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
-            emit(tx, "merchant.delisted", {"merchant_id": merchant_id, "delisted": True, "actor": "health_code",
-                                           "reasons": reasons}, merchant_id=merchant_id, ledger_seq=seq)
+            emit(
+                tx,
+                "merchant.delisted",
+                {"merchant_id": merchant_id, "delisted": True, "actor": "health_code", "reasons": reasons},
+                merchant_id=merchant_id,
+                ledger_seq=seq,
+            )
     conn.raw.many(_HEALTH_SAME, same)
     return codes
 
 
-async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list, indicators: str,
-                        more: dict[str, int]) -> datetime | None:
+async def _code_changed(
+    tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list, indicators: str, more: dict[str, int]
+) -> datetime | None:
     """A new code: its ledger entry and alert; red publishes the warning, leaving red lifts it. Stores
     the new figures; returns the merchant's red_since afterwards."""
     conn = tx.conn
-    values = dict(indicators=indicators, reasons=orjson.dumps(reasons).decode(), policy_version=a.policy_version,
-                  new_merchant=a.new_merchant, code=a.code, since=tx.now)
+    values = dict(
+        indicators=indicators,
+        reasons=orjson.dumps(reasons).decode(),
+        policy_version=a.policy_version,
+        new_merchant=a.new_merchant,
+        code=a.code,
+        since=tx.now,
+    )
     red_since = h.red_since
-    seq = tx.append("health_code", merchant_id=merchant_id, from_code=h.code, to_code=a.code,
-                    policy_version=a.policy_version, reasons=reasons)
+    seq = tx.append(
+        "health_code",
+        merchant_id=merchant_id,
+        from_code=h.code,
+        to_code=a.code,
+        policy_version=a.policy_version,
+        reasons=reasons,
+    )
     await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
-    emit(tx, "merchant.health_changed", {"merchant_id": merchant_id, "code": a.code, "from_code": h.code,
-                                         "reasons": reasons, "policy_version": a.policy_version},
-         merchant_id=merchant_id, ledger_seq=seq)
+    emit(
+        tx,
+        "merchant.health_changed",
+        {
+            "merchant_id": merchant_id,
+            "code": a.code,
+            "from_code": h.code,
+            "reasons": reasons,
+            "policy_version": a.policy_version,
+        },
+        merchant_id=merchant_id,
+        ledger_seq=seq,
+    )
     if a.code == "red":
         red_since = tx.now
         values["red_since"] = red_since
         if h.warning_published_at is None:
             warn_seq = tx.append("warning_published", merchant_id=merchant_id)
-            emit(tx, "merchant.warned", {"merchant_id": merchant_id, "code": a.code, "reasons": reasons},
-                 merchant_id=merchant_id, ledger_seq=warn_seq)
+            emit(
+                tx,
+                "merchant.warned",
+                {"merchant_id": merchant_id, "code": a.code, "reasons": reasons},
+                merchant_id=merchant_id,
+                ledger_seq=warn_seq,
+            )
             values["warning_published_at"] = tx.now
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
     elif h.code == "red":
@@ -321,26 +439,40 @@ async def _code_changed(tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list
 
 async def restart_grace(tx: Tx, merchant_id: str) -> None:
     """A regulator lifted a delisting: a still-red merchant gets a fresh grace period."""
-    await tx.conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id, health_t.c.code == "red")
-                          .values(red_since=tx.now))
+    await tx.conn.execute(
+        update(health_t).where(health_t.c.merchant_id == merchant_id, health_t.c.code == "red").values(red_since=tx.now)
+    )
 
 
 async def sweep(tx: Tx, limit: int = 200) -> int:
     """Complaints that became overdue, and red merchants past their grace, are re-assessed; and once a
     day every merchant, a chunk at a time (`_daily_reassessment`)."""
     merchants: set[str] = set()
-    rows = (await tx.conn.execute(select(complaints_t.c.id, complaints_t.c.merchant_id).where(
-        complaints_t.c.status == "open", complaints_t.c.overdue.is_(False), complaints_t.c.due_at <= tx.now)
-        .limit(limit))).all()
+    rows = (
+        await tx.conn.execute(
+            select(complaints_t.c.id, complaints_t.c.merchant_id)
+            .where(complaints_t.c.status == "open", complaints_t.c.overdue.is_(False), complaints_t.c.due_at <= tx.now)
+            .limit(limit)
+        )
+    ).all()
     for r in rows:
         await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == r.id).values(overdue=True))
         merchants.add(r.merchant_id)
         await _complaint_overdue(tx, r.id)
     policy = await policy_cache.get(tx.conn)
-    due = (await tx.conn.execute(select(health_t.c.merchant_id).join(
-        merchants_t, merchants_t.c.id == health_t.c.merchant_id).where(
-        health_t.c.code == "red", merchants_t.c.delisted.is_(False), merchants_t.c.status == "active",
-        health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days)).limit(limit))).all()
+    due = (
+        await tx.conn.execute(
+            select(health_t.c.merchant_id)
+            .join(merchants_t, merchants_t.c.id == health_t.c.merchant_id)
+            .where(
+                health_t.c.code == "red",
+                merchants_t.c.delisted.is_(False),
+                merchants_t.c.status == "active",
+                health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days),
+            )
+            .limit(limit)
+        )
+    ).all()
     merchants.update(r.merchant_id for r in due)
     await reassess_many(tx, {m: None for m in merchants})
     return len(rows) + len(due) + await _daily_reassessment(tx, limit)
@@ -349,11 +481,18 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
 async def _complaint_overdue(tx: Tx, complaint_id: str) -> None:
     """Its ledger entry (a regulatory fact), the regulators' alert and the event."""
     from service.complaints.service import complaint_out
+
     c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
     seq = tx.append("complaint_overdue", merchant_id=c.merchant_id, complaint_id=c.id)
     await _alert(tx, c.merchant_id, "complaint_overdue", None, None, [], seq)
-    emit(tx, "complaint.overdue", complaint_out(c, tx.now), merchant_id=c.merchant_id, consumer_id=c.consumer_id,
-         ledger_seq=seq)
+    emit(
+        tx,
+        "complaint.overdue",
+        complaint_out(c, tx.now),
+        merchant_id=c.merchant_id,
+        consumer_id=c.consumer_id,
+        ledger_seq=seq,
+    )
 
 
 DAILY_KEY = "risk_daily_reassessment"  # app_state: "<day> done" or "<day> after <merchant id>"
@@ -372,13 +511,19 @@ async def _daily_reassessment(tx: Tx, limit: int) -> int:
     day, _, state = row[0].partition(" ") if row else ("", "", "")
     if day == today and state == "done":
         return 0
-    after = state[len("after "):] if day == today and state.startswith("after ") else ""
-    ids = [r[0] for r in raw.all("SELECT merchant_id FROM merchant_health WHERE merchant_id > ? "
-                                 "ORDER BY merchant_id LIMIT ?", (after, limit))]
+    after = state[len("after ") :] if day == today and state.startswith("after ") else ""
+    ids = [
+        r[0]
+        for r in raw.all(
+            "SELECT merchant_id FROM merchant_health WHERE merchant_id > ? ORDER BY merchant_id LIMIT ?", (after, limit)
+        )
+    ]
     await reassess_many(tx, {m: None for m in ids})
     value = f"{today} after {ids[-1]}" if len(ids) == limit else f"{today} done"
-    raw.run("INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (DAILY_KEY, value))
+    raw.run(
+        "INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (DAILY_KEY, value),
+    )
     return len(ids)
 
 
@@ -386,11 +531,22 @@ async def reassess_all(writer, chunk: int = 200) -> int:
     """Re-assess every merchant (after a policy change or a test-clock move)."""
     after, n = "", 0
     while True:
+
         async def op(tx, after=after):
-            ids = [r.merchant_id for r in (await tx.conn.execute(select(health_t.c.merchant_id).where(
-                health_t.c.merchant_id > after).order_by(health_t.c.merchant_id).limit(chunk))).all()]
+            ids = [
+                r.merchant_id
+                for r in (
+                    await tx.conn.execute(
+                        select(health_t.c.merchant_id)
+                        .where(health_t.c.merchant_id > after)
+                        .order_by(health_t.c.merchant_id)
+                        .limit(chunk)
+                    )
+                ).all()
+            ]
             await reassess_many(tx, {m: None for m in ids})
             return ids
+
         ids = await writer.run(op)
         n += len(ids)
         if len(ids) < chunk:
@@ -400,8 +556,16 @@ async def reassess_all(writer, chunk: int = 200) -> int:
 
 def health_out(h, delisted: bool) -> dict:
     from service.clock import iso
-    return {"merchant_id": h.merchant_id, "code": h.code, "since": iso(h.since),
-            "warning": {"published_at": iso(h.warning_published_at)} if h.warning_published_at else None,
-            "delisted": delisted, "indicators": orjson.loads(h.indicators), "reasons": orjson.loads(h.reasons),
-            "policy_version": h.policy_version, "new_merchant": h.new_merchant,
-            "notes": ["new_merchant"] if h.new_merchant else []}
+
+    return {
+        "merchant_id": h.merchant_id,
+        "code": h.code,
+        "since": iso(h.since),
+        "warning": {"published_at": iso(h.warning_published_at)} if h.warning_published_at else None,
+        "delisted": delisted,
+        "indicators": orjson.loads(h.indicators),
+        "reasons": orjson.loads(h.reasons),
+        "policy_version": h.policy_version,
+        "new_merchant": h.new_merchant,
+        "notes": ["new_merchant"] if h.new_merchant else [],
+    }

@@ -27,14 +27,18 @@ from service.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 tokens_t = ApiToken.__table__
-KEYED = ((Merchant.__table__, "merchant", "mk"), (Regulator.__table__, "regulator", "rg"),
-         (Auditor.__table__, "auditor", "au"))
+KEYED = (
+    (Merchant.__table__, "merchant", "mk"),
+    (Regulator.__table__, "regulator", "rg"),
+    (Auditor.__table__, "auditor", "au"),
+)
 PartyId = Annotated[str, Path(min_length=1, max_length=40)]
 
 
 class KeyRotation(Strict):
-    grace_seconds: int = Field(0, ge=0, le=30 * 86400,
-                               description="How long the old keys keep working (seconds, at most 30 days); 0: stop now")
+    grace_seconds: int = Field(
+        0, ge=0, le=30 * 86400, description="How long the old keys keep working (seconds, at most 30 days); 0: stop now"
+    )
 
 
 async def _party(tx, party_id: str) -> tuple[str, str]:
@@ -45,8 +49,13 @@ async def _party(tx, party_id: str) -> tuple[str, str]:
 
 
 @router.post("/{party_id}/rotate", status_code=201, responses=responses(400, 401, 403, 404, 422))
-async def rotate_key(party_id: PartyId, request: Request, body: Annotated[KeyRotation | None, Body()] = None,
-                     ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("operator"))):
+async def rotate_key(
+    party_id: PartyId,
+    request: Request,
+    body: Annotated[KeyRotation | None, Body()] = None,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator")),
+):
     """A new `api_key` for the party (shown once); its other keys stop now or when `grace_seconds` have passed."""
     body = body or KeyRotation()
 
@@ -59,27 +68,49 @@ async def rotate_key(party_id: PartyId, request: Request, body: Annotated[KeyRot
             old_until = None
         else:
             old_until = tx.now + timedelta(seconds=body.grace_seconds)
-            ended = (await tx.conn.execute(update(t).where(
-                t.c.party_id == party_id, or_(t.c.expires_at.is_(None), t.c.expires_at > old_until))
-                .values(expires_at=old_until))).rowcount
-        await tx.conn.execute(insert(t).values(token_hash=token_hash(token), role=role, party_id=party_id,
-                                               created_at=tx.now))
+            ended = (
+                await tx.conn.execute(
+                    update(t)
+                    .where(t.c.party_id == party_id, or_(t.c.expires_at.is_(None), t.c.expires_at > old_until))
+                    .values(expires_at=old_until)
+                )
+            ).rowcount
+        await tx.conn.execute(
+            insert(t).values(token_hash=token_hash(token), role=role, party_id=party_id, created_at=tx.now)
+        )
         await bump_epoch(tx)
-        return 201, {"party_id": party_id, "role": role, "api_key": token, "old_keys": ended,
-                     "old_keys_expire_at": iso(old_until or tx.now)}
+        return 201, {
+            "party_id": party_id,
+            "role": role,
+            "api_key": token,
+            "old_keys": ended,
+            "old_keys_expire_at": iso(old_until or tx.now),
+        }
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{party_id}/revoke", responses=responses(400, 401, 403, 404))
-async def revoke_keys(party_id: PartyId, request: Request, ctx: AppContext = Depends(get_ctx),
-                      who: Principal = Depends(require("operator"))):
+async def revoke_keys(
+    party_id: PartyId,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator")),
+):
     """End every key of the party at once (a leaked key, an offboarded bureau); rotate to issue a new one."""
+
     async def op(tx):
         role, _ = await _party(tx, party_id)
         t = tokens_t
-        live = (await tx.conn.execute(select(func.count()).select_from(t).where(
-            t.c.party_id == party_id, or_(t.c.expires_at.is_(None), t.c.expires_at > tx.now)))).scalar_one()
+        live = (
+            await tx.conn.execute(
+                select(func.count())
+                .select_from(t)
+                .where(t.c.party_id == party_id, or_(t.c.expires_at.is_(None), t.c.expires_at > tx.now))
+            )
+        ).scalar_one()
         await tx.conn.execute(delete(t).where(t.c.party_id == party_id))
         await bump_epoch(tx)
         return 200, {"party_id": party_id, "role": role, "revoked": live, "revoked_at": iso(tx.now)}
+
     return await mutate(ctx, request, who, {}, op)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 from functools import lru_cache
 
 from sqlalchemy import desc, insert, select, text
 
-from ledger.checkpoint import Checkpoint as CheckpointData, SignedCheckpoint, sign_checkpoint, to_json
+from ledger.checkpoint import Checkpoint as CheckpointData
+from ledger.checkpoint import SignedCheckpoint, sign_checkpoint, to_json
 from ledger.hashing import b64
 from ledger.merkle import root_at, root_plan
 from service.clock import iso
@@ -42,7 +42,7 @@ async def fetch_nodes(conn, ids: list[tuple[int, int]]) -> dict[tuple[int, int],
     """The stored subtree hashes a proof needs, in one query per 200 nodes (a proof needs ~2 log n)."""
     nodes: dict[tuple[int, int], bytes] = {}
     for i in range(0, len(ids), 200):
-        part = ids[i:i + 200]
+        part = ids[i : i + 200]
         params = {}
         for j, (lv, ix) in enumerate(part):
             params[f"l{j}"] = lv
@@ -67,18 +67,26 @@ def read_for_proof(sync_engine, plan, want_latest_checkpoint: bool = False):
             ids = plan(size, cp_size)
             nodes: dict[tuple[int, int], bytes] = {}
             for i in range(0, len(ids), 200):
-                part = ids[i:i + 200]
+                part = ids[i : i + 200]
                 sql = "SELECT level, idx, hash FROM merkle_nodes WHERE " + " OR ".join(
-                    ["(level = ? AND idx = ?)"] * len(part))
+                    ["(level = ? AND idx = ?)"] * len(part)
+                )
                 for lv, ix, h in raw.all(sql, tuple(x for pair in part for x in pair)):
                     nodes[(int(lv), int(ix))] = bytes(h)
             return size, cp_size, nodes
 
 
 def checkpoint_out(row) -> dict:
-    return {"origin": row.origin if hasattr(row, "origin") else None, "tree_size": int(row.tree_size),
-            "root_hash": b64(bytes(row.root_hash)), "chain_head": b64(bytes(row.chain_head)),
-            "timestamp": row.timestamp, "note": row.note, "signature": row.signature, "key_id": row.key_id}
+    return {
+        "origin": row.origin if hasattr(row, "origin") else None,
+        "tree_size": int(row.tree_size),
+        "root_hash": b64(bytes(row.root_hash)),
+        "chain_head": b64(bytes(row.chain_head)),
+        "timestamp": row.timestamp,
+        "note": row.note,
+        "signature": row.signature,
+        "key_id": row.key_id,
+    }
 
 
 async def latest(conn) -> dict | None:
@@ -108,14 +116,26 @@ def make_checkpoint_op(ctx: AppContext):
             return existing
         root = root_at(size, await fetch_nodes(conn, root_plan(size)))
         signed: SignedCheckpoint = sign_checkpoint(
-            CheckpointData(origin=ctx.keys.key_name, tree_size=size, root_hash=root, chain_head=chain_head,
-                           timestamp=iso(tx.now)), ctx.keys.signing_key)
+            CheckpointData(
+                origin=ctx.keys.key_name, tree_size=size, root_hash=root, chain_head=chain_head, timestamp=iso(tx.now)
+            ),
+            ctx.keys.signing_key,
+        )
         d = to_json(signed)
-        await conn.execute(insert(cp_t).values(tree_size=size, root_hash=root, chain_head=chain_head,
-                                               timestamp=d["timestamp"], note=d["note"], signature=d["signature"],
-                                               key_id=d["key_id"]))
+        await conn.execute(
+            insert(cp_t).values(
+                tree_size=size,
+                root_hash=root,
+                chain_head=chain_head,
+                timestamp=d["timestamp"],
+                note=d["note"],
+                signature=d["signature"],
+                key_id=d["key_id"],
+            )
+        )
         emit(tx, "checkpoint.published", d)
         return d
+
     return op
 
 

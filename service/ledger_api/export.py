@@ -17,14 +17,34 @@ async def export_jsonl(engine, out: BinaryIO) -> int:
     after, n = -1, 0
     async with engine.connect() as conn:
         while True:
-            rows = (await conn.execute(select(entries_t.c.seq, entries_t.c.kind, entries_t.c.canonical,
-                                              entries_t.c.leaf_hash, entries_t.c.chain_hash)
-                                       .where(entries_t.c.seq > after).order_by(entries_t.c.seq).limit(CHUNK))).all()
+            rows = (
+                await conn.execute(
+                    select(
+                        entries_t.c.seq,
+                        entries_t.c.kind,
+                        entries_t.c.canonical,
+                        entries_t.c.leaf_hash,
+                        entries_t.c.chain_hash,
+                    )
+                    .where(entries_t.c.seq > after)
+                    .order_by(entries_t.c.seq)
+                    .limit(CHUNK)
+                )
+            ).all()
             if not rows:
                 return n
             for r in rows:
-                out.write(orjson.dumps({"seq": int(r.seq), "kind": r.kind, "canonical": r.canonical,
-                                        "leaf_hash": b64(bytes(r.leaf_hash)), "chain_hash": b64(bytes(r.chain_hash))}))
+                out.write(
+                    orjson.dumps(
+                        {
+                            "seq": int(r.seq),
+                            "kind": r.kind,
+                            "canonical": r.canonical,
+                            "leaf_hash": b64(bytes(r.leaf_hash)),
+                            "chain_hash": b64(bytes(r.chain_hash)),
+                        }
+                    )
+                )
                 out.write(b"\n")
             n += len(rows)
             after = int(rows[-1].seq)

@@ -19,9 +19,9 @@ from ledger.checkpoint import verifier_key
 from ledger.merkle import inclusion_proof, inclusion_proof_plan
 from ledger.tlog_proof import build_tlog_proof
 from service.context import AppContext, get_ctx
+from service.db.models import Checkpoint, LedgerEntry, WitnessCosignature
 from service.errors import NotFound, Unprocessable, responses
 from service.ledger_api import checkpoints, witnessing
-from service.db.models import Checkpoint, LedgerEntry, WitnessCosignature
 
 router = APIRouter(tags=["ledger"])
 cp_t = Checkpoint.__table__
@@ -32,8 +32,10 @@ cosig_t = WitnessCosignature.__table__
 @router.get("/v1/ledger/witnesses")
 async def witnesses(ctx: AppContext = Depends(get_ctx)):
     """The log's vkey, its witnesses (name and C2SP vkey) and the quorum a receipt's checkpoint needs."""
-    return {"log": {"origin": ctx.keys.key_name, "vkey": verifier_key(ctx.keys.key_name, ctx.keys.public_key)},
-            **witnessing.public_witnesses(ctx)}
+    return {
+        "log": {"origin": ctx.keys.key_name, "vkey": verifier_key(ctx.keys.key_name, ctx.keys.public_key)},
+        **witnessing.public_witnesses(ctx),
+    }
 
 
 async def choose_size(conn, ctx: AppContext, seq: int) -> int | None:
@@ -41,22 +43,36 @@ async def choose_size(conn, ctx: AppContext, seq: int) -> int | None:
     ws = [w.vkey_text for w in witnessing._witnesses(ctx)]
     quorum = ctx.settings.witness_quorum
     if ws and quorum > 0:
-        size = (await conn.execute(
-            select(cosig_t.c.tree_size).where(cosig_t.c.tree_size > seq, cosig_t.c.witness.in_(ws))
-            .group_by(cosig_t.c.tree_size).having(func.count() >= quorum)
-            .order_by(desc(cosig_t.c.tree_size)).limit(1))).scalar()
+        size = (
+            await conn.execute(
+                select(cosig_t.c.tree_size)
+                .where(cosig_t.c.tree_size > seq, cosig_t.c.witness.in_(ws))
+                .group_by(cosig_t.c.tree_size)
+                .having(func.count() >= quorum)
+                .order_by(desc(cosig_t.c.tree_size))
+                .limit(1)
+            )
+        ).scalar()
         if size is not None:
             return int(size)
-    size = (await conn.execute(select(cp_t.c.tree_size).where(cp_t.c.tree_size > seq)
-                               .order_by(desc(cp_t.c.tree_size)).limit(1))).scalar()
+    size = (
+        await conn.execute(
+            select(cp_t.c.tree_size).where(cp_t.c.tree_size > seq).order_by(desc(cp_t.c.tree_size)).limit(1)
+        )
+    ).scalar()
     return int(size) if size is not None else None
 
 
-@router.get("/v1/ledger/entries/{seq}/receipt", response_class=PlainTextResponse,
-            responses={**responses(404, 422), 200: {"content": {"text/plain": {}},
-                                                    "description": "c2sp.org/tlog-proof@v1"}})
-async def receipt(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
-                  tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None):
+@router.get(
+    "/v1/ledger/entries/{seq}/receipt",
+    response_class=PlainTextResponse,
+    responses={**responses(404, 422), 200: {"content": {"text/plain": {}}, "description": "c2sp.org/tlog-proof@v1"}},
+)
+async def receipt(
+    seq: Annotated[int, Path(ge=0, le=2**62)],
+    ctx: AppContext = Depends(get_ctx),
+    tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+):
     """A C2SP tlog-proof@v1 receipt of entry `seq` against the checkpoint at `tree_size` (default: the
     latest witnessed checkpoint holding it)."""
     async with ctx.engines.reader.connect() as conn:
@@ -77,7 +93,8 @@ async def receipt(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = D
     async with ctx.engines.reader.connect() as conn:
         cp = await witnessing.decorate(conn, ctx, cp)
     n = int(cp["tree_size"])
-    _, _, nodes = await asyncio.to_thread(checkpoints.read_for_proof, ctx.engines.sync_reader,
-                                          lambda size, _cp: inclusion_proof_plan(seq, n))
+    _, _, nodes = await asyncio.to_thread(
+        checkpoints.read_for_proof, ctx.engines.sync_reader, lambda size, _cp: inclusion_proof_plan(seq, n)
+    )
     text = build_tlog_proof(seq, inclusion_proof(seq, n, nodes), cp["note"], entry.encode("utf-8"))
     return PlainTextResponse(text, media_type="text/plain; charset=utf-8")

@@ -25,8 +25,14 @@ ALL_ENTRIES = ("auditor", "regulator", "operator")
 
 
 def entry_out(e) -> dict:
-    return {"seq": int(e.seq), "kind": e.kind, "time": iso(e.time), "canonical": e.canonical,
-            "leaf_hash": b64(bytes(e.leaf_hash)), "chain_hash": b64(bytes(e.chain_hash))}
+    return {
+        "seq": int(e.seq),
+        "kind": e.kind,
+        "time": iso(e.time),
+        "canonical": e.canonical,
+        "leaf_hash": b64(bytes(e.leaf_hash)),
+        "chain_hash": b64(bytes(e.chain_hash)),
+    }
 
 
 def _scope(stmt, who: Principal):
@@ -43,8 +49,9 @@ async def _size(conn) -> int:
 
 
 @router.get("/v1/ledger/checkpoint", responses=responses(404, 422))
-async def get_checkpoint(ctx: AppContext = Depends(get_ctx),
-                         tree_size: Annotated[int | None, Query(ge=0, le=2**62)] = None):
+async def get_checkpoint(
+    ctx: AppContext = Depends(get_ctx), tree_size: Annotated[int | None, Query(ge=0, le=2**62)] = None
+):
     """The latest signed checkpoint (or the one at `tree_size`), as JSON with the C2SP signed note."""
     async with ctx.engines.reader.connect() as conn:
         cp = await (checkpoints.at_size(conn, tree_size) if tree_size is not None else checkpoints.latest(conn))
@@ -57,8 +64,10 @@ async def get_checkpoint(ctx: AppContext = Depends(get_ctx),
 
 
 @router.post("/v1/ledger/checkpoints", status_code=201, responses=responses(401, 403))
-async def checkpoint_now(ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(require("operator", "auditor", "regulator", "merchant", "consumer"))):
+async def checkpoint_now(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator", "auditor", "regulator", "merchant", "consumer")),
+):
     """Make a checkpoint of the ledger as it is now (or return the one at the current size)."""
     cp = await checkpoints.make_checkpoint(ctx)
     async with ctx.engines.reader.connect() as conn:
@@ -72,10 +81,12 @@ async def public_key(ctx: AppContext = Depends(get_ctx)):
 
 
 @router.get("/v1/ledger/entries", responses=responses(401, 403, 422))
-async def list_entries(ctx: AppContext = Depends(get_ctx),
-                       who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
-                       after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
-                       limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+async def list_entries(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
+    after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+):
     """Entries in sequence order: all for auditors and regulators, a party's own for merchants and consumers."""
     stmt = _scope(select(entries_t).order_by(entries_t.c.seq).limit(limit + 1), who)
     if after is not None:
@@ -86,8 +97,11 @@ async def list_entries(ctx: AppContext = Depends(get_ctx),
 
 
 @router.get("/v1/ledger/entries/{seq}", responses=responses(401, 403, 404, 422))
-async def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
-                    who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer"))):
+async def get_entry(
+    seq: Annotated[int, Path(ge=0, le=2**62)],
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
+):
     async with ctx.engines.reader.connect() as conn:
         row = (await conn.execute(_scope(select(entries_t).where(entries_t.c.seq == seq), who))).first()
     if row is None:
@@ -96,8 +110,11 @@ async def get_entry(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext =
 
 
 @router.get("/v1/ledger/entries/{seq}/proof", responses=responses(404, 422))
-async def inclusion(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext = Depends(get_ctx),
-                    tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None):
+async def inclusion(
+    seq: Annotated[int, Path(ge=0, le=2**62)],
+    ctx: AppContext = Depends(get_ctx),
+    tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+):
     """RFC 9162 inclusion proof of entry `seq` in the tree of `tree_size` (default: the latest checkpoint)."""
     chosen: dict = {}
 
@@ -108,8 +125,9 @@ async def inclusion(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext =
             return []
         return inclusion_proof_plan(seq, n) + [(0, seq)]
 
-    size, _, nodes = await asyncio.to_thread(checkpoints.read_for_proof, ctx.engines.sync_reader, plan,
-                                             tree_size is None)
+    size, _, nodes = await asyncio.to_thread(
+        checkpoints.read_for_proof, ctx.engines.sync_reader, plan, tree_size is None
+    )
     n = chosen["n"]
     if n > size:
         raise Unprocessable(f"tree_size {n} is beyond the ledger's {size} entries.", "tree_size_too_large")
@@ -120,14 +138,19 @@ async def inclusion(seq: Annotated[int, Path(ge=0, le=2**62)], ctx: AppContext =
 
 
 @router.get("/v1/ledger/consistency", responses=responses(422))
-async def consistency(first: Annotated[int, Query(ge=1, le=2**62)], second: Annotated[int, Query(ge=1, le=2**62)],
-                      ctx: AppContext = Depends(get_ctx)):
+async def consistency(
+    first: Annotated[int, Query(ge=1, le=2**62)],
+    second: Annotated[int, Query(ge=1, le=2**62)],
+    ctx: AppContext = Depends(get_ctx),
+):
     """RFC 9162 consistency proof between two tree sizes."""
     if first > second:
         raise Unprocessable("first must not exceed second.", "invalid_range")
     size, _, nodes = await asyncio.to_thread(
-        checkpoints.read_for_proof, ctx.engines.sync_reader,
-        lambda size, _cp: consistency_proof_plan(first, second) if second <= size else [])
+        checkpoints.read_for_proof,
+        ctx.engines.sync_reader,
+        lambda size, _cp: consistency_proof_plan(first, second) if second <= size else [],
+    )
     if second > size:
         raise Unprocessable(f"second {second} is beyond the ledger's {size} entries.", "tree_size_too_large")
     proof = consistency_proof(first, second, nodes)
@@ -135,27 +158,52 @@ async def consistency(first: Annotated[int, Query(ge=1, le=2**62)], second: Anno
 
 
 @router.get("/v1/escrow/reconciliation", responses=responses(401, 403))
-async def reconciliation(ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(require("auditor", "regulator", "operator"))):
+async def reconciliation(
+    ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("auditor", "regulator", "operator"))
+):
     """Totals by state from the card balances, the same sums as the ledger states them, and whether they agree."""
     async with ctx.engines.reader.connect() as conn:
         async with conn.begin():
-            c = (await conn.execute(select(
-                func.coalesce(func.sum(cards_t.c.price), 0), func.coalesce(func.sum(cards_t.c.escrow), 0),
-                func.coalesce(func.sum(cards_t.c.held), 0), func.coalesce(func.sum(cards_t.c.released), 0),
-                func.coalesce(func.sum(cards_t.c.refunded), 0), func.count()))).first()
+            c = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(cards_t.c.price), 0),
+                        func.coalesce(func.sum(cards_t.c.escrow), 0),
+                        func.coalesce(func.sum(cards_t.c.held), 0),
+                        func.coalesce(func.sum(cards_t.c.released), 0),
+                        func.coalesce(func.sum(cards_t.c.refunded), 0),
+                        func.count(),
+                    )
+                )
+            ).first()
             h = (await conn.execute(select(head_t).where(head_t.c.id == 1))).first()
-    balances = {"paid_in": int(c[0]), "escrow": int(c[1]), "held": int(c[2]), "released": int(c[3]),
-                "refunded": int(c[4])}
+    balances = {
+        "paid_in": int(c[0]),
+        "escrow": int(c[1]),
+        "held": int(c[2]),
+        "released": int(c[3]),
+        "refunded": int(c[4]),
+    }
     ledger = {"paid_in": 0, "escrow": 0, "held": 0, "released": 0, "refunded": 0, "entries": 0}
     if h is not None:
-        ledger = {"paid_in": int(h.paid_in), "released": int(h.released), "refunded": int(h.refunded),
-                  "held": int(h.held), "escrow": int(h.paid_in) - int(h.released) - int(h.refunded),
-                  "entries": int(h.size)}
+        ledger = {
+            "paid_in": int(h.paid_in),
+            "released": int(h.released),
+            "refunded": int(h.refunded),
+            "held": int(h.held),
+            "escrow": int(h.paid_in) - int(h.released) - int(h.refunded),
+            "entries": int(h.size),
+        }
     conserved = balances["paid_in"] == balances["escrow"] + balances["released"] + balances["refunded"]
     consistent = conserved and all(ledger[k] == balances[k] for k in balances)
-    return {**balances, "currency": "CNY", "cards": int(c[5]), "ledger": ledger, "conserved": conserved,
-            "consistent": consistent}
+    return {
+        **balances,
+        "currency": "CNY",
+        "cards": int(c[5]),
+        "ledger": ledger,
+        "conserved": conserved,
+        "consistent": consistent,
+    }
 
 
 # ---------------------------------------------------------------- witnesses, receipts, tiles (SPEC §11)

@@ -11,16 +11,16 @@ import asyncio
 import subprocess
 import sys
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 
 from ledger.checkpoint import verify_checkpoint_json
 from ledger.hashing import node_hash
 from ledger.verify import ChainReport, verify_chunks
-from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
 from service.db.engine import sync_url
+from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
 from service.ledger_api.checkpoints import _out
 from service.ledger_api.walk import Sums, absolute, connect, entry_chunks, snapshot_cursor
 
@@ -36,8 +36,13 @@ _Checkpoint = namedtuple("_Checkpoint", CHECKPOINT_COLS)
 SPLIT_FROM = 200_000  # below this a single walk is quicker than starting a second process
 
 
-def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, check_sums: bool = True,
-                       public_key: bytes | None = None, split_from: int = SPLIT_FROM) -> dict:
+def verify_ledger_sync(
+    url: str,
+    progress: Callable[[int], None] | None = None,
+    check_sums: bool = True,
+    public_key: bytes | None = None,
+    split_from: int = SPLIT_FROM,
+) -> dict:
     """Verify the chain, the stored head, the latest signed checkpoint and the per-card sums."""
     url = sync_url(url)
     dbapi, is_pg = connect(url)
@@ -52,15 +57,22 @@ def verify_ledger_sync(url: str, progress: Callable[[int], None] | None = None, 
 
 
 def _start_tail_walk(url: str, start: int, end: int, snapshots: list[int], check_sums: bool):
-    proc = subprocess.Popen([sys.executable, "-m", "service.ledger_api.verify_worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[2]))
-    proc.stdin.write(orjson.dumps({"url": absolute(url), "start": start, "end": end, "snapshots": snapshots,
-                                   "check_sums": check_sums}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.ledger_api.verify_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    proc.stdin.write(
+        orjson.dumps(
+            {"url": absolute(url), "start": start, "end": end, "snapshots": snapshots, "check_sums": check_sums}
+        )
+    )
     proc.stdin.close()
     return proc
 
 
-def _split_walk(chunks_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: "Sums"):
+def _split_walk(chunks_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: Sums):
     """Walk [0, k) here and [k, n) in a second process, k the largest power of two below n: the two
     cores hash at once, and RFC 9162 makes the root of [0, n) H(0x01 || root[0,k) || root[k,n))."""
     k = 1 << ((n - 1).bit_length() - 1)
@@ -85,8 +97,16 @@ def _split_walk(chunks_until, url: str, n: int, progress, snapshot: list[int], c
     return ChainReport(True, right["size"], bytes.fromhex(right["head"]), root, None, None, snaps)
 
 
-def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: bytes | None, url: str = "",
-            split_from: int = SPLIT_FROM) -> dict:
+def _verify(
+    dbapi,
+    cur,
+    is_pg: bool,
+    progress,
+    check_sums: bool,
+    public_key: bytes | None,
+    url: str = "",
+    split_from: int = SPLIT_FROM,
+) -> dict:
     cur.execute("SELECT size, head FROM ledger_head WHERE id = 1")
     head_row = cur.fetchone()
     cur.execute(f"SELECT {', '.join(CHECKPOINT_COLS)} FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
@@ -109,8 +129,14 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
     else:
         report = verify_chunks(chunks_until(None), progress, 100_000, snapshot)
     problems: list[str] = []
-    result = {"ok": report.ok, "size": report.size, "chain_head": report.head.hex(), "root_hash": report.root.hex(),
-              "bad_seq": report.bad_seq, "reason": report.reason}
+    result = {
+        "ok": report.ok,
+        "size": report.size,
+        "chain_head": report.head.hex(),
+        "root_hash": report.root.hex(),
+        "bad_seq": report.bad_seq,
+        "reason": report.reason,
+    }
     if report.ok and head_row is not None:
         if int(head_row[0]) != report.size:
             problems.append(f"ledger head says {head_row[0]} entries, found {report.size}")
@@ -125,8 +151,10 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
             problems.append(f"the latest checkpoint states {size} entries but the ledger has {report.size}")
             result["bad_seq"] = report.size
         elif (got[0], got[1]) != (bytes(cp_row.root_hash), bytes(cp_row.chain_head)):
-            problems.append(f"the signed checkpoint at size {size} does not match the recomputed root and chain head "
-                            "(history was rewritten)")
+            problems.append(
+                f"the signed checkpoint at size {size} does not match the recomputed root and chain head "
+                "(history was rewritten)"
+            )
         if public_key is not None:
             try:
                 verify_checkpoint_json(_out(cp_row), public_key)
@@ -141,8 +169,10 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
             seen.add(card_id)
             s = sums.cards.get(card_id, [0, 0, 0, 0])
             if s != [price, released, refunded, held]:
-                problems.append(f"card {card_id}: ledger says paid {s[0]} released {s[1]} refunded {s[2]} held {s[3]}, "
-                                f"balance says {price}/{released}/{refunded}/{held}")
+                problems.append(
+                    f"card {card_id}: ledger says paid {s[0]} released {s[1]} refunded {s[2]} held {s[3]}, "
+                    f"balance says {price}/{released}/{refunded}/{held}"
+                )
                 if len(problems) > 20:
                     break
         for card_id in set(sums.cards) - seen:
@@ -155,8 +185,9 @@ def _verify(dbapi, cur, is_pg: bool, progress, check_sums: bool, public_key: byt
     return result
 
 
-async def verify_ledger(engine, progress: Callable[[int], None] | None = None, check_sums: bool = True,
-                        public_key: bytes | None = None) -> dict:
+async def verify_ledger(
+    engine, progress: Callable[[int], None] | None = None, check_sums: bool = True, public_key: bytes | None = None
+) -> dict:
     """`verify_ledger_sync` on a worker thread, for the database `engine` points at."""
     url = engine.url.render_as_string(hide_password=False)
     return await asyncio.to_thread(verify_ledger_sync, url, progress, check_sums, public_key)

@@ -40,12 +40,18 @@ def _parse(rest: str) -> tuple[int, int]:
 
 
 def _binary(data: bytes, width: int) -> Response:
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Cache-Control": IMMUTABLE if width == TILE_WIDTH else SHORT})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": IMMUTABLE if width == TILE_WIDTH else SHORT},
+    )
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "signed note"}})
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "signed note"}},
+)
 async def checkpoint(ctx: AppContext = Depends(get_ctx)):
     """The latest checkpoint that has its quorum of cosignatures (else the latest), as a signed note with them.
 
@@ -58,12 +64,13 @@ async def checkpoint(ctx: AppContext = Depends(get_ctx)):
         cp = await checkpoints.make_checkpoint(ctx)
     async with ctx.engines.reader.connect() as conn:
         cp = await witnessing.decorate(conn, ctx, cp)
-    return PlainTextResponse(cp["note"], media_type="text/plain; charset=utf-8",
-                             headers={"Cache-Control": "no-cache"})
+    return PlainTextResponse(cp["note"], media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/tile/entries/{rest:path}", responses={**responses(404), 200: {
-    "content": {"application/octet-stream": {}}, "description": "entry bundle"}})
+@router.get(
+    "/tile/entries/{rest:path}",
+    responses={**responses(404), 200: {"content": {"application/octet-stream": {}}, "description": "entry bundle"}},
+)
 async def entries_tile(rest: str, ctx: AppContext = Depends(get_ctx)):
     """Entry bundle N: the canonical JSON of entries N·256 … N·256+W−1, each after its u16 big-endian length."""
     n, width = _parse(rest)
@@ -71,15 +78,22 @@ async def entries_tile(rest: str, ctx: AppContext = Depends(get_ctx)):
     async with ctx.engines.reader.connect() as conn:
         if await _size(conn) < lo + width:
             raise NotFound("That entry bundle is beyond the ledger.", "tile_not_found")
-        rows = (await conn.execute(select(entries_t.c.canonical).where(
-            entries_t.c.seq >= lo, entries_t.c.seq < lo + width).order_by(entries_t.c.seq))).all()
+        rows = (
+            await conn.execute(
+                select(entries_t.c.canonical)
+                .where(entries_t.c.seq >= lo, entries_t.c.seq < lo + width)
+                .order_by(entries_t.c.seq)
+            )
+        ).all()
     if len(rows) != width:
         raise NotFound("That entry bundle is incomplete.", "tile_not_found")
     return _binary(entry_bundle([r[0].encode("utf-8") for r in rows]), width)
 
 
-@router.get("/tile/{level}/{rest:path}", responses={**responses(404), 200: {
-    "content": {"application/octet-stream": {}}, "description": "hash tile"}})
+@router.get(
+    "/tile/{level}/{rest:path}",
+    responses={**responses(404), 200: {"content": {"application/octet-stream": {}}, "description": "hash tile"}},
+)
 async def hash_tile_at(level: str, rest: str, ctx: AppContext = Depends(get_ctx)):
     """Hash tile (L, N): the Merkle nodes at level 8·L, indexes N·256 … N·256+W−1, 32 bytes each."""
     if not level.isdigit() or len(level) > 1 or int(level) > MAX_LEVEL:
@@ -90,9 +104,13 @@ async def hash_tile_at(level: str, rest: str, ctx: AppContext = Depends(get_ctx)
     async with ctx.engines.reader.connect() as conn:
         if (await _size(conn)) >> (TILE_HEIGHT * lv) < lo + width:
             raise NotFound("That tile is beyond the ledger.", "tile_not_found")
-        rows = (await conn.execute(select(nodes_t.c.hash).where(
-            nodes_t.c.level == TILE_HEIGHT * lv, nodes_t.c.idx >= lo, nodes_t.c.idx < lo + width)
-            .order_by(nodes_t.c.idx))).all()
+        rows = (
+            await conn.execute(
+                select(nodes_t.c.hash)
+                .where(nodes_t.c.level == TILE_HEIGHT * lv, nodes_t.c.idx >= lo, nodes_t.c.idx < lo + width)
+                .order_by(nodes_t.c.idx)
+            )
+        ).all()
     if len(rows) != width:
         raise NotFound("That tile's nodes are not stored.", "tile_not_found")
     return _binary(hash_tile([bytes(r[0]) for r in rows]), width)

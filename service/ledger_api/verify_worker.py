@@ -24,20 +24,35 @@ def walk_range(url: str, start: int, end: int, snapshots: list[int], check_sums:
         cur.execute(f"SELECT chain_hash FROM ledger_entries WHERE seq = {'%s' if is_pg else '?'}", (start - 1,))
         row = cur.fetchone()
         if row is None:
-            return {"ok": False, "size": start - 1, "bad_seq": start - 1, "reason": "missing entry (gap)",
-                    "head": "", "root": "", "snapshots": {}, "sums": {}}
+            return {
+                "ok": False,
+                "size": start - 1,
+                "bad_seq": start - 1,
+                "reason": "missing entry (gap)",
+                "head": "",
+                "root": "",
+                "snapshots": {},
+                "sums": {},
+            }
         chunks = entry_chunks(dbapi, is_pg, start, end, sums if check_sums else None)
         report = verify_chunks(chunks, None, 100_000, snapshots, start_seq=start, start_head=bytes(row[0]))
         cur.execute("ROLLBACK")
     finally:
         dbapi.close()
-    return {"ok": report.ok, "size": report.size, "bad_seq": report.bad_seq, "reason": report.reason,
-            "head": report.head.hex(), "root": report.root.hex(),
-            "snapshots": {str(k): [r.hex(), h.hex()] for k, (r, h) in report.snapshots.items()},
-            "sums": dict(sums.cards)}
+    return {
+        "ok": report.ok,
+        "size": report.size,
+        "bad_seq": report.bad_seq,
+        "reason": report.reason,
+        "head": report.head.hex(),
+        "root": report.root.hex(),
+        "snapshots": {str(k): [r.hex(), h.hex()] for k, (r, h) in report.snapshots.items()},
+        "sums": dict(sums.cards),
+    }
 
 
 if __name__ == "__main__":
     spec = orjson.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(orjson.dumps(walk_range(spec["url"], spec["start"], spec["end"], spec["snapshots"],
-                                                    spec["check_sums"])))
+    sys.stdout.buffer.write(
+        orjson.dumps(walk_range(spec["url"], spec["start"], spec["end"], spec["snapshots"], spec["check_sums"]))
+    )

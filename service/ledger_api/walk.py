@@ -105,8 +105,10 @@ def entry_chunks(dbapi, is_pg: bool, lo: int | None, hi: int | None, sums: Sums 
     if hi is not None:
         where.append(f"seq < {p}")
         args.append(hi)
-    sql = (f"SELECT seq, {text}, leaf_hash, chain_hash FROM ledger_entries"
-           f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq")
+    sql = (
+        f"SELECT seq, {text}, leaf_hash, chain_hash FROM ledger_entries"
+        f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq"
+    )
     cur = dbapi.cursor(name=f"ledger_walk_{lo}", binary=True) if is_pg else dbapi.cursor()  # bytea raw, not hex
     try:
         cur.execute(sql, args)

@@ -83,8 +83,10 @@ def _witnesses(ctx: AppContext) -> list[WitnessConfig]:
 
 def public_witnesses(ctx: AppContext) -> dict:
     """What a verifier needs: each witness's name and vkey, and the quorum (for `GET /v1/ledger/witnesses`)."""
-    return {"witnesses": [{"name": w.name, "vkey": w.vkey_text} for w in _witnesses(ctx)],
-            "quorum": ctx.settings.witness_quorum}
+    return {
+        "witnesses": [{"name": w.name, "vkey": w.vkey_text} for w in _witnesses(ctx)],
+        "quorum": ctx.settings.witness_quorum,
+    }
 
 
 # ---------------------------------------------------------------- publishing
@@ -94,17 +96,29 @@ async def cosignatures_for(conn, ctx: AppContext, tree_size: int) -> list[dict]:
     """Stored cosignatures of the checkpoint at `tree_size`, by configured witnesses, in configuration order."""
     rows = (await conn.execute(select(cosig_t).where(cosig_t.c.tree_size == tree_size))).all()
     by_vkey = {r.witness: r for r in rows}
-    return [{"name": w.name, "vkey": w.vkey_text, "timestamp": int(by_vkey[w.vkey_text].cosigned_at),
-             "line": by_vkey[w.vkey_text].line} for w in _witnesses(ctx) if w.vkey_text in by_vkey]
+    return [
+        {
+            "name": w.name,
+            "vkey": w.vkey_text,
+            "timestamp": int(by_vkey[w.vkey_text].cosigned_at),
+            "line": by_vkey[w.vkey_text].line,
+        }
+        for w in _witnesses(ctx)
+        if w.vkey_text in by_vkey
+    ]
 
 
 async def decorate(conn, ctx: AppContext, cp: dict) -> dict:
     """The checkpoint JSON with its cosignatures: `note` carries their lines, `witnessed` says if the quorum holds."""
     cosigs = await cosignatures_for(conn, ctx, int(cp["tree_size"]))
     quorum = ctx.settings.witness_quorum
-    return {**cp, "note": cp["note"] + "".join(c["line"] for c in cosigs),
-            "cosignatures": [{k: c[k] for k in ("name", "vkey", "timestamp")} for c in cosigs],
-            "quorum": quorum, "witnessed": len(cosigs) >= quorum}
+    return {
+        **cp,
+        "note": cp["note"] + "".join(c["line"] for c in cosigs),
+        "cosignatures": [{k: c[k] for k in ("name", "vkey", "timestamp")} for c in cosigs],
+        "quorum": quorum,
+        "witnessed": len(cosigs) >= quorum,
+    }
 
 
 # ---------------------------------------------------------------- asking
@@ -121,8 +135,9 @@ async def _ensure_state_rows(ctx: AppContext, ws: list[WitnessConfig]) -> dict[s
         if w.vkey_text not in rows:
             try:
                 async with ctx.engines.writer.begin() as conn:
-                    await conn.execute(insert(wstate_t).values(witness=w.vkey_text, last_size=0, failures=0,
-                                                               retry_after_ms=0))
+                    await conn.execute(
+                        insert(wstate_t).values(witness=w.vkey_text, last_size=0, failures=0, retry_after_ms=0)
+                    )
             except IntegrityError:
                 pass  # another replica made it
     async with ctx.engines.reader.connect() as conn:
@@ -137,16 +152,23 @@ async def _set_state(ctx: AppContext, w: WitnessConfig, **values) -> None:
 async def _record_success(ctx: AppContext, w: WitnessConfig, size: int, line: str, timestamp: int) -> None:
     try:
         async with ctx.engines.writer.begin() as conn:
-            await conn.execute(insert(cosig_t).values(tree_size=size, witness=w.vkey_text, line=line,
-                                                      cosigned_at=timestamp))
+            await conn.execute(
+                insert(cosig_t).values(tree_size=size, witness=w.vkey_text, line=line, cosigned_at=timestamp)
+            )
     except IntegrityError:
         pass  # another replica stored this witness's cosignature of this checkpoint first
     async with ctx.engines.writer.begin() as conn:
         # Never move a witness's size back: another replica may already have had a later checkpoint cosigned.
-        await conn.execute(update(wstate_t).where(wstate_t.c.witness == w.vkey_text, wstate_t.c.last_size <= size)
-                           .values(last_size=size))
-        await conn.execute(update(wstate_t).where(wstate_t.c.witness == w.vkey_text)
-                           .values(failures=0, retry_after_ms=0, last_error=None))
+        await conn.execute(
+            update(wstate_t)
+            .where(wstate_t.c.witness == w.vkey_text, wstate_t.c.last_size <= size)
+            .values(last_size=size)
+        )
+        await conn.execute(
+            update(wstate_t)
+            .where(wstate_t.c.witness == w.vkey_text)
+            .values(failures=0, retry_after_ms=0, last_error=None)
+        )
 
 
 async def _record_failure(ctx: AppContext, w: WitnessConfig, failures: int, error: str) -> None:
@@ -171,8 +193,11 @@ async def _ask(ctx: AppContext, client: httpx.AsyncClient, w: WitnessConfig, sta
         for _ in range(4):
             if old > size:
                 return "behind"
-            resp = await client.post(w.url + "/add-checkpoint", content=add_checkpoint_body(
-                old, await _proof(ctx, old, size), note), headers={"Content-Type": "text/plain"})
+            resp = await client.post(
+                w.url + "/add-checkpoint",
+                content=add_checkpoint_body(old, await _proof(ctx, old, size), note),
+                headers={"Content-Type": "text/plain"},
+            )
             if resp.status_code == 409 and resp.headers.get("content-type", "").startswith("text/x.tlog.size"):
                 hint = resp.text.strip()
                 if not hint.isdigit():
@@ -203,16 +228,30 @@ async def _ask(ctx: AppContext, client: httpx.AsyncClient, w: WitnessConfig, sta
 async def _alert_op(tree_size: int, have: list[str], missing: list[str], quorum: int):
     async def op(tx: Tx) -> bool:
         seq = tree_size - 1
-        exists = (await tx.conn.execute(select(alerts_t.c.id).where(
-            alerts_t.c.kind == ALERT_KIND, alerts_t.c.ledger_seq == seq).limit(1))).first()
+        exists = (
+            await tx.conn.execute(
+                select(alerts_t.c.id).where(alerts_t.c.kind == ALERT_KIND, alerts_t.c.ledger_seq == seq).limit(1)
+            )
+        ).first()
         if exists:
             return False
         reasons = [{"tree_size": tree_size, "cosigned_by": have, "missing": missing, "quorum": quorum}]
-        await tx.conn.execute(insert(alerts_t).values(
-            id=new_id("alt"), merchant_id="", kind=ALERT_KIND, from_code=None, to_code=None,
-            reasons=orjson.dumps(reasons).decode(), status="open", created_at=tx.now, ledger_seq=seq))
+        await tx.conn.execute(
+            insert(alerts_t).values(
+                id=new_id("alt"),
+                merchant_id="",
+                kind=ALERT_KIND,
+                from_code=None,
+                to_code=None,
+                reasons=orjson.dumps(reasons).decode(),
+                status="open",
+                created_at=tx.now,
+                ledger_seq=seq,
+            )
+        )
         tx.after_commit.extend(alert_listeners)  # wake the regulators' long-polls on this replica
         return True
+
     return op
 
 
@@ -222,13 +261,15 @@ async def witness_latest(ctx: AppContext, client: httpx.AsyncClient | None = Non
     if not ws:
         return None
     async with ctx.engines.reader.connect() as conn:
-        row = (await conn.execute(select(cp_t.c.tree_size, cp_t.c.note).order_by(desc(cp_t.c.tree_size))
-                                  .limit(1))).first()
+        row = (
+            await conn.execute(select(cp_t.c.tree_size, cp_t.c.note).order_by(desc(cp_t.c.tree_size)).limit(1))
+        ).first()
         if row is None or int(row.tree_size) == 0:
             return None
         size = int(row.tree_size)
-        done = {r.witness for r in (await conn.execute(select(cosig_t.c.witness).where(
-            cosig_t.c.tree_size == size))).all()}
+        done = {
+            r.witness for r in (await conn.execute(select(cosig_t.c.witness).where(cosig_t.c.tree_size == size))).all()
+        }
     parse_checkpoint_body(parse_note(row.note).body)
     states = await _ensure_state_rows(ctx, ws)
     now = _now_ms()

@@ -15,11 +15,17 @@ router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
-async def onboard_merchant(body: MerchantCreate, request: Request, ctx: AppContext = Depends(get_ctx),
-                           who: Principal = Depends(require("operator"))):
+async def onboard_merchant(
+    body: MerchantCreate,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("operator")),
+):
     """Onboard a merchant with its unified social credit code; the answer carries its `api_key` once."""
+
     async def op(tx):
         return 201, await service.onboard(tx, body.name, body.uscc, body.category)
+
     return await mutate(ctx, request, who, body, op)
 
 
@@ -30,8 +36,12 @@ async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depend
 
 
 @router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant")),
-                   limit: Limit = 50, after: After = None):
+async def my_cards(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("merchant")),
+    limit: Limit = 50,
+    after: After = None,
+):
     return await list_cards_page(ctx, "merchant_id", who.party_id, limit, after)
 
 
@@ -42,37 +52,65 @@ async def my_stats(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(
 
 
 @router.post("/me/closure", responses=responses(400, 401, 403, 409, 422))
-async def announce_closure(body: ClosureRequest, request: Request, ctx: AppContext = Depends(get_ctx),
-                           who: Principal = Depends(require("merchant"))):
+async def announce_closure(
+    body: ClosureRequest,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("merchant")),
+):
     """Announce closure at least 30 days ahead: no new sales; at the date every card is refunded."""
+
     async def op(tx):
-        return 200, await service.announce_closure(tx, who.party_id, body.effective_date, body.reason,
-                                                   ctx.settings.closure_notice_days)
+        return 200, await service.announce_closure(
+            tx, who.party_id, body.effective_date, body.reason, ctx.settings.closure_notice_days
+        )
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{merchant_id}/default", responses=responses(400, 401, 403, 404, 409, 422))
-async def declare_default(merchant_id: str, body: ReasonRequest, request: Request, ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(require("regulator", "operator"))):
+async def declare_default(
+    merchant_id: str,
+    body: ReasonRequest,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     """Declare a merchant defaulted: every card refunded at once, every pending hold voided."""
+
     async def op(tx):
         return 200, await service.declare_default(tx, merchant_id, body.reason, who.party_id)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{merchant_id}/abnormal-list", responses=responses(400, 401, 403, 404, 409, 422))
-async def abnormal_list(merchant_id: str, body: ListFlagRequest, request: Request, ctx: AppContext = Depends(get_ctx),
-                        who: Principal = Depends(require("regulator", "operator"))):
+async def abnormal_list(
+    merchant_id: str,
+    body: ListFlagRequest,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     """Put a merchant on (or take it off) the abnormal-operation list (经营异常名录): no new sales."""
+
     async def op(tx):
         return 200, await service.set_flag(tx, merchant_id, "abnormal", body.listed, who.party_id)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.post("/{merchant_id}/delisting", responses=responses(400, 401, 403, 404, 409, 422))
-async def delisting(merchant_id: str, body: ListFlagRequest, request: Request, ctx: AppContext = Depends(get_ctx),
-                    who: Principal = Depends(require("regulator", "operator"))):
+async def delisting(
+    merchant_id: str,
+    body: ListFlagRequest,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("regulator", "operator")),
+):
     """Impose (`listed: true`) or lift a delisting (下架)."""
+
     async def op(tx):
         return 200, await service.set_flag(tx, merchant_id, "delisted", body.listed, who.party_id)
+
     return await mutate(ctx, request, who, body, op)

@@ -6,7 +6,9 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 from service.cards.schemas import NulFree
-from service.common import Name as _Name, Strict, Text as _Text
+from service.common import Name as _Name
+from service.common import Strict
+from service.common import Text as _Text
 
 Name = Annotated[_Name, NulFree]
 Text = Annotated[_Text, NulFree]
@@ -31,5 +33,6 @@ class ReasonRequest(Strict):
 
 class ListFlagRequest(Strict):
     """Set (`listed: true`) or lift (`listed: false`) the abnormal-operation list or a delisting."""
+
     listed: bool
     reason: Text | None = None

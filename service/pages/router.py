@@ -46,6 +46,7 @@ def _error_message(r) -> str:
 
 # ---- static files and the proxy ------------------------------------------------------------------
 
+
 @router.get("/static/{name}")
 async def static(name: str):
     path = STATIC_FILES.get(name)
@@ -65,6 +66,7 @@ async def api_proxy(portal: str, rest: str, request: Request):
 
 
 # ---- anyone -------------------------------------------------------------------------------------
+
 
 async def _directory(request: Request, code: str | None = None, category: str | None = None) -> list[dict]:
     params = {"limit": 200}
@@ -94,13 +96,15 @@ async def merchant_public(merchant_id: str, request: Request):
     health = await api_json(request, f"/v1/merchants/{merchant_id}/health")
     if health is None:
         return render(request, None, "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"])
-    products = await api_json(request, "/v1/products", params={"merchant_id": merchant_id, "limit": 100},
-                              default={"items": []})
+    products = await api_json(
+        request, "/v1/products", params={"merchant_id": merchant_id, "limit": 100}, default={"items": []}
+    )
     name = next((m["name"] for m in await _directory(request) if m["id"] == merchant_id), merchant_id)
     return render(request, None, "merchant_public.html", health=health, products=products["items"], name=name)
 
 
 # ---- consumers (/app) -----------------------------------------------------------------------------
+
 
 async def _names(request: Request) -> dict[str, str]:
     return {m["id"]: m["name"] for m in await _directory(request)}
@@ -113,12 +117,23 @@ async def app_home(request: Request):
     if me is None:
         return render(request, "app", "app_signin.html", next="/app")
     cards = (await api_json(request, "/v1/consumers/me/cards", token, {"limit": 200}, {"items": []}))["items"]
-    confirmed = (await api_json(request, "/v1/consumers/me/redemptions", token,
-                                {"status": "confirmed", "limit": 200}, {"items": []}))["items"]
+    confirmed = (
+        await api_json(
+            request, "/v1/consumers/me/redemptions", token, {"status": "confirmed", "limit": 200}, {"items": []}
+        )
+    )["items"]
     names = await _names(request)
     by_card = {c["id"]: c for c in cards}
-    return render(request, "app", "app_home.html", me=me, cards=cards, names=names, by_card=by_card,
-                  receipts=list(reversed(confirmed))[:50])
+    return render(
+        request,
+        "app",
+        "app_home.html",
+        me=me,
+        cards=cards,
+        names=names,
+        by_card=by_card,
+        receipts=list(reversed(confirmed))[:50],
+    )
 
 
 @router.post("/app/session")
@@ -131,17 +146,29 @@ async def app_signin(request: Request):
         phone, vid, code = str(body["phone"]), str(body["verification_id"]), str(body["code"])
         name = str(body.get("name") or "").strip()
     except Exception:
-        return web.secure_headers(JSONResponse({"error": {"code": "invalid_body",
-                                                          "message": "Give phone, verification_id and code."}}, 400))
+        return web.secure_headers(
+            JSONResponse({"error": {"code": "invalid_body", "message": "Give phone, verification_id and code."}}, 400)
+        )
     if name:
-        r = await api(request, "POST", "/v1/consumers",
-                      json_body={"name": name, "phone": phone, "verification_id": vid, "code": code})
+        r = await api(
+            request,
+            "POST",
+            "/v1/consumers",
+            json_body={"name": name, "phone": phone, "verification_id": vid, "code": code},
+        )
     else:
-        r = await api(request, "POST", "/v1/consumers/sessions",
-                      json_body={"phone": phone, "verification_id": vid, "code": code})
+        r = await api(
+            request, "POST", "/v1/consumers/sessions", json_body={"phone": phone, "verification_id": vid, "code": code}
+        )
     if r.status_code != 201:
-        return web.secure_headers(JSONResponse(r.json() if r.headers.get("content-type", "").startswith(
-            "application/json") else {"error": {"code": "sign_in_failed", "message": "Sign-in failed."}}, r.status_code))
+        return web.secure_headers(
+            JSONResponse(
+                r.json()
+                if r.headers.get("content-type", "").startswith("application/json")
+                else {"error": {"code": "sign_in_failed", "message": "Sign-in failed."}},
+                r.status_code,
+            )
+        )
     response = web.secure_headers(JSONResponse({"signed_in": True}, 201))
     web.set_session(request, response, "app", r.json()["token"])
     return response
@@ -204,8 +231,14 @@ async def app_refund(card_id: str, request: Request):
     token = session_token(request, "app")
     if token is None:
         return _redirect("/app")
-    r = await api(request, "POST", f"/v1/cards/{card_id}/refund", token, json_body={},
-                  idempotency_key=form.get("idempotency_key") or _idem())
+    r = await api(
+        request,
+        "POST",
+        f"/v1/cards/{card_id}/refund",
+        token,
+        json_body={},
+        idempotency_key=form.get("idempotency_key") or _idem(),
+    )
     t = web.catalog(web.lang_of(request))
     if r.status_code != 200:
         return render(request, "app", "error.html", status=r.status_code, message=_error_message(r))
@@ -222,12 +255,26 @@ async def app_complaints(request: Request):
     cards = (await api_json(request, "/v1/consumers/me/cards", token, {"limit": 200}, {"items": []}))["items"]
     names = await _names(request)
     merchants = sorted({c["merchant_id"] for c in cards})
-    return render(request, "app", "app_complaints.html", complaints=complaints, merchants=merchants, names=names,
-                  categories=COMPLAINT_CATEGORIES, filed=request.query_params.get("filed"))
+    return render(
+        request,
+        "app",
+        "app_complaints.html",
+        complaints=complaints,
+        merchants=merchants,
+        names=names,
+        categories=COMPLAINT_CATEGORIES,
+        filed=request.query_params.get("filed"),
+    )
 
 
-COMPLAINT_CATEGORIES = ("service_quality", "refund_refused", "false_advertising", "closure_or_runaway",
-                        "price_or_terms", "other")
+COMPLAINT_CATEGORIES = (
+    "service_quality",
+    "refund_refused",
+    "false_advertising",
+    "closure_or_runaway",
+    "price_or_terms",
+    "other",
+)
 
 
 @router.post("/app/complaints")
@@ -238,9 +285,18 @@ async def app_file_complaint(request: Request):
     token = session_token(request, "app")
     if token is None:
         return _redirect("/app")
-    r = await api(request, "POST", "/v1/complaints", token, idempotency_key=form.get("idempotency_key") or _idem(),
-                  json_body={"merchant_id": form.get("merchant_id", ""), "category": form.get("category", ""),
-                             "text": form.get("text", "")})
+    r = await api(
+        request,
+        "POST",
+        "/v1/complaints",
+        token,
+        idempotency_key=form.get("idempotency_key") or _idem(),
+        json_body={
+            "merchant_id": form.get("merchant_id", ""),
+            "category": form.get("category", ""),
+            "text": form.get("text", ""),
+        },
+    )
     if r.status_code != 201:
         return render(request, "app", "error.html", status=r.status_code, message=_error_message(r))
     return _redirect("/app/complaints?filed=1")
@@ -257,12 +313,14 @@ async def app_card_qr(card_id: str, request: Request):
 
 def _svg(text: str) -> Response:
     out = io.BytesIO()
-    segno.make(text, error="m").save(out, kind="svg", scale=4, dark="#000", light="#fff", border=2, xmldecl=False,
-                                     svgclass=None, lineclass=None)
+    segno.make(text, error="m").save(
+        out, kind="svg", scale=4, dark="#000", light="#fff", border=2, xmldecl=False, svgclass=None, lineclass=None
+    )
     return web.secure_headers(Response(out.getvalue(), media_type="image/svg+xml"))
 
 
 # ---- merchants (/merchant) ------------------------------------------------------------------------
+
 
 async def _key_signin(request: Request, portal: str, check: str, roles: tuple[str, ...]) -> Response:
     form = await web.form_of(request)
@@ -287,11 +345,13 @@ async def merchant_home(request: Request):
         return render(request, "merchant", "merchant_signin.html")
     stats = await api_json(request, "/v1/merchants/me/stats", token, default={})
     health = await api_json(request, f"/v1/merchants/{me['id']}/health", default=None)
-    products = (await api_json(request, "/v1/products", params={"merchant_id": me["id"], "limit": 100},
-                               default={"items": []}))["items"]
+    products = (
+        await api_json(request, "/v1/products", params={"merchant_id": me["id"], "limit": 100}, default={"items": []})
+    )["items"]
     cards = (await api_json(request, "/v1/merchants/me/cards", token, {"limit": 50}, {"items": []}))["items"]
-    return render(request, "merchant", "merchant_home.html", me=me, stats=stats, health=health, products=products,
-                  cards=cards)
+    return render(
+        request, "merchant", "merchant_home.html", me=me, stats=stats, health=health, products=products, cards=cards
+    )
 
 
 @router.post("/merchant/session")
@@ -310,8 +370,9 @@ async def merchant_ask_qr(redemption_id: str, request: Request):
     token = session_token(request, "merchant")
     r = await api_json(request, f"/v1/redemptions/{redemption_id}", token) if token else None
     if r is None:
-        return web.secure_headers(JSONResponse({"error": {"code": "redemption_not_found",
-                                                          "message": "No such redemption."}}, 404))
+        return web.secure_headers(
+            JSONResponse({"error": {"code": "redemption_not_found", "message": "No such redemption."}}, 404)
+        )
     return _svg(f"{request.base_url}app/r/{r['id']}")
 
 
@@ -334,8 +395,17 @@ async def regulator_home(request: Request):
     elif sort == "category":
         merchants.sort(key=lambda m: (m["category"], CODE_RANK.get(m["code"], 3)))
     categories = sorted({m["category"] for m in await _directory(request)})
-    return render(request, "regulator", "regulator_home.html", merchants=merchants, code=code, category=category,
-                  sort=sort, categories=categories, draw=None)
+    return render(
+        request,
+        "regulator",
+        "regulator_home.html",
+        merchants=merchants,
+        code=code,
+        category=category,
+        sort=sort,
+        categories=categories,
+        draw=None,
+    )
 
 
 @router.post("/regulator/session")
@@ -367,18 +437,33 @@ async def regulator_merchant(merchant_id: str, request: Request):
         return render(request, "regulator", "regulator_signin.html")
     health = await api_json(request, f"/v1/merchants/{merchant_id}/health")
     if health is None:
-        return render(request, "regulator", "error.html", status=404,
-                      message=web.catalog(web.lang_of(request))["not_found"])
-    complaints = (await api_json(request, "/v1/complaints", token, {"merchant_id": merchant_id, "limit": 100},
-                                 {"items": []}))["items"]
+        return render(
+            request, "regulator", "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"]
+        )
+    complaints = (
+        await api_json(request, "/v1/complaints", token, {"merchant_id": merchant_id, "limit": 100}, {"items": []})
+    )["items"]
     history = await _all_alerts(request, token, merchant_id)
     names = await _names(request)
-    return render(request, "regulator", "regulator_merchant.html", health=health, complaints=complaints,
-                  history=history, name=names.get(merchant_id, merchant_id), done=request.query_params.get("done"))
+    return render(
+        request,
+        "regulator",
+        "regulator_merchant.html",
+        health=health,
+        complaints=complaints,
+        history=history,
+        name=names.get(merchant_id, merchant_id),
+        done=request.query_params.get("done"),
+    )
 
 
-ACTIONS = {"default": "/default", "abnormal": "/abnormal-list", "delist": "/delisting", "relist": "/delisting",
-           "unabnormal": "/abnormal-list"}
+ACTIONS = {
+    "default": "/default",
+    "abnormal": "/abnormal-list",
+    "delist": "/delisting",
+    "relist": "/delisting",
+    "unabnormal": "/abnormal-list",
+}
 
 
 @router.post("/regulator/merchants/{merchant_id}/{action}")
@@ -398,8 +483,9 @@ async def regulator_act(merchant_id: str, action: str, request: Request):
         body = {"reason": reason}
     else:
         body = {"listed": action in ("abnormal", "delist"), "reason": reason}
-    r = await api(request, "POST", f"/v1/merchants/{merchant_id}{ACTIONS[action]}", token, json_body=body,
-                  idempotency_key=_idem())
+    r = await api(
+        request, "POST", f"/v1/merchants/{merchant_id}{ACTIONS[action]}", token, json_body=body, idempotency_key=_idem()
+    )
     if r.status_code != 200:
         return render(request, "regulator", "error.html", status=r.status_code, message=_error_message(r))
     return _redirect(f"/regulator/merchants/{merchant_id}?done={action}")

@@ -33,8 +33,10 @@ PRE_COOKIE = "esc_pre"
 PORTAL_COOKIES = {"app": "esc_app", "merchant": "esc_merchant", "regulator": "esc_regulator"}
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; media-src 'self' blob:")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; media-src 'self' blob:"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -146,15 +148,28 @@ def render(request: Request, portal: str | None, template: str, status: int = 20
     if not cred:
         pre = cred = secrets.token_urlsafe(24)
     html = ENV.get_template(template).render(
-        t=t, lang=lang, other_lang="en" if lang == "zh" else "zh", portal=portal, csrf=csrf_for(request, cred),
-        path=request.url.path, **values)
+        t=t,
+        lang=lang,
+        other_lang="en" if lang == "zh" else "zh",
+        portal=portal,
+        csrf=csrf_for(request, cred),
+        path=request.url.path,
+        **values,
+    )
     response = HTMLResponse(html, status_code=status)
     secure_headers(response)
     if pre:
         response.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict", secure=secure_cookies(request), path="/")
     if request.query_params.get("lang") in LANGS:
-        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="strict",
-                            secure=secure_cookies(request), path="/")
+        response.set_cookie(
+            LANG_COOKIE,
+            lang,
+            max_age=365 * 86400,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies(request),
+            path="/",
+        )
     return response
 
 
@@ -164,8 +179,15 @@ def secure_headers(response: Response) -> Response:
 
 
 def set_session(request: Request, response: Response, portal: str, token: str) -> None:
-    response.set_cookie(PORTAL_COOKIES[portal], token, httponly=True, samesite="strict",
-                        secure=secure_cookies(request), path="/", max_age=30 * 86400)
+    response.set_cookie(
+        PORTAL_COOKIES[portal],
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request),
+        path="/",
+        max_age=30 * 86400,
+    )
 
 
 def clear_session(response: Response, portal: str) -> None:
@@ -181,17 +203,26 @@ async def form_of(request: Request) -> dict[str, str]:
 def api_client(request: Request) -> httpx.AsyncClient:
     """An in-process client of this same app, as the browser's own address (limits stay per address)."""
     from service.app import asgi_app  # the app module imports this package
+
     app = request.app
     served = getattr(app.state, "pages_asgi", None)
     if served is None:
         served = app.state.pages_asgi = asgi_app(app)
     peer = (request.client.host, request.client.port) if request.client else ("127.0.0.1", 1)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=served, client=peer), base_url="http://pages.internal",
-                             timeout=90)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=served, client=peer), base_url="http://pages.internal", timeout=90
+    )
 
 
-async def api(request: Request, method: str, path: str, token: str | None = None, json_body=None,
-              params: dict | None = None, idempotency_key: str | None = None) -> httpx.Response:
+async def api(
+    request: Request,
+    method: str,
+    path: str,
+    token: str | None = None,
+    json_body=None,
+    params: dict | None = None,
+    idempotency_key: str | None = None,
+) -> httpx.Response:
     headers = {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -212,15 +243,29 @@ FORWARDED = ("content-type", "idempotency-key")
 async def proxy(request: Request, portal: str, rest: str) -> Response:
     """Forward `/{portal}/api/v1/...` to `/v1/...` with the session's token; unsafe methods need the CSRF token."""
     if request.method in UNSAFE and not csrf_ok(request, portal, request.headers.get("x-csrf-token")):
-        return secure_headers(JSONResponse({"error": {"code": "csrf_failed", "message":
-                                           "The page's CSRF token is missing or wrong: reload the page."}}, 403))
+        return secure_headers(
+            JSONResponse(
+                {
+                    "error": {
+                        "code": "csrf_failed",
+                        "message": "The page's CSRF token is missing or wrong: reload the page.",
+                    }
+                },
+                403,
+            )
+        )
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     token = session_token(request, portal)
     if token:
         headers["authorization"] = f"Bearer {token}"
     body = await request.body()
     async with api_client(request) as client:
-        r = await client.request(request.method, "/v1/" + rest, params=list(request.query_params.multi_items()),
-                                 content=body or None, headers=headers)
+        r = await client.request(
+            request.method,
+            "/v1/" + rest,
+            params=list(request.query_params.multi_items()),
+            content=body or None,
+            headers=headers,
+        )
     out = Response(r.content, status_code=r.status_code, media_type=r.headers.get("content-type"))
     return secure_headers(out)

@@ -16,17 +16,27 @@ t = service.products_t
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
-async def publish_product(body: ProductCreate, request: Request, ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(require("merchant"))):
+async def publish_product(
+    body: ProductCreate,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("merchant")),
+):
     """Publish a card product (发行预付卡)."""
+
     async def op(tx):
         return 201, await service.publish(tx, who.party_id, body, ctx.settings.price_cap)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.get("", responses=responses(422))
-async def list_products(ctx: AppContext = Depends(get_ctx), merchant_id: str | None = Query(None, max_length=64),
-                        limit: Limit = 50, after: After = None):
+async def list_products(
+    ctx: AppContext = Depends(get_ctx),
+    merchant_id: str | None = Query(None, max_length=64),
+    limit: Limit = 50,
+    after: After = None,
+):
     """Products on sale, optionally of one merchant."""
     stmt = select(t).where(t.c.on_sale.is_(True)).order_by(t.c.id).limit(limit + 1)
     if merchant_id:

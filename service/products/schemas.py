@@ -14,10 +14,15 @@ class ProductCreate(Strict):
     type: Literal["stored_value", "count", "period"]
     name: Annotated[Name, NulFree]
     price: Fen
-    face_value: Fen | None = Field(None, description="stored_value: face value in fen, ≥ price (the bonus is face − price)")
+    face_value: Fen | None = Field(
+        None, description="stored_value: face value in fen, ≥ price (the bonus is face − price)"
+    )
     uses: Count | None = Field(None, description="count: total uses, bonus uses included")
     bonus_uses: Annotated[int, Field(strict=True, ge=0, le=100_000)] | None = None
     periods: Annotated[int, Field(strict=True, ge=1, le=1000)] | None = None
     period_days: Annotated[int, Field(strict=True, ge=1, le=366)] | None = None
     valid_days: Annotated[int, Field(strict=True, ge=1, le=3660)]
-    list_price: Fen | None = Field(None, description="Refund valuation per unit, fen: 1 per face fen; per use or period default price / paid units rounded up")
+    list_price: Fen | None = Field(
+        None,
+        description="Refund valuation per unit, fen: 1 per face fen; per use or period default price / paid units rounded up",
+    )

@@ -16,19 +16,33 @@ merchants_t = Merchant.__table__
 
 
 def product_out(p) -> dict:
-    return {"id": p.id, "merchant_id": p.merchant_id, "type": p.type, "name": p.name, "price": p.price,
-            "currency": p.currency, "face_value": p.face_value, "uses": p.uses, "bonus_uses": p.bonus_uses,
-            "periods": p.periods, "period_days": p.period_days, "valid_days": p.valid_days,
-            "list_price": p.list_price, "on_sale": p.on_sale}
+    return {
+        "id": p.id,
+        "merchant_id": p.merchant_id,
+        "type": p.type,
+        "name": p.name,
+        "price": p.price,
+        "currency": p.currency,
+        "face_value": p.face_value,
+        "uses": p.uses,
+        "bonus_uses": p.bonus_uses,
+        "periods": p.periods,
+        "period_days": p.period_days,
+        "valid_days": p.valid_days,
+        "list_price": p.list_price,
+        "on_sale": p.on_sale,
+    }
 
 
 def validated_fields(body: ProductCreate, price_cap: int) -> dict:
     """Check a product's fields for its type; returns the columns to store."""
     if body.price > price_cap:
         raise Unprocessable(f"price exceeds the per-card cap of {price_cap} fen.", "price_over_cap")
-    foreign = {"stored_value": ("uses", "bonus_uses", "periods", "period_days"),
-               "count": ("face_value", "periods", "period_days"),
-               "period": ("face_value", "uses", "bonus_uses")}[body.type]
+    foreign = {
+        "stored_value": ("uses", "bonus_uses", "periods", "period_days"),
+        "count": ("face_value", "periods", "period_days"),
+        "period": ("face_value", "uses", "bonus_uses"),
+    }[body.type]
     for name in foreign:
         if getattr(body, name) is not None:
             raise Unprocessable(f"{name} does not apply to a {body.type} card.", "field_not_applicable")
@@ -47,17 +61,27 @@ def validated_fields(body: ProductCreate, price_cap: int) -> dict:
         bonus = body.bonus_uses or 0
         if bonus >= body.uses:
             raise Unprocessable("bonus_uses must be fewer than uses.", "invalid_bonus_uses")
-        cols.update(uses=body.uses, bonus_uses=bonus, units_total=body.uses,
-                    list_price=body.list_price or default_list_price(body.price, body.uses - bonus))
+        cols.update(
+            uses=body.uses,
+            bonus_uses=bonus,
+            units_total=body.uses,
+            list_price=body.list_price or default_list_price(body.price, body.uses - bonus),
+        )
     else:
         if body.periods is None or body.period_days is None:
             raise Unprocessable("periods and period_days are required for a period card.", "missing_field")
         if body.valid_days <= body.periods * body.period_days:
             # The last period ends at periods × period_days; the card must outlive it to redeem it.
-            raise Unprocessable("valid_days must exceed periods × period_days, so the last period can be redeemed.",
-                                "validity_too_short")
-        cols.update(periods=body.periods, period_days=body.period_days, units_total=body.periods,
-                    list_price=body.list_price or default_list_price(body.price, body.periods))
+            raise Unprocessable(
+                "valid_days must exceed periods × period_days, so the last period can be redeemed.",
+                "validity_too_short",
+            )
+        cols.update(
+            periods=body.periods,
+            period_days=body.period_days,
+            units_total=body.periods,
+            list_price=body.list_price or default_list_price(body.price, body.periods),
+        )
     return cols
 
 
@@ -67,8 +91,18 @@ async def publish(tx: Tx, merchant_id: str, body: ProductCreate, price_cap: int)
     if m.status in ("defaulted", "closed", "closing"):
         raise Conflict("A merchant that is closing, closed or defaulted publishes no products.", "merchant_not_selling")
     pid = new_id("prod")
-    row = dict(id=pid, merchant_id=merchant_id, type=body.type, name=body.name, price=body.price, currency="CNY",
-               valid_days=body.valid_days, on_sale=True, created_at=tx.now, **cols)
+    row = dict(
+        id=pid,
+        merchant_id=merchant_id,
+        type=body.type,
+        name=body.name,
+        price=body.price,
+        currency="CNY",
+        valid_days=body.valid_days,
+        on_sale=True,
+        created_at=tx.now,
+        **cols,
+    )
     await tx.conn.execute(insert(products_t).values(**row))
     p = (await tx.conn.execute(select(products_t).where(products_t.c.id == pid))).first()
     return product_out(p)

@@ -31,8 +31,11 @@ class UnsupportedMediaType(EscrowError):
 
 
 class CloseDay(Strict):
-    date: Annotated[str, StringConstraints(min_length=10, max_length=10),
-                    Field(description="A calendar day YYYY-MM-DD in ESCROW_SETTLEMENT_TIMEZONE (default Asia/Shanghai)")]
+    date: Annotated[
+        str,
+        StringConstraints(min_length=10, max_length=10),
+        Field(description="A calendar day YYYY-MM-DD in ESCROW_SETTLEMENT_TIMEZONE (default Asia/Shanghai)"),
+    ]
 
 
 class Result(Strict):
@@ -53,43 +56,75 @@ def _csv_response(batch: dict) -> Response:
     for p in batch["payouts"]:
         w.writerow([p["id"], "payout", batch["date"], p["merchant_id"], "", p["amount"], "", "", p["status"]])
     for f in batch["refunds"]:
-        w.writerow([f["id"], "refund", batch["date"], f["merchant_id"], f["card_id"], f["amount"], f["method"],
-                    f["reference"], f["status"]])
+        w.writerow(
+            [
+                f["id"],
+                "refund",
+                batch["date"],
+                f["merchant_id"],
+                f["card_id"],
+                f["amount"],
+                f["method"],
+                f["reference"],
+                f["status"],
+            ]
+        )
     t = batch["totals"]
-    headers = {"Content-Disposition": f'attachment; filename="settlement-{batch["date"]}.csv"',
-               "X-Settlement-Id": batch["id"], "X-Payouts-Total": str(t["payouts"]),
-               "X-Refunds-Total": str(t["refunds"]), "X-Instructions": str(t["payouts_count"] + t["refunds_count"])}
+    headers = {
+        "Content-Disposition": f'attachment; filename="settlement-{batch["date"]}.csv"',
+        "X-Settlement-Id": batch["id"],
+        "X-Payouts-Total": str(t["payouts"]),
+        "X-Refunds-Total": str(t["refunds"]),
+        "X-Instructions": str(t["payouts_count"] + t["refunds_count"]),
+    }
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
-JSON_OR_CSV = {200: {"description": "The batch (JSON, or CSV with ?format=csv)",
-                     "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}}
+JSON_OR_CSV = {
+    200: {
+        "description": "The batch (JSON, or CSV with ?format=csv)",
+        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
+    }
+}
 
 
 @router.post("/settlements", status_code=201, responses=responses(400, 401, 403, 409, 422))
-async def close_day(body: CloseDay, request: Request, ctx: AppContext = Depends(get_ctx),
-                    who: Principal = Depends(require("auditor", "operator"))):
+async def close_day(
+    body: CloseDay,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("auditor", "operator")),
+):
     """Close a day: 201 with its settlement batch, or 200 with the same batch if the day was closed
     already; 409 while the day has not ended in the settlement time zone."""
     day = service.parse_day(body.date)
 
     async def op(tx):
         return await service.close_day(tx, day, ctx.settings.settlement_timezone)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.get("/settlements", responses=responses(401, 403, 422))
-async def list_batches(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*READERS)),
-                       limit: Limit = 50, after: After = None):
+async def list_batches(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require(*READERS)),
+    limit: Limit = 50,
+    after: After = None,
+):
     """Batches in date order, totals only; the cursor is the last date of the page."""
     async with ctx.engines.reader.connect() as conn:
         return await service.list_batches(conn, limit, after)
 
 
 @router.get("/settlements/instructions", responses=responses(401, 403, 422))
-async def list_instructions(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*READERS)),
-                            status: Literal["open", "failed", "unexecuted", "executed"] = "unexecuted",
-                            limit: Limit = 50, after: After = None):
+async def list_instructions(
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require(*READERS)),
+    status: Literal["open", "failed", "unexecuted", "executed"] = "unexecuted",
+    limit: Limit = 50,
+    after: After = None,
+):
     """Instructions by status across every batch; `unexecuted` (the default) is open and failed together."""
     statuses = ("open", "failed") if status == "unexecuted" else (status,)
     async with ctx.engines.reader.connect() as conn:
@@ -97,9 +132,12 @@ async def list_instructions(ctx: AppContext = Depends(get_ctx), who: Principal =
 
 
 @router.get("/settlements/{batch_id}", responses={**responses(401, 403, 404, 422), **JSON_OR_CSV})
-async def get_batch(batch_id: Annotated[str, StringConstraints(max_length=40)], ctx: AppContext = Depends(get_ctx),
-                    who: Principal = Depends(require(*READERS)),
-                    format: Annotated[Literal["json", "csv"], Query(description="csv: for the bank's systems")] = "json"):
+async def get_batch(
+    batch_id: Annotated[str, StringConstraints(max_length=40)],
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require(*READERS)),
+    format: Annotated[Literal["json", "csv"], Query(description="csv: for the bank's systems")] = "json",
+):
     async with ctx.engines.reader.connect() as conn:
         batch = await service.batch_out(conn, await service.load_batch(conn, batch_id))
     if format == "csv":
@@ -108,29 +146,45 @@ async def get_batch(batch_id: Annotated[str, StringConstraints(max_length=40)], 
 
 
 @router.post("/settlements/{batch_id}/results", responses=responses(400, 401, 403, 404, 409, 422))
-async def report_results(batch_id: Annotated[str, StringConstraints(max_length=40)], body: Results,
-                         request: Request, ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(require("auditor"))):
+async def report_results(
+    batch_id: Annotated[str, StringConstraints(max_length=40)],
+    body: Results,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require("auditor")),
+):
     """The bank reports what it did with each instruction. An executed instruction stays executed (a
     different report is 409; the same one again changes nothing); a failed one may later be executed."""
     for r in body.results:
         if r.status == "executed" and not r.bank_reference:
-            raise Unprocessable(f"{r.instruction_id}: an executed instruction needs its bank_reference.",
-                                           "invalid_field")
+            raise Unprocessable(
+                f"{r.instruction_id}: an executed instruction needs its bank_reference.", "invalid_field"
+            )
 
     async def op(tx):
         return 200, await service.report_results(tx, batch_id, body.results)
+
     return await mutate(ctx, request, who, body, op)
 
 
-CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {
-    "type": "string", "description": "date,direction,amount,reference (amount in integer fen)"}}}}}
+CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string", "description": "date,direction,amount,reference (amount in integer fen)"}
+            }
+        },
+    }
+}
 
 
-@router.post("/bank-statements", status_code=201, openapi_extra=CSV_BODY,
-             responses=responses(400, 401, 403, 413, 415, 422))
-async def upload_statement(request: Request, ctx: AppContext = Depends(get_ctx),
-                           who: Principal = Depends(require("auditor"))):
+@router.post(
+    "/bank-statements", status_code=201, openapi_extra=CSV_BODY, responses=responses(400, 401, 403, 413, 415, 422)
+)
+async def upload_statement(
+    request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("auditor"))
+):
     """Upload the escrow account's statement (text/csv); the answer matches every line to the ledger
     and lists what is on one side only. A malformed line is a 422 naming it, and nothing is stored."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -144,6 +198,7 @@ async def upload_statement(request: Request, ctx: AppContext = Depends(get_ctx),
 
     async def op(tx):
         return 201, await statements.store(tx, raw, result)
+
     key = request.headers.get("idempotency-key")
     if key is None:
         status, out = await ctx.writer.run(op)
@@ -154,8 +209,11 @@ async def upload_statement(request: Request, ctx: AppContext = Depends(get_ctx),
 
 
 @router.get("/bank-statements/{statement_id}", responses=responses(401, 403, 404, 422))
-async def get_statement(statement_id: Annotated[str, StringConstraints(max_length=40)],
-                        ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*READERS))):
+async def get_statement(
+    statement_id: Annotated[str, StringConstraints(max_length=40)],
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(require(*READERS)),
+):
     """A stored statement's matching, as it was answered when uploaded."""
     async with ctx.engines.reader.connect() as conn:
         return await statements.load(conn, statement_id)

@@ -15,7 +15,7 @@ from two replicas or from the sweeper and an auditor at once, gives one batch.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -59,8 +59,8 @@ def parse_day(value: str) -> date:
 
 def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """The day's start and end (exclusive) in UTC."""
-    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
     return start, end
 
 
@@ -84,11 +84,20 @@ async def day_entries(conn, start: datetime, end: datetime, kinds: tuple[str, ..
     hi = await seq_at(conn, end + SKEW)
     if lo >= hi:
         return []
-    rows = (await conn.execute(
-        select(entries_t.c.seq, entries_t.c.kind, entries_t.c.time, entries_t.c.canonical, entries_t.c.card_id,
-               entries_t.c.merchant_id)
-        .where(entries_t.c.seq >= lo, entries_t.c.seq < hi, entries_t.c.kind.in_(kinds))
-        .order_by(entries_t.c.seq))).all()
+    rows = (
+        await conn.execute(
+            select(
+                entries_t.c.seq,
+                entries_t.c.kind,
+                entries_t.c.time,
+                entries_t.c.canonical,
+                entries_t.c.card_id,
+                entries_t.c.merchant_id,
+            )
+            .where(entries_t.c.seq >= lo, entries_t.c.seq < hi, entries_t.c.kind.in_(kinds))
+            .order_by(entries_t.c.seq)
+        )
+    ).all()
     return [r for r in rows if start <= r.time < end]
 
 
@@ -97,8 +106,13 @@ async def card_routes(conn, card_ids: list[str]) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     ids = sorted(set(card_ids))
     for i in range(0, len(ids), IN_CHUNK):
-        rows = (await conn.execute(select(cards_t.c.id, cards_t.c.payment_method, cards_t.c.payment_reference)
-                                   .where(cards_t.c.id.in_(ids[i:i + IN_CHUNK])))).all()
+        rows = (
+            await conn.execute(
+                select(cards_t.c.id, cards_t.c.payment_method, cards_t.c.payment_reference).where(
+                    cards_t.c.id.in_(ids[i : i + IN_CHUNK])
+                )
+            )
+        ).all()
         out.update({r.id: (r.payment_method, r.payment_reference) for r in rows})
     return out
 
@@ -115,8 +129,15 @@ async def day_movements(conn, day: date, tz: ZoneInfo) -> tuple[dict[str, int], 
         else:
             share = e.get("merchant_share", 0)
             if e["amount"] > 0:
-                refunds.append({"card_id": r.card_id, "merchant_id": r.merchant_id, "amount": e["amount"],
-                                "method": e.get("payment_method"), "seq": int(r.seq)})
+                refunds.append(
+                    {
+                        "card_id": r.card_id,
+                        "merchant_id": r.merchant_id,
+                        "amount": e["amount"],
+                        "method": e.get("payment_method"),
+                        "seq": int(r.seq),
+                    }
+                )
         if share:
             payouts[r.merchant_id] = payouts.get(r.merchant_id, 0) + share
     routes = await card_routes(conn, [f["card_id"] for f in refunds])
@@ -128,9 +149,11 @@ async def day_movements(conn, day: date, tz: ZoneInfo) -> tuple[dict[str, int], 
 
 
 def _digest(day: str, payouts: list[dict], refunds: list[dict]) -> str:
-    body = {"date": day,
-            "payouts": [{k: p[k] for k in ("id", "merchant_id", "amount")} for p in payouts],
-            "refunds": [{k: f[k] for k in ("id", "card_id", "amount", "method", "reference")} for f in refunds]}
+    body = {
+        "date": day,
+        "payouts": [{k: p[k] for k in ("id", "merchant_id", "amount")} for p in payouts],
+        "refunds": [{k: f[k] for k in ("id", "card_id", "amount", "method", "reference")} for f in refunds],
+    }
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
@@ -152,16 +175,58 @@ async def close_day(tx: Tx, day: date, tz_name: str) -> tuple[int, dict]:
         f["id"] = new_id("rfi")
     digest = _digest(key, payouts, refunds)
     totals = {"payouts": sum(p["amount"] for p in payouts), "refunds": sum(f["amount"] for f in refunds)}
-    seq = tx.append("settlement_batch", batch_id=batch_id, date=key, timezone=tz_name,
-                    payouts_total=totals["payouts"], payouts_count=len(payouts),
-                    refunds_total=totals["refunds"], refunds_count=len(refunds), digest=digest)
-    await conn.execute(batches_t.insert().values(
-        id=batch_id, date=key, payouts_total=totals["payouts"], refunds_total=totals["refunds"],
-        payouts_count=len(payouts), refunds_count=len(refunds), digest=digest, ledger_seq=seq, created_at=tx.now))
-    rows = [dict(id=p["id"], batch_id=batch_id, kind="payout", merchant_id=p["merchant_id"], card_id=None,
-                 amount=p["amount"], method=None, reference=None, status="open") for p in payouts]
-    rows += [dict(id=f["id"], batch_id=batch_id, kind="refund", merchant_id=f["merchant_id"], card_id=f["card_id"],
-                  amount=f["amount"], method=f["method"], reference=f["reference"], status="open") for f in refunds]
+    seq = tx.append(
+        "settlement_batch",
+        batch_id=batch_id,
+        date=key,
+        timezone=tz_name,
+        payouts_total=totals["payouts"],
+        payouts_count=len(payouts),
+        refunds_total=totals["refunds"],
+        refunds_count=len(refunds),
+        digest=digest,
+    )
+    await conn.execute(
+        batches_t.insert().values(
+            id=batch_id,
+            date=key,
+            payouts_total=totals["payouts"],
+            refunds_total=totals["refunds"],
+            payouts_count=len(payouts),
+            refunds_count=len(refunds),
+            digest=digest,
+            ledger_seq=seq,
+            created_at=tx.now,
+        )
+    )
+    rows = [
+        dict(
+            id=p["id"],
+            batch_id=batch_id,
+            kind="payout",
+            merchant_id=p["merchant_id"],
+            card_id=None,
+            amount=p["amount"],
+            method=None,
+            reference=None,
+            status="open",
+        )
+        for p in payouts
+    ]
+    rows += [
+        dict(
+            id=f["id"],
+            batch_id=batch_id,
+            kind="refund",
+            merchant_id=f["merchant_id"],
+            card_id=f["card_id"],
+            amount=f["amount"],
+            method=f["method"],
+            reference=f["reference"],
+            status="open",
+        )
+        for f in refunds
+    ]
     if rows:
         await conn.execute(instructions_t.insert(), rows)
     batch = (await conn.execute(select(batches_t).where(batches_t.c.id == batch_id))).first()
@@ -169,24 +234,45 @@ async def close_day(tx: Tx, day: date, tz_name: str) -> tuple[int, dict]:
 
 
 def instruction_out(r) -> dict:
-    out = {"id": r.id, "kind": r.kind, "merchant_id": r.merchant_id, "amount": r.amount, "status": r.status,
-           "bank_reference": r.bank_reference, "reason": r.reason, "reported_at": iso(r.reported_at)}
+    out = {
+        "id": r.id,
+        "kind": r.kind,
+        "merchant_id": r.merchant_id,
+        "amount": r.amount,
+        "status": r.status,
+        "bank_reference": r.bank_reference,
+        "reason": r.reason,
+        "reported_at": iso(r.reported_at),
+    }
     if r.kind == "refund":
         out.update(card_id=r.card_id, method=r.method, reference=r.reference)
     return out
 
 
 def batch_summary(b) -> dict:
-    return {"id": b.id, "date": b.date, "currency": "CNY", "created_at": iso(b.created_at), "ledger_seq": int(b.ledger_seq),
-            "digest": b.digest,
-            "totals": {"payouts": int(b.payouts_total), "refunds": int(b.refunds_total),
-                       "total": int(b.payouts_total) + int(b.refunds_total),
-                       "payouts_count": int(b.payouts_count), "refunds_count": int(b.refunds_count)}}
+    return {
+        "id": b.id,
+        "date": b.date,
+        "currency": "CNY",
+        "created_at": iso(b.created_at),
+        "ledger_seq": int(b.ledger_seq),
+        "digest": b.digest,
+        "totals": {
+            "payouts": int(b.payouts_total),
+            "refunds": int(b.refunds_total),
+            "total": int(b.payouts_total) + int(b.refunds_total),
+            "payouts_count": int(b.payouts_count),
+            "refunds_count": int(b.refunds_count),
+        },
+    }
 
 
 async def batch_out(conn, b) -> dict:
-    rows = (await conn.execute(select(instructions_t).where(instructions_t.c.batch_id == b.id)
-                               .order_by(instructions_t.c.id))).all()
+    rows = (
+        await conn.execute(
+            select(instructions_t).where(instructions_t.c.batch_id == b.id).order_by(instructions_t.c.id)
+        )
+    ).all()
     out = batch_summary(b)
     out["payouts"] = [instruction_out(r) for r in rows if r.kind == "payout"]
     out["refunds"] = [instruction_out(r) for r in rows if r.kind == "refund"]
@@ -209,30 +295,49 @@ async def report_results(tx: Tx, batch_id: str, results: list) -> dict:
         raise Unprocessable("Each instruction may appear once in a report.", "duplicate_instruction")
     found = {}
     for i in range(0, len(ids), IN_CHUNK):
-        rows = (await conn.execute(select(instructions_t).where(
-            and_(instructions_t.c.batch_id == batch_id, instructions_t.c.id.in_(ids[i:i + IN_CHUNK]))))).all()
+        rows = (
+            await conn.execute(
+                select(instructions_t).where(
+                    and_(instructions_t.c.batch_id == batch_id, instructions_t.c.id.in_(ids[i : i + IN_CHUNK]))
+                )
+            )
+        ).all()
         found.update({r.id: r for r in rows})
     changed = []
     for r in results:
         inst = found.get(r.instruction_id)
         if inst is None:
             raise NotFound(f"Instruction {r.instruction_id} is not in this batch.", "instruction_not_found")
-        same = (inst.status == r.status and inst.bank_reference == r.bank_reference
-                and (r.status == "executed" or inst.reason == r.reason))
+        same = (
+            inst.status == r.status
+            and inst.bank_reference == r.bank_reference
+            and (r.status == "executed" or inst.reason == r.reason)
+        )
         if same:
             continue  # the same report again: nothing to do
         if inst.status == "executed":
-            raise Conflict(f"Instruction {inst.id} was already reported executed (bank reference "
-                           f"{inst.bank_reference}); an executed instruction stays executed.", "instruction_executed")
+            raise Conflict(
+                f"Instruction {inst.id} was already reported executed (bank reference "
+                f"{inst.bank_reference}); an executed instruction stays executed.",
+                "instruction_executed",
+            )
         changed.append(r)
     for r in changed:
-        await conn.execute(update(instructions_t).where(instructions_t.c.id == r.instruction_id).values(
-            status=r.status, bank_reference=r.bank_reference, reason=r.reason, reported_at=tx.now))
+        await conn.execute(
+            update(instructions_t)
+            .where(instructions_t.c.id == r.instruction_id)
+            .values(status=r.status, bank_reference=r.bank_reference, reason=r.reason, reported_at=tx.now)
+        )
     if changed:
         # The free-text reason stays out of the public ledger; the status and the bank's reference go in.
-        tx.append("settlement_result", batch_id=batch_id,
-                  results=[{"instruction_id": r.instruction_id, "status": r.status,
-                            "bank_reference": r.bank_reference} for r in changed])
+        tx.append(
+            "settlement_result",
+            batch_id=batch_id,
+            results=[
+                {"instruction_id": r.instruction_id, "status": r.status, "bank_reference": r.bank_reference}
+                for r in changed
+            ],
+        )
     return await batch_out(conn, await load_batch(conn, batch_id))
 
 
@@ -248,8 +353,13 @@ async def list_batches(conn, limit: int, after: str | None) -> dict:
 
 
 async def list_instructions(conn, statuses: tuple[str, ...], limit: int, after: str | None) -> dict:
-    stmt = (select(instructions_t, batches_t.c.date).join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-            .where(instructions_t.c.status.in_(statuses)).order_by(instructions_t.c.id).limit(limit + 1))
+    stmt = (
+        select(instructions_t, batches_t.c.date)
+        .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
+        .where(instructions_t.c.status.in_(statuses))
+        .order_by(instructions_t.c.id)
+        .limit(limit + 1)
+    )
     if after:
         stmt = stmt.where(instructions_t.c.id > after)
     rows = (await conn.execute(stmt)).all()
@@ -273,8 +383,12 @@ async def sweep_due(ctx) -> int:
     tz = zone(settings.settlement_timezone)
     days = due_days(ctx.clock.now(), tz, settings.settlement_hour)
     async with ctx.engines.reader.connect() as conn:
-        have = {r[0] for r in (await conn.execute(select(batches_t.c.date).where(
-            batches_t.c.date.in_([d.isoformat() for d in days])))).all()}
+        have = {
+            r[0]
+            for r in (
+                await conn.execute(select(batches_t.c.date).where(batches_t.c.date.in_([d.isoformat() for d in days])))
+            ).all()
+        }
         first = (await conn.execute(select(entries_t.c.time).where(entries_t.c.seq == 0))).scalar()
     if first is None:
         return 0
@@ -291,11 +405,20 @@ async def ledger_totals(conn) -> dict:
     h = (await conn.execute(select(head_t).where(head_t.c.id == 1))).first()
     if h is None:
         return {"paid_in": 0, "released": 0, "refunded": 0, "escrow": 0}
-    return {"paid_in": int(h.paid_in), "released": int(h.released), "refunded": int(h.refunded),
-            "escrow": int(h.paid_in) - int(h.released) - int(h.refunded)}
+    return {
+        "paid_in": int(h.paid_in),
+        "released": int(h.released),
+        "refunded": int(h.refunded),
+        "escrow": int(h.paid_in) - int(h.released) - int(h.refunded),
+    }
 
 
 async def unsettled(conn) -> int:
     """Amount of open and failed instructions: released or refunded by the ledger, not yet paid by the bank."""
-    return int((await conn.execute(select(func.coalesce(func.sum(instructions_t.c.amount), 0)).where(
-        instructions_t.c.status != "executed"))).scalar())
+    return int(
+        (
+            await conn.execute(
+                select(func.coalesce(func.sum(instructions_t.c.amount), 0)).where(instructions_t.c.status != "executed")
+            )
+        ).scalar()
+    )

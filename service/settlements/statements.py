@@ -27,8 +27,17 @@ from service.db.models import BankStatement, Card
 from service.db.writer import Tx
 from service.errors import NotFound, Unprocessable
 from service.ids import new_id
-from service.settlements.service import (IN_CHUNK, batches_t, day_bounds, day_entries, instruction_out,
-                                         instructions_t, ledger_totals, unsettled, zone)
+from service.settlements.service import (
+    IN_CHUNK,
+    batches_t,
+    day_bounds,
+    day_entries,
+    instruction_out,
+    instructions_t,
+    ledger_totals,
+    unsettled,
+    zone,
+)
 
 statements_t = BankStatement.__table__
 cards_t = Card.__table__
@@ -78,8 +87,9 @@ def parse(body: bytes) -> list[dict]:
             raise _bad(n, f"amount {amount[:20]!r} must be a positive whole number of fen")
         if not 1 <= len(reference) <= 160 or not reference.isprintable():
             raise _bad(n, "reference must be 1 to 160 printable characters")
-        lines.append({"line": n, "date": d.isoformat(), "direction": direction, "amount": int(amount),
-                      "reference": reference})
+        lines.append(
+            {"line": n, "date": d.isoformat(), "direction": direction, "amount": int(amount), "reference": reference}
+        )
     if not lines:
         raise Unprocessable("The statement has a header and no lines.", "empty_statement")
     return lines
@@ -89,15 +99,28 @@ async def _cards_by_route(conn, routes: list[tuple[str | None, str]]) -> dict[tu
     """Cards by (method, reference), and by (None, reference) for a bare reference. A (method, reference)
     pair is looked up as a pair: the unique index on the payment route answers it."""
     out: dict[tuple[str | None, str], list] = {}
-    cols = (cards_t.c.id, cards_t.c.price, cards_t.c.payment_method, cards_t.c.payment_reference, cards_t.c.purchase_seq)
+    cols = (
+        cards_t.c.id,
+        cards_t.c.price,
+        cards_t.c.payment_method,
+        cards_t.c.payment_reference,
+        cards_t.c.purchase_seq,
+    )
     pairs = sorted({r for r in routes if r[0] is not None})
     bare = sorted({ref for method, ref in routes if method is None})
     found = []
     for i in range(0, len(pairs), IN_CHUNK):
-        found += (await conn.execute(select(*cols).where(
-            tuple_(cards_t.c.payment_method, cards_t.c.payment_reference).in_(pairs[i:i + IN_CHUNK])))).all()
+        found += (
+            await conn.execute(
+                select(*cols).where(
+                    tuple_(cards_t.c.payment_method, cards_t.c.payment_reference).in_(pairs[i : i + IN_CHUNK])
+                )
+            )
+        ).all()
     for i in range(0, len(bare), IN_CHUNK):
-        found += (await conn.execute(select(*cols).where(cards_t.c.payment_reference.in_(bare[i:i + IN_CHUNK])))).all()
+        found += (
+            await conn.execute(select(*cols).where(cards_t.c.payment_reference.in_(bare[i : i + IN_CHUNK])))
+        ).all()
     seen = set()
     for r in found:
         if r.id in seen:
@@ -123,15 +146,30 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
     # The ledger side: purchases of those days, instructions of those days' batches.
     purchases = {}
     for r in await day_entries(conn, start, end, ("purchase",)):
-        purchases[r.card_id] = {"type": "purchase", "card_id": r.card_id, "merchant_id": r.merchant_id,
-                                "amount": orjson.loads(r.canonical)["amount"], "ledger_seq": int(r.seq)}
-    batch_ids = [r.id for r in (await conn.execute(select(batches_t.c.id).where(
-        and_(batches_t.c.date >= date_from, batches_t.c.date <= date_to)))).all()]
+        purchases[r.card_id] = {
+            "type": "purchase",
+            "card_id": r.card_id,
+            "merchant_id": r.merchant_id,
+            "amount": orjson.loads(r.canonical)["amount"],
+            "ledger_seq": int(r.seq),
+        }
+    batch_ids = [
+        r.id
+        for r in (
+            await conn.execute(
+                select(batches_t.c.id).where(and_(batches_t.c.date >= date_from, batches_t.c.date <= date_to))
+            )
+        ).all()
+    ]
     expected_instructions = {}
     for i in range(0, len(batch_ids), IN_CHUNK):
-        rows = (await conn.execute(select(instructions_t, batches_t.c.date)
-                                   .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-                                   .where(instructions_t.c.batch_id.in_(batch_ids[i:i + IN_CHUNK])))).all()
+        rows = (
+            await conn.execute(
+                select(instructions_t, batches_t.c.date)
+                .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
+                .where(instructions_t.c.batch_id.in_(batch_ids[i : i + IN_CHUNK]))
+            )
+        ).all()
         expected_instructions.update({r.id: r for r in rows})
 
     credit_routes = [_route(x["reference"]) for x in lines if x["direction"] == "credit"]
@@ -141,9 +179,13 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
     debit_ids = sorted({x["reference"] for x in lines if x["direction"] == "debit"} - set(expected_instructions))
     other_instructions = {}
     for i in range(0, len(debit_ids), IN_CHUNK):
-        rows = (await conn.execute(select(instructions_t, batches_t.c.date)
-                                   .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-                                   .where(instructions_t.c.id.in_(debit_ids[i:i + IN_CHUNK])))).all()
+        rows = (
+            await conn.execute(
+                select(instructions_t, batches_t.c.date)
+                .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
+                .where(instructions_t.c.id.in_(debit_ids[i : i + IN_CHUNK]))
+            )
+        ).all()
         other_instructions.update({r.id: r for r in rows})
 
     matched, unmatched_lines = [], []
@@ -152,8 +194,11 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
         if x["direction"] == "credit":
             found = cards.get(_route(x["reference"])) or cards.get((None, x["reference"]), [])
             if len(found) != 1:
-                why = "no purchase carries this payment reference" if not found else \
-                    "several cards carry this reference; give it as method:reference"
+                why = (
+                    "no purchase carries this payment reference"
+                    if not found
+                    else "several cards carry this reference; give it as method:reference"
+                )
                 unmatched_lines.append({**x, "reason": why})
                 continue
             card = found[0]
@@ -165,16 +210,30 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
                 unmatched_lines.append({**x, "reason": "no settlement instruction has this id"})
                 continue
             key, amount = "inst:" + inst.id, int(inst.amount)
-            item = {"type": inst.kind, "instruction_id": inst.id, "batch_id": inst.batch_id, "date": inst.date,
-                    "amount": amount, "status": inst.status}
+            item = {
+                "type": inst.kind,
+                "instruction_id": inst.id,
+                "batch_id": inst.batch_id,
+                "date": inst.date,
+                "amount": amount,
+                "status": inst.status,
+            }
         if key in taken:
             unmatched_lines.append({**x, "reason": f"line {taken[key]} already matched this ledger item"})
         elif amount != x["amount"]:
             unmatched_lines.append({**x, "reason": f"the ledger states {amount} fen for this reference"})
         else:
             taken[key] = x["line"]
-            matched.append({"line": x["line"], "date": x["date"], "direction": x["direction"], "amount": x["amount"],
-                            "reference": x["reference"], "ledger_item": item})
+            matched.append(
+                {
+                    "line": x["line"],
+                    "date": x["date"],
+                    "direction": x["direction"],
+                    "amount": x["amount"],
+                    "reference": x["reference"],
+                    "ledger_item": item,
+                }
+            )
 
     unmatched_items = []
     for card_id, p in purchases.items():
@@ -182,27 +241,47 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
             unmatched_items.append(p)
     for inst_id, r in sorted(expected_instructions.items()):
         if "inst:" + inst_id not in taken:
-            unmatched_items.append({"type": r.kind, "instruction_id": inst_id, "batch_id": r.batch_id, "date": r.date,
-                                    "amount": int(r.amount), "status": r.status})
+            unmatched_items.append(
+                {
+                    "type": r.kind,
+                    "instruction_id": inst_id,
+                    "batch_id": r.batch_id,
+                    "date": r.date,
+                    "amount": int(r.amount),
+                    "status": r.status,
+                }
+            )
 
     credits = sum(x["amount"] for x in lines if x["direction"] == "credit")
     debits = sum(x["amount"] for x in lines if x["direction"] == "debit")
     ledger_credits = sum(p["amount"] for p in purchases.values())
     ledger_debits = sum(int(r.amount) for r in expected_instructions.values())
-    open_rows = (await conn.execute(select(instructions_t, batches_t.c.date)
-                                    .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-                                    .where(instructions_t.c.status != "executed")
-                                    .order_by(instructions_t.c.id).limit(1000))).all()
+    open_rows = (
+        await conn.execute(
+            select(instructions_t, batches_t.c.date)
+            .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
+            .where(instructions_t.c.status != "executed")
+            .order_by(instructions_t.c.id)
+            .limit(1000)
+        )
+    ).all()
     totals = await ledger_totals(conn)
     awaiting = await unsettled(conn)
     return {
-        "date_from": date_from, "date_to": date_to, "timezone": tz_name, "currency": "CNY",
-        "lines": len(lines), "matched": matched,
-        "unmatched_statement_lines": unmatched_lines, "unmatched_ledger_items": unmatched_items,
+        "date_from": date_from,
+        "date_to": date_to,
+        "timezone": tz_name,
+        "currency": "CNY",
+        "lines": len(lines),
+        "matched": matched,
+        "unmatched_statement_lines": unmatched_lines,
+        "unmatched_ledger_items": unmatched_items,
         # Every instruction the bank has not reported executed, whichever day's: still owed. One the
         # statement nevertheless shows paid is flagged: the bank's report and its account disagree.
-        "open_instructions": [{**instruction_out(r), "batch_id": r.batch_id, "date": r.date,
-                               "on_statement": "inst:" + r.id in taken} for r in open_rows],
+        "open_instructions": [
+            {**instruction_out(r), "batch_id": r.batch_id, "date": r.date, "on_statement": "inst:" + r.id in taken}
+            for r in open_rows
+        ],
         "balance": {
             "bank": {"credits": credits, "debits": debits, "net": credits - debits},
             "ledger": {"credits": ledger_credits, "debits": ledger_debits, "net": ledger_credits - ledger_debits},
@@ -210,7 +289,8 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
             "agrees": credits == ledger_credits and debits == ledger_debits,
             # The whole account as the ledger sees it: escrow, plus what was released or refunded and
             # the bank has not yet reported paid.
-            "ledger_escrow": totals["escrow"], "ledger_awaiting_payment": awaiting,
+            "ledger_escrow": totals["escrow"],
+            "ledger_awaiting_payment": awaiting,
             "ledger_account_balance": totals["escrow"] + awaiting,
         },
         "complete": not unmatched_lines and not unmatched_items,
@@ -221,15 +301,31 @@ async def store(tx: Tx, body: bytes, result: dict) -> dict:
     sid = new_id("bst")
     digest = hashlib.sha256(body).hexdigest()
     out = {"id": sid, **result, "digest": digest}
-    seq = tx.append("bank_statement", statement_id=sid, date_from=result["date_from"], date_to=result["date_to"],
-                    lines=result["lines"], matched=len(result["matched"]),
-                    unmatched_statement_lines=len(result["unmatched_statement_lines"]),
-                    unmatched_ledger_items=len(result["unmatched_ledger_items"]), digest=digest)
+    seq = tx.append(
+        "bank_statement",
+        statement_id=sid,
+        date_from=result["date_from"],
+        date_to=result["date_to"],
+        lines=result["lines"],
+        matched=len(result["matched"]),
+        unmatched_statement_lines=len(result["unmatched_statement_lines"]),
+        unmatched_ledger_items=len(result["unmatched_ledger_items"]),
+        digest=digest,
+    )
     out["ledger_seq"] = seq
     out["created_at"] = tx.now.isoformat().replace("+00:00", "Z")
-    await tx.conn.execute(statements_t.insert().values(
-        id=sid, date_from=result["date_from"], date_to=result["date_to"], lines=result["lines"], digest=digest,
-        result=orjson.dumps(out).decode(), ledger_seq=seq, created_at=tx.now))
+    await tx.conn.execute(
+        statements_t.insert().values(
+            id=sid,
+            date_from=result["date_from"],
+            date_to=result["date_to"],
+            lines=result["lines"],
+            digest=digest,
+            result=orjson.dumps(out).decode(),
+            ledger_seq=seq,
+            created_at=tx.now,
+        )
+    )
     return out
 
 

@@ -36,8 +36,9 @@ class ClockMove(Strict):
 
 
 @test_router.post("/clock", responses=responses(400, 401, 403, 422))
-async def move_clock(body: ClockMove, ctx: AppContext = Depends(get_ctx),
-                     who: Principal = Depends(require("operator"))):
+async def move_clock(
+    body: ClockMove, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("operator"))
+):
     """Move the test clock forward (never back), then run the sweeper at the new time."""
     if body.now.tzinfo is None:
         raise Unprocessable("now must carry a time zone (e.g. 2026-12-01T00:00:00Z).", "invalid_field")
@@ -50,12 +51,14 @@ async def move_clock(body: ClockMove, ctx: AppContext = Depends(get_ctx),
 
     async def op(tx):
         await tx.conn.execute(delete(AppState.__table__).where(AppState.__table__.c.name == OFFSET_KEY))
-        await tx.conn.execute(insert(AppState.__table__).values(name=OFFSET_KEY, value=str(offset // timedelta(microseconds=1))))
+        await tx.conn.execute(
+            insert(AppState.__table__).values(name=OFFSET_KEY, value=str(offset // timedelta(microseconds=1)))
+        )
         return None
+
     await ctx.writer.run(op)
     async with ctx.engines.reader.connect() as conn:
         await ctx.clock.refresh(conn)
     swept = await sweep_once(ctx)
     swept["merchants_reassessed"] = await reassess_all(ctx.writer)  # windows and surges move with time
     return {"now": iso(ctx.clock.now()), "swept": swept}
-

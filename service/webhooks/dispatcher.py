@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
@@ -71,8 +71,15 @@ def allows_private(settings) -> bool:
 
 
 class Dispatcher:
-    def __init__(self, ctx: AppContext, *, schedule: list[float] | None = None, allow_private: bool | None = None,
-                 concurrency: int | None = None, endpoint_concurrency: int | None = None):
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        schedule: list[float] | None = None,
+        allow_private: bool | None = None,
+        concurrency: int | None = None,
+        endpoint_concurrency: int | None = None,
+    ):
         s = ctx.settings
         self.ctx = ctx
         self.schedule = schedule if schedule is not None else s.webhook_retry_schedule
@@ -97,8 +104,11 @@ class Dispatcher:
         if found is None:
             n = self.endpoint_concurrency
             found = self._clients[endpoint_id] = httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=False, trust_env=False,
-                transport=LeanTransport(self.timeout, keep=n))
+                timeout=self.timeout,
+                follow_redirects=False,
+                trust_env=False,
+                transport=LeanTransport(self.timeout, keep=n),
+            )
         return found
 
     async def close(self) -> None:
@@ -154,11 +164,23 @@ class Dispatcher:
         """Deliveries still to be sent to enabled endpoints, and events not yet fanned out."""
         d, w = deliveries_t, endpoints_t
         async with self.ctx.engines.reader.connect() as conn:
-            pending = (await conn.execute(select(func.count()).select_from(d.join(w, w.c.id == d.c.endpoint_id))
-                                          .where(d.c.status == "pending", w.c.status == "enabled"))).scalar_one()
-            behind = (await conn.execute(select(func.count()).select_from(w).where(
-                w.c.status == "enabled", w.c.cursor < select(func.coalesce(func.max(events_t.c.seq), 0))
-                .scalar_subquery()))).scalar_one()
+            pending = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(d.join(w, w.c.id == d.c.endpoint_id))
+                    .where(d.c.status == "pending", w.c.status == "enabled")
+                )
+            ).scalar_one()
+            behind = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(w)
+                    .where(
+                        w.c.status == "enabled",
+                        w.c.cursor < select(func.coalesce(func.max(events_t.c.seq), 0)).scalar_subquery(),
+                    )
+                )
+            ).scalar_one()
         return int(pending) + int(behind)
 
     async def step(self, claim: bool = True) -> bool:
@@ -168,8 +190,10 @@ class Dispatcher:
         room = self.concurrency * QUEUED_PER_SLOT - sum(self.in_flight.values()) if claim else 0
         try:
             if self.ctx.engines.is_sqlite:
+
                 async def op(tx: Tx):
                     return await self._work(tx.conn, tx.now, False, results, full, room)
+
                 done = await self.ctx.writer.run(op)
             else:
                 async with self.ctx.engines.writer.begin() as conn:
@@ -195,17 +219,31 @@ class Dispatcher:
 
     # -- fan-out ----------------------------------------------------------------------------------
     async def _fan_out(self, conn, now: datetime, is_pg: bool) -> int:
-        stmt = select(endpoints_t.c.id, endpoints_t.c.owner_role, endpoints_t.c.owner_id, endpoints_t.c.event_types,
-                      endpoints_t.c.cursor).where(endpoints_t.c.status == "enabled").order_by(endpoints_t.c.id)
+        stmt = (
+            select(
+                endpoints_t.c.id,
+                endpoints_t.c.owner_role,
+                endpoints_t.c.owner_id,
+                endpoints_t.c.event_types,
+                endpoints_t.c.cursor,
+            )
+            .where(endpoints_t.c.status == "enabled")
+            .order_by(endpoints_t.c.id)
+        )
         if is_pg:
             stmt = stmt.with_for_update(skip_locked=True)
         endpoints = (await conn.execute(stmt)).all()
         if not endpoints:
             return 0
         low = min(int(e.cursor) for e in endpoints)
-        events = (await conn.execute(
-            select(events_t.c.seq, events_t.c.id, events_t.c.type, events_t.c.merchant_id)
-            .where(events_t.c.seq > low).order_by(events_t.c.seq).limit(FAN_OUT_CHUNK))).all()
+        events = (
+            await conn.execute(
+                select(events_t.c.seq, events_t.c.id, events_t.c.type, events_t.c.merchant_id)
+                .where(events_t.c.seq > low)
+                .order_by(events_t.c.seq)
+                .limit(FAN_OUT_CHUNK)
+            )
+        ).all()
         if not events:
             return 0
         last = int(events[-1].seq)
@@ -222,26 +260,58 @@ class Dispatcher:
                     continue
                 if ep.owner_role == "auditor" and e.type not in AUDITOR_TYPES and e.merchant_id != ep.owner_id:
                     continue
-                rows.append({"id": new_id("dlv"), "endpoint_id": ep.id, "event_seq": int(e.seq), "event_id": e.id,
-                             "event_type": e.type, "status": "pending", "attempts": 0, "next_attempt_at": now,
-                             "created_at": now})
+                rows.append(
+                    {
+                        "id": new_id("dlv"),
+                        "endpoint_id": ep.id,
+                        "event_seq": int(e.seq),
+                        "event_id": e.id,
+                        "event_type": e.type,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
+                )
             cursors.append({"b_id": ep.id, "b_cursor": last})
         if rows:
             await conn.execute(insert(deliveries_t), rows)
         if cursors:
-            await conn.execute(update(endpoints_t).where(endpoints_t.c.id == bindparam("b_id"))
-                               .values(cursor=bindparam("b_cursor")), cursors)
+            await conn.execute(
+                update(endpoints_t).where(endpoints_t.c.id == bindparam("b_id")).values(cursor=bindparam("b_cursor")),
+                cursors,
+            )
         return len(rows)
 
     # -- claim ------------------------------------------------------------------------------------
     async def _claim(self, conn, now: datetime, is_pg: bool, full: set[str], room: int) -> list[Job]:
         d, e, w = deliveries_t, events_t, endpoints_t
-        stmt = (select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.event_id, e.c.type, e.c.created_at, e.c.ledger_seq,
-                       e.c.data, w.c.url, w.c.secret, w.c.previous_secret, w.c.previous_secret_until)
-                .join(e, e.c.seq == d.c.event_seq).join(w, w.c.id == d.c.endpoint_id)
-                .where(d.c.status == "pending", d.c.next_attempt_at <= now, w.c.status == "enabled",
-                       (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now))
-                .order_by(d.c.next_attempt_at, d.c.id).limit(min(room * 4, CLAIM_CHUNK)))
+        stmt = (
+            select(
+                d.c.id,
+                d.c.endpoint_id,
+                d.c.attempts,
+                d.c.event_id,
+                e.c.type,
+                e.c.created_at,
+                e.c.ledger_seq,
+                e.c.data,
+                w.c.url,
+                w.c.secret,
+                w.c.previous_secret,
+                w.c.previous_secret_until,
+            )
+            .join(e, e.c.seq == d.c.event_seq)
+            .join(w, w.c.id == d.c.endpoint_id)
+            .where(
+                d.c.status == "pending",
+                d.c.next_attempt_at <= now,
+                w.c.status == "enabled",
+                (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
+            )
+            .order_by(d.c.next_attempt_at, d.c.id)
+            .limit(min(room * 4, CLAIM_CHUNK))
+        )
         if full:
             stmt = stmt.where(d.c.endpoint_id.not_in(sorted(full)))
         if is_pg:
@@ -259,9 +329,19 @@ class Dispatcher:
             secrets = [r.secret]
             if r.previous_secret and r.previous_secret_until is not None and _aware(r.previous_secret_until) > now:
                 secrets.append(r.previous_secret)
-            body = (b'{"id":' + orjson.dumps(r.event_id) + b',"type":' + orjson.dumps(r.type)
-                    + b',"created_at":' + orjson.dumps(_iso(r.created_at)) + b',"ledger_seq":'
-                    + orjson.dumps(r.ledger_seq) + b',"data":' + r.data.encode() + b'}')
+            body = (
+                b'{"id":'
+                + orjson.dumps(r.event_id)
+                + b',"type":'
+                + orjson.dumps(r.type)
+                + b',"created_at":'
+                + orjson.dumps(_iso(r.created_at))
+                + b',"ledger_seq":'
+                + orjson.dumps(r.ledger_seq)
+                + b',"data":'
+                + r.data.encode()
+                + b"}"
+            )
             jobs.append(Job(r.id, r.endpoint_id, int(r.attempts) + 1, r.event_id, body, r.url, secrets))
         if jobs:
             # A claimed delivery may wait for a sending slot behind QUEUED_PER_SLOT others of its endpoint.
@@ -289,13 +369,18 @@ class Dispatcher:
         try:
             target = await ssrf.check(job.url, self.allow_private)  # again at each delivery: DNS rebinding
             timestamp = int(time.time())
-            headers = {"content-type": "application/json", "user-agent": "escrow-webhooks/1",
-                       "host": target.host_header, "webhook-id": job.event_id,
-                       "webhook-timestamp": str(timestamp),
-                       "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body)}
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "escrow-webhooks/1",
+                "host": target.host_header,
+                "webhook-id": job.event_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body),
+            }
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            response = await self.client(job.endpoint_id).post(target.pinned_url(), content=job.body, headers=headers,
-                                                               extensions=extensions)
+            response = await self.client(job.endpoint_id).post(
+                target.pinned_url(), content=job.body, headers=headers, extensions=extensions
+            )
             code = response.status_code
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
@@ -311,8 +396,15 @@ class Dispatcher:
             log.exception("webhook send failed")
             error = f"{type(exc).__name__}"[:300]
         self.sent += 1
-        self.results.append(Result(job, self.ctx.clock.now(), code, int((time.perf_counter() - started) * 1000),
-                                   error[:500] if error else None))
+        self.results.append(
+            Result(
+                job,
+                self.ctx.clock.now(),
+                code,
+                int((time.perf_counter() - started) * 1000),
+                error[:500] if error else None,
+            )
+        )
         self.finished.set()
 
     # -- record -----------------------------------------------------------------------------------
@@ -320,16 +412,40 @@ class Dispatcher:
         """Each attempt into the log, each delivery done or rescheduled, each endpoint's failing time;
         returns the endpoints that have failed long enough to be disabled."""
         d, w = deliveries_t, endpoints_t
-        await conn.execute(insert(attempts_t), [
-            {"id": new_id("att"), "delivery_id": r.job.delivery_id, "endpoint_id": r.job.endpoint_id,
-             "attempted_at": r.at, "status_code": r.status_code, "duration_ms": r.duration_ms, "error": r.error}
-            for r in results])
-        done = [{"b_id": r.job.delivery_id, "b_attempts": r.job.attempt, "b_code": r.status_code, "b_at": r.at}
-                for r in results if r.ok]
+        await conn.execute(
+            insert(attempts_t),
+            [
+                {
+                    "id": new_id("att"),
+                    "delivery_id": r.job.delivery_id,
+                    "endpoint_id": r.job.endpoint_id,
+                    "attempted_at": r.at,
+                    "status_code": r.status_code,
+                    "duration_ms": r.duration_ms,
+                    "error": r.error,
+                }
+                for r in results
+            ],
+        )
+        done = [
+            {"b_id": r.job.delivery_id, "b_attempts": r.job.attempt, "b_code": r.status_code, "b_at": r.at}
+            for r in results
+            if r.ok
+        ]
         if done:
-            await conn.execute(update(d).where(d.c.id == bindparam("b_id")).values(
-                status="delivered", attempts=bindparam("b_attempts"), last_status_code=bindparam("b_code"),
-                last_error=None, delivered_at=bindparam("b_at"), claimed_until=None), done)
+            await conn.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    status="delivered",
+                    attempts=bindparam("b_attempts"),
+                    last_status_code=bindparam("b_code"),
+                    last_error=None,
+                    delivered_at=bindparam("b_at"),
+                    claimed_until=None,
+                ),
+                done,
+            )
         again = []
         for r in results:
             if r.ok:
@@ -337,25 +453,49 @@ class Dispatcher:
             n = r.job.attempt
             gave_up = n > len(self.schedule)
             later = r.at + timedelta(seconds=self.schedule[n - 1] if not gave_up else 0)
-            again.append({"b_id": r.job.delivery_id, "b_attempts": n, "b_code": r.status_code, "b_error": r.error,
-                          "b_status": "failed" if gave_up else "pending", "b_next": later})
+            again.append(
+                {
+                    "b_id": r.job.delivery_id,
+                    "b_attempts": n,
+                    "b_code": r.status_code,
+                    "b_error": r.error,
+                    "b_status": "failed" if gave_up else "pending",
+                    "b_next": later,
+                }
+            )
         if again:
-            await conn.execute(update(d).where(d.c.id == bindparam("b_id")).values(
-                status=bindparam("b_status"), attempts=bindparam("b_attempts"), last_status_code=bindparam("b_code"),
-                last_error=bindparam("b_error"), next_attempt_at=bindparam("b_next"), claimed_until=None), again)
+            await conn.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    last_status_code=bindparam("b_code"),
+                    last_error=bindparam("b_error"),
+                    next_attempt_at=bindparam("b_next"),
+                    claimed_until=None,
+                ),
+                again,
+            )
         last: dict[str, Result] = {}
         for r in results:
             last[r.job.endpoint_id] = r
         healthy = sorted(e for e, r in last.items() if r.ok)
         failing = sorted(e for e, r in last.items() if not r.ok)
         if healthy:
-            await conn.execute(update(w).where(w.c.id.in_(healthy), w.c.failing_since.is_not(None))
-                               .values(failing_since=None))
+            await conn.execute(
+                update(w).where(w.c.id.in_(healthy), w.c.failing_since.is_not(None)).values(failing_since=None)
+            )
         if not failing:
             return []
         await conn.execute(update(w).where(w.c.id.in_(failing), w.c.failing_since.is_(None)).values(failing_since=now))
-        rows = (await conn.execute(select(w.c.id).where(w.c.id.in_(failing), w.c.status == "enabled",
-                                                        w.c.failing_since <= now - self.disable_after))).all()
+        rows = (
+            await conn.execute(
+                select(w.c.id).where(
+                    w.c.id.in_(failing), w.c.status == "enabled", w.c.failing_since <= now - self.disable_after
+                )
+            )
+        ).all()
         return [r.id for r in rows]
 
     async def _disable(self, endpoint_ids: list[str]) -> None:
@@ -367,23 +507,32 @@ class Dispatcher:
             n = 0
             for eid in endpoint_ids:
                 e = (await tx.conn.execute(select(endpoints_t).where(endpoints_t.c.id == eid))).first()
-                if e is None or e.status != "enabled" or e.failing_since is None \
-                        or _aware(e.failing_since) > tx.now - disable_after:
+                if (
+                    e is None
+                    or e.status != "enabled"
+                    or e.failing_since is None
+                    or _aware(e.failing_since) > tx.now - disable_after
+                ):
                     continue
                 await tx.conn.execute(update(endpoints_t).where(endpoints_t.c.id == eid).values(status="disabled"))
                 out = endpoint_out(e)
                 out["status"] = "disabled"
-                emit(tx, "webhook_endpoint.disabled", out,
-                     merchant_id=e.owner_id if e.owner_role in ("merchant", "auditor") else None)
+                emit(
+                    tx,
+                    "webhook_endpoint.disabled",
+                    out,
+                    merchant_id=e.owner_id if e.owner_role in ("merchant", "auditor") else None,
+                )
                 n += 1
             return n
+
         n = await self.ctx.writer.run(op)
         if n:
             log.warning("disabled %d webhook endpoint(s) failing for %s", n, disable_after)
 
 
 def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
 def _iso(dt) -> str | None:

@@ -26,8 +26,9 @@ EventType = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z_]+\.[a-z_]+)$",
 
 class EndpointCreate(Strict):
     url: Annotated[str, StringConstraints(min_length=8, max_length=2000)]
-    event_types: Annotated[list[EventType], Field(min_length=1, max_length=50,
-                                                  description='Event types to receive; ["*"] for every type')]
+    event_types: Annotated[
+        list[EventType], Field(min_length=1, max_length=50, description='Event types to receive; ["*"] for every type')
+    ]
 
 
 def _checked_types(types: list[str]) -> list[str]:
@@ -38,20 +39,23 @@ def _checked_types(types: list[str]) -> list[str]:
 
 
 @router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
-async def create_endpoint(body: EndpointCreate, request: Request, ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(owners)):
+async def create_endpoint(
+    body: EndpointCreate, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)
+):
     """Register an endpoint; the answer carries its signing `secret` (`whsec_…`) this once."""
     types = _checked_types(body.event_types)
     await ssrf.check(body.url, allows_private(ctx.settings))
 
     async def op(tx):
         return 201, await service.create(tx, who, body.url, types)
+
     return await mutate(ctx, request, who, body, op)
 
 
 @router.get("", responses=responses(401, 403, 422))
-async def list_endpoints(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners),
-                         limit: Limit = 50, after: After = None):
+async def list_endpoints(
+    ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners), limit: Limit = 50, after: After = None
+):
     async with ctx.engines.reader.connect() as conn:
         return await service.list_endpoints(conn, who, limit, after)
 
@@ -63,45 +67,74 @@ async def get_endpoint(endpoint_id: str, ctx: AppContext = Depends(get_ctx), who
 
 
 @router.delete("/{endpoint_id}", responses=responses(401, 403, 404))
-async def delete_endpoint(endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(owners)):
+async def delete_endpoint(
+    endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)
+):
     async def op(tx):
         return 200, await service.remove(tx, who, endpoint_id)
+
     return await mutate(ctx, request, who, {}, op)
 
 
 @router.post("/{endpoint_id}/rotate-secret", responses=responses(400, 401, 403, 404))
-async def rotate_secret(endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
-                        who: Principal = Depends(owners), body: EmptyBody | None = None):
+async def rotate_secret(
+    endpoint_id: str,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(owners),
+    body: EmptyBody | None = None,
+):
     """A new secret, shown once; the old one goes on signing beside it for the grace period
     (`ESCROW_WEBHOOK_SECRET_GRACE_HOURS`)."""
     grace = ctx.settings.webhook_secret_grace_hours
 
     async def op(tx):
         return 200, await service.rotate_secret(tx, who, endpoint_id, grace)
+
     return await mutate(ctx, request, who, body or {}, op)
 
 
 @router.post("/{endpoint_id}/enable", responses=responses(400, 401, 403, 404))
-async def enable_endpoint(endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
-                          who: Principal = Depends(owners), body: EmptyBody | None = None):
+async def enable_endpoint(
+    endpoint_id: str,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(owners),
+    body: EmptyBody | None = None,
+):
     """Enable again an endpoint the dispatcher disabled after days of failures."""
+
     async def op(tx):
         return 200, await service.enable(tx, who, endpoint_id)
+
     return await mutate(ctx, request, who, body or {}, op)
 
 
 @router.get("/{endpoint_id}/deliveries", responses=responses(401, 403, 404, 422))
-async def list_deliveries(endpoint_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners),
-                          limit: Limit = 50, after: After = None):
+async def list_deliveries(
+    endpoint_id: str,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(owners),
+    limit: Limit = 50,
+    after: After = None,
+):
     """The delivery log: each delivery with its attempts (status code, duration, error)."""
     async with ctx.engines.reader.connect() as conn:
         return await service.list_deliveries(conn, who, endpoint_id, limit, after)
 
 
-@router.post("/{endpoint_id}/deliveries/{delivery_id}/retry", status_code=202, responses=responses(400, 401, 403, 404, 409))
-async def retry_delivery(endpoint_id: str, delivery_id: str, request: Request, ctx: AppContext = Depends(get_ctx),
-                         who: Principal = Depends(owners), body: EmptyBody | None = None):
+@router.post(
+    "/{endpoint_id}/deliveries/{delivery_id}/retry", status_code=202, responses=responses(400, 401, 403, 404, 409)
+)
+async def retry_delivery(
+    endpoint_id: str,
+    delivery_id: str,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(owners),
+    body: EmptyBody | None = None,
+):
     async def op(tx):
         return 202, await service.retry(tx, who, endpoint_id, delivery_id)
+
     return await mutate(ctx, request, who, body or {}, op)

@@ -16,7 +16,7 @@ def new_secret() -> str:
 
 
 def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret[len(PREFIX):])
+    key = base64.b64decode(secret[len(PREFIX) :])
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode()
 

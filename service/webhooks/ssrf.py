@@ -58,8 +58,14 @@ def public_address(value: str) -> bool:
             return public_address(str(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)))
     if addr in _CGNAT:
         return False
-    return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_link_local
-                                   or addr.is_loopback or addr.is_private or addr.is_unspecified)
+    return addr.is_global and not (
+        addr.is_multicast
+        or addr.is_reserved
+        or addr.is_link_local
+        or addr.is_loopback
+        or addr.is_private
+        or addr.is_unspecified
+    )
 
 
 def parse(url: str, allow_private: bool) -> tuple[str, str, int, str]:
@@ -85,9 +91,10 @@ async def resolve(host: str, port: int) -> list[str]:
     except ValueError:
         pass
     try:
-        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
-                                       RESOLVE_SECONDS)
-    except (socket.gaierror, UnicodeError, OSError, asyncio.TimeoutError):
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_SECONDS
+        )
+    except (TimeoutError, socket.gaierror, UnicodeError, OSError):
         raise Refused(f"The host {host[:100]!r} does not resolve.") from None
     return list(dict.fromkeys(info[4][0] for info in infos))
 
@@ -101,6 +108,8 @@ async def check(url: str, allow_private: bool) -> Target:
     if not allow_private:
         bad = [a for a in addresses if not public_address(a)]
         if bad:
-            raise Refused("The URL resolves to an address that is not public (loopback, private, link-local, "
-                          "metadata or reserved).")
+            raise Refused(
+                "The URL resolves to an address that is not public (loopback, private, link-local, "
+                "metadata or reserved)."
+            )
     return Target(scheme, host, port, path, addresses[0])

@@ -45,7 +45,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await asyncio.wait_for(self._send(request), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise httpx.ReadTimeout("timed out", request=request) from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from None
@@ -58,8 +58,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         body = request.content
         target = url.raw_path.decode("ascii")
         lines = [f"{request.method} {target} HTTP/1.1"]
-        lines += [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in request.headers.raw
-                  if k.lower() not in (b"content-length", b"transfer-encoding", b"connection")]
+        lines += [
+            f"{k.decode('latin-1')}: {v.decode('latin-1')}"
+            for k, v in request.headers.raw
+            if k.lower() not in (b"content-length", b"transfer-encoding", b"connection")
+        ]
         lines.append(f"content-length: {len(body)}")
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         idle = self._idle[key]
@@ -70,8 +73,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if conn is None:
             port = url.port or (443 if tls else 80)
             reader, writer = await asyncio.open_connection(
-                url.host, port, ssl=self._ssl if tls else None, server_hostname=sni if tls else None,
-                limit=MAX_HEAD)
+                url.host, port, ssl=self._ssl if tls else None, server_hostname=sni if tls else None, limit=MAX_HEAD
+            )
             conn = _Conn(reader, writer)
         try:
             conn.writer.write(raw)
