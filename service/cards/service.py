@@ -18,7 +18,8 @@ from service.db.writer import Tx
 from service.errors import Conflict, NotFound
 from service.event_log.service import emit
 from service.ids import new_id
-from service.money import consumer_quit_refund, held_amount
+from service.money import consumer_quit_refund
+from service.redemptions import service as redemptions  # a module reference: it imports this module too
 
 cards_t = Card.__table__
 products_t = Product.__table__
@@ -163,52 +164,11 @@ async def load_card_for_update(conn, card_id: str):
     return conn.raw.card(card_id)
 
 
-async def void_pending_holds(tx: Tx, card, status: str = "cancelled", reason: str = "refund") -> None:
-    """Void every pending hold of a card (before a refund): each void is a ledger entry."""
-    pending = (
-        await tx.conn.execute(
-            select(redemptions_t)
-            .where(redemptions_t.c.card_id == card.id, redemptions_t.c.status == "pending")
-            .order_by(redemptions_t.c.id)
-        )
-    ).all()
-    units_held, held = card.units_held, card.held
-    for r in pending:
-        new_units_held = units_held - r.units
-        new_held = held_amount(card.price, card.units_total, card.units_used, new_units_held)
-        seq = tx.append(
-            "void",
-            card_id=card.id,
-            merchant_id=card.merchant_id,
-            consumer_id=card.consumer_id,
-            redemption_id=r.id,
-            units=r.units,
-            amount=held - new_held,
-            held_delta=new_held - held,
-            reason=reason,
-        )
-        await tx.conn.execute(
-            update(redemptions_t)
-            .where(redemptions_t.c.id == r.id)
-            .values(status=status, answered_at=tx.now, ledger_seq=seq)
-        )
-        from service.redemptions.service import redemption_out
-
-        rdm = redemption_out(r)
-        rdm.update(status=status, answered_at=iso(tx.now), ledger_seq=seq)
-        emit(
-            tx, f"redemption.{status}", rdm, merchant_id=card.merchant_id, consumer_id=card.consumer_id, ledger_seq=seq
-        )
-        units_held, held = new_units_held, new_held
-    if pending:
-        await tx.conn.execute(update(cards_t).where(cards_t.c.id == card.id).values(units_held=0, held=0))
-
-
 async def refund_card(tx: Tx, card, rule: str) -> dict:
     """End a card and send its money back by the purchase route. `card` is a fresh row."""
     if card.status == "refunded":
         raise Conflict("This card has already been refunded.", "card_already_refunded")
-    await void_pending_holds(tx, card, reason=rule)
+    await redemptions.void_pending_holds(tx, card, reason=rule)
     escrow = card.escrow
     if rule == "consumer_quit":
         amount = consumer_quit_refund(card.price, escrow, card.units_used, card.list_price)

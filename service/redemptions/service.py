@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from service import events
-from service.cards.service import card_out, load_card_for_update, redemptions_t
+from service.cards import repository as cards_repo
+from service.cards import service as cards  # a module reference: cards/service.py imports this module too
 from service.clock import iso
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
 from service.event_log.service import emit
 from service.ids import new_id
 from service.money import held_amount, release_share
+from service.redemptions import repository as repo
 
 UNIT_FIELD = {"stored_value": "amount", "count": "uses", "period": "periods"}
 
@@ -44,19 +44,14 @@ async def expire_card_holds(tx: Tx, card) -> object:
     """Void this card's holds whose time ran out, so they stop counting against the balance."""
     if card.units_held == 0:
         return card
-    raw = tx.conn.raw
-    overdue = raw.all(
-        "SELECT id FROM redemptions WHERE card_id = ? AND status = 'pending' AND expires_at <= ?",
-        (card.id, raw.t(tx.now)),
-    )
-    for (rid,) in overdue:
-        card = await _void(tx, card, rid, "expired")
+    for r in repo.overdue_of_card(tx.conn.raw, card.id, tx.now):
+        card = await void_hold(tx, card, r, "expired")
     return card
 
 
 async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: int, hold_minutes: int) -> dict:
     raw = tx.conn.raw
-    found = raw.card_and_merchant_status(card_id)
+    found = cards_repo.with_merchant_status(raw, card_id)
     if found is None or found[0].merchant_id != merchant_id:
         raise NotFound("No such card.", "card_not_found")
     card, merchant_status = found
@@ -98,13 +93,8 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
         held_delta=hold,
     )
     expires_at = now + timedelta(minutes=hold_minutes)
-    raw.run("UPDATE cards SET units_held = ?, held = ? WHERE id = ?", (units_held, held, card.id))
-    raw.run(
-        "INSERT INTO redemptions (id, card_id, merchant_id, consumer_id, status, units, hold_amount, "
-        "release_amount, created_at, expires_at, answered_at, ledger_seq) "
-        "VALUES (?, ?, ?, ?, 'pending', ?, ?, NULL, ?, ?, NULL, NULL)",
-        (rid, card.id, merchant_id, card.consumer_id, units, hold, raw.t(now), raw.t(expires_at)),
-    )
+    cards_repo.set_held(raw, card.id, units_held, held)
+    repo.insert_pending(raw, rid, card.id, merchant_id, card.consumer_id, units, hold, now, expires_at)
     await events.redemption_asked(tx, merchant_id)
     out = {
         "id": rid,
@@ -127,7 +117,7 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
 
 async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: str):
     """(redemption, its card) if the redemption is the party's and still pending."""
-    found = tx.conn.raw.redemption_and_card(redemption_id)
+    found = repo.with_card(tx.conn.raw, redemption_id)
     if found is None or getattr(found[0], party_field) != party_id:
         raise NotFound("No such redemption.", "redemption_not_found")
     r = found[0]
@@ -138,9 +128,17 @@ async def _load_pending(tx: Tx, redemption_id: str, party_field: str, party_id: 
     return found
 
 
-async def _void(tx: Tx, card, redemption_id: str, status: str):
+async def void_hold(tx: Tx, card, r, status: str, reason: str | None = None):
+    """Void one pending hold: the one rule for a reject, a cancel, an expiry and the voids before a refund.
+
+    `card` is the hold's card as it stands now (a row read in this write, or what the previous void
+    returned) and `r` the redemption; the hold's units and the fen they would release stop counting
+    against the card, the redemption becomes `status` (rejected, cancelled, expired) and the ledger
+    says why (`reason`, the status unless a refund gives its rule). Returns the card as it now stands.
+    A redemption that is not pending, or not this card's, is refused: it changes state once."""
+    if r.status != "pending" or r.card_id != card.id:
+        raise Conflict(f"The redemption is already {r.status}.", "redemption_not_pending")
     raw = tx.conn.raw
-    r = raw.redemption(redemption_id)
     units_held = card.units_held - r.units
     held = held_amount(card.price, card.units_total, card.units_used, units_held)
     seq = tx.append(
@@ -152,13 +150,10 @@ async def _void(tx: Tx, card, redemption_id: str, status: str):
         units=r.units,
         amount=card.held - held,
         held_delta=held - card.held,
-        reason=status,
+        reason=reason or status,
     )
-    raw.run("UPDATE cards SET units_held = ?, held = ? WHERE id = ?", (units_held, held, card.id))
-    raw.run(
-        "UPDATE redemptions SET status = ?, answered_at = ?, ledger_seq = ? WHERE id = ?",
-        (status, raw.t(tx.now), seq, r.id),
-    )
+    cards_repo.set_held(raw, card.id, units_held, held)
+    repo.set_voided(raw, r.id, status, tx.now, seq)
     await events.redemption_answered(tx, card.merchant_id, status, 0, card.consumer_id)
     emit(
         tx,
@@ -169,6 +164,14 @@ async def _void(tx: Tx, card, redemption_id: str, status: str):
         ledger_seq=seq,
     )
     return card._replace(units_held=units_held, held=held)
+
+
+async def void_pending_holds(tx: Tx, card, reason: str):
+    """Void every pending hold of a card (before a refund, `reason` its rule), oldest first: each a
+    `void_hold`, status cancelled. Returns the card as it now stands."""
+    for r in repo.pending_of_card(tx.conn.raw, card.id):
+        card = await void_hold(tx, card, r, "cancelled", reason)
+    return card
 
 
 async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
@@ -191,14 +194,8 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
     )
     status = "exhausted" if units_used == card.units_total else card.status
     escrow = card.escrow - release
-    raw.run(
-        "UPDATE cards SET units_used = ?, units_held = ?, held = ?, escrow = ?, released = ?, status = ? WHERE id = ?",
-        (units_used, units_held, held, escrow, card.released + release, status, card.id),
-    )
-    raw.run(
-        "UPDATE redemptions SET status = 'confirmed', release_amount = ?, answered_at = ?, ledger_seq = ? WHERE id = ?",
-        (release, raw.t(tx.now), seq, r.id),
-    )
+    cards_repo.set_redeemed(raw, card.id, units_used, units_held, held, escrow, card.released + release, status)
+    repo.set_confirmed(raw, r.id, release, tx.now, seq)
     await events.redemption_answered(tx, card.merchant_id, "confirmed", release)
     out = redemption_out(r)
     out.update(status="confirmed", release_amount=release, answered_at=iso(tx.now), ledger_seq=seq)
@@ -214,7 +211,7 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
         emit(
             tx,
             "card.exhausted",
-            card_out(
+            cards.card_out(
                 card._replace(
                     units_used=units_used,
                     units_held=units_held,
@@ -235,21 +232,14 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
 async def settle_without_release(tx: Tx, redemption_id: str, party_field: str, party_id: str, status: str) -> dict:
     """Reject (consumer) or cancel (merchant): the hold is voided and nothing moves."""
     r, card = await _load_pending(tx, redemption_id, party_field, party_id)
-    await _void(tx, card, r.id, status)
-    return redemption_out(tx.conn.raw.redemption(r.id))
+    await void_hold(tx, card, r, status)
+    return redemption_out(repo.get(tx.conn.raw, r.id))
 
 
 async def expire_overdue(tx: Tx, limit: int = 500) -> int:
     """Sweeper: expire holds whose time ran out."""
-    rows = (
-        await tx.conn.execute(
-            select(redemptions_t.c.id, redemptions_t.c.card_id)
-            .where(redemptions_t.c.status == "pending", redemptions_t.c.expires_at <= tx.now)
-            .order_by(redemptions_t.c.expires_at)
-            .limit(limit)
-        )
-    ).all()
-    for r in rows:
-        card = await load_card_for_update(tx.conn, r.card_id)
-        await _void(tx, card, r.id, "expired")
+    raw = tx.conn.raw
+    rows = repo.overdue(raw, tx.now, limit)
+    for rid, card_id in rows:
+        await void_hold(tx, cards_repo.for_update(raw, card_id), repo.get(raw, rid), "expired")
     return len(rows)
