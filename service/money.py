@@ -26,10 +26,6 @@ def held_amount(price: int, units_total: int, units_used: int, units_held: int) 
     return release_share(price, units_total, units_used, units_held)
 
 
-def paid_units(units_total: int, bonus_units: int) -> int:
-    return units_total - bonus_units
-
-
 def default_list_price(price: int, units_paid: int) -> int:
     """List price per use or period: the price over the paid units, rounded up (fen)."""
     return -(-price // units_paid)

@@ -11,9 +11,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-
-from service.cards.service import cards_t, load_card_for_update, refund_card
+from service.cards.refunds import refund_expired
 from service.context import AppContext
 from service.db.writer import Tx
 from service.event_log.service import prune as prune_events
@@ -24,20 +22,6 @@ from service.settlements.service import sweep_due as settle_due_days
 from service.webhooks.service import prune as prune_deliveries
 
 log = logging.getLogger("escrow.sweeper")
-
-
-async def refund_expired(tx: Tx, limit: int = 200) -> int:
-    rows = (
-        await tx.conn.execute(
-            select(cards_t.c.id)
-            .where(cards_t.c.status == "active", cards_t.c.expires_at <= tx.now)
-            .order_by(cards_t.c.expires_at)
-            .limit(limit)
-        )
-    ).all()
-    for r in rows:
-        await refund_card(tx, await load_card_for_update(tx.conn, r.id), "expiry")
-    return len(rows)
 
 
 def _pruner(table: str, key: str, column: str, keep):

@@ -16,8 +16,6 @@ def _refuse_nul(value: str) -> str:
 
 NulFree = AfterValidator(_refuse_nul)
 
-PAYMENT_METHODS = ("wechat_pay", "alipay", "unionpay", "bank_card", "bank_transfer")
-
 
 class Payment(Strict):
     method: Literal["wechat_pay", "alipay", "unionpay", "bank_card", "bank_transfer"] = Field(

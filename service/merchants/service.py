@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, insert, select, update
 
-from service.cards.service import cards_t, refund_merchant_cards
+from service.cards import refunds
+from service.cards.repository import cards_t
 from service.clock import iso
 from service.db.models import ApiToken, Merchant
 from service.db.writer import Tx
@@ -109,7 +110,7 @@ async def declare_default(tx: Tx, merchant_id: str, reason: str, actor: str) -> 
     await tx.conn.execute(
         update(merchants_t).where(merchants_t.c.id == merchant_id).values(status="defaulted", default_reason=reason)
     )
-    refunded = await refund_merchant_cards(tx, merchant_id, "merchant_default")
+    refunded = await refunds.refund_all_for_merchant_default(tx, merchant_id)
     out = merchant_out(await load(tx.conn, merchant_id))
     out.update(cards_refunded=refunded, ledger_seq=seq)
     await health.regulatory_alert(tx, merchant_id, "merchant_defaulted", seq)
@@ -129,7 +130,7 @@ async def close_due(tx: Tx, limit: int = 20) -> int:
     for m in due:
         seq = tx.append("merchant_closed", merchant_id=m.id)
         await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == m.id).values(status="closed"))
-        await refund_merchant_cards(tx, m.id, "merchant_closure")
+        await refunds.refund_all_for_closure(tx, m.id)
         emit(tx, "merchant.closed", merchant_out(await load(tx.conn, m.id)), merchant_id=m.id, ledger_seq=seq)
     return len(due)
 
