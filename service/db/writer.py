@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from ledger.canonical import canonical_json
 from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
 from ledger.merkle import Frontier, frontier_node_ids
+from ledger.totals import add_entry, new_totals
 from service.clock import Clock, iso
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.db.raw import LiteralRefused, Raw
@@ -616,18 +617,11 @@ class Writer:
         raw = conn.raw
         entry_rows = []
         node_rows = []
-        paid_in = released = refunded = held = 0
+        totals = new_totals()
         for e in tx.entries:
             f = e.fields
             kind = e.kind
-            if kind == "purchase":
-                paid_in += f["amount"]
-            elif kind == "release":
-                released += f["amount"]
-            elif kind == "refund":
-                refunded += f["amount"]
-                released += f["merchant_share"]
-            held += f.get("held_delta", 0)
+            add_entry(totals, kind, f)
             text = canonical_json({"seq": e.seq, "time": iso(e.time), "kind": kind, **f})
             leaf = leaf_hash(text)
             head = chain_hash(head, leaf)
@@ -646,6 +640,7 @@ class Writer:
             )
             for level, index, h in frontier.append(leaf):
                 node_rows.append((level, index, h))
+        paid_in, released, refunded, held = totals
         raw.many(
             "INSERT INTO ledger_entries (seq, kind, time, canonical, leaf_hash, chain_hash, card_id, merchant_id, "
             "consumer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import orjson
 
+from ledger.totals import add_entry, as_dict, new_totals
+
 CHUNK = 1 << 14  # a power of two: chunks stay aligned to whole Merkle subtrees
 
 
@@ -25,23 +27,13 @@ class Sums:
     """Money per card as the ledger states it."""
 
     def __init__(self) -> None:
-        self.cards: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # paid_in, released, refunded, held
+        self.cards: dict[str, list[int]] = defaultdict(new_totals)  # paid_in, released, refunded, held
 
     def add(self, canonical: bytes) -> None:
         e = orjson.loads(canonical)
-        kind = e.get("kind")
         card = e.get("card_id")
-        if card is None:
-            return
-        s = self.cards[card]
-        if kind == "purchase":
-            s[0] += e["amount"]
-        elif kind == "release":
-            s[1] += e["amount"]
-        elif kind == "refund":
-            s[2] += e["amount"]
-            s[1] += e.get("merchant_share", 0)
-        s[3] += e.get("held_delta", 0)
+        if card is not None:
+            add_entry(self.cards[card], e.get("kind"), e)
 
     def merge(self, other: dict[str, list[int]]) -> None:
         for card, s in other.items():
@@ -50,11 +42,11 @@ class Sums:
                 mine[i] += s[i]
 
     def totals(self) -> dict:
-        t = [0, 0, 0, 0]
+        t = new_totals()
         for s in self.cards.values():
             for i in range(4):
                 t[i] += s[i]
-        return {"paid_in": t[0], "released": t[1], "refunded": t[2], "held": t[3], "escrow": t[0] - t[1] - t[2]}
+        return as_dict(t)
 
 
 def absolute(url: str) -> str:
