@@ -46,6 +46,7 @@ from ledger.merkle import (  # noqa: E402
     verify_consistency,
     verify_inclusion,
 )
+from service.db.models import Card, LedgerEntry, sqlite_text  # noqa: E402
 
 CARDS = 10_000
 PRICE = 100_000
@@ -170,39 +171,12 @@ def card_rows(cards: dict[int, list[int]]):
         )
 
 
-CARD_COLS = (
-    "id",
-    "product_id",
-    "merchant_id",
-    "consumer_id",
-    "type",
-    "status",
-    "price",
-    "currency",
-    "list_price",
-    "units_total",
-    "units_used",
-    "units_held",
-    "period_days",
-    "escrow",
-    "held",
-    "released",
-    "refunded",
-    "payment_method",
-    "payment_reference",
-    "purchased_at",
-    "expires_at",
-    "cooling_off_ends_at",
-    "refund_rule",
-    "ended_at",
-    "purchase_seq",
-)
-ENTRY_COLS = ("seq", "kind", "time", "canonical", "leaf_hash", "chain_hash", "card_id", "merchant_id", "consumer_id")
+CARD_COLS = tuple(Card.__table__.c.keys())  # the columns, in order, of service/db/models.py
+ENTRY_COLS = tuple(LedgerEntry.__table__.c.keys())
 
 
 def sqlite_time(t: datetime | None) -> str | None:
-    # What SQLAlchemy's DateTime stores on SQLite (naive UTC, see service.db.models.UTCDateTime).
-    return None if t is None else t.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return sqlite_text(t)  # what service.db.models.UTCDateTime stores on SQLite
 
 
 def insert_sqlite(path: Path, entries, nodes, head, totals, cards, cp) -> None:

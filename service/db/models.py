@@ -6,9 +6,12 @@ whose parts do not add up to its price, a reused idempotency key, a duplicate le
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Integer, LargeBinary, MetaData, Text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -42,6 +45,16 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_SQLITE = sqlite.dialect()
+# How a UTCDateTime is stored on SQLite and read back, as functions, for code that talks to the driver
+# itself (service/db/raw.py, benchmarks): SQLAlchemy's own processors, so the two cannot drift. SQLite
+# compares times as text: a hold expires at the right moment only if every writer writes this text.
+sqlite_text: Callable[[datetime | None], str | None] = UTCDateTime().dialect_impl(_SQLITE).bind_processor(_SQLITE)  # type: ignore[assignment]
+from_sqlite_text: Callable[[str | None], datetime | None] = (
+    UTCDateTime().dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+)  # type: ignore[assignment]
+
+
 def ts(nullable: bool = False, **kw) -> object:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, **kw))
 
@@ -50,6 +63,38 @@ def money(**kw) -> object:
     """An integer fen column: BigInteger, never NULL unless asked."""
     nullable = kw.pop("nullable", False)
     return Field(sa_column=Column(BigInteger, nullable=nullable, **kw))
+
+
+# Columns several tables share, as mixins. A mixin's fields name a type (`sa_type`), never a Column
+# object (`sa_column`): one Column cannot belong to two tables.
+
+
+def _ts_type(nullable: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+
+
+def _counter() -> Any:
+    return Field(default=0, sa_type=BigInteger, nullable=False)
+
+
+class NamedParty(SQLModel):
+    """A party known by id and name (regulators, auditors, lenders)."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    created_at: datetime = _ts_type()
+
+
+class RiskCounters(SQLModel):
+    """What the health code counts per merchant (SPEC §3): per day (MerchantDaily) and all-time (MerchantHealth)."""
+
+    issued: int = _counter()
+    released: int = _counter()
+    refunded: int = _counter()
+    cards_sold: int = _counter()
+    redemptions_asked: int = _counter()
+    redemptions_rejected: int = _counter()
+    complaints: int = _counter()
 
 
 class ApiToken(SQLModel, table=True):
@@ -77,18 +122,12 @@ class Merchant(SQLModel, table=True):
     created_at: datetime = ts()
 
 
-class Regulator(SQLModel, table=True):
+class Regulator(NamedParty, table=True):
     __tablename__ = "regulators"
-    id: str = Field(primary_key=True, max_length=40)
-    name: str = Field(max_length=200)
-    created_at: datetime = ts()
 
 
-class Auditor(SQLModel, table=True):
+class Auditor(NamedParty, table=True):
     __tablename__ = "auditors"
-    id: str = Field(primary_key=True, max_length=40)
-    name: str = Field(max_length=200)
-    created_at: datetime = ts()
 
 
 class Consumer(SQLModel, table=True):
@@ -278,22 +317,15 @@ class RateLimit(SQLModel, table=True):
 # --- Health codes, complaints and alerts (预付健康码) -------------------------------------------
 
 
-class MerchantDaily(SQLModel, table=True):
+class MerchantDaily(RiskCounters, table=True):
     """Risk counters per merchant per day (day = days since 1970-01-01 UTC); a window is a sum of rows."""
 
     __tablename__ = "merchant_daily"
     merchant_id: str = Field(primary_key=True, max_length=40)
     day: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
-    issued: int = money(default=0)
-    released: int = money(default=0)
-    refunded: int = money(default=0)
-    cards_sold: int = money(default=0)
-    redemptions_asked: int = money(default=0)
-    redemptions_rejected: int = money(default=0)
-    complaints: int = money(default=0)
 
 
-class MerchantHealth(SQLModel, table=True):
+class MerchantHealth(RiskCounters, table=True):
     __tablename__ = "merchant_health"
     merchant_id: str = Field(primary_key=True, max_length=40)
     code: str = Field(max_length=8)
@@ -304,14 +336,7 @@ class MerchantHealth(SQLModel, table=True):
     new_merchant: bool = True
     indicators: str = Field(sa_column=Column(Text, nullable=False))
     reasons: str = Field(sa_column=Column(Text, nullable=False))
-    # all-time counters, kept as events happen
-    issued: int = money(default=0)
-    released: int = money(default=0)
-    refunded: int = money(default=0)
-    cards_sold: int = money(default=0)
-    redemptions_asked: int = money(default=0)
-    redemptions_rejected: int = money(default=0)
-    complaints: int = money(default=0)
+    # all-time counters (RiskCounters), kept as events happen
     onboarded_day: int
 
 
@@ -502,11 +527,8 @@ class BankStatement(SQLModel, table=True):
     created_at: datetime = ts()
 
 
-class Lender(SQLModel, table=True):
+class Lender(NamedParty, table=True):
     __tablename__ = "lenders"
-    id: str = Field(primary_key=True, max_length=40)
-    name: str = Field(max_length=200)
-    created_at: datetime = ts()
 
 
 class CreditConsent(SQLModel, table=True):

@@ -31,53 +31,23 @@ from typing import Any
 
 import orjson
 
-CARD_COLS = (
-    "id",
-    "product_id",
-    "merchant_id",
-    "consumer_id",
-    "type",
-    "status",
-    "price",
-    "currency",
-    "list_price",
-    "units_total",
-    "units_used",
-    "units_held",
-    "period_days",
-    "escrow",
-    "held",
-    "released",
-    "refunded",
-    "payment_method",
-    "payment_reference",
-    "purchased_at",
-    "expires_at",
-    "cooling_off_ends_at",
-    "refund_rule",
-    "ended_at",
-    "purchase_seq",
-)
+from service.db.models import Card, Redemption, UTCDateTime, from_sqlite_text, sqlite_text
+
+
+def _time_columns(table) -> tuple[int, ...]:
+    """Positions of a table's UTCDateTime columns (read back through `Raw.pt`)."""
+    return tuple(i for i, col in enumerate(table.c) if isinstance(col.type, UTCDateTime))
+
+
+# Column lists from the tables themselves (service/db/models.py), in their order.
+CARD_COLS = tuple(Card.__table__.c.keys())
 CardRow = namedtuple("CardRow", CARD_COLS)
-_CARD_TIMES = tuple(i for i, c in enumerate(CARD_COLS) if c.endswith("_at"))
+_CARD_TIMES = _time_columns(Card.__table__)
 CARD_SELECT = f"SELECT {', '.join(CARD_COLS)} FROM cards WHERE id = ?"
 
-RDM_COLS = (
-    "id",
-    "card_id",
-    "merchant_id",
-    "consumer_id",
-    "status",
-    "units",
-    "hold_amount",
-    "release_amount",
-    "created_at",
-    "expires_at",
-    "answered_at",
-    "ledger_seq",
-)
+RDM_COLS = tuple(Redemption.__table__.c.keys())
 RdmRow = namedtuple("RdmRow", RDM_COLS)
-_RDM_TIMES = tuple(i for i, c in enumerate(RDM_COLS) if c.endswith("_at"))
+_RDM_TIMES = _time_columns(Redemption.__table__)
 RDM_SELECT = f"SELECT {', '.join(RDM_COLS)} FROM redemptions WHERE id = ?"
 # What an ask and an answer read first, each in one statement instead of two.
 CARD_AND_MERCHANT_SELECT = (
@@ -133,16 +103,10 @@ class _Deferred:
 DEFERRED = _Deferred()
 
 
-@lru_cache(maxsize=256)
-def _sqlite_text(dt: datetime) -> str:
-    if dt.tzinfo is not UTC:
-        dt = dt.astimezone(UTC)
-    return dt.replace(tzinfo=None).isoformat(" ", "microseconds")  # as strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-@lru_cache(maxsize=4096)
-def _parse_sqlite_text(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+# Times on SQLite: exactly models.UTCDateTime's text (its own processors), memoised: a write batch binds
+# its one `now` many times and reads the same few card times again and again.
+_sqlite_text = lru_cache(maxsize=256)(sqlite_text)
+_parse_sqlite_text = lru_cache(maxsize=4096)(from_sqlite_text)
 
 
 class Raw:
@@ -365,8 +329,7 @@ class Raw:
         elif rows:
             self._cursor.executemany(self._convert(sql), rows)
 
-    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds. A write batch binds
-    # its one `now` many times, and reads the same few card times again and again: both are memoised.
+    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds (`_sqlite_text`).
     def t(self, dt: datetime | None):
         if dt is None or self.is_pg:
             return dt
@@ -380,28 +343,23 @@ class Raw:
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
     def card(self, card_id: str) -> CardRow | None:
-        row = self.one(CARD_SELECT, (card_id,))
-        return None if row is None else self._card_row(row)
+        return self._read(CARD_SELECT, card_id, self._card_row)
 
     def card_and_merchant_status(self, card_id: str) -> tuple[CardRow, str] | None:
-        """The card and its merchant's status (one statement)."""
-        found = self._cards.pop(card_id, None)
-        if found is not None:
-            return found
-        row = self.one(CARD_AND_MERCHANT_SELECT, (card_id,))
-        return None if row is None else self._card_and_status(row)
+        """The card and its merchant's status (one statement; from the run's prefetch when it read it)."""
+        return self._cards.pop(card_id, None) or self._read(CARD_AND_MERCHANT_SELECT, card_id, self._card_and_status)
 
     def redemption(self, redemption_id: str) -> RdmRow | None:
-        row = self.one(RDM_SELECT, (redemption_id,))
-        return None if row is None else self._rdm_row(row)
+        return self._read(RDM_SELECT, redemption_id, self._rdm_row)
 
     def redemption_and_card(self, redemption_id: str) -> tuple[RdmRow, CardRow] | None:
-        """The redemption and its card (one statement)."""
-        found = self._rdms.pop(redemption_id, None)
-        if found is not None:
-            return found
-        row = self.one(RDM_AND_CARD_SELECT, (redemption_id,))
-        return None if row is None else self._rdm_and_card(row)
+        """The redemption and its card (one statement; from the run's prefetch when it read it)."""
+        return self._rdms.pop(redemption_id, None) or self._read(RDM_AND_CARD_SELECT, redemption_id, self._rdm_and_card)
+
+    def _read(self, sql: str, row_id: str, typed):
+        """The one row `sql` finds for `row_id`, typed by `typed`, or None."""
+        row = self.one(sql, (row_id,))
+        return None if row is None else typed(row)
 
     def _card_and_status(self, row) -> tuple[CardRow, str]:
         return self._card_row(row[:-1]), row[-1]
@@ -411,16 +369,17 @@ class Raw:
         return self._rdm_row(row[:n]), self._card_row(row[n:])
 
     def _card_row(self, row) -> CardRow:
-        row = list(row)
-        for i in _CARD_TIMES:
-            row[i] = self.pt(row[i])
-        return CardRow(*row)
+        return CardRow(*self._times_read(row, _CARD_TIMES))
 
     def _rdm_row(self, row) -> RdmRow:
+        return RdmRow(*self._times_read(row, _RDM_TIMES))
+
+    def _times_read(self, row, times: tuple[int, ...]) -> list:
+        """The row with its UTCDateTime columns (at `times`) read back as aware datetimes."""
         row = list(row)
-        for i in _RDM_TIMES:
+        for i in times:
             row[i] = self.pt(row[i])
-        return RdmRow(*row)
+        return row
 
 
 # -- literal SQL for PostgreSQL's deferred writes ------------------------------------------------
