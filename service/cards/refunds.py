@@ -128,11 +128,10 @@ async def _refund(tx: Tx, card, rule: str) -> dict:
     card = await redemptions.void_pending_holds(tx, card, reason=rule)
     amount = refund_amount(card, rule)
     merchant_share = card.escrow - amount
-    seq = tx.append(
+    seq = redemptions.append_card_entry(
+        tx,
         "refund",
-        card_id=card.id,
-        merchant_id=card.merchant_id,
-        consumer_id=card.consumer_id,
+        card,
         amount=amount,
         merchant_share=merchant_share,
         rule=rule,

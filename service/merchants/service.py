@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, insert, select, update
-
 from service.cards import refunds
-from service.cards.repository import cards_t
+from service.cards import repository as cards_repo
 from service.clock import iso
-from service.db.models import ApiToken, Merchant
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
 from service.event_log.service import emit
 from service.health import service as health
 from service.ids import new_id, new_token, token_hash
+from service.merchants import repository as repo
 from service.uscc import uscc_problem
-
-merchants_t = Merchant.__table__
-tokens_t = ApiToken.__table__
 
 
 def merchant_out(m) -> dict:
@@ -42,7 +37,7 @@ def merchant_out(m) -> dict:
 
 
 async def load(tx_conn, merchant_id: str):
-    m = (await tx_conn.execute(select(merchants_t).where(merchants_t.c.id == merchant_id))).first()
+    m = await repo.get(tx_conn, merchant_id)
     if m is None:
         raise NotFound("No such merchant.", "merchant_not_found")
     return m
@@ -53,26 +48,12 @@ async def onboard(tx: Tx, name: str, uscc: str, category: str) -> dict:
     problem = uscc_problem(uscc)
     if problem:
         raise Unprocessable(f"uscc: {problem}.", "invalid_uscc")
-    exists = (await tx.conn.execute(select(merchants_t.c.id).where(merchants_t.c.uscc == uscc))).first()
-    if exists:
+    if await repo.uscc_taken(tx.conn, uscc):
         raise Conflict("A merchant with this unified social credit code is already onboarded.", "uscc_taken")
     mid = new_id("mch")
     token = new_token("mk")
-    await tx.conn.execute(
-        insert(merchants_t).values(
-            id=mid,
-            name=name,
-            uscc=uscc,
-            category=category,
-            status="active",
-            abnormal=False,
-            delisted=False,
-            created_at=tx.now,
-        )
-    )
-    await tx.conn.execute(
-        insert(tokens_t).values(token_hash=token_hash(token), role="merchant", party_id=mid, created_at=tx.now)
-    )
+    await repo.insert_merchant(tx.conn, mid, name, uscc, category, tx.now)
+    await repo.insert_key(tx.conn, token_hash(token), mid, tx.now)
     tx.append("merchant_onboarded", merchant_id=mid, category=category)
     await health.start_merchant(tx, mid)
     out = merchant_out(await load(tx.conn, mid))
@@ -90,11 +71,7 @@ async def announce_closure(tx: Tx, merchant_id: str, effective_date, reason: str
         )
     if effective_date < tx.now + timedelta(days=notice_days):
         raise Unprocessable(f"effective_date must be at least {notice_days} days ahead.", "closure_notice_too_short")
-    await tx.conn.execute(
-        update(merchants_t)
-        .where(merchants_t.c.id == merchant_id)
-        .values(status="closing", closure_date=effective_date, closure_reason=reason)
-    )
+    await repo.set_values(tx.conn, merchant_id, status="closing", closure_date=effective_date, closure_reason=reason)
     seq = tx.append("merchant_closing", merchant_id=merchant_id, effective_date=iso(effective_date))
     out = merchant_out(await load(tx.conn, merchant_id))
     await health.regulatory_alert(tx, merchant_id, "closure_announced", seq)
@@ -107,9 +84,7 @@ async def declare_default(tx: Tx, merchant_id: str, reason: str, actor: str) -> 
     if m.status in ("defaulted", "closed"):
         raise Conflict(f"The merchant is already {m.status}.", "merchant_already_ended")
     seq = tx.append("merchant_default", merchant_id=merchant_id, actor=actor)
-    await tx.conn.execute(
-        update(merchants_t).where(merchants_t.c.id == merchant_id).values(status="defaulted", default_reason=reason)
-    )
+    await repo.set_values(tx.conn, merchant_id, status="defaulted", default_reason=reason)
     refunded = await refunds.refund_all_for_merchant_default(tx, merchant_id)
     out = merchant_out(await load(tx.conn, merchant_id))
     out.update(cards_refunded=refunded, ledger_seq=seq)
@@ -120,18 +95,13 @@ async def declare_default(tx: Tx, merchant_id: str, reason: str, actor: str) -> 
 
 async def close_due(tx: Tx, limit: int = 20) -> int:
     """Sweeper: merchants whose closure date has come are closed and every card refunded."""
-    due = (
-        await tx.conn.execute(
-            select(merchants_t.c.id)
-            .where(merchants_t.c.status == "closing", merchants_t.c.closure_date <= tx.now)
-            .limit(limit)
-        )
-    ).all()
-    for m in due:
-        seq = tx.append("merchant_closed", merchant_id=m.id)
-        await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == m.id).values(status="closed"))
-        await refunds.refund_all_for_closure(tx, m.id)
-        emit(tx, "merchant.closed", merchant_out(await load(tx.conn, m.id)), merchant_id=m.id, ledger_seq=seq)
+    due = await repo.closing_due(tx.conn, tx.now, limit)
+    for merchant_id in due:
+        seq = tx.append("merchant_closed", merchant_id=merchant_id)
+        await repo.set_values(tx.conn, merchant_id, status="closed")
+        await refunds.refund_all_for_closure(tx, merchant_id)
+        out = merchant_out(await load(tx.conn, merchant_id))
+        emit(tx, "merchant.closed", out, merchant_id=merchant_id, ledger_seq=seq)
     return len(due)
 
 
@@ -142,10 +112,9 @@ async def set_flag(tx: Tx, merchant_id: str, flag: str, listed: bool, actor: str
         raise Conflict(f"The merchant is already {'on' if listed else 'off'} that list.", "no_change")
     kind = {"abnormal": "abnormal_list", "delisted": "delisting"}[flag] + ("_set" if listed else "_lifted")
     seq = tx.append(kind, merchant_id=merchant_id, actor=actor)
-    values = {flag: listed}
     if flag == "delisted" and not listed:
         await health.restart_grace(tx, merchant_id)
-    await tx.conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(**values))
+    await repo.set_values(tx.conn, merchant_id, **{flag: listed})
     out = merchant_out(await load(tx.conn, merchant_id))
     event, alert = {
         "abnormal_list_set": ("merchant.abnormal_listed", "abnormal_listed"),
@@ -160,32 +129,13 @@ async def set_flag(tx: Tx, merchant_id: str, flag: str, listed: bool, actor: str
 
 
 async def stats(conn, merchant_id: str) -> dict:
-    row = (
-        await conn.execute(
-            select(
-                func.coalesce(func.sum(cards_t.c.price), 0),
-                func.coalesce(func.sum(cards_t.c.released), 0),
-                func.coalesce(func.sum(cards_t.c.refunded), 0),
-                func.coalesce(func.sum(cards_t.c.escrow), 0),
-                func.coalesce(func.sum(cards_t.c.held), 0),
-            ).where(cards_t.c.merchant_id == merchant_id)
-        )
-    ).first()
-    by_status = dict(
-        (
-            await conn.execute(
-                select(cards_t.c.status, func.count())
-                .where(cards_t.c.merchant_id == merchant_id)
-                .group_by(cards_t.c.status)
-            )
-        ).all()
-    )
+    (issued, released, refunded, outstanding, held), by_status = await cards_repo.merchant_totals(conn, merchant_id)
     return {
         "merchant_id": merchant_id,
-        "issued": int(row[0]),
-        "released": int(row[1]),
-        "refunded": int(row[2]),
-        "outstanding": int(row[3]),
-        "held": int(row[4]),
-        "cards_by_status": {s: int(by_status.get(s, 0)) for s in ("active", "exhausted", "refunded")},
+        "issued": issued,
+        "released": released,
+        "refunded": refunded,
+        "outstanding": outstanding,
+        "held": held,
+        "cards_by_status": {s: by_status.get(s, 0) for s in ("active", "exhausted", "refunded")},
     }

@@ -23,6 +23,11 @@ from service.redemptions import repository as repo
 UNIT_FIELD = {"stored_value": "amount", "count": "uses", "period": "periods"}
 
 
+def append_card_entry(tx: Tx, kind: str, card, **fields) -> int:
+    """Append a ledger entry about a card (hold, void, release, refund): its parties, then `fields`."""
+    return tx.append(kind, card_id=card.id, merchant_id=card.merchant_id, consumer_id=card.consumer_id, **fields)
+
+
 def redemption_out(r) -> dict:
     return {
         "id": r.id,
@@ -82,11 +87,10 @@ async def ask(tx: Tx, merchant_id: str, card_id: str, unit_field: str, units: in
     held = held_amount(card.price, card.units_total, card.units_used, units_held)
     hold = held - card.held
     rid = new_id("rdm")
-    seq = tx.append(
+    seq = append_card_entry(
+        tx,
         "hold",
-        card_id=card.id,
-        merchant_id=merchant_id,
-        consumer_id=card.consumer_id,
+        card,
         redemption_id=rid,
         units=units,
         amount=hold,
@@ -141,11 +145,10 @@ async def void_hold(tx: Tx, card, r, status: str, reason: str | None = None):
     raw = tx.conn.raw
     units_held = card.units_held - r.units
     held = held_amount(card.price, card.units_total, card.units_used, units_held)
-    seq = tx.append(
+    seq = append_card_entry(
+        tx,
         "void",
-        card_id=card.id,
-        merchant_id=card.merchant_id,
-        consumer_id=card.consumer_id,
+        card,
         redemption_id=r.id,
         units=r.units,
         amount=card.held - held,
@@ -181,11 +184,10 @@ async def confirm(tx: Tx, consumer_id: str, redemption_id: str) -> dict:
     units_held = card.units_held - r.units
     release = release_share(card.price, card.units_total, card.units_used, r.units)
     held = held_amount(card.price, card.units_total, units_used, units_held)
-    seq = tx.append(
+    seq = append_card_entry(
+        tx,
         "release",
-        card_id=card.id,
-        merchant_id=card.merchant_id,
-        consumer_id=card.consumer_id,
+        card,
         redemption_id=r.id,
         units=r.units,
         amount=release,
