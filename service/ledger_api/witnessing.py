@@ -21,9 +21,9 @@ import orjson
 from sqlalchemy import desc, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ledger.checkpoint import CheckpointError
-from ledger.cosignature import VKey, parse_checkpoint_body, parse_note, parse_vkey, verify_cosignature
+from ledger.cosignature import VKey, parse_vkey, verify_cosignature
 from ledger.merkle import consistency_proof, consistency_proof_plan
+from ledger.note import CheckpointError, parse_checkpoint_body, parse_note
 from ledger.witness import add_checkpoint_body
 from service.context import AppContext
 from service.db.models import Alert, Checkpoint, WitnessCosignature, WitnessState
