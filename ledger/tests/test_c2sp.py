@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -35,6 +34,7 @@ from ledger.cosignature import (
 from ledger.hashing import b64, leaf_hash, unb64
 from ledger.merkle import consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves, verify_inclusion
 from ledger.note import add_signature_lines, parse_note, signature_line
+from ledger.tests.rfc9162 import INPUTS, LEAVES, TREE, vector_files
 from ledger.tiles import (
     TileError,
     encode_index,
@@ -49,10 +49,6 @@ from ledger.tiles import (
 from ledger.tlog_proof import TlogProofError, build_tlog_proof, parse_tlog_proof, verify_tlog_proof
 from ledger.witness import Witness, add_checkpoint_body
 
-VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc9162"
-TREE = json.loads((VECTORS / "tree.json").read_text())
-INPUTS = [bytes.fromhex(h) for h in TREE["leaf_inputs_hex"]]
-LEAVES = [leaf_hash(x) for x in INPUTS]
 ORIGIN = "escrow.example/ledger"
 LOG_KEY = load_private_key(generate_private_key_pem())
 LOG_VKEY = verifier_key(ORIGIN, LOG_KEY)
@@ -143,7 +139,7 @@ def test_tlog_proofs_over_the_vector_tree(size):
 
 
 def test_tlog_proof_matches_the_inclusion_vectors():
-    for path in sorted((VECTORS / "inclusion").rglob("happy-path.json")):
+    for path in vector_files("inclusion", "happy-path.json"):
         case = json.loads(path.read_text())
         index, size = case["leafIdx"], case["treeSize"]
         note = note_for(size, unb64(case["root"]))
@@ -344,9 +340,7 @@ def test_concurrent_submissions_never_roll_the_witness_back(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["logs"][ORIGIN]["size"] == ok[0]
 
 
-@pytest.mark.parametrize(
-    "path", sorted((VECTORS / "consistency").rglob("*.json")), ids=lambda p: p.parent.name + "/" + p.name
-)
+@pytest.mark.parametrize("path", vector_files("consistency"), ids=lambda p: p.parent.name + "/" + p.name)
 def test_witness_consistency_check_against_the_rfc9162_vectors(path, tmp_path):
     case = json.loads(path.read_text())
     try:
