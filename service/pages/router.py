@@ -331,7 +331,7 @@ async def _key_signin(request: Request, portal: str, check: str, roles: tuple[st
     if key and len(key) <= 200:
         ok = (await api(request, "GET", check, key)).status_code == 200 and key[:3] in roles
     if not ok:
-        return render(request, portal, f"{portal}_signin.html", status=401, failed=True)
+        return render(request, portal, "key_signin.html", status=401, failed=True)
     response = _redirect("/" + portal)
     web.set_session(request, response, portal, key)
     return response
@@ -342,7 +342,7 @@ async def merchant_home(request: Request):
     token = session_token(request, "merchant")
     me = await api_json(request, "/v1/merchants/me", token) if token else None
     if me is None:
-        return render(request, "merchant", "merchant_signin.html")
+        return render(request, "merchant", "key_signin.html")
     stats = await api_json(request, "/v1/merchants/me/stats", token, default={})
     health = await api_json(request, f"/v1/merchants/{me['id']}/health", default=None)
     products = (
@@ -385,7 +385,7 @@ REGULATOR_ROLES = ("rg_", "op_")
 async def regulator_home(request: Request):
     token = session_token(request, "regulator")
     if not token or (await api(request, "GET", "/v1/risk/policy", token)).status_code != 200:
-        return render(request, "regulator", "regulator_signin.html")
+        return render(request, "regulator", "key_signin.html")
     code = request.query_params.get("code")
     category = request.query_params.get("category")
     merchants = await _directory(request, code, category)
@@ -434,7 +434,7 @@ async def _all_alerts(request: Request, token: str, merchant_id: str) -> list[di
 async def regulator_merchant(merchant_id: str, request: Request):
     token = session_token(request, "regulator")
     if not token or (await api(request, "GET", "/v1/risk/policy", token)).status_code != 200:
-        return render(request, "regulator", "regulator_signin.html")
+        return render(request, "regulator", "key_signin.html")
     health = await api_json(request, f"/v1/merchants/{merchant_id}/health")
     if health is None:
         return render(
