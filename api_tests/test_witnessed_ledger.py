@@ -142,6 +142,8 @@ async def test_cosigned_history_receipts_witness_down_and_restarted(client, ctx,
     missing = [a for a in alerts if a["kind"] == "witness_quorum_missing"]
     assert len(missing) == 1 and missing[0]["reasons"][0]["missing"] == ["amr.example/witness"]
     assert missing[0]["ledger_seq"] == third["tree_size"] - 1
+    events = (await client.get("/v1/events", params={"types": "alert.created"}, headers=operator_headers)).json()
+    assert [e["data"]["kind"] for e in events["items"]].count("witness_quorum_missing") == 1  # SPEC §9: alert.created
     await _round(ctx)  # still down (and backing off): no second alert for the same checkpoint
     alerts = (await client.get("/v1/alerts", headers=operator_headers)).json()["items"]
     assert len([a for a in alerts if a["kind"] == "witness_quorum_missing"]) == 1

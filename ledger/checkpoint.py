@@ -12,7 +12,6 @@ Key ids and verifier keys follow C2SP signed-note for Ed25519 (algorithm byte 0x
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .canonical import canonical_json
 from .hashing import HASH_SIZE, b64, unb64
+from .note import CheckpointError, check_key_name, parse_checkpoint_body, parse_note, signature_line
 
 __all__ = [
     "CheckpointError",
@@ -43,12 +43,6 @@ __all__ = [
 
 ED25519_ALG = b"\x01"
 SIGNATURE_SIZE = 64
-EM_DASH = "\u2014"
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint, note or key failed to parse or verify."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +96,6 @@ def public_key_raw(key: Ed25519PrivateKey | Ed25519PublicKey | bytes) -> bytes:
     if isinstance(key, (bytes, bytearray)) and len(key) == 32:
         return bytes(key)
     raise CheckpointError("expected an Ed25519 key or 32 raw public key bytes")
-
-
-def check_key_name(name: str) -> None:
-    # C2SP signed-note: non-empty, no whitespace, no '+'.
-    if not isinstance(name, str) or not name or "+" in name or any(c.isspace() for c in name):
-        raise CheckpointError(f"invalid key name / origin {name!r}")
 
 
 def key_id(name: str, pub_raw: bytes) -> bytes:
@@ -178,7 +166,7 @@ def sign_checkpoint(cp: Checkpoint, private_key: Ed25519PrivateKey) -> SignedChe
     kid = key_id(cp.origin, pub_raw)
     body = note_body(cp)
     note_sig = private_key.sign(body.encode("utf-8"))
-    note = f"{body}\n{EM_DASH} {cp.origin} {b64(kid + note_sig)}\n"
+    note = body + "\n" + signature_line(cp.origin, kid + note_sig)
     return SignedCheckpoint(cp, note, private_key.sign(_json_payload(cp)), kid)
 
 
@@ -224,48 +212,22 @@ def verify_note(note_text: str, vkey_or_pub: str | bytes, origin: str) -> tuple[
     """Verify a signed checkpoint note; return (tree_size, root_hash)."""
     check_key_name(origin)
     kid, pub_raw = _resolve_key(vkey_or_pub, origin)
-    if not isinstance(note_text, str) or not note_text.endswith("\n"):
-        raise CheckpointError("note must be text ending in a newline")
-    body, sep, sig_block = note_text.partition("\n\n")
-    if not sep:
-        raise CheckpointError("note has no blank line before its signatures")
-    body += "\n"
-    lines = body.split("\n")[:-1]
-    if len(lines) != 3:
-        raise CheckpointError(f"checkpoint body must have exactly 3 lines, has {len(lines)}")
-    note_origin, size_text, root_text = lines
+    note = parse_note(note_text)
+    note_origin, size, root = parse_checkpoint_body(note.body, extensions=False)
     if note_origin != origin:
         raise CheckpointError(f"note origin {note_origin!r} is not {origin!r}")
-    if not _DECIMAL.fullmatch(size_text):
-        raise CheckpointError(f"note tree size {size_text!r} is not a decimal number")
-    try:
-        root = unb64(root_text)
-    except ValueError as exc:
-        raise CheckpointError(f"note root: {exc}") from None
-    if len(root) != HASH_SIZE:
-        raise CheckpointError("note root hash is not 32 bytes")
-
     verified = False
-    for line in sig_block[:-1].split("\n"):
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != EM_DASH:
-            raise CheckpointError(f"malformed signature line {line!r}")
-        try:
-            blob = unb64(parts[2])
-        except ValueError as exc:
-            raise CheckpointError(f"signature line: {exc}") from None
-        if len(blob) < 5:
-            raise CheckpointError("signature line too short")
+    for name, blob in note.signatures:
         # Signatures by other keys are allowed by C2SP and ignored.
-        if parts[1] != origin or blob[:4] != kid:
+        if name != origin or blob[:4] != kid:
             continue
         if len(blob) != 4 + SIGNATURE_SIZE:
             raise CheckpointError("Ed25519 note signature must be 64 bytes")
-        _verify_ed25519(pub_raw, blob[4:], body.encode("utf-8"), "note")
+        _verify_ed25519(pub_raw, blob[4:], note.body.encode("utf-8"), "note")
         verified = True
     if not verified:
         raise CheckpointError("note carries no signature by the expected key")
-    return int(size_text), root
+    return size, root
 
 
 def verify_checkpoint_json(d: dict[str, Any], pub_raw: bytes) -> Checkpoint:

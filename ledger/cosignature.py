@@ -6,7 +6,9 @@ Ed25519 key. Its note signature line carries keyid ‖ u64 big-endian time ‖ 6
 (0x04 instead of the log's 0x01, so a cosignature is never mistaken for the log's signature).
 
 This module owns: vkeys of both kinds (0x01 log keys, 0x04 cosigner keys), the private-key file
-format of a witness, splitting and joining notes, and the quorum check of a cosigned checkpoint.
+format of a witness, and the quorum check of a cosigned checkpoint. Notes are split and joined by
+`ledger.note` (its parse_note, signature_line, add_signature_lines, parse_checkpoint_body are
+re-exported here for older imports).
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .checkpoint import EM_DASH, CheckpointError, check_key_name
-from .hashing import HASH_SIZE, b64, unb64
+from .hashing import b64, unb64
+from .note import (
+    CheckpointError,
+    ParsedNote,
+    add_signature_lines,
+    check_key_name,
+    parse_checkpoint_body,
+    parse_note,
+    signature_line,
+)
 
 __all__ = [
     "ALG_ED25519",
@@ -47,7 +57,6 @@ __all__ = [
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _MAX_TIME = 2**63 - 1
 PRIVATE_PREFIX = "PRIVATE+KEY+"
 
@@ -61,12 +70,6 @@ class VKey:
 
     def __str__(self) -> str:
         return format_vkey(self.name, self.public_key, self.alg)
-
-
-@dataclass(frozen=True)
-class ParsedNote:
-    body: str  # the text that is signed, ending in a newline
-    signatures: list[tuple[str, bytes]]  # (key name, key id ‖ signature)
 
 
 @dataclass(frozen=True)
@@ -149,67 +152,6 @@ def parse_witness_key(text: str) -> tuple[str, Ed25519PrivateKey, str]:
     if cosigner_key_id(name, pub).hex() != hex_id:
         raise CheckpointError("witness key id does not match its name and key")
     return name, key, format_vkey(name, pub)
-
-
-# ---------------------------------------------------------------- notes
-
-
-def parse_note(text: str) -> ParsedNote:
-    """Split a signed note into its body and its signature lines (C2SP signed-note)."""
-    if not isinstance(text, str) or not text.endswith("\n"):
-        raise CheckpointError("note must be text ending in a newline")
-    body, sep, block = text.partition("\n\n")
-    if not sep or not block:
-        raise CheckpointError("note has no blank line before its signatures")
-    sigs: list[tuple[str, bytes]] = []
-    for line in block[:-1].split("\n"):
-        parts = line.split(" ")
-        if len(parts) != 3 or parts[0] != EM_DASH:
-            raise CheckpointError(f"malformed signature line {line!r}")
-        check_key_name(parts[1])
-        try:
-            blob = unb64(parts[2])
-        except ValueError as exc:
-            raise CheckpointError(f"signature line: {exc}") from None
-        if len(blob) < 5:
-            raise CheckpointError("signature line too short")
-        sigs.append((parts[1], blob))
-    return ParsedNote(body + "\n", sigs)
-
-
-def signature_line(name: str, blob: bytes) -> str:
-    return f"{EM_DASH} {name} {b64(blob)}\n"
-
-
-def add_signature_lines(note: str, lines: list[str]) -> str:
-    """The note with more signature lines appended (duplicates dropped)."""
-    have = set(note.split("\n\n", 1)[1].splitlines(keepends=True)) if "\n\n" in note else set()
-    out = note
-    for line in lines:
-        if not line.endswith("\n"):
-            line += "\n"
-        if line not in have:
-            out += line
-            have.add(line)
-    return out
-
-
-def parse_checkpoint_body(body: str) -> tuple[str, int, bytes]:
-    """(origin, tree size, root hash) of a tlog-checkpoint body (extension lines allowed and ignored)."""
-    lines = body.split("\n")
-    if len(lines) < 4 or lines[-1] != "":
-        raise CheckpointError("checkpoint body needs origin, size and root hash lines")
-    origin, size_text, root_text = lines[0], lines[1], lines[2]
-    check_key_name(origin)
-    if not _DECIMAL.fullmatch(size_text) or len(size_text) > 19:
-        raise CheckpointError(f"checkpoint size {size_text!r} is not a decimal number")
-    try:
-        root = unb64(root_text)
-    except ValueError as exc:
-        raise CheckpointError(f"checkpoint root: {exc}") from None
-    if len(root) != HASH_SIZE:
-        raise CheckpointError("checkpoint root hash is not 32 bytes")
-    return origin, int(size_text), root
 
 
 # ---------------------------------------------------------------- cosigning

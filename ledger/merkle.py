@@ -20,7 +20,7 @@ perfect pieces (binary decomposition of its width) folded from the right.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from .hashing import EMPTY_ROOT, HASH_SIZE, node_hash
 
@@ -177,22 +177,28 @@ def root_at(size: int, nodes: Nodes) -> bytes:
 # ---------------------------------------------------------------- inclusion
 
 
+def _descend(leaf: int, size: int, stop_hi: int = -1) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """RFC 9162's recursion from [0, size) down toward `leaf`: the sibling range at each level (root side
+    first), and the range where it stopped (the leaf itself, or the first range ending at `stop_hi`)."""
+    siblings: list[tuple[int, int]] = []
+    lo, hi = 0, size
+    while hi - lo > 1 and hi != stop_hi:
+        k = _split(hi - lo)
+        if leaf < lo + k:
+            siblings.append((lo + k, hi))
+            hi = lo + k
+        else:
+            siblings.append((lo, lo + k))
+            lo += k
+    return siblings, (lo, hi)
+
+
 def _inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
     """Sibling ranges of RFC 9162 PATH(index, D[0:size]), in proof order (leaf upward)."""
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} out of range for tree size {size}")
-    ranges: list[tuple[int, int]] = []
-    lo, hi = 0, size
-    while hi - lo > 1:
-        k = _split(hi - lo)
-        if index < lo + k:
-            ranges.append((lo + k, hi))
-            hi = lo + k
-        else:
-            ranges.append((lo, lo + k))
-            lo += k
-    ranges.reverse()
-    return ranges
+    siblings, _ = _descend(index, size)
+    return siblings[::-1]
 
 
 def inclusion_proof_plan(index: int, size: int) -> list[NodeId]:
@@ -210,24 +216,10 @@ def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
     """Ranges of RFC 9162 PROOF(size1, D[0:size2]), in proof order."""
     if not 0 < size1 <= size2:
         raise ValueError(f"consistency needs 0 < size1 <= size2, got {size1}, {size2}")
-    ranges: list[tuple[int, int]] = []
-    lo, hi = 0, size2
-    complete = True  # RFC 9162's b: is [lo, hi) still a prefix of the whole old tree?
-    while True:
-        if hi == size1:
-            if not complete:
-                ranges.append((lo, hi))
-            break
-        k = _split(hi - lo)
-        if size1 - lo <= k:
-            ranges.append((lo + k, hi))
-            hi = lo + k
-        else:
-            ranges.append((lo, lo + k))
-            lo += k
-            complete = False
-    ranges.reverse()
-    return ranges
+    # Down toward the old tree's last leaf, until a subtree ends where the old tree ends. That subtree
+    # is in the proof unless it starts at 0 (RFC 9162's b: then it is the whole old tree, known to the verifier).
+    siblings, (lo, hi) = _descend(size1 - 1, size2, stop_hi=size1)
+    return ([(lo, hi)] if lo else []) + siblings[::-1]
 
 
 def consistency_proof_plan(size1: int, size2: int) -> list[NodeId]:
@@ -255,6 +247,24 @@ def _check_size(name: str, value: object) -> int:
     return value
 
 
+def _climb(fn: int, sn: int, path: Sequence[bytes], what: str) -> Iterator[tuple[bytes, bool]]:
+    """The walk of RFC 9162 §2.1.3.2 and §2.1.4.2 from node `fn` up to the root, `sn` the last node of its level:
+    each proof hash with whether it is the left sibling. Raises ProofError if the path is too long or too short."""
+    for p in path:
+        if sn == 0:
+            raise ProofError(f"{what} is too long")
+        on_left = bool(fn & 1) or fn == sn
+        yield p, on_left
+        if on_left:
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError(f"{what} is too short")
+
+
 def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 §2.1.3.2. Raises ProofError unless `proof` puts `leaf_hash` at `index` under `root`."""
     index = _check_size("leaf index", index)
@@ -264,21 +274,9 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
     r = _check_hash("leaf hash", leaf_hash)
     root = _check_hash("root hash", root)
     path = [_check_hash(f"proof[{i}]", p) for i, p in enumerate(proof)]
-    fn, sn = index, size - 1
-    for p in path:
-        if sn == 0:
-            raise ProofError(f"inclusion proof too long: {len(path)} hashes for size {size}")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError(f"inclusion proof too short: {len(path)} hashes for index {index}, size {size}")
+    what = f"inclusion proof of {len(path)} hashes for index {index}, size {size}"
+    for p, on_left in _climb(index, size - 1, path, what):
+        r = node_hash(p, r) if on_left else node_hash(r, p)
     if r != root:
         raise ProofError("inclusion proof does not lead to the root hash")
 
@@ -316,21 +314,12 @@ def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError(f"consistency proof too long: {len(proof)} hashes for {size1} -> {size2}")
-        if fn & 1 or fn == sn:
+    for c, on_left in _climb(fn, sn, path[1:], f"consistency proof of {len(proof)} hashes for {size1} -> {size2}"):
+        if on_left:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError(f"consistency proof too short: {len(proof)} hashes for {size1} -> {size2}")
     if fr != root1:
         raise ProofError("consistency proof does not lead to root1")
     if sr != root2:

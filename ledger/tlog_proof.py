@@ -8,19 +8,17 @@ hash (SHA-256(0x00 ‖ extra)) to the leaf the inclusion proof places under the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .checkpoint import CheckpointError
 from .cosignature import CosignedCheckpoint, verify_cosigned
-from .hashing import HASH_SIZE, b64, leaf_hash, unb64
+from .hashing import b64, leaf_hash, unb64
 from .merkle import ProofError, verify_inclusion
+from .note import CheckpointError, parse_decimal, parse_hash_lines, split_at_blank_line
 
 __all__ = ["HEADER", "TlogProof", "TlogProofError", "build_tlog_proof", "parse_tlog_proof", "verify_tlog_proof"]
 
 HEADER = "c2sp.org/tlog-proof@v1"
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
 class TlogProofError(ValueError):
@@ -47,10 +45,9 @@ def build_tlog_proof(index: int, proof: list[bytes], checkpoint_note: str, extra
 def parse_tlog_proof(text: str) -> TlogProof:
     if not isinstance(text, str):
         raise TlogProofError("a tlog-proof is text")
-    head, sep, checkpoint = text.partition("\n\n")
-    if not sep or not checkpoint:
-        raise TlogProofError("no empty line before the checkpoint")
-    lines = head.split("\n")
+    lines, checkpoint = split_at_blank_line(text, TlogProofError)
+    if not checkpoint:
+        raise TlogProofError("no checkpoint after the empty line")
     if lines[0] != HEADER:
         raise TlogProofError(f"first line must be {HEADER!r}")
     i = 1
@@ -63,21 +60,10 @@ def parse_tlog_proof(text: str) -> TlogProof:
         i += 1
     if i >= len(lines) or not lines[i].startswith("index "):
         raise TlogProofError("missing index line")
-    index_text = lines[i][6:]
-    if not _DECIMAL.fullmatch(index_text) or len(index_text) > 19:
-        raise TlogProofError(f"index {index_text!r} is not a decimal number")
-    proof = []
-    for line in lines[i + 1 :]:
-        try:
-            h = unb64(line)
-        except ValueError as exc:
-            raise TlogProofError(f"proof line: {exc}") from None
-        if len(h) != HASH_SIZE:
-            raise TlogProofError("proof line is not a 32-byte hash")
-        proof.append(h)
-    if len(proof) > 63:
-        raise TlogProofError("inclusion proof has more than 63 hashes")
-    return TlogProof(int(index_text), proof, checkpoint, extra)
+    index = parse_decimal(lines[i][6:])
+    if index is None:
+        raise TlogProofError(f"index {lines[i][6:]!r} is not a decimal number")
+    return TlogProof(index, parse_hash_lines(lines[i + 1 :], TlogProofError), checkpoint, extra)
 
 
 def verify_tlog_proof(

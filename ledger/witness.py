@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import threading
 import time
 from contextlib import contextmanager
@@ -19,23 +18,20 @@ from pathlib import Path
 
 import orjson
 
-from .checkpoint import CheckpointError
-from .cosignature import (
-    ALG_ED25519,
-    VKey,
-    _verify_log_signature,
-    cosign,
-    parse_checkpoint_body,
-    parse_note,
-    parse_vkey,
-    parse_witness_key,
-)
-from .hashing import HASH_SIZE, b64, unb64
+from .cosignature import ALG_ED25519, VKey, _verify_log_signature, cosign, parse_vkey, parse_witness_key
+from .hashing import b64, unb64
 from .merkle import ProofError, verify_consistency
+from .note import (
+    CheckpointError,
+    parse_checkpoint_body,
+    parse_decimal,
+    parse_hash_lines,
+    parse_note,
+    split_at_blank_line,
+)
 
 __all__ = ["Witness", "WitnessState", "parse_add_checkpoint", "add_checkpoint_body"]
 
-_OLD = re.compile(r"old (0|[1-9][0-9]{0,18})")
 TEXT = "text/plain; charset=utf-8"
 SIZE_TYPE = "text/x.tlog.size"
 
@@ -54,25 +50,11 @@ def parse_add_checkpoint(body: bytes) -> tuple[int, list[bytes], str]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8") from None
-    head, sep, note = text.partition("\n\n")
-    if not sep:
-        raise BadRequest("no empty line before the checkpoint")
-    lines = head.split("\n")
-    m = _OLD.fullmatch(lines[0])
-    if not m:
+    lines, note = split_at_blank_line(text, BadRequest)
+    old = parse_decimal(lines[0][4:]) if lines[0].startswith("old ") else None
+    if old is None:
         raise BadRequest("first line must be 'old <size>'")
-    if len(lines) - 1 > 63:
-        raise BadRequest("more than 63 consistency proof lines")
-    proof = []
-    for line in lines[1:]:
-        try:
-            h = unb64(line)
-        except ValueError as exc:
-            raise BadRequest(f"proof line: {exc}") from None
-        if len(h) != HASH_SIZE:
-            raise BadRequest("proof line is not a 32-byte hash")
-        proof.append(h)
-    return int(m.group(1)), proof, note
+    return old, parse_hash_lines(lines[1:], BadRequest), note
 
 
 class WitnessState:

@@ -487,13 +487,9 @@ def _cmd_restore(args) -> int:
     except BackupError as exc:
         print(f"restore FAILED: {exc}", file=sys.stderr)
         return 1
-    r = out["report"]
-    print(
-        f"restored {out['manifest']['database']} backup of {out['manifest']['created_at']}: ledger OK, "
-        f"{r['size']} entries, chain head {r['chain_head']}; ledger sums equal card balances"
-    )
-    for line in r.get("checks", []):
-        print(line)
+    from service.cli import print_verified
+
+    print_verified(out["report"], f"restored {out['manifest']['database']} backup of {out['manifest']['created_at']}: ")
     return 0
 
 

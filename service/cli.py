@@ -91,6 +91,17 @@ def _progress_printer():
     return show
 
 
+def print_verified(report: dict, prefix: str = "") -> None:
+    """What `escrow ledger verify` and `escrow backup restore` say of a ledger that verified."""
+    root = f", root {report['root_hash']}" if report.get("root_hash") else ""
+    print(
+        f"{prefix}ledger OK: {report['size']} entries, chain head {report['chain_head']}{root}; "
+        "ledger sums equal card balances"
+    )
+    for line in report.get("checks", []):
+        print(line)
+
+
 def _verify(args) -> int:
     from service.ledger_api.service import verify_ledger
 
@@ -101,12 +112,7 @@ def _verify(args) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if report["ok"]:
-        print(
-            f"ledger OK: {report['size']} entries, chain head {report['chain_head']}, "
-            f"root {report['root_hash']}; ledger sums equal card balances"
-        )
-        for extra in report.get("checks", []):
-            print(extra)
+        print_verified(report)
         return 0
     where = f" at seq {report['bad_seq']}" if report.get("bad_seq") is not None else ""
     print(f"ledger FAILED{where}: {report['reason']}")

@@ -72,6 +72,10 @@ async def run_demo(
     def bearer(token: str) -> dict:
         return {"Authorization": f"Bearer {token}"}
 
+    async def publish(headers: dict, **product) -> Any:
+        """A merchant publishes a card product, valid a year."""
+        return await call("POST", "/v1/products", 201, headers, json={**product, "valid_days": 365})
+
     section("The operator (the consumer association) onboards two merchants, a regulator and an auditor")
     gym = await call(
         "POST", "/v1/merchants", 201, op, json={"name": "Iron Gym 铁馆健身", "uscc": _uscc(), "category": "fitness"}
@@ -89,20 +93,8 @@ async def run_demo(
     )
 
     section("The merchants publish prepaid cards (发行预付卡)")
-    gym_card = await call(
-        "POST",
-        "/v1/products",
-        201,
-        gym_h,
-        json={"type": "count", "name": "10 sessions 10次卡", "price": 60_000, "uses": 10, "valid_days": 365},
-    )
-    salon_card = await call(
-        "POST",
-        "/v1/products",
-        201,
-        salon_h,
-        json={"type": "stored_value", "name": "充300送100", "price": 30_000, "face_value": 40_000, "valid_days": 365},
-    )
+    gym_card = await publish(gym_h, type="count", name="10 sessions 10次卡", price=60_000, uses=10)
+    salon_card = await publish(salon_h, type="stored_value", name="充300送100", price=30_000, face_value=40_000)
     say(
         f"   gym: {gym_card['uses']} sessions for {_yuan(gym_card['price'])}; "
         f"salon: {_yuan(salon_card['face_value'])} of service for {_yuan(salon_card['price'])}"

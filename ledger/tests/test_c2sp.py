@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -23,12 +22,10 @@ from ledger.checkpoint import (
     verify_note,
 )
 from ledger.cosignature import (
-    add_signature_lines,
     cosign,
     cosigner_key_id,
     format_vkey,
     generate_witness_key,
-    parse_note,
     parse_vkey,
     parse_witness_key,
     verify_cosignature,
@@ -36,6 +33,8 @@ from ledger.cosignature import (
 )
 from ledger.hashing import b64, leaf_hash, unb64
 from ledger.merkle import consistency_proof_from_leaves, inclusion_proof_from_leaves, root_from_leaves, verify_inclusion
+from ledger.note import add_signature_lines, parse_note, signature_line
+from ledger.tests.rfc9162 import INPUTS, LEAVES, TREE, vector_files
 from ledger.tiles import (
     TileError,
     encode_index,
@@ -50,10 +49,6 @@ from ledger.tiles import (
 from ledger.tlog_proof import TlogProofError, build_tlog_proof, parse_tlog_proof, verify_tlog_proof
 from ledger.witness import Witness, add_checkpoint_body
 
-VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc9162"
-TREE = json.loads((VECTORS / "tree.json").read_text())
-INPUTS = [bytes.fromhex(h) for h in TREE["leaf_inputs_hex"]]
-LEAVES = [leaf_hash(x) for x in INPUTS]
 ORIGIN = "escrow.example/ledger"
 LOG_KEY = load_private_key(generate_private_key_pem())
 LOG_VKEY = verifier_key(ORIGIN, LOG_KEY)
@@ -144,7 +139,7 @@ def test_tlog_proofs_over_the_vector_tree(size):
 
 
 def test_tlog_proof_matches_the_inclusion_vectors():
-    for path in sorted((VECTORS / "inclusion").rglob("happy-path.json")):
+    for path in vector_files("inclusion", "happy-path.json"):
         case = json.loads(path.read_text())
         index, size = case["leafIdx"], case["treeSize"]
         note = note_for(size, unb64(case["root"]))
@@ -176,6 +171,69 @@ def test_entry_bundle_and_tile_root():
         parse_entry_bundle(b"\x00\x05ab")
     leaves = [leaf_hash(b"%d" % i) for i in range(256)]
     assert tile_root(leaves) == root_from_leaves(leaves)
+
+
+# ---------------------------------------------------------------- one note parser for every reader
+
+
+def signed_body(body: str) -> str:
+    kid = parse_vkey(LOG_VKEY).key_id
+    return body + "\n" + signature_line(ORIGIN, kid + LOG_KEY.sign(body.encode()))
+
+
+def test_every_reader_of_a_note_applies_the_same_signed_note_rules(witness):
+    w, _ = witness
+    root = root_from_leaves(LEAVES)
+    good = note_for(8, root)
+    body, sigs = good.split("\n\n")
+    assert verify_note(good, LOG_VKEY, ORIGIN) == (8, root)
+    bad_notes = {
+        "no final newline": good[:-1],
+        "no blank line": body + "\n" + sigs,
+        "no signature line": body + "\n\n",
+        "a signature line without the em dash": body + "\n\n-" + sigs[1:],
+        "a signer name with a plus": body + "\n\n" + sigs + signature_line("w+x.example", bytes(76)),
+        "a size with a leading zero": signed_body(f"{ORIGIN}\n08\n{b64(root)}\n"),
+        "a root of 31 bytes": signed_body(f"{ORIGIN}\n8\n{b64(root[:31])}\n"),
+    }
+    proof = inclusion_proof_from_leaves(0, LEAVES)
+    for why, note in bad_notes.items():
+        with pytest.raises(CheckpointError):
+            verify_note(note, LOG_VKEY, ORIGIN)
+        with pytest.raises(CheckpointError):
+            verify_cosigned(note, LOG_VKEY)
+        with pytest.raises(TlogProofError, match="checkpoint"):
+            verify_tlog_proof(build_tlog_proof(0, proof, note, INPUTS[0]), LOG_VKEY)
+        status, _, answer = submit(w, 0, [], note)
+        assert (status, answer.startswith(b"malformed request")) == (400, True), why
+    # An extension line after the root: C2SP allows it (cosigned, witnessed); the log's own verifier wants three lines.
+    extended = signed_body(f"{ORIGIN}\n8\n{b64(root)}\nextension line\n")
+    assert verify_cosigned(extended, LOG_VKEY).tree_size == 8
+    assert submit(w, 0, [], extended)[0] == 200
+    with pytest.raises(CheckpointError, match="exactly 3 lines"):
+        verify_note(extended, LOG_VKEY, ORIGIN)
+
+
+def test_proof_texts_share_the_proof_line_rules(witness):
+    w, _ = witness
+    note = note_for(8, root_from_leaves(LEAVES))
+    hashes = inclusion_proof_from_leaves(0, LEAVES)
+    good = build_tlog_proof(0, hashes, note, INPUTS[0])
+    verify_tlog_proof(good, LOG_VKEY)
+    for bad in ("AAAA", b64(bytes(31)), b64(bytes(32)) + "="):
+        tlog = good.replace(b64(hashes[0]), bad, 1)
+        with pytest.raises(TlogProofError, match="proof line"):
+            parse_tlog_proof(tlog)
+        status, _, answer = w.add_checkpoint(f"old 4\n{bad}\n\n{note}".encode())
+        assert status == 400 and b"proof line" in answer
+    too_many = "\n".join([b64(bytes(32))] * 64)
+    with pytest.raises(TlogProofError, match="63"):
+        parse_tlog_proof(f"c2sp.org/tlog-proof@v1\nindex 0\n{too_many}\n\n{note}")
+    assert b"63" in w.add_checkpoint(f"old 4\n{too_many}\n\n{note}".encode())[2]
+    for number in ("01", "-1", "1" * 20, ""):
+        with pytest.raises(TlogProofError, match="decimal"):
+            parse_tlog_proof(f"c2sp.org/tlog-proof@v1\nindex {number}\n\n{note}")
+        assert w.add_checkpoint(f"old {number}\n\n{note}".encode())[0] == 400
 
 
 # ---------------------------------------------------------------- the witness
@@ -282,9 +340,7 @@ def test_concurrent_submissions_never_roll_the_witness_back(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["logs"][ORIGIN]["size"] == ok[0]
 
 
-@pytest.mark.parametrize(
-    "path", sorted((VECTORS / "consistency").rglob("*.json")), ids=lambda p: p.parent.name + "/" + p.name
-)
+@pytest.mark.parametrize("path", vector_files("consistency"), ids=lambda p: p.parent.name + "/" + p.name)
 def test_witness_consistency_check_against_the_rfc9162_vectors(path, tmp_path):
     case = json.loads(path.read_text())
     try:

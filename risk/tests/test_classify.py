@@ -84,13 +84,8 @@ def test_redemption_rate_is_not_judged():
 
 
 def test_new_merchant_rates_not_judged():
-    ind = make_indicators(
-        all_time_cards_sold=9,
-        refund_rate_bp=10_000,
-        complaint_rate_bp=5_000,
-        issuance_surge_bp=90_000,
-        rejection_rate_bp=10_000,
-    )
+    rates = {"refund_rate_bp": 10_000, "complaint_rate_bp": 5_000, "issuance_surge_bp": 90_000}
+    ind = make_indicators(all_time_cards_sold=9, rejection_rate_bp=10_000, **rates)
     a = classify(ind, DEFAULT_POLICY)
     assert (a.code, a.reasons, a.new_merchant) == ("green", [], True)
 

@@ -9,14 +9,8 @@ import pytest
 from risk.credit import CreditPolicy, MonthFigures, rate_bp, recommend
 from risk.policy import PolicyError
 
-POLICY = CreditPolicy(
-    version=3,
-    green_months=6,
-    min_months_on_platform=6,
-    min_monthly_released=100_000,
-    max_refund_rate_bp=1_000,
-    max_complaint_rate_bp=500,
-)
+RATES = {"max_refund_rate_bp": 1_000, "max_complaint_rate_bp": 500}
+POLICY = CreditPolicy(version=3, green_months=6, min_months_on_platform=6, min_monthly_released=100_000, **RATES)
 
 
 def good_months(n: int = 6, **override) -> list[MonthFigures]:

@@ -19,26 +19,13 @@ def test_ratio_bp_floors_and_handles_zero():
 
 
 def test_money_figures_are_carried_through():
-    window = MerchantCounters(
-        issued=100_000,
-        released=30_000,
-        refunded=10_000,
-        cards_sold=10,
-        redemptions_asked=7,
-        redemptions_rejected=2,
-        complaints=1,
-    )
+    money = {"issued": 100_000, "released": 30_000, "refunded": 10_000}
+    window = MerchantCounters(**money, cards_sold=10, redemptions_asked=7, redemptions_rejected=2, complaints=1)
     all_time = window + MerchantCounters(issued=900_000, released=600_000, refunded=50_000, cards_sold=90)
     ind = compute(window, all_time, last7=20_000, prior=80_000, overdue=1, escrow=340_000)
-    assert ind.window_issued == 100_000
-    assert ind.window_released == 30_000
-    assert ind.window_refunded == 10_000
-    assert ind.window_cards_sold == 10
-    assert ind.window_redemptions_asked == 7
-    assert ind.window_redemptions_rejected == 2
-    assert ind.all_time_issued == 1_000_000
-    assert ind.all_time_released == 630_000
-    assert ind.all_time_refunded == 60_000
+    assert {k: getattr(ind, "window_" + k) for k in money} == money
+    assert (ind.window_cards_sold, ind.window_redemptions_asked, ind.window_redemptions_rejected) == (10, 7, 2)
+    assert (ind.all_time_issued, ind.all_time_released, ind.all_time_refunded) == (1_000_000, 630_000, 60_000)
     assert ind.all_time_cards_sold == 100
     assert ind.escrow_outstanding == 340_000
     assert ind.last_7_days_issued == 20_000

@@ -21,15 +21,14 @@ import orjson
 from sqlalchemy import desc, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ledger.checkpoint import CheckpointError
-from ledger.cosignature import VKey, parse_checkpoint_body, parse_note, parse_vkey, verify_cosignature
+from ledger.cosignature import VKey, parse_vkey, verify_cosignature
 from ledger.merkle import consistency_proof, consistency_proof_plan
+from ledger.note import CheckpointError, parse_checkpoint_body, parse_note
 from ledger.witness import add_checkpoint_body
 from service.context import AppContext
 from service.db.models import Alert, Checkpoint, WitnessCosignature, WitnessState
 from service.db.writer import Tx
-from service.health.service import alert_listeners
-from service.ids import new_id
+from service.health.service import _alert as create_alert
 from service.ledger_api.checkpoints import fetch_nodes
 
 log = logging.getLogger("escrow.witnesses")
@@ -236,20 +235,8 @@ async def _alert_op(tree_size: int, have: list[str], missing: list[str], quorum:
         if exists:
             return False
         reasons = [{"tree_size": tree_size, "cosigned_by": have, "missing": missing, "quorum": quorum}]
-        await tx.conn.execute(
-            insert(alerts_t).values(
-                id=new_id("alt"),
-                merchant_id="",
-                kind=ALERT_KIND,
-                from_code=None,
-                to_code=None,
-                reasons=orjson.dumps(reasons).decode(),
-                status="open",
-                created_at=tx.now,
-                ledger_seq=seq,
-            )
-        )
-        tx.after_commit.extend(alert_listeners)  # wake the regulators' long-polls on this replica
+        # The one way an alert is raised: its row, its alert.created event, the long-polls woken after commit.
+        await create_alert(tx, "", ALERT_KIND, None, None, reasons, seq)
         return True
 
     return op

@@ -11,6 +11,7 @@ import io
 import secrets
 from pathlib import Path
 
+import httpx
 import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -29,8 +30,12 @@ def _redirect(to: str) -> Response:
     return web.secure_headers(RedirectResponse(to, status_code=303))
 
 
-def _forbidden(request: Request, portal: str) -> Response:
-    return render(request, portal, "error.html", status=403, message=web.catalog(web.lang_of(request))["csrf_failed"])
+def _error_page(request: Request, portal: str | None, status: int, message_key: str) -> Response:
+    return render(request, portal, "error.html", status=status, message=web.catalog(web.lang_of(request))[message_key])
+
+
+def _json_error(status: int, code: str, message: str) -> Response:
+    return web.secure_headers(JSONResponse({"error": {"code": code, "message": message}}, status))
 
 
 def _idem() -> str:
@@ -44,6 +49,24 @@ def _error_message(r) -> str:
         return f"HTTP {r.status_code}"
 
 
+async def _posted_form(request: Request, portal: str) -> tuple[dict, Response | None]:
+    """The posted form, and the 403 page to answer instead when its CSRF token is not this browser's."""
+    form = await web.form_of(request)
+    if not web.csrf_ok(request, portal, form.get("csrf")):
+        return form, _error_page(request, portal, 403, "csrf_failed")
+    return form, None
+
+
+async def _post(
+    request: Request, portal: str, path: str, token: str | None, body: dict, ok: int, idempotency_key: str | None = None
+) -> tuple[httpx.Response, Response | None]:
+    """POST to the API for the page; (the API's answer, the error page to show instead unless it is `ok`)."""
+    r = await api(request, "POST", path, token, json_body=body, idempotency_key=idempotency_key or _idem())
+    if r.status_code != ok:
+        return r, render(request, portal, "error.html", status=r.status_code, message=_error_message(r))
+    return r, None
+
+
 # ---- static files and the proxy ------------------------------------------------------------------
 
 
@@ -51,7 +74,7 @@ def _error_message(r) -> str:
 async def static(name: str):
     path = STATIC_FILES.get(name)
     if path is None:
-        return web.secure_headers(JSONResponse({"error": {"code": "not_found", "message": "No such file."}}, 404))
+        return _json_error(404, "not_found", "No such file.")
     response = FileResponse(path, media_type=TYPES.get(path.suffix, "application/octet-stream"))
     web.secure_headers(response)
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -61,7 +84,7 @@ async def static(name: str):
 @router.api_route("/{portal}/api/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
 async def api_proxy(portal: str, rest: str, request: Request):
     if portal not in web.PORTAL_COOKIES:
-        return web.secure_headers(JSONResponse({"error": {"code": "not_found", "message": "No such page."}}, 404))
+        return _json_error(404, "not_found", "No such page.")
     return await web.proxy(request, portal, rest)
 
 
@@ -95,7 +118,7 @@ async def directory(request: Request):
 async def merchant_public(merchant_id: str, request: Request):
     health = await api_json(request, f"/v1/merchants/{merchant_id}/health")
     if health is None:
-        return render(request, None, "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"])
+        return _error_page(request, None, 404, "not_found")
     products = await api_json(
         request, "/v1/products", params={"merchant_id": merchant_id, "limit": 100}, default={"items": []}
     )
@@ -110,13 +133,25 @@ async def _names(request: Request) -> dict[str, str]:
     return {m["id"]: m["name"] for m in await _directory(request)}
 
 
-@router.get("/app")
-async def app_home(request: Request):
+async def _consumer(request: Request) -> tuple[str, dict, None] | tuple[None, None, Response]:
+    """(the session's token, the consumer it signs in, None), or else the sign-in page that comes back here."""
     token = session_token(request, "app")
     me = await api_json(request, "/v1/consumers/me", token) if token else None
-    if me is None:
-        return render(request, "app", "app_signin.html", next="/app")
-    cards = (await api_json(request, "/v1/consumers/me/cards", token, {"limit": 200}, {"items": []}))["items"]
+    if token is None or me is None:
+        return None, None, render(request, "app", "app_signin.html", next=request.url.path)
+    return token, me, None
+
+
+async def _my_cards(request: Request, token: str) -> list[dict]:
+    return (await api_json(request, "/v1/consumers/me/cards", token, {"limit": 200}, {"items": []}))["items"]
+
+
+@router.get("/app")
+async def app_home(request: Request):
+    token, me, signin = await _consumer(request)
+    if signin:
+        return signin
+    cards = await _my_cards(request, token)
     confirmed = (
         await api_json(
             request, "/v1/consumers/me/redemptions", token, {"status": "confirmed", "limit": 200}, {"items": []}
@@ -140,15 +175,13 @@ async def app_home(request: Request):
 async def app_signin(request: Request):
     """Phone + code (SPEC §8) for a session cookie: sign in, or register when a name is given."""
     if not web.csrf_ok(request, "app", request.headers.get("x-csrf-token")):
-        return web.secure_headers(JSONResponse({"error": {"code": "csrf_failed", "message": "Reload the page."}}, 403))
+        return _json_error(403, "csrf_failed", "Reload the page.")
     try:
         body = await request.json()
         phone, vid, code = str(body["phone"]), str(body["verification_id"]), str(body["code"])
         name = str(body.get("name") or "").strip()
     except Exception:
-        return web.secure_headers(
-            JSONResponse({"error": {"code": "invalid_body", "message": "Give phone, verification_id and code."}}, 400)
-        )
+        return _json_error(400, "invalid_body", "Give phone, verification_id and code.")
     if name:
         r = await api(
             request,
@@ -175,9 +208,9 @@ async def app_signin(request: Request):
 
 
 async def _signout(request: Request, portal: str, revoke: str | None) -> Response:
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, portal, form.get("csrf")):
-        return _forbidden(request, portal)
+    _, refused = await _posted_form(request, portal)
+    if refused:
+        return refused
     token = session_token(request, portal)
     if token and revoke:
         await api(request, "DELETE", revoke, token)
@@ -193,13 +226,12 @@ async def app_signout(request: Request):
 
 @router.get("/app/r/{redemption_id}")
 async def app_one_ask(redemption_id: str, request: Request):
-    token = session_token(request, "app")
-    me = await api_json(request, "/v1/consumers/me", token) if token else None
-    if me is None:
-        return render(request, "app", "app_signin.html", next=f"/app/r/{redemption_id}")
+    token, me, signin = await _consumer(request)
+    if signin:
+        return signin
     r = await api_json(request, f"/v1/redemptions/{redemption_id}", token)
     if r is None:
-        return render(request, "app", "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"])
+        return _error_page(request, "app", 404, "not_found")
     card = await api_json(request, f"/v1/cards/{r['card_id']}", token)
     names = await _names(request)
     return render(request, "app", "app_ask.html", me=me, r=r, card=card, names=names)
@@ -217,7 +249,7 @@ async def app_refund_page(card_id: str, request: Request):
     if token is None:
         return render(request, "app", "app_signin.html", next=f"/app/cards/{card_id}/refund")
     if card is None:
-        return render(request, "app", "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"])
+        return _error_page(request, "app", 404, "not_found")
     quote = await api_json(request, f"/v1/cards/{card_id}/refund-quote", token)
     names = await _names(request)
     return render(request, "app", "app_refund.html", card=card, quote=quote, names=names)
@@ -225,34 +257,24 @@ async def app_refund_page(card_id: str, request: Request):
 
 @router.post("/app/cards/{card_id}/refund")
 async def app_refund(card_id: str, request: Request):
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, "app", form.get("csrf")):
-        return _forbidden(request, "app")
+    form, refused = await _posted_form(request, "app")
     token = session_token(request, "app")
-    if token is None:
-        return _redirect("/app")
-    r = await api(
-        request,
-        "POST",
-        f"/v1/cards/{card_id}/refund",
-        token,
-        json_body={},
-        idempotency_key=form.get("idempotency_key") or _idem(),
-    )
-    t = web.catalog(web.lang_of(request))
-    if r.status_code != 200:
-        return render(request, "app", "error.html", status=r.status_code, message=_error_message(r))
-    return render(request, "app", "app_refunded.html", refund=r.json(), t_rule=t.get("rule_" + r.json()["rule"], ""))
+    if refused or token is None:
+        return refused or _redirect("/app")
+    r, failed = await _post(request, "app", f"/v1/cards/{card_id}/refund", token, {}, 200, form.get("idempotency_key"))
+    if failed:
+        return failed
+    rule = web.catalog(web.lang_of(request)).get("rule_" + r.json()["rule"], "")
+    return render(request, "app", "app_refunded.html", refund=r.json(), t_rule=rule)
 
 
 @router.get("/app/complaints")
 async def app_complaints(request: Request):
-    token = session_token(request, "app")
-    me = await api_json(request, "/v1/consumers/me", token) if token else None
-    if me is None:
-        return render(request, "app", "app_signin.html", next="/app/complaints")
+    token, me, signin = await _consumer(request)
+    if signin:
+        return signin
     complaints = (await api_json(request, "/v1/complaints", token, {"limit": 100}, {"items": []}))["items"]
-    cards = (await api_json(request, "/v1/consumers/me/cards", token, {"limit": 200}, {"items": []}))["items"]
+    cards = await _my_cards(request, token)
     names = await _names(request)
     merchants = sorted({c["merchant_id"] for c in cards})
     return render(
@@ -279,27 +301,13 @@ COMPLAINT_CATEGORIES = (
 
 @router.post("/app/complaints")
 async def app_file_complaint(request: Request):
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, "app", form.get("csrf")):
-        return _forbidden(request, "app")
+    form, refused = await _posted_form(request, "app")
     token = session_token(request, "app")
-    if token is None:
-        return _redirect("/app")
-    r = await api(
-        request,
-        "POST",
-        "/v1/complaints",
-        token,
-        idempotency_key=form.get("idempotency_key") or _idem(),
-        json_body={
-            "merchant_id": form.get("merchant_id", ""),
-            "category": form.get("category", ""),
-            "text": form.get("text", ""),
-        },
-    )
-    if r.status_code != 201:
-        return render(request, "app", "error.html", status=r.status_code, message=_error_message(r))
-    return _redirect("/app/complaints?filed=1")
+    if refused or token is None:
+        return refused or _redirect("/app")
+    body = {field: form.get(field, "") for field in ("merchant_id", "category", "text")}
+    _, failed = await _post(request, "app", "/v1/complaints", token, body, 201, form.get("idempotency_key"))
+    return failed or _redirect("/app/complaints?filed=1")
 
 
 @router.get("/app/cards/{card_id}/qr.svg")
@@ -307,7 +315,7 @@ async def app_card_qr(card_id: str, request: Request):
     """The card's QR code (its id), for the merchant's counter to scan."""
     token, card = await _card_for_refund(request, card_id)
     if card is None:
-        return web.secure_headers(JSONResponse({"error": {"code": "card_not_found", "message": "No such card."}}, 404))
+        return _json_error(404, "card_not_found", "No such card.")
     return _svg(card["id"])
 
 
@@ -323,15 +331,15 @@ def _svg(text: str) -> Response:
 
 
 async def _key_signin(request: Request, portal: str, check: str, roles: tuple[str, ...]) -> Response:
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, portal, form.get("csrf")):
-        return _forbidden(request, portal)
+    form, refused = await _posted_form(request, portal)
+    if refused:
+        return refused
     key = form.get("api_key", "").strip()
     ok = False
     if key and len(key) <= 200:
         ok = (await api(request, "GET", check, key)).status_code == 200 and key[:3] in roles
     if not ok:
-        return render(request, portal, f"{portal}_signin.html", status=401, failed=True)
+        return render(request, portal, "key_signin.html", status=401, failed=True)
     response = _redirect("/" + portal)
     web.set_session(request, response, portal, key)
     return response
@@ -342,7 +350,7 @@ async def merchant_home(request: Request):
     token = session_token(request, "merchant")
     me = await api_json(request, "/v1/merchants/me", token) if token else None
     if me is None:
-        return render(request, "merchant", "merchant_signin.html")
+        return render(request, "merchant", "key_signin.html")
     stats = await api_json(request, "/v1/merchants/me/stats", token, default={})
     health = await api_json(request, f"/v1/merchants/{me['id']}/health", default=None)
     products = (
@@ -370,9 +378,7 @@ async def merchant_ask_qr(redemption_id: str, request: Request):
     token = session_token(request, "merchant")
     r = await api_json(request, f"/v1/redemptions/{redemption_id}", token) if token else None
     if r is None:
-        return web.secure_headers(
-            JSONResponse({"error": {"code": "redemption_not_found", "message": "No such redemption."}}, 404)
-        )
+        return _json_error(404, "redemption_not_found", "No such redemption.")
     return _svg(f"{request.base_url}app/r/{r['id']}")
 
 
@@ -381,11 +387,19 @@ async def merchant_ask_qr(redemption_id: str, request: Request):
 REGULATOR_ROLES = ("rg_", "op_")
 
 
-@router.get("/regulator")
-async def regulator_home(request: Request):
+async def _regulator(request: Request) -> str | None:
+    """The session's token if it is a regulator's (or the operator's): one the risk policy answers to."""
     token = session_token(request, "regulator")
     if not token or (await api(request, "GET", "/v1/risk/policy", token)).status_code != 200:
-        return render(request, "regulator", "regulator_signin.html")
+        return None
+    return token
+
+
+@router.get("/regulator")
+async def regulator_home(request: Request):
+    token = await _regulator(request)
+    if token is None:
+        return render(request, "regulator", "key_signin.html")
     code = request.query_params.get("code")
     category = request.query_params.get("category")
     merchants = await _directory(request, code, category)
@@ -395,17 +409,8 @@ async def regulator_home(request: Request):
     elif sort == "category":
         merchants.sort(key=lambda m: (m["category"], CODE_RANK.get(m["code"], 3)))
     categories = sorted({m["category"] for m in await _directory(request)})
-    return render(
-        request,
-        "regulator",
-        "regulator_home.html",
-        merchants=merchants,
-        code=code,
-        category=category,
-        sort=sort,
-        categories=categories,
-        draw=None,
-    )
+    filters = {"code": code, "category": category, "sort": sort}
+    return render(request, "regulator", "regulator_home.html", merchants=merchants, categories=categories, **filters)
 
 
 @router.post("/regulator/session")
@@ -432,14 +437,12 @@ async def _all_alerts(request: Request, token: str, merchant_id: str) -> list[di
 
 @router.get("/regulator/merchants/{merchant_id}")
 async def regulator_merchant(merchant_id: str, request: Request):
-    token = session_token(request, "regulator")
-    if not token or (await api(request, "GET", "/v1/risk/policy", token)).status_code != 200:
-        return render(request, "regulator", "regulator_signin.html")
+    token = await _regulator(request)
+    if token is None:
+        return render(request, "regulator", "key_signin.html")
     health = await api_json(request, f"/v1/merchants/{merchant_id}/health")
     if health is None:
-        return render(
-            request, "regulator", "error.html", status=404, message=web.catalog(web.lang_of(request))["not_found"]
-        )
+        return _error_page(request, "regulator", 404, "not_found")
     complaints = (
         await api_json(request, "/v1/complaints", token, {"merchant_id": merchant_id, "limit": 100}, {"items": []})
     )["items"]
@@ -469,40 +472,35 @@ ACTIONS = {
 @router.post("/regulator/merchants/{merchant_id}/{action}")
 async def regulator_act(merchant_id: str, action: str, request: Request):
     """Declare default, set or lift the abnormal list or a delisting: each with a reason and a confirmation."""
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, "regulator", form.get("csrf")):
-        return _forbidden(request, "regulator")
+    form, refused = await _posted_form(request, "regulator")
+    if refused:
+        return refused
     token = session_token(request, "regulator")
-    t = web.catalog(web.lang_of(request))
     if token is None or action not in ACTIONS:
-        return render(request, "regulator", "error.html", status=404, message=t["not_found"])
+        return _error_page(request, "regulator", 404, "not_found")
     reason = form.get("reason", "").strip()
     if not reason or form.get("confirm") != "yes":
-        return render(request, "regulator", "error.html", status=422, message=t["reason_and_confirm"])
+        return _error_page(request, "regulator", 422, "reason_and_confirm")
     if action == "default":
         body = {"reason": reason}
     else:
         body = {"listed": action in ("abnormal", "delist"), "reason": reason}
-    r = await api(
-        request, "POST", f"/v1/merchants/{merchant_id}{ACTIONS[action]}", token, json_body=body, idempotency_key=_idem()
-    )
-    if r.status_code != 200:
-        return render(request, "regulator", "error.html", status=r.status_code, message=_error_message(r))
-    return _redirect(f"/regulator/merchants/{merchant_id}?done={action}")
+    _, failed = await _post(request, "regulator", f"/v1/merchants/{merchant_id}{ACTIONS[action]}", token, body, 200)
+    return failed or _redirect(f"/regulator/merchants/{merchant_id}?done={action}")
 
 
 @router.post("/regulator/draws")
 async def regulator_draw(request: Request):
-    form = await web.form_of(request)
-    if not web.csrf_ok(request, "regulator", form.get("csrf")):
-        return _forbidden(request, "regulator")
+    form, refused = await _posted_form(request, "regulator")
+    if refused:
+        return refused
     token = session_token(request, "regulator")
     inspectors = [s.strip() for s in form.get("inspectors", "").replace("，", ",").split(",") if s.strip()]
     body = {"inspectors": inspectors}
     if form.get("seed", "").strip():
         body["seed"] = form["seed"].strip()
-    r = await api(request, "POST", "/v1/inspections/draws", token, json_body=body, idempotency_key=_idem())
-    if r.status_code != 201:
-        return render(request, "regulator", "error.html", status=r.status_code, message=_error_message(r))
+    r, failed = await _post(request, "regulator", "/v1/inspections/draws", token, body, 201)
+    if failed:
+        return failed
     names = await _names(request)
     return render(request, "regulator", "regulator_draw.html", draw=r.json(), names=names)
