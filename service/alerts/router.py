@@ -9,10 +9,10 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select, update
 
+from service.alerts.schemas import Alert, AlertPage, Finding
 from service.auth import Principal, require
-from service.cards.schemas import NulFree
 from service.clock import iso
-from service.common import Strict, Text, long_poll
+from service.common import long_poll
 from service.context import AppContext, get_ctx
 from service.errors import Conflict, NotFound, responses
 from service.health.service import alert_listeners, alerts_t
@@ -54,7 +54,7 @@ def alert_out(a) -> dict:
     }
 
 
-@router.get("", responses=responses(401, 403, 422))
+@router.get("", response_model=AlertPage, responses=responses(401, 403, 422))
 async def poll_alerts(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("regulator", "operator")),
@@ -70,10 +70,6 @@ async def poll_alerts(
     items = [alert_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}
-
-
-class Finding(Strict):
-    finding: Annotated[Text, NulFree]
 
 
 async def _transition(ctx, request, who, alert_id: str, body, to: str, allowed: tuple[str, ...], **values):
@@ -93,7 +89,7 @@ async def _transition(ctx, request, who, alert_id: str, body, to: str, allowed: 
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{alert_id}/acknowledge", responses=responses(401, 403, 404, 409))
+@router.post("/{alert_id}/acknowledge", response_model=Alert, responses=responses(401, 403, 404, 409))
 async def acknowledge(
     alert_id: str,
     request: Request,
@@ -103,8 +99,8 @@ async def acknowledge(
     return await _transition(ctx, request, who, alert_id, {}, "acknowledged", ("open",))
 
 
-@router.post("/{alert_id}/resolve", responses=responses(400, 401, 403, 404, 409, 422))
-async def resolve(
+@router.post("/{alert_id}/resolve", response_model=Alert, responses=responses(400, 401, 403, 404, 409, 422))
+async def resolve_alert(
     alert_id: str,
     body: Finding,
     request: Request,

@@ -1,45 +1,22 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import StringConstraints
 from sqlalchemy import select
 
 from service.auth import Principal, require
-from service.cards.schemas import NulFree
-from service.common import After, Limit, Strict, page
-from service.common import Text as _Text
+from service.common import After, Limit, page
 from service.complaints import service
+from service.complaints.schemas import Complaint, ComplaintCreate, ComplaintPage, ResolutionBody, ResponseBody
 from service.context import AppContext, get_ctx
 from service.errors import responses
 from service.idempotency import mutate
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
-Text = Annotated[_Text, NulFree]
-Category = Literal[
-    "service_quality", "refund_refused", "false_advertising", "closure_or_runaway", "price_or_terms", "other"
-]
 
 
-class ComplaintCreate(Strict):
-    merchant_id: Id
-    card_id: Id | None = None
-    category: Category
-    text: Text
-
-
-class ResponseBody(Strict):
-    text: Text
-
-
-class ResolutionBody(Strict):
-    resolution: Literal["upheld", "dismissed", "mediated"]
-    note: Text | None = None
-
-
-@router.post("", status_code=201, responses=responses(400, 401, 403, 404, 422))
+@router.post("", status_code=201, response_model=Complaint, responses=responses(400, 401, 403, 404, 422))
 async def file_complaint(
     body: ComplaintCreate,
     request: Request,
@@ -54,7 +31,7 @@ async def file_complaint(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{complaint_id}/response", responses=responses(400, 401, 403, 404, 409, 422))
+@router.post("/{complaint_id}/response", response_model=Complaint, responses=responses(400, 401, 403, 404, 409, 422))
 async def respond(
     complaint_id: str,
     body: ResponseBody,
@@ -68,8 +45,8 @@ async def respond(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{complaint_id}/resolution", responses=responses(400, 401, 403, 404, 409, 422))
-async def resolve(
+@router.post("/{complaint_id}/resolution", response_model=Complaint, responses=responses(400, 401, 403, 404, 409, 422))
+async def resolve_complaint(
     complaint_id: str,
     body: ResolutionBody,
     request: Request,
@@ -82,7 +59,7 @@ async def resolve(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("", responses=responses(401, 403, 422))
+@router.get("", response_model=ComplaintPage, responses=responses(401, 403, 422))
 async def list_complaints(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("consumer", "merchant", "regulator", "operator")),

@@ -5,16 +5,25 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import StringConstraints
 from sqlalchemy import delete, select
 
 from service.auth import Principal, require
-from service.cards.schemas import NulFree
 from service.cards.service import list_cards_page, redemptions_t
 from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
 from service.clock import iso
-from service.common import After, Limit, Name, Strict, long_poll, page
+from service.common import After, Limit, long_poll, page
 from service.consumers import service, verification
+from service.consumers.schemas import (
+    Consumer,
+    ConsumerCreate,
+    RedemptionPage,
+    RegisteredConsumer,
+    Session,
+    SessionCreate,
+    SmsOutbox,
+    VerificationCreate,
+    VerificationStarted,
+)
 from service.consumers.service import tokens_t
 from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
 from service.context import AppContext, get_ctx
@@ -22,33 +31,12 @@ from service.errors import TooManyRequests, responses
 from service.event_log.service import new_events
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
+from service.merchants.schemas import CardPage
 from service.redemptions.service import redemption_out
 from service.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
 sms_test_router = APIRouter(prefix="/v1/test", tags=["test"])
-
-
-Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]
-VerificationId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
-Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-
-
-class VerificationCreate(Strict):
-    phone: Annotated[Phone, NulFree]
-
-
-class ConsumerCreate(Strict):
-    name: Annotated[Name, NulFree]
-    phone: Annotated[Phone, NulFree]
-    verification_id: Annotated[VerificationId, NulFree]
-    code: Code
-
-
-class SessionCreate(Strict):
-    phone: Annotated[Phone, NulFree]
-    verification_id: Annotated[VerificationId, NulFree]
-    code: Code
 
 
 def _admit(ctx: AppContext, request: Request) -> str:
@@ -82,7 +70,9 @@ def _with_token(response: Response, token: str) -> Response:
     return Response(orjson.dumps(body), status_code=201, media_type="application/json")
 
 
-@router.post("/verifications", status_code=202, responses=responses(400, 409, 422, 429))
+@router.post(
+    "/verifications", status_code=202, response_model=VerificationStarted, responses=responses(400, 409, 422, 429)
+)
 async def start_verification(body: VerificationCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
     """Send a 6-digit code to the phone (anyone). The answer is the same whether or not the phone is registered."""
     bucket = _admit(ctx, request)
@@ -108,7 +98,7 @@ async def start_verification(body: VerificationCreate, request: Request, ctx: Ap
     return response
 
 
-@router.post("", status_code=201, responses=responses(400, 404, 409, 422, 429))
+@router.post("", status_code=201, response_model=RegisteredConsumer, responses=responses(400, 404, 409, 422, 429))
 async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
     """Register with a code from `/v1/consumers/verifications` (anyone); the answer carries the `token` once.
     A replay of the same Idempotency-Key answers the other fields without the token."""
@@ -123,7 +113,7 @@ async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppCont
     return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
 
 
-@router.post("/sessions", status_code=201, responses=responses(400, 404, 409, 422, 429))
+@router.post("/sessions", status_code=201, response_model=Session, responses=responses(400, 404, 409, 422, 429))
 async def sign_in(body: SessionCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
     """Sign in again on a new device with a code (anyone holding it) → a new `token`; other tokens keep working."""
     bucket = _admit(ctx, request)
@@ -153,14 +143,14 @@ async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx), who: Pr
     return Response(status_code=204)
 
 
-@router.get("/me", responses=responses(401, 403))
-async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
+@router.get("/me", response_model=Consumer, responses=responses(401, 403))
+async def my_consumer_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
     async with ctx.engines.reader.connect() as conn:
         return service.consumer_out(await service.load(conn, who.party_id))
 
 
-@router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(
+@router.get("/me/cards", response_model=CardPage, responses=responses(401, 403, 422))
+async def my_consumer_cards(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("consumer")),
     limit: Limit = 50,
@@ -169,7 +159,7 @@ async def my_cards(
     return await list_cards_page(ctx, "consumer_id", who.party_id, limit, after)
 
 
-@router.get("/me/redemptions", responses=responses(401, 403, 422))
+@router.get("/me/redemptions", response_model=RedemptionPage, responses=responses(401, 403, 422))
 async def my_redemptions(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("consumer")),
@@ -191,7 +181,7 @@ async def my_redemptions(
     return page([redemption_out(r) for r in rows], limit)
 
 
-@sms_test_router.get("/sms", responses=responses(401, 403, 422))
+@sms_test_router.get("/sms", response_model=SmsOutbox, responses=responses(401, 403, 422))
 async def read_sms_outbox(
     phone: Annotated[str, Query(min_length=5, max_length=20)],
     ctx: AppContext = Depends(get_ctx),

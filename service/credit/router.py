@@ -8,23 +8,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import StringConstraints
 
 from service.auth import Principal, require
-from service.common import After, Strict
+from service.common import After
 from service.context import AppContext, get_ctx
 from service.credit import service
+from service.credit.schemas import Consent, ConsentState, CreditReport, CreditReportPage
 from service.db.models import Lender
 from service.errors import responses
 from service.idempotency import mutate
-from service.parties.router import PartyCreate, _create
+from service.parties.router import _create
+from service.parties.schemas import CreatedParty, PartyCreate
 
 router = APIRouter(prefix="/v1", tags=["credit"])
 Small = Annotated[int, Query(ge=1, le=50, description="Page size (each item is a full report)")]
 
 
-class Consent(Strict):
-    consent: bool
-
-
-@router.post("/lenders", status_code=201, responses=responses(400, 401, 403, 422))
+@router.post("/lenders", status_code=201, response_model=CreatedParty, responses=responses(400, 401, 403, 422))
 async def create_lender(
     body: PartyCreate,
     request: Request,
@@ -35,7 +33,7 @@ async def create_lender(
     return await mutate(ctx, request, who, body, _create(Lender, "lnd", "ln", "lender", body.name))
 
 
-@router.post("/merchants/me/credit-consent", responses=responses(400, 401, 403, 409, 422))
+@router.post("/merchants/me/credit-consent", response_model=ConsentState, responses=responses(400, 401, 403, 409, 422))
 async def credit_consent(
     body: Consent, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))
 ):
@@ -47,7 +45,7 @@ async def credit_consent(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/credit/merchants", responses=responses(401, 403, 422))
+@router.get("/credit/merchants", response_model=CreditReportPage, responses=responses(401, 403, 422))
 async def list_reports(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("lender")),
@@ -59,7 +57,7 @@ async def list_reports(
         return await service.many(conn, limit, after, ctx.clock.now())
 
 
-@router.get("/credit/merchants/{merchant_id}", responses=responses(401, 403, 404, 422))
+@router.get("/credit/merchants/{merchant_id}", response_model=CreditReport, responses=responses(401, 403, 404, 422))
 async def one_report(
     merchant_id: Annotated[str, StringConstraints(max_length=40)],
     ctx: AppContext = Depends(get_ctx),

@@ -7,28 +7,27 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
-from pydantic import StringConstraints
 from sqlalchemy import case, insert, select
 
 from risk import Policy, PolicyError, draw_inspections
 from service.auth import Principal, require
-from service.cards.schemas import NulFree
 from service.clock import iso
-from service.common import Strict
 from service.context import AppContext, get_ctx
-from service.db.models import InspectionDraw, Merchant
+from service.db.models import InspectionDraw as DrawRow
+from service.db.models import Merchant
 from service.errors import NotFound, Unprocessable, responses
+from service.health.schemas import DirectoryPage, DrawRequest, HealthCode, InspectionDraw, RiskPolicy
 from service.health.service import health_out, health_t, policies_t, policy_cache, reassess_all
 from service.idempotency import mutate
 from service.ids import new_id
 
 router = APIRouter(tags=["health"])
 merchants_t = Merchant.__table__
-draws_t = InspectionDraw.__table__
+draws_t = DrawRow.__table__
 CODE_RANK = case((health_t.c.code == "green", 0), (health_t.c.code == "yellow", 1), else_=2)
 
 
-@router.get("/v1/merchants/{merchant_id}/health", responses=responses(404))
+@router.get("/v1/merchants/{merchant_id}/health", response_model=HealthCode, responses=responses(404))
 async def merchant_health(merchant_id: str, ctx: AppContext = Depends(get_ctx)):
     """A merchant's prepaid health code (预付健康码): code, since, warning, indicators, reasons, policy version."""
     async with ctx.engines.reader.connect() as conn:
@@ -44,7 +43,7 @@ async def merchant_health(merchant_id: str, ctx: AppContext = Depends(get_ctx)):
     return health_out(row, row.delisted)
 
 
-@router.get("/v1/merchants", responses=responses(422))
+@router.get("/v1/merchants", response_model=DirectoryPage, responses=responses(422))
 async def directory(
     ctx: AppContext = Depends(get_ctx),
     code: Literal["green", "yellow", "red"] | None = None,
@@ -95,13 +94,13 @@ async def _current_policy(conn) -> Policy:
     return await policy_cache.get(conn)
 
 
-@router.get("/v1/risk/policy", responses=responses(401, 403))
+@router.get("/v1/risk/policy", response_model=RiskPolicy, responses=responses(401, 403))
 async def get_policy(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("regulator", "operator"))):
     async with ctx.engines.reader.connect() as conn:
         return (await _current_policy(conn)).to_dict()
 
 
-@router.put("/v1/risk/policy", responses=responses(400, 401, 403, 422))
+@router.put("/v1/risk/policy", response_model=RiskPolicy, responses=responses(400, 401, 403, 422))
 async def put_policy(
     request: Request,
     ctx: AppContext = Depends(get_ctx),
@@ -128,16 +127,13 @@ async def put_policy(
     return response
 
 
-class DrawRequest(Strict):
-    inspectors: list[Annotated[str, StringConstraints(min_length=1, max_length=100), NulFree]]
-    seed: Annotated[str, StringConstraints(min_length=1, max_length=200), NulFree] | None = None
-
-
 def _draw_out(d_id: str, body: dict) -> dict:
     return {"id": d_id, **body}
 
 
-@router.post("/v1/inspections/draws", status_code=201, responses=responses(400, 401, 403, 422))
+@router.post(
+    "/v1/inspections/draws", status_code=201, response_model=InspectionDraw, responses=responses(400, 401, 403, 422)
+)
 async def draw(
     body: DrawRequest,
     request: Request,
@@ -186,7 +182,7 @@ async def draw(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/v1/inspections/draws/{draw_id}", responses=responses(404))
+@router.get("/v1/inspections/draws/{draw_id}", response_model=InspectionDraw, responses=responses(404))
 async def get_draw(draw_id: str, ctx: AppContext = Depends(get_ctx)):
     async with ctx.engines.reader.connect() as conn:
         row = (await conn.execute(select(draws_t).where(draws_t.c.id == draw_id))).first()

@@ -12,17 +12,16 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Request
-from pydantic import Field
 from sqlalchemy import delete, func, insert, or_, select, update
 
 from service.auth import Principal, require
 from service.clock import iso
-from service.common import Strict
 from service.context import AppContext, get_ctx
 from service.db.models import ApiToken, Auditor, Merchant, Regulator
 from service.errors import NotFound, responses
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
+from service.keys_api.schemas import KeyRotation, RevokedKeys, RotatedKey
 from service.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -35,12 +34,6 @@ KEYED = (
 PartyId = Annotated[str, Path(min_length=1, max_length=40)]
 
 
-class KeyRotation(Strict):
-    grace_seconds: int = Field(
-        0, ge=0, le=30 * 86400, description="How long the old keys keep working (seconds, at most 30 days); 0: stop now"
-    )
-
-
 async def _party(tx, party_id: str) -> tuple[str, str]:
     for table, role, prefix in KEYED:
         if (await tx.conn.execute(select(table.c.id).where(table.c.id == party_id))).first():
@@ -48,7 +41,9 @@ async def _party(tx, party_id: str) -> tuple[str, str]:
     raise NotFound("No merchant, regulator or auditor has this id.", "party_not_found")
 
 
-@router.post("/{party_id}/rotate", status_code=201, responses=responses(400, 401, 403, 404, 422))
+@router.post(
+    "/{party_id}/rotate", status_code=201, response_model=RotatedKey, responses=responses(400, 401, 403, 404, 422)
+)
 async def rotate_key(
     party_id: PartyId,
     request: Request,
@@ -90,7 +85,7 @@ async def rotate_key(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{party_id}/revoke", responses=responses(400, 401, 403, 404))
+@router.post("/{party_id}/revoke", response_model=RevokedKeys, responses=responses(400, 401, 403, 404))
 async def revoke_keys(
     party_id: PartyId,
     request: Request,

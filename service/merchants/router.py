@@ -9,12 +9,22 @@ from service.context import AppContext, get_ctx
 from service.errors import responses
 from service.idempotency import mutate
 from service.merchants import service
-from service.merchants.schemas import ClosureRequest, ListFlagRequest, MerchantCreate, ReasonRequest
+from service.merchants.schemas import (
+    CardPage,
+    ClosureRequest,
+    DefaultedMerchant,
+    ListFlagRequest,
+    Merchant,
+    MerchantCreate,
+    MerchantStats,
+    OnboardedMerchant,
+    ReasonRequest,
+)
 
 router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
+@router.post("", status_code=201, response_model=OnboardedMerchant, responses=responses(400, 401, 403, 409, 422))
 async def onboard_merchant(
     body: MerchantCreate,
     request: Request,
@@ -29,14 +39,14 @@ async def onboard_merchant(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/me", responses=responses(401, 403))
-async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
+@router.get("/me", response_model=Merchant, responses=responses(401, 403))
+async def my_merchant_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
     async with ctx.engines.reader.connect() as conn:
         return service.merchant_out(await service.load(conn, who.party_id))
 
 
-@router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(
+@router.get("/me/cards", response_model=CardPage, responses=responses(401, 403, 422))
+async def my_merchant_cards(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("merchant")),
     limit: Limit = 50,
@@ -45,13 +55,13 @@ async def my_cards(
     return await list_cards_page(ctx, "merchant_id", who.party_id, limit, after)
 
 
-@router.get("/me/stats", responses=responses(401, 403))
+@router.get("/me/stats", response_model=MerchantStats, responses=responses(401, 403))
 async def my_stats(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
     async with ctx.engines.reader.connect() as conn:
         return await service.stats(conn, who.party_id)
 
 
-@router.post("/me/closure", responses=responses(400, 401, 403, 409, 422))
+@router.post("/me/closure", response_model=Merchant, responses=responses(400, 401, 403, 409, 422))
 async def announce_closure(
     body: ClosureRequest,
     request: Request,
@@ -68,7 +78,9 @@ async def announce_closure(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/default", responses=responses(400, 401, 403, 404, 409, 422))
+@router.post(
+    "/{merchant_id}/default", response_model=DefaultedMerchant, responses=responses(400, 401, 403, 404, 409, 422)
+)
 async def declare_default(
     merchant_id: str,
     body: ReasonRequest,
@@ -84,7 +96,7 @@ async def declare_default(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/abnormal-list", responses=responses(400, 401, 403, 404, 409, 422))
+@router.post("/{merchant_id}/abnormal-list", response_model=Merchant, responses=responses(400, 401, 403, 404, 409, 422))
 async def abnormal_list(
     merchant_id: str,
     body: ListFlagRequest,
@@ -100,7 +112,7 @@ async def abnormal_list(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/delisting", responses=responses(400, 401, 403, 404, 409, 422))
+@router.post("/{merchant_id}/delisting", response_model=Merchant, responses=responses(400, 401, 403, 404, 409, 422))
 async def delisting(
     merchant_id: str,
     body: ListFlagRequest,

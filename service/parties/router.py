@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import insert
 
 from service.auth import Principal, require
-from service.cards.schemas import NulFree
-from service.common import Name, Strict
 from service.context import AppContext, get_ctx
 from service.db.models import ApiToken, Auditor, Regulator
 from service.errors import responses
 from service.idempotency import mutate
 from service.ids import new_id, new_token, token_hash
+from service.parties.schemas import CreatedParty, PartyCreate
 
 router = APIRouter(prefix="/v1", tags=["parties"])
-
-
-class PartyCreate(Strict):
-    name: Annotated[Name, NulFree]
 
 
 def _create(table, prefix: str, token_prefix: str, role: str, name: str):
@@ -36,7 +29,7 @@ def _create(table, prefix: str, token_prefix: str, role: str, name: str):
     return op
 
 
-@router.post("/regulators", status_code=201, responses=responses(400, 401, 403, 422))
+@router.post("/regulators", status_code=201, response_model=CreatedParty, responses=responses(400, 401, 403, 422))
 async def create_regulator(
     body: PartyCreate,
     request: Request,
@@ -46,7 +39,7 @@ async def create_regulator(
     return await mutate(ctx, request, who, body, _create(Regulator, "reg", "rg", "regulator", body.name))
 
 
-@router.post("/auditors", status_code=201, responses=responses(400, 401, 403, 422))
+@router.post("/auditors", status_code=201, response_model=CreatedParty, responses=responses(400, 401, 403, 422))
 async def create_auditor(
     body: PartyCreate,
     request: Request,

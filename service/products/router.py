@@ -9,13 +9,13 @@ from service.context import AppContext, get_ctx
 from service.errors import NotFound, responses
 from service.idempotency import mutate
 from service.products import service
-from service.products.schemas import ProductCreate
+from service.products.schemas import Product, ProductCreate, ProductPage
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 t = service.products_t
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
+@router.post("", status_code=201, response_model=Product, responses=responses(400, 401, 403, 409, 422))
 async def publish_product(
     body: ProductCreate,
     request: Request,
@@ -30,7 +30,7 @@ async def publish_product(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("", responses=responses(422))
+@router.get("", response_model=ProductPage, responses=responses(422))
 async def list_products(
     ctx: AppContext = Depends(get_ctx),
     merchant_id: str | None = Query(None, max_length=64),
@@ -48,7 +48,7 @@ async def list_products(
     return page([service.product_out(r) for r in rows], limit)
 
 
-@router.get("/{product_id}", responses=responses(404))
+@router.get("/{product_id}", response_model=Product, responses=responses(404))
 async def get_product(product_id: str, ctx: AppContext = Depends(get_ctx)):
     async with ctx.engines.reader.connect() as conn:
         row = (await conn.execute(select(t).where(t.c.id == product_id))).first()

@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import delete, insert
 
 from service.auth import Principal, require
 from service.clock import OFFSET_KEY, iso, utcnow
-from service.common import Strict
 from service.context import AppContext, get_ctx
 from service.db.models import AppState
 from service.errors import Unprocessable, responses
 from service.health.service import reassess_all
 from service.sweeper import sweep_once
+from service.system.schemas import ClockMove, ClockMoved, Liveness, Pong
 
 router = APIRouter(tags=["system"])
 test_router = APIRouter(prefix="/v1/test", tags=["test"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness)
 async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/v1/ping", responses=responses(401, 403))
+@router.get("/v1/ping", response_model=Pong, responses=responses(401, 403))
 async def ping(who: Principal = Depends(require("operator", "merchant", "consumer", "regulator", "auditor"))):
     """An authenticated no-op: the framework's ceiling in benchmarks."""
     return {"ok": True, "role": who.role}
 
 
-class ClockMove(Strict):
-    now: datetime
-
-
-@test_router.post("/clock", responses=responses(400, 401, 403, 422))
+@test_router.post("/clock", response_model=ClockMoved, responses=responses(400, 401, 403, 422))
 async def move_clock(
     body: ClockMove, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("operator"))
 ):
