@@ -33,10 +33,12 @@ class CodeHistory(BaseModel):
 
 
 class MonthFigures(BaseModel):
+    """A month's money (released, issued, refunded: fen) and counts; `complete` once the month is over."""
+
     month: str
-    released: int = Field(description="fen")
-    issued: int = Field(description="fen")
-    refunded: int = Field(description="fen")
+    released: int
+    issued: int
+    refunded: int
     cards_sold: int
     complaints: int
     complete: bool
