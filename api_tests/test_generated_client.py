@@ -153,7 +153,8 @@ async def test_the_generated_client_runs_buy_ask_confirm_refund(client, app, tmp
     assert isinstance(asked, models.AskedRedemption) and asked.status == "pending"
     assert asked.hold_amount == 10_000  # 12,000 face fen of a card sold at 100,000 for 120,000
 
-    confirmed = await consumer.call("confirm", 200, redemption_id=asked.id)
+    # An optional body must be given (the generator would serialise its UNSET marker): an empty one.
+    confirmed = await consumer.call("confirm", 200, redemption_id=asked.id, body=models.EmptyBody())
     assert isinstance(confirmed, models.ConfirmedRedemption)
     assert (confirmed.status, confirmed.release_amount, confirmed.card_balance.escrow) == ("confirmed", 10_000, 90_000)
     assert isinstance(confirmed.ledger_seq, int)
@@ -162,7 +163,7 @@ async def test_the_generated_client_runs_buy_ask_confirm_refund(client, app, tmp
     assert isinstance(seen, models.Card)
     assert (seen.balance.escrow, seen.balance.released, seen.balance.units_left) == (90_000, 10_000, 108_000)
 
-    refund = await consumer.call("refund", 200, card_id=card.id)
+    refund = await consumer.call("refund", 200, card_id=card.id, body=models.EmptyBody())
     assert isinstance(refund, models.Refund) and refund.rule == "consumer_quit"
     assert refund.amount + refund.merchant_share == 90_000
     after = await consumer.call("get_card", 200, card_id=card.id)
