@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         title="Prepaid escrow service (预付保)",
         version="0.1.0",
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operation ids (and client functions) = route names
         telemetry={"tracing": False, "metrics": False, "logs": False},  # its per-request check costs ~8%
         description="Prepaid cards sold into escrow; money released only on the consumer's confirmation; "
         "every movement on a verifiable ledger. Amounts are integer fen.",

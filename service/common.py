@@ -6,8 +6,12 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from service.auth import Principal, require
+from service.context import AppContext, get_ctx
+from service.errors import NotFound
 
 
 def _no_nul(value: str) -> str:
@@ -22,6 +26,37 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(_no_nul)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
 After = Annotated[str | None, Query(max_length=64, description="Cursor: the next_cursor of the previous page")]
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+def caller(*roles: str) -> Any:
+    """The type of a route's `who` parameter: the authenticated caller, holding one of `roles`."""
+    return Annotated[Principal, Depends(require(*roles))]
+
+
+def answer(status: int, rule, *args):
+    """The `op` of a write route whose answer is `status` and what `rule(tx, *args)` returns."""
+
+    async def op(tx):
+        return status, await rule(tx, *args)
+
+    return op
+
+
+async def read(ctx: AppContext, query, *args):
+    """What `query(conn, *args)` returns, on a connection of the reader engine (reads skip the writer)."""
+    async with ctx.engines.reader.connect() as conn:
+        return await query(conn, *args)
+
+
+async def read_or_404(conn, stmt, message: str, code: str):
+    """The first row of `stmt`, or a 404 with `code` when there is none."""
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise NotFound(message, code)
+    return row
 
 
 class Strict(BaseModel):

@@ -12,6 +12,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("escrow")
@@ -76,34 +77,60 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            "required": ["code", "message"],
-        }
-    },
-    "required": ["error"],
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable snake_case code, e.g. `card_not_found`")
+    message: str = Field(description="A sentence for people")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (SPEC §5): `{"error": {"code", "message"}}`. One component in /openapi.json."""
+
+    error: ErrorDetail
+
+
+_ERROR_TEXT = {
+    400: "Malformed request",
+    401: "No or bad token",
+    403: "Role may not do this",
+    404: "Not found or not yours",
+    409: "State conflict",
+    422: "Field out of range",
+    429: "Rate limited",
 }
 
 
+ERROR_REF = "#/components/schemas/ErrorBody"
+
+
 def responses(*statuses: int) -> dict:
-    """The `responses=` of a route: the error body for each status it may answer."""
-    text = {
-        400: "Malformed request",
-        401: "No or bad token",
-        403: "Role may not do this",
-        404: "Not found or not yours",
-        409: "State conflict",
-        422: "Field out of range",
-        429: "Rate limited",
-    }
-    return {
-        s: {"description": text.get(s, "Error"), "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-        for s in statuses
-    }
+    """The `responses=` of a route: for each status it may answer, the one shared error body (JSON even
+    on a route whose success answer is text)."""
+    content = {"application/json": {"schema": {"$ref": ERROR_REF}}}
+    return {s: {"description": _ERROR_TEXT.get(s, "Error"), "content": content} for s in statuses}
+
+
+def _document_error_body(app: FastAPI) -> None:
+    """/openapi.json holds `ErrorBody` once, and FastAPI's default 422 (`HTTPValidationError`, a body this
+    service never sends) becomes the error body the validation handler does send."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(body.pop("$defs", {}))
+        schemas["ErrorBody"] = body
+        for operation in (op for ops in document.get("paths", {}).values() for op in ops.values()):
+            answer = operation.get("responses", {}).get("422")
+            if answer and "HTTPValidationError" in str(answer.get("content")):
+                operation["responses"]["422"] = responses(422)[422]
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -122,6 +149,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    _document_error_body(app)
+
     @app.exception_handler(EscrowError)
     async def _escrow(_: Request, exc: EscrowError):
         return error_response(exc.status_code, exc.code, exc.message)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from service import events
 from service.clock import iso
-from service.db.models import Card, Complaint, Merchant
+from service.common import read_or_404
+from service.complaints import repository
+from service.db.models import Card, Merchant
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound
 from service.event_log.service import emit
 from service.ids import new_id
 
-complaints_t = Complaint.__table__
+complaints_t = repository.complaints_t
 RESPONSE_HOURS = 24
 
 
@@ -39,9 +41,9 @@ def complaint_out(c, now: datetime) -> dict:
 
 
 async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, category: str, text: str) -> dict:
-    m = (await tx.conn.execute(select(Merchant.__table__.c.id).where(Merchant.__table__.c.id == merchant_id))).first()
-    if m is None:
-        raise NotFound("No such merchant.", "merchant_not_found")
+    merchants = Merchant.__table__
+    stmt = select(merchants.c.id).where(merchants.c.id == merchant_id)
+    await read_or_404(tx.conn, stmt, "No such merchant.", "merchant_not_found")
     cards = Card.__table__
     if card_id is not None:
         card = (
@@ -60,62 +62,43 @@ async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, 
                 .limit(1)
             )
         ).first() is not None
-    cid = new_id("cmp")
-    await tx.conn.execute(
-        insert(complaints_t).values(
-            id=cid,
-            merchant_id=merchant_id,
-            consumer_id=consumer_id,
-            card_id=card_id,
-            category=category,
-            text=text,
-            status="open",
-            overdue=False,
-            created_at=tx.now,
-            due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
-            card_holder=card_holder,
-        )
+    row = dict(
+        id=new_id("cmp"),
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        card_id=card_id,
+        category=category,
+        text=text,
+        status="open",
+        overdue=False,
+        created_at=tx.now,
+        due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
+        card_holder=card_holder,
     )
+    stored = await repository.add(tx.conn, row)
     await events.complaint_filed(tx, merchant_id)
-    return _emitted(
-        tx, "complaint.filed", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == cid))).first()
-    )
+    return _emitted(tx, "complaint.filed", stored)
 
 
 async def respond(tx: Tx, merchant_id: str, complaint_id: str, text: str) -> dict:
-    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
-    if c is None or c.merchant_id != merchant_id:
+    c = await repository.get(tx.conn, complaint_id)
+    if c.merchant_id != merchant_id:
         raise NotFound("No such complaint.", "complaint_not_found")
     if c.status != "open":
         raise Conflict(f"The complaint is already {c.status}.", "complaint_not_open")
-    await tx.conn.execute(
-        update(complaints_t)
-        .where(complaints_t.c.id == c.id)
-        .values(status="responded", response=text, responded_at=tx.now)
-    )
+    changed = await repository.change(tx.conn, c.id, status="responded", response=text, responded_at=tx.now)
     await events.complaint_changed(tx, merchant_id)
-    return _emitted(
-        tx,
-        "complaint.responded",
-        (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first(),
-    )
+    return _emitted(tx, "complaint.responded", changed)
 
 
 async def resolve(tx: Tx, complaint_id: str, resolution: str, note: str | None) -> dict:
-    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
-    if c is None:
-        raise NotFound("No such complaint.", "complaint_not_found")
+    c = await repository.get(tx.conn, complaint_id)
     if c.status == "resolved":
         raise Conflict("The complaint is already resolved.", "complaint_already_resolved")
-    await tx.conn.execute(
-        update(complaints_t)
-        .where(complaints_t.c.id == c.id)
-        .values(status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now)
-    )
+    values = dict(status="resolved", resolution=resolution, resolution_note=note, resolved_at=tx.now)
+    changed = await repository.change(tx.conn, c.id, **values)
     await events.complaint_changed(tx, c.merchant_id)
-    return _emitted(
-        tx, "complaint.resolved", (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == c.id))).first()
-    )
+    return _emitted(tx, "complaint.resolved", changed)
 
 
 def _emitted(tx: Tx, type_: str, row) -> dict:

@@ -3,52 +3,38 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import StringConstraints
-from sqlalchemy import delete, select
 
-from service.auth import Principal, require
-from service.cards.schemas import NulFree
-from service.cards.service import list_cards_page, redemptions_t
+from service.cards.service import list_cards_page
 from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
 from service.clock import iso
-from service.common import After, Limit, Name, Strict, long_poll, page
-from service.consumers import service, verification
-from service.consumers.service import tokens_t
-from service.consumers.sms import OutboxSender, deliver_later, make_sender, outbox_t
-from service.context import AppContext, get_ctx
+from service.common import After, Ctx, Limit, caller, long_poll, page, read
+from service.consumers import repository, service, verification
+from service.consumers.schemas import (
+    Consumer,
+    ConsumerCreate,
+    RedemptionPage,
+    RegisteredConsumer,
+    Session,
+    SessionCreate,
+    SmsOutbox,
+    VerificationCreate,
+    VerificationStarted,
+)
+from service.consumers.sms import OutboxSender, deliver_later, make_sender
+from service.context import AppContext
 from service.errors import TooManyRequests, responses
 from service.event_log.service import new_events
 from service.idempotency import mutate
 from service.ids import new_token, token_hash
+from service.keys_api import repository as keys
+from service.merchants.schemas import CardPage
 from service.redemptions.service import redemption_out
 from service.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
 sms_test_router = APIRouter(prefix="/v1/test", tags=["test"])
-
-
-Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]
-VerificationId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
-Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-
-
-class VerificationCreate(Strict):
-    phone: Annotated[Phone, NulFree]
-
-
-class ConsumerCreate(Strict):
-    name: Annotated[Name, NulFree]
-    phone: Annotated[Phone, NulFree]
-    verification_id: Annotated[VerificationId, NulFree]
-    code: Code
-
-
-class SessionCreate(Strict):
-    phone: Annotated[Phone, NulFree]
-    verification_id: Annotated[VerificationId, NulFree]
-    code: Code
 
 
 def _admit(ctx: AppContext, request: Request) -> str:
@@ -82,8 +68,10 @@ def _with_token(response: Response, token: str) -> Response:
     return Response(orjson.dumps(body), status_code=201, media_type="application/json")
 
 
-@router.post("/verifications", status_code=202, responses=responses(400, 409, 422, 429))
-async def start_verification(body: VerificationCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+@router.post(
+    "/verifications", status_code=202, response_model=VerificationStarted, responses=responses(400, 409, 422, 429)
+)
+async def start_verification(body: VerificationCreate, request: Request, ctx: Ctx):
     """Send a 6-digit code to the phone (anyone). The answer is the same whether or not the phone is registered."""
     bucket = _admit(ctx, request)
     phone = service.normalize_phone(body.phone)
@@ -108,44 +96,40 @@ async def start_verification(body: VerificationCreate, request: Request, ctx: Ap
     return response
 
 
-@router.post("", status_code=201, responses=responses(400, 404, 409, 422, 429))
-async def register_consumer(body: ConsumerCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
-    """Register with a code from `/v1/consumers/verifications` (anyone); the answer carries the `token` once.
-    A replay of the same Idempotency-Key answers the other fields without the token."""
+async def _with_new_token(ctx: AppContext, request: Request, body, rule, *args) -> Response:
+    """A write proved by a phone code (anyone), answered with a new consumer token: `rule(tx, vault, *args,
+    token)`. A replay of the same Idempotency-Key answers the other fields without the token."""
     bucket = _admit(ctx, request)
     token = new_token("cs")
     limit = ctx.settings.registration_limit_per_minute
 
     async def op(tx):
         await verification.count_address(tx, bucket, limit)
-        return await service.register(tx, ctx.keys.phone, body.name, body.phone, body.verification_id, body.code, token)
+        return await rule(tx, ctx.keys.phone, *args, token)
 
     return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
 
 
-@router.post("/sessions", status_code=201, responses=responses(400, 404, 409, 422, 429))
-async def sign_in(body: SessionCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+@router.post("", status_code=201, response_model=RegisteredConsumer, responses=responses(400, 404, 409, 422, 429))
+async def register_consumer(body: ConsumerCreate, request: Request, ctx: Ctx):
+    """Register with a code from `/v1/consumers/verifications` (anyone); the answer carries the `token` once."""
+    args = (body.name, body.phone, body.verification_id, body.code)
+    return await _with_new_token(ctx, request, body, service.register, *args)
+
+
+@router.post("/sessions", status_code=201, response_model=Session, responses=responses(400, 404, 409, 422, 429))
+async def sign_in(body: SessionCreate, request: Request, ctx: Ctx):
     """Sign in again on a new device with a code (anyone holding it) → a new `token`; other tokens keep working."""
-    bucket = _admit(ctx, request)
-    token = new_token("cs")
-    limit = ctx.settings.registration_limit_per_minute
-
-    async def op(tx):
-        await verification.count_address(tx, bucket, limit)
-        return await service.sign_in(tx, ctx.keys.phone, body.phone, body.verification_id, body.code, token)
-
-    return _with_token(await mutate(ctx, request, None, body, op, caller=f"anon:{bucket}"), token)
+    return await _with_new_token(ctx, request, body, service.sign_in, body.phone, body.verification_id, body.code)
 
 
 @router.delete("/me/tokens/current", status_code=204, responses=responses(401, 403))
-async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
+async def sign_out(request: Request, ctx: Ctx, who: caller("consumer")):
     """Sign out: this token stops working at once, on every replica; the consumer's other tokens keep working."""
     digest = token_hash(request.headers["authorization"].partition(" ")[2].strip())
 
     async def op(tx):
-        await tx.conn.execute(
-            delete(tokens_t).where(tokens_t.c.token_hash == digest, tokens_t.c.party_id == who.party_id)
-        )
+        await keys.end_one(tx.conn, digest, who.party_id)
         await bump_epoch(tx)
 
     await ctx.writer.run(op)
@@ -153,26 +137,15 @@ async def sign_out(request: Request, ctx: AppContext = Depends(get_ctx), who: Pr
     return Response(status_code=204)
 
 
-@router.get("/me", responses=responses(401, 403))
-async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
-    async with ctx.engines.reader.connect() as conn:
-        return service.consumer_out(await service.load(conn, who.party_id))
+@router.get("/me", response_model=Consumer, responses=responses(401, 403))
+async def my_consumer_profile(ctx: Ctx, who: caller("consumer")):
+    return service.consumer_out(await read(ctx, service.load, who.party_id))
 
 
-@router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    limit: Limit = 50,
-    after: After = None,
-):
-    return await list_cards_page(ctx, "consumer_id", who.party_id, limit, after)
-
-
-@router.get("/me/redemptions", responses=responses(401, 403, 422))
+@router.get("/me/redemptions", response_model=RedemptionPage, responses=responses(401, 403, 422))
 async def my_redemptions(
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
+    ctx: Ctx,
+    who: caller("consumer"),
     status: Literal["pending", "confirmed", "rejected", "cancelled", "expired"] | None = None,
     limit: Limit = 50,
     after: After = None,
@@ -181,33 +154,18 @@ async def my_redemptions(
     """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer.
     With `wait` (long-poll), answers at once if there are items after `after`, else waits up to that
     many seconds for a new one (pass `after` = the id of the newest item held)."""
-    t = redemptions_t
-    stmt = select(t).where(t.c.consumer_id == who.party_id).order_by(t.c.id).limit(limit + 1)
-    if status:
-        stmt = stmt.where(t.c.status == status)
-    if after:
-        stmt = stmt.where(t.c.id > after)
-    rows = await long_poll(ctx, stmt, wait, new_events)
+    rows = await long_poll(ctx, repository.inbox(who.party_id, status, limit, after), wait, new_events)
     return page([redemption_out(r) for r in rows], limit)
 
 
-@sms_test_router.get("/sms", responses=responses(401, 403, 422))
-async def read_sms_outbox(
-    phone: Annotated[str, Query(min_length=5, max_length=20)],
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("operator")),
-):
+@router.get("/me/cards", response_model=CardPage, responses=responses(401, 403, 422))
+async def my_consumer_cards(ctx: Ctx, who: caller("consumer"), limit: Limit = 50, after: After = None):
+    return await list_cards_page(ctx, "consumer_id", who.party_id, limit, after)
+
+
+@sms_test_router.get("/sms", response_model=SmsOutbox, responses=responses(401, 403, 422))
+async def read_sms_outbox(phone: Annotated[str, Query(min_length=5, max_length=20)], ctx: Ctx, who: caller("operator")):
     """The outbox for one phone, oldest first (only with ESCROW_ENV=test): how tests finish the code flow."""
     phone = service.normalize_phone(phone)
-    t = outbox_t
-    stmt = (
-        select(t.c.text, t.c.code, t.c.sent_at)
-        .where(t.c.phone_lookup == ctx.keys.phone.lookup(phone))
-        .order_by(t.c.id.desc())
-        .limit(50)
-    )
-    async with ctx.engines.reader.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return {
-        "items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]
-    }
+    rows = await read(ctx, repository.outbox, ctx.keys.phone.lookup(phone))
+    return {"items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in rows]}

@@ -17,16 +17,20 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from sqlalchemy import desc, insert, select, update
 
-from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
+from risk import DEFAULT_POLICY, MerchantCounters, Policy, PolicyError, classify, compute_indicators, draw_inspections
 from risk.counters import COUNTER_FIELDS
-from service.db.models import Alert, Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
+from service.alerts import repository as alerts
+from service.clock import iso
+from service.complaints import repository as complaints
+from service.db.models import Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
+from service.errors import Unprocessable
 from service.event_log.service import emit
+from service.health import repository
 from service.ids import new_id
 
 daily_t = MerchantDaily.__table__
 health_t = MerchantHealth.__table__
-alerts_t = Alert.__table__
 complaints_t = Complaint.__table__
 merchants_t = Merchant.__table__
 policies_t = RiskPolicy.__table__
@@ -261,44 +265,21 @@ async def _states(
 
 
 async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
-    alert_id = new_id("alt")
-    await tx.conn.execute(
-        insert(alerts_t).values(
-            id=alert_id,
-            merchant_id=merchant_id,
-            kind=kind,
-            from_code=from_code,
-            to_code=to_code,
-            reasons=orjson.dumps(reasons).decode(),
-            status="open",
-            created_at=tx.now,
-            ledger_seq=seq,
-        )
-    )
+    alert = {
+        "id": new_id("alt"),
+        "merchant_id": merchant_id,
+        "kind": kind,
+        "from_code": from_code,
+        "to_code": to_code,
+        "reasons": reasons,
+        "status": "open",
+    }
+    await alerts.add(tx.conn, {**alert, "created_at": tx.now, "ledger_seq": seq})
     for listener in alert_listeners:
         tx.after_commit.append(listener)
     # Regulators' business: no merchant_id given, so the merchant's own feed does not carry it.
-    from service.clock import iso
-
-    emit(
-        tx,
-        "alert.created",
-        {
-            "id": alert_id,
-            "merchant_id": merchant_id,
-            "kind": kind,
-            "from_code": from_code,
-            "to_code": to_code,
-            "reasons": reasons,
-            "status": "open",
-            "finding": None,
-            "created_at": iso(tx.now),
-            "acknowledged_at": None,
-            "resolved_at": None,
-            "ledger_seq": seq,
-        },
-        ledger_seq=seq,
-    )
+    answer = {"finding": None, "created_at": iso(tx.now), "acknowledged_at": None, "resolved_at": None}
+    emit(tx, "alert.created", {**alert, **answer, "ledger_seq": seq}, ledger_seq=seq)
 
 
 async def regulatory_alert(tx: Tx, merchant_id: str, kind: str, seq: int) -> None:
@@ -448,17 +429,10 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
     """Complaints that became overdue, and red merchants past their grace, are re-assessed; and once a
     day every merchant, a chunk at a time (`_daily_reassessment`)."""
     merchants: set[str] = set()
-    rows = (
-        await tx.conn.execute(
-            select(complaints_t.c.id, complaints_t.c.merchant_id)
-            .where(complaints_t.c.status == "open", complaints_t.c.overdue.is_(False), complaints_t.c.due_at <= tx.now)
-            .limit(limit)
-        )
-    ).all()
+    rows = await complaints.newly_overdue(tx.conn, tx.now, limit)
     for r in rows:
-        await tx.conn.execute(update(complaints_t).where(complaints_t.c.id == r.id).values(overdue=True))
         merchants.add(r.merchant_id)
-        await _complaint_overdue(tx, r.id)
+        await _complaint_overdue(tx, await complaints.change(tx.conn, r.id, overdue=True))
     policy = await policy_cache.get(tx.conn)
     due = (
         await tx.conn.execute(
@@ -478,11 +452,10 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
     return len(rows) + len(due) + await _daily_reassessment(tx, limit)
 
 
-async def _complaint_overdue(tx: Tx, complaint_id: str) -> None:
+async def _complaint_overdue(tx: Tx, c) -> None:
     """Its ledger entry (a regulatory fact), the regulators' alert and the event."""
     from service.complaints.service import complaint_out
 
-    c = (await tx.conn.execute(select(complaints_t).where(complaints_t.c.id == complaint_id))).first()
     seq = tx.append("complaint_overdue", merchant_id=c.merchant_id, complaint_id=c.id)
     await _alert(tx, c.merchant_id, "complaint_overdue", None, None, [], seq)
     emit(
@@ -555,8 +528,6 @@ async def reassess_all(writer, chunk: int = 200) -> int:
 
 
 def health_out(h, delisted: bool) -> dict:
-    from service.clock import iso
-
     return {
         "merchant_id": h.merchant_id,
         "code": h.code,
@@ -569,3 +540,45 @@ def health_out(h, delisted: bool) -> dict:
         "new_merchant": h.new_merchant,
         "notes": ["new_merchant"] if h.new_merchant else [],
     }
+
+
+async def current_policy(conn) -> Policy:
+    """The newest policy version, read afresh (not the cached one)."""
+    policy_cache.forget()
+    return await policy_cache.get(conn)
+
+
+async def publish_policy(tx: Tx, changes: dict) -> dict:
+    """A new policy version: the current one with `changes` (a `version` in them is ignored)."""
+    current = await current_policy(tx.conn)
+    changes = {k: v for k, v in changes.items() if k != "version"}
+    try:
+        new = Policy.from_dict({**changes, "version": current.version + 1}, base=current)
+    except PolicyError as exc:
+        raise Unprocessable(str(exc), "invalid_policy") from exc
+    await repository.add_policy(tx, new.version, new.to_dict())
+    return new.to_dict()
+
+
+async def draw(tx: Tx, inspectors: list[str], seed: str) -> dict:
+    """Draw merchants to inspect (worse codes at higher ratios) and assign them random inspectors; the
+    answer publishes the seed and the population, so anyone can repeat the draw."""
+    policy = await current_policy(tx.conn)
+    population = await repository.draw_population(tx.conn)
+    try:
+        pairs = draw_inspections(population, inspectors, policy, seed)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), "invalid_draw") from exc
+    draw_id = new_id("drw")
+    out = {
+        "seed": seed,
+        "policy_version": policy.version,
+        "drawn_at": iso(tx.now),
+        "ratios_bp": policy.inspection_ratios.to_dict(),
+        "inspectors": inspectors,
+        "population": [{"merchant_id": m, "code": c} for m, c in population],
+        "inspections": [{"merchant_id": m, "inspector": i} for m, i in pairs],
+    }
+    await repository.add_draw(tx, draw_id, seed, out)
+    tx.append("inspection_draw", draw_id=draw_id, seed=seed, drawn=len(pairs))
+    return {"id": draw_id, **out}

@@ -1,116 +1,76 @@
+"""HTTP for merchants: onboarding, their own profile, cards and figures, closure, default and the lists."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from service.auth import Principal, require
 from service.cards.service import list_cards_page
-from service.common import After, Limit
-from service.context import AppContext, get_ctx
+from service.common import After, Ctx, Limit, answer, caller, read
 from service.errors import responses
 from service.idempotency import mutate
 from service.merchants import service
-from service.merchants.schemas import ClosureRequest, ListFlagRequest, MerchantCreate, ReasonRequest
+from service.merchants.schemas import (
+    CardPage,
+    ClosureRequest,
+    DefaultedMerchant,
+    ListFlagRequest,
+    Merchant,
+    MerchantCreate,
+    MerchantStats,
+    OnboardedMerchant,
+    ReasonRequest,
+)
 
 router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
+Supervisor = caller("regulator", "operator")
+ERRORS = responses(400, 401, 403, 404, 409, 422)
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
-async def onboard_merchant(
-    body: MerchantCreate,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("operator")),
-):
+@router.post("", status_code=201, response_model=OnboardedMerchant, responses=responses(400, 401, 403, 409, 422))
+async def onboard_merchant(body: MerchantCreate, request: Request, ctx: Ctx, who: caller("operator")):
     """Onboard a merchant with its unified social credit code; the answer carries its `api_key` once."""
-
-    async def op(tx):
-        return 201, await service.onboard(tx, body.name, body.uscc, body.category)
-
-    return await mutate(ctx, request, who, body, op)
+    return await mutate(ctx, request, who, body, answer(201, service.onboard, body.name, body.uscc, body.category))
 
 
-@router.get("/me", responses=responses(401, 403))
-async def my_profile(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
-    async with ctx.engines.reader.connect() as conn:
-        return service.merchant_out(await service.load(conn, who.party_id))
+@router.get("/me", response_model=Merchant, responses=responses(401, 403))
+async def my_merchant_profile(ctx: Ctx, who: caller("merchant")):
+    return service.merchant_out(await read(ctx, service.load, who.party_id))
 
 
-@router.get("/me/cards", responses=responses(401, 403, 422))
-async def my_cards(
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("merchant")),
-    limit: Limit = 50,
-    after: After = None,
-):
+@router.get("/me/cards", response_model=CardPage, responses=responses(401, 403, 422))
+async def my_merchant_cards(ctx: Ctx, who: caller("merchant"), limit: Limit = 50, after: After = None):
     return await list_cards_page(ctx, "merchant_id", who.party_id, limit, after)
 
 
-@router.get("/me/stats", responses=responses(401, 403))
-async def my_stats(ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("merchant"))):
-    async with ctx.engines.reader.connect() as conn:
-        return await service.stats(conn, who.party_id)
+@router.get("/me/stats", response_model=MerchantStats, responses=responses(401, 403))
+async def my_stats(ctx: Ctx, who: caller("merchant")):
+    return await read(ctx, service.stats, who.party_id)
 
 
-@router.post("/me/closure", responses=responses(400, 401, 403, 409, 422))
-async def announce_closure(
-    body: ClosureRequest,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("merchant")),
-):
+@router.post("/me/closure", response_model=Merchant, responses=responses(400, 401, 403, 409, 422))
+async def announce_closure(body: ClosureRequest, request: Request, ctx: Ctx, who: caller("merchant")):
     """Announce closure at least 30 days ahead: no new sales; at the date every card is refunded."""
-
-    async def op(tx):
-        return 200, await service.announce_closure(
-            tx, who.party_id, body.effective_date, body.reason, ctx.settings.closure_notice_days
-        )
-
+    notice = ctx.settings.closure_notice_days
+    op = answer(200, service.announce_closure, who.party_id, body.effective_date, body.reason, notice)
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/default", responses=responses(400, 401, 403, 404, 409, 422))
-async def declare_default(
-    merchant_id: str,
-    body: ReasonRequest,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("regulator", "operator")),
-):
+@router.post("/{merchant_id}/default", response_model=DefaultedMerchant, responses=ERRORS)
+async def declare_default(merchant_id: str, body: ReasonRequest, request: Request, ctx: Ctx, who: Supervisor):
     """Declare a merchant defaulted: every card refunded at once, every pending hold voided."""
-
-    async def op(tx):
-        return 200, await service.declare_default(tx, merchant_id, body.reason, who.party_id)
-
+    op = answer(200, service.declare_default, merchant_id, body.reason, who.party_id)
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/abnormal-list", responses=responses(400, 401, 403, 404, 409, 422))
-async def abnormal_list(
-    merchant_id: str,
-    body: ListFlagRequest,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("regulator", "operator")),
-):
+@router.post("/{merchant_id}/abnormal-list", response_model=Merchant, responses=ERRORS)
+async def abnormal_list(merchant_id: str, body: ListFlagRequest, request: Request, ctx: Ctx, who: Supervisor):
     """Put a merchant on (or take it off) the abnormal-operation list (经营异常名录): no new sales."""
-
-    async def op(tx):
-        return 200, await service.set_flag(tx, merchant_id, "abnormal", body.listed, who.party_id)
-
+    op = answer(200, service.set_flag, merchant_id, "abnormal", body.listed, who.party_id)
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{merchant_id}/delisting", responses=responses(400, 401, 403, 404, 409, 422))
-async def delisting(
-    merchant_id: str,
-    body: ListFlagRequest,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("regulator", "operator")),
-):
+@router.post("/{merchant_id}/delisting", response_model=Merchant, responses=ERRORS)
+async def delisting(merchant_id: str, body: ListFlagRequest, request: Request, ctx: Ctx, who: Supervisor):
     """Impose (`listed: true`) or lift a delisting (下架)."""
-
-    async def op(tx):
-        return 200, await service.set_flag(tx, merchant_id, "delisted", body.listed, who.party_id)
-
+    op = answer(200, service.set_flag, merchant_id, "delisted", body.listed, who.party_id)
     return await mutate(ctx, request, who, body, op)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
 from service.common import Name as _Name
@@ -36,3 +36,42 @@ class ListFlagRequest(Strict):
 
     listed: bool
     reason: Text | None = None
+
+
+class Merchant(BaseModel):
+    id: str
+    name: str
+    uscc: str
+    category: str
+    status: str = Field(description="active, warned, delisted, closing, closed or defaulted")
+    abnormal_listed: bool
+    delisted: bool
+    warned_at: str | None
+    closure_date: str | None
+    created_at: str
+
+
+class OnboardedMerchant(Merchant):
+    api_key: str = Field(description="The merchant's API key, shown this once")
+
+
+class DefaultedMerchant(Merchant):
+    cards_refunded: int
+    ledger_seq: int
+
+
+class MerchantStats(BaseModel):
+    merchant_id: str
+    issued: int = Field(description="Fen sold, all time")
+    released: int = Field(description="Fen released to the merchant")
+    refunded: int = Field(description="Fen refunded to consumers")
+    outstanding: int = Field(description="Fen still in escrow")
+    held: int = Field(description="Fen held by pending redemptions")
+    cards_by_status: dict[str, int]
+
+
+class CardPage(BaseModel):
+    """A page of cards, each as `GET /v1/cards/{card_id}` answers it."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None

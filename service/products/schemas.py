@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
 from service.common import Fen, Name, Strict
@@ -26,3 +26,25 @@ class ProductCreate(Strict):
         None,
         description="Refund valuation per unit, fen: 1 per face fen; per use or period default price / paid units rounded up",
     )
+
+
+class Product(BaseModel):
+    id: str
+    merchant_id: str
+    type: Literal["stored_value", "count", "period"]
+    name: str
+    price: int = Field(description="Price in fen")
+    currency: str
+    face_value: int | None = Field(description="stored_value: face value in fen")
+    uses: int | None = Field(description="count: total uses, bonus uses included")
+    bonus_uses: int | None
+    periods: int | None
+    period_days: int | None
+    valid_days: int
+    list_price: int = Field(description="Refund valuation per unit, fen")
+    on_sale: bool
+
+
+class ProductPage(BaseModel):
+    items: list[Product]
+    next_cursor: str | None

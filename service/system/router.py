@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from fastapi import APIRouter, Depends
-from sqlalchemy import delete, insert
+from fastapi import APIRouter
 
-from service.auth import Principal, require
 from service.clock import OFFSET_KEY, iso, utcnow
-from service.common import Strict
-from service.context import AppContext, get_ctx
-from service.db.models import AppState
+from service.common import Ctx, caller
 from service.errors import Unprocessable, responses
 from service.health.service import reassess_all
 from service.sweeper import sweep_once
+from service.system import repository
+from service.system.schemas import ClockMove, ClockMoved, Liveness, Pong
 
 router = APIRouter(tags=["system"])
 test_router = APIRouter(prefix="/v1/test", tags=["test"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness)
 async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/v1/ping", responses=responses(401, 403))
-async def ping(who: Principal = Depends(require("operator", "merchant", "consumer", "regulator", "auditor"))):
+@router.get("/v1/ping", response_model=Pong, responses=responses(401, 403))
+async def ping(who: caller("operator", "merchant", "consumer", "regulator", "auditor")):
     """An authenticated no-op: the framework's ceiling in benchmarks."""
     return {"ok": True, "role": who.role}
 
 
-class ClockMove(Strict):
-    now: datetime
-
-
-@test_router.post("/clock", responses=responses(400, 401, 403, 422))
-async def move_clock(
-    body: ClockMove, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("operator"))
-):
+@test_router.post("/clock", response_model=ClockMoved, responses=responses(400, 401, 403, 422))
+async def move_clock(body: ClockMove, ctx: Ctx, who: caller("operator")):
     """Move the test clock forward (never back), then run the sweeper at the new time."""
     if body.now.tzinfo is None:
         raise Unprocessable("now must carry a time zone (e.g. 2026-12-01T00:00:00Z).", "invalid_field")
@@ -49,14 +41,7 @@ async def move_clock(
         raise Unprocessable("The test clock only moves forward.", "clock_backwards")
     offset = body.now - utcnow()
 
-    async def op(tx):
-        await tx.conn.execute(delete(AppState.__table__).where(AppState.__table__.c.name == OFFSET_KEY))
-        await tx.conn.execute(
-            insert(AppState.__table__).values(name=OFFSET_KEY, value=str(offset // timedelta(microseconds=1)))
-        )
-        return None
-
-    await ctx.writer.run(op)
+    await ctx.writer.run(lambda tx: repository.put(tx.conn, OFFSET_KEY, str(offset // timedelta(microseconds=1))))
     async with ctx.engines.reader.connect() as conn:
         await ctx.clock.refresh(conn)
     swept = await sweep_once(ctx)

@@ -1,0 +1,32 @@
+"""Statements on the alerts table: raise one, the feed after a cursor, one alert, its state."""
+
+from __future__ import annotations
+
+import orjson
+from sqlalchemy import insert, select, update
+
+from service.common import read_or_404
+from service.db.models import Alert
+
+alerts_t = Alert.__table__
+
+
+async def add(conn, row: dict) -> None:
+    """A new alert; `row["reasons"]` is a list, stored as JSON."""
+    await conn.execute(insert(alerts_t).values({**row, "reasons": orjson.dumps(row["reasons"]).decode()}))
+
+
+def feed(after: int | None, limit: int):
+    """Alerts after the cursor (their seq), oldest first."""
+    stmt = select(alerts_t).order_by(alerts_t.c.seq).limit(limit)
+    return stmt if after is None else stmt.where(alerts_t.c.seq > after)
+
+
+async def get(conn, alert_id: str):
+    return await read_or_404(
+        conn, select(alerts_t).where(alerts_t.c.id == alert_id), "No such alert.", "alert_not_found"
+    )
+
+
+async def change(conn, alert_id: str, **values) -> None:
+    await conn.execute(update(alerts_t).where(alerts_t.c.id == alert_id).values(**values))
