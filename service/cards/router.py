@@ -1,20 +1,31 @@
+"""HTTP for cards: buying one into escrow, reading it, asking a redemption of it, refunding it."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 
 from service.auth import Principal, require
-from service.cards import service
-from service.cards.schemas import CardPurchase, EmptyBody, RedemptionAsk
+from service.cards import repository, service
+from service.cards.schemas import Card, CardPurchase, PurchasedCard, RedemptionAsk, Refund, RefundQuote
 from service.context import AppContext, get_ctx
 from service.errors import NotFound, Unprocessable, responses
 from service.idempotency import mutate
 from service.redemptions import service as redemptions
+from service.redemptions.router import EmptyWrite, empty_write, visible_to
+from service.redemptions.schemas import AskedRedemption
 
 router = APIRouter(prefix="/v1/cards", tags=["cards"])
+WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422)
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 404, 409, 422))
+async def _card_or_404(conn, card_id: str, who: Principal):
+    card = await repository.card(conn, card_id)
+    if card is None or not visible_to(card, who):
+        raise NotFound("No such card.", "card_not_found")
+    return card
+
+
+@router.post("", status_code=201, response_model=PurchasedCard, responses=WRITE_ERRORS)
 async def buy_card(
     body: CardPurchase,
     request: Request,
@@ -36,24 +47,18 @@ async def buy_card(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/{card_id}", responses=responses(401, 403, 404))
+@router.get("/{card_id}", response_model=Card, responses=responses(401, 403, 404))
 async def get_card(
     card_id: str,
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator")),
 ):
     async with ctx.engines.reader.connect() as conn:
-        card = (await conn.execute(select(service.cards_t).where(service.cards_t.c.id == card_id))).first()
-    if (
-        card is None
-        or (who.role == "consumer" and card.consumer_id != who.party_id)
-        or (who.role == "merchant" and card.merchant_id != who.party_id)
-    ):
-        raise NotFound("No such card.", "card_not_found")
+        card = await _card_or_404(conn, card_id, who)
     return service.card_out(card, ctx.clock.now())
 
 
-@router.post("/{card_id}/redemptions", status_code=201, responses=responses(400, 401, 403, 404, 409, 422))
+@router.post("/{card_id}/redemptions", status_code=201, response_model=AskedRedemption, responses=WRITE_ERRORS)
 async def ask_redemption(
     card_id: str,
     body: RedemptionAsk,
@@ -73,30 +78,18 @@ async def ask_redemption(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.post("/{card_id}/refund", responses=responses(400, 401, 403, 404, 409))
-async def refund(
-    card_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{card_id}/refund", response_model=Refund, responses=responses(400, 401, 403, 404, 409))
+async def refund(card_id: str, w: EmptyWrite = Depends(empty_write("consumer"))):
     """Refund the card now by its purchase route; the rule (cooling-off, quit, expiry…) sets the amount."""
-
-    async def op(tx):
-        return 200, await service.consumer_refund(tx, who.party_id, card_id)
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await w.answer(lambda tx: service.consumer_refund(tx, w.who.party_id, card_id))
 
 
-@router.get("/{card_id}/refund-quote", responses=responses(401, 403, 404))
-async def refund_quote(card_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))):
+@router.get("/{card_id}/refund-quote", response_model=RefundQuote, responses=responses(401, 403, 404))
+async def get_refund_quote(
+    card_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("consumer"))
+):
     """What a refund of the card would pay back now and by which rule, changing nothing (shown before confirming)."""
     async with ctx.engines.reader.connect() as conn:
-        card = (await conn.execute(select(service.cards_t).where(service.cards_t.c.id == card_id))).first()
-        if card is None or card.consumer_id != who.party_id:
-            raise NotFound("No such card.", "card_not_found")
-        status = (
-            await conn.execute(select(service.merchants_t.c.status).where(service.merchants_t.c.id == card.merchant_id))
-        ).scalar_one()
+        card = await _card_or_404(conn, card_id, who)
+        status = await repository.merchant_status(conn, card.merchant_id)
     return service.refund_quote(card, status, ctx.clock.now())

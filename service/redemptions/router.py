@@ -1,79 +1,99 @@
+"""HTTP for a redemption (核销): reading it, and the consumer's or the merchant's answer to a pending ask.
+
+The ask itself is `POST /v1/cards/{card_id}/redemptions` (service/cards/router.py); asks and confirms
+are usually answered by the redemption fast path in front of FastAPI, with the same service calls."""
+
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
+from fastapi.responses import Response
 
 from service.auth import Principal, require
 from service.cards.schemas import EmptyBody
-from service.cards.service import redemptions_t
 from service.context import AppContext, get_ctx
+from service.db.writer import Tx
 from service.errors import NotFound, responses
 from service.idempotency import mutate
-from service.redemptions import service
+from service.redemptions import repository, service
+from service.redemptions.schemas import ConfirmedRedemption, Redemption
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
+ANSWER_ERRORS = responses(400, 401, 403, 404, 409)
 
 
-@router.get("/{redemption_id}", responses=responses(401, 403, 404))
+@dataclass(frozen=True)
+class EmptyWrite:
+    """A write whose body is empty or `{}` (an answer to an ask, a refund): the request, the context, the caller."""
+
+    request: Request
+    ctx: AppContext
+    who: Principal
+    body: EmptyBody | None
+
+    async def answer(self, call: Callable[[Tx], Awaitable[dict]]) -> Response:
+        """200 with what `call(tx)` returns, through the writer; a repeated Idempotency-Key replays it."""
+
+        async def op(tx: Tx):
+            return 200, await call(tx)
+
+        return await mutate(self.ctx, self.request, self.who, self.body or {}, op)
+
+
+def empty_write(*roles: str):
+    """The dependency giving an `EmptyWrite` by a caller in one of `roles`."""
+
+    async def dependency(
+        request: Request,
+        ctx: AppContext = Depends(get_ctx),
+        who: Principal = Depends(require(*roles)),
+        body: EmptyBody | None = None,
+    ) -> EmptyWrite:
+        return EmptyWrite(request, ctx, who, body)
+
+    return dependency
+
+
+def visible_to(row, who: Principal) -> bool:
+    """A consumer or a merchant sees only its own cards and redemptions; the other roles see all."""
+    return not (
+        (who.role == "consumer" and row.consumer_id != who.party_id)
+        or (who.role == "merchant" and row.merchant_id != who.party_id)
+    )
+
+
+@router.get("/{redemption_id}", response_model=Redemption, responses=responses(401, 403, 404))
 async def get_redemption(
     redemption_id: str,
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator")),
 ):
     async with ctx.engines.reader.connect() as conn:
-        r = (await conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()
-    if (
-        r is None
-        or (who.role == "consumer" and r.consumer_id != who.party_id)
-        or (who.role == "merchant" and r.merchant_id != who.party_id)
-    ):
+        r = await repository.by_id(conn, redemption_id)
+    if r is None or not visible_to(r, who):
         raise NotFound("No such redemption.", "redemption_not_found")
     return service.redemption_out(r)
 
 
-@router.post("/{redemption_id}/confirm", responses=responses(400, 401, 403, 404, 409))
-async def confirm(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{redemption_id}/confirm", response_model=ConfirmedRedemption, responses=ANSWER_ERRORS)
+async def confirm(redemption_id: str, w: EmptyWrite = Depends(empty_write("consumer"))):
     """Confirm: the principal share moves to the merchant; the answer's `ledger_seq` is the receipt."""
-
-    async def op(tx):
-        return 200, await service.confirm(tx, who.party_id, redemption_id)
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await w.answer(lambda tx: service.confirm(tx, w.who.party_id, redemption_id))
 
 
-@router.post("/{redemption_id}/reject", responses=responses(400, 401, 403, 404, 409))
-async def reject(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{redemption_id}/reject", response_model=Redemption, responses=ANSWER_ERRORS)
+async def reject(redemption_id: str, w: EmptyWrite = Depends(empty_write("consumer"))):
     """Reject: the hold is voided and the money stays in escrow."""
-
-    async def op(tx):
-        return 200, await service.settle_without_release(tx, redemption_id, "consumer_id", who.party_id, "rejected")
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await w.answer(
+        lambda tx: service.settle_without_release(tx, redemption_id, "consumer_id", w.who.party_id, "rejected")
+    )
 
 
-@router.post("/{redemption_id}/cancel", responses=responses(400, 401, 403, 404, 409))
-async def cancel(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("merchant")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{redemption_id}/cancel", response_model=Redemption, responses=ANSWER_ERRORS)
+async def cancel(redemption_id: str, w: EmptyWrite = Depends(empty_write("merchant"))):
     """The merchant withdraws a pending ask."""
-
-    async def op(tx):
-        return 200, await service.settle_without_release(tx, redemption_id, "merchant_id", who.party_id, "cancelled")
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await w.answer(
+        lambda tx: service.settle_without_release(tx, redemption_id, "merchant_id", w.who.party_id, "cancelled")
+    )
