@@ -11,8 +11,6 @@ entries_t = LedgerEntry.__table__
 head_t = LedgerHead.__table__
 nodes_t = MerkleNode.__table__
 cp_t = Checkpoint.__table__
-cosig_t = WitnessCosignature.__table__
-cards_t = Card.__table__
 
 
 def _visible(stmt, role: str, party_id: str | None):
@@ -65,13 +63,14 @@ async def node_hashes(conn, level: int, lo: int, hi: int) -> list[bytes]:
 
 async def card_totals(conn):
     """Sums over every card: price, escrow, held, released, refunded, and the number of cards."""
-    c = cards_t.c
+    c = Card.__table__.c
     sums = (func.coalesce(func.sum(col), 0) for col in (c.price, c.escrow, c.held, c.released, c.refunded))
     return (await conn.execute(select(*sums, func.count()))).first()
 
 
 async def latest_witnessed_size(conn, seq: int, witnesses: list[str], quorum: int) -> int | None:
     """The largest checkpoint size holding entry `seq` that `quorum` of `witnesses` cosigned."""
+    cosig_t = WitnessCosignature.__table__
     stmt = (
         select(cosig_t.c.tree_size)
         .where(cosig_t.c.tree_size > seq, cosig_t.c.witness.in_(witnesses))

@@ -56,25 +56,26 @@ def empty_write(*roles: str):
     return dependency
 
 
-def visible_to(row, who: Principal) -> bool:
-    """A consumer or a merchant sees only its own cards and redemptions; the other roles see all."""
-    return not (
-        (who.role == "consumer" and row.consumer_id != who.party_id)
+ANY_PARTY = require("consumer", "merchant", "regulator", "auditor", "operator")
+
+
+def visible_or_404(row, who: Principal, not_found: NotFound):
+    """The row, if the caller may see it: a consumer or a merchant only its own cards and redemptions."""
+    if (
+        row is None
+        or (who.role == "consumer" and row.consumer_id != who.party_id)
         or (who.role == "merchant" and row.merchant_id != who.party_id)
-    )
+    ):
+        raise not_found
+    return row
 
 
 @router.get("/{redemption_id}", response_model=Redemption, responses=responses(401, 403, 404))
-async def get_redemption(
-    redemption_id: str,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator")),
-):
+async def get_redemption(redemption_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ANY_PARTY)):
     async with ctx.engines.reader.connect() as conn:
         r = await repository.by_id(conn, redemption_id)
-    if r is None or not visible_to(r, who):
-        raise NotFound("No such redemption.", "redemption_not_found")
-    return service.redemption_out(r)
+    not_found = NotFound("No such redemption.", "redemption_not_found")
+    return service.redemption_out(visible_or_404(r, who, not_found))
 
 
 @router.post("/{redemption_id}/confirm", response_model=ConfirmedRedemption, responses=ANSWER_ERRORS)

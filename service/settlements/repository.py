@@ -17,7 +17,6 @@ batches_t = SettlementBatch.__table__
 instructions_t = SettlementInstruction.__table__
 statements_t = BankStatement.__table__
 entries_t = LedgerEntry.__table__
-cards_t = Card.__table__
 head_t = LedgerHead.__table__
 
 IN_CHUNK = 500
@@ -64,7 +63,7 @@ async def entries_between(conn, lo: int, hi: int, kinds: tuple[str, ...]) -> lis
 
 async def card_routes(conn, card_ids: list[str]) -> dict[str, tuple[str, str]]:
     """card id -> (payment method, payment reference)."""
-    c = cards_t.c
+    c = Card.__table__.c
     rows = await _in_chunks(
         conn,
         sorted(set(card_ids)),
@@ -76,7 +75,7 @@ async def card_routes(conn, card_ids: list[str]) -> dict[str, tuple[str, str]]:
 async def cards_by_route(conn, pairs: list[tuple], references: list[str]) -> list:
     """Cards paid by one of the (method, reference) `pairs` (the unique payment index answers these), or
     carrying one of the bare `references`: id, price, payment route, purchase_seq. A card may come twice."""
-    c = cards_t.c
+    c = Card.__table__.c
     cols = (c.id, c.price, c.payment_method, c.payment_reference, c.purchase_seq)
     by_pair = await _in_chunks(
         conn, pairs, lambda part: select(*cols).where(tuple_(c.payment_method, c.payment_reference).in_(part))
