@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -25,33 +26,29 @@ ANSWER_ERRORS = responses(400, 401, 403, 404, 409)
 
 
 @dataclass(frozen=True)
-class EmptyWrite:
-    """A write whose body is empty or `{}` (an answer to an ask, a refund): the request, the context, the caller."""
+class Write:
+    """What a write route needs beside its body: the request (its Idempotency-Key), the context, the caller."""
 
     request: Request
     ctx: AppContext
     who: Principal
-    body: EmptyBody | None
 
-    async def answer(self, call: Callable[[Tx], Awaitable[dict]]) -> Response:
-        """200 with what `call(tx)` returns, through the writer; a repeated Idempotency-Key replays it."""
+    async def run(self, body: Any, status: int, call: Callable[[Tx], Awaitable[dict]]) -> Response:
+        """`status` with what `call(tx)` returns, through the writer; a repeated Idempotency-Key replays it."""
 
         async def op(tx: Tx):
-            return 200, await call(tx)
+            return status, await call(tx)
 
-        return await mutate(self.ctx, self.request, self.who, self.body or {}, op)
+        return await mutate(self.ctx, self.request, self.who, {} if body is None else body, op)
 
 
-def empty_write(*roles: str):
-    """The dependency giving an `EmptyWrite` by a caller in one of `roles`."""
+def write_by(*roles: str):
+    """The dependency giving a `Write` by a caller in one of `roles`."""
 
     async def dependency(
-        request: Request,
-        ctx: AppContext = Depends(get_ctx),
-        who: Principal = Depends(require(*roles)),
-        body: EmptyBody | None = None,
-    ) -> EmptyWrite:
-        return EmptyWrite(request, ctx, who, body)
+        request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*roles))
+    ) -> Write:
+        return Write(request, ctx, who)
 
     return dependency
 
@@ -79,22 +76,26 @@ async def get_redemption(redemption_id: str, ctx: AppContext = Depends(get_ctx),
 
 
 @router.post("/{redemption_id}/confirm", response_model=ConfirmedRedemption, responses=ANSWER_ERRORS)
-async def confirm(redemption_id: str, w: EmptyWrite = Depends(empty_write("consumer"))):
+async def confirm(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
     """Confirm: the principal share moves to the merchant; the answer's `ledger_seq` is the receipt."""
-    return await w.answer(lambda tx: service.confirm(tx, w.who.party_id, redemption_id))
+    return await w.run(body, 200, lambda tx: service.confirm(tx, w.who.party_id, redemption_id))
 
 
 @router.post("/{redemption_id}/reject", response_model=Redemption, responses=ANSWER_ERRORS)
-async def reject(redemption_id: str, w: EmptyWrite = Depends(empty_write("consumer"))):
+async def reject(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
     """Reject: the hold is voided and the money stays in escrow."""
-    return await w.answer(
-        lambda tx: service.settle_without_release(tx, redemption_id, "consumer_id", w.who.party_id, "rejected")
+    return await w.run(
+        body,
+        200,
+        lambda tx: service.settle_without_release(tx, redemption_id, "consumer_id", w.who.party_id, "rejected"),
     )
 
 
 @router.post("/{redemption_id}/cancel", response_model=Redemption, responses=ANSWER_ERRORS)
-async def cancel(redemption_id: str, w: EmptyWrite = Depends(empty_write("merchant"))):
+async def cancel(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("merchant"))):
     """The merchant withdraws a pending ask."""
-    return await w.answer(
-        lambda tx: service.settle_without_release(tx, redemption_id, "merchant_id", w.who.party_id, "cancelled")
+    return await w.run(
+        body,
+        200,
+        lambda tx: service.settle_without_release(tx, redemption_id, "merchant_id", w.who.party_id, "cancelled"),
     )
