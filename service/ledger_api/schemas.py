@@ -15,13 +15,13 @@ Base64 = Annotated[str, Field(description="base64 (standard alphabet)")]
 
 
 class Cosignature(Strict):
-    name: str
+    name: str = Field(description="The witness's name, as in its key")
     vkey: str = Field(description="The witness's C2SP verifier key")
     timestamp: int = Field(description="When the witness cosigned, Unix seconds")
 
 
 class SignedCheckpoint(Strict):
-    origin: str
+    origin: str = Field(description="The log's name, the signed note's first line")
     tree_size: int
     root_hash: Base64
     chain_head: Base64

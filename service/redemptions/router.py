@@ -84,18 +84,18 @@ async def confirm(redemption_id: str, body: EmptyBody | None = None, w: Write = 
 @router.post("/{redemption_id}/reject", response_model=Redemption, responses=ANSWER_ERRORS)
 async def reject(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
     """Reject: the hold is voided and the money stays in escrow."""
-    return await w.run(
-        body,
-        200,
-        lambda tx: service.settle_without_release(tx, redemption_id, "consumer_id", w.who.party_id, "rejected"),
-    )
+    return await _void(w, body, redemption_id, "rejected")
 
 
 @router.post("/{redemption_id}/cancel", response_model=Redemption, responses=ANSWER_ERRORS)
 async def cancel(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("merchant"))):
     """The merchant withdraws a pending ask."""
+    return await _void(w, body, redemption_id, "cancelled")
+
+
+async def _void(w: Write, body: EmptyBody | None, redemption_id: str, status: str) -> Response:
+    """The caller's own pending ask ends unanswered (rejected by its consumer, cancelled by its merchant)."""
+    party_field = "consumer_id" if w.who.role == "consumer" else "merchant_id"
     return await w.run(
-        body,
-        200,
-        lambda tx: service.settle_without_release(tx, redemption_id, "merchant_id", w.who.party_id, "cancelled"),
+        body, 200, lambda tx: service.settle_without_release(tx, redemption_id, party_field, w.who.party_id, status)
     )

@@ -13,13 +13,13 @@ from sqlalchemy import func, select, tuple_, update
 
 from service.db.models import BankStatement, Card, LedgerEntry, LedgerHead, SettlementBatch, SettlementInstruction
 
+IN_CHUNK = 500  # values in one statement's IN list
+
 batches_t = SettlementBatch.__table__
 instructions_t = SettlementInstruction.__table__
 statements_t = BankStatement.__table__
 entries_t = LedgerEntry.__table__
 head_t = LedgerHead.__table__
-
-IN_CHUNK = 500
 
 
 async def _in_chunks(conn, values: Sequence, stmt_for: Callable) -> list:
