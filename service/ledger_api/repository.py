@@ -35,6 +35,13 @@ async def entry(conn, seq: int, role: str, party_id: str | None):
     return (await conn.execute(_visible(select(entries_t).where(entries_t.c.seq == seq), role, party_id))).first()
 
 
+async def hashed_entries(conn, after: int, limit: int) -> list:
+    """Up to `limit` entries after seq `after`, in seq order: seq, kind, canonical JSON, leaf and chain hash."""
+    e = entries_t.c
+    stmt = select(e.seq, e.kind, e.canonical, e.leaf_hash, e.chain_hash).where(e.seq > after).order_by(e.seq)
+    return (await conn.execute(stmt.limit(limit))).all()
+
+
 async def canonical(conn, seq: int) -> str | None:
     return (await conn.execute(select(entries_t.c.canonical).where(entries_t.c.seq == seq))).scalar()
 
