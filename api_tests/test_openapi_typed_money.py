@@ -7,8 +7,23 @@ really has the shape its schema states (the models forbid fields they do not nam
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
-from api_tests.factories import buy_card, create_merchant, publish_count, register_consumer
+from api_tests.factories import ask, buy_card, create_merchant, publish_count, register_consumer
+from api_tests.test_settlements import a_day
+from service.cards.schemas import Card, PurchasedCard, Refund, RefundQuote
+from service.ledger_api.schemas import (
+    ConsistencyProof,
+    InclusionProof,
+    LedgerEntry,
+    LedgerEntryPage,
+    PublicKey,
+    Reconciliation,
+    SignedCheckpoint,
+    Witnesses,
+)
+from service.redemptions.schemas import AskedRedemption, ConfirmedRedemption, Redemption
+from service.settlements.schemas import BankStatementMatch, BatchPage, InstructionPage, SettlementBatch
 
 PREFIXES = ("/v1/cards", "/v1/redemptions", "/v1/settlements", "/v1/bank-statements", "/v1/ledger", "/log")
 
@@ -24,9 +39,9 @@ def resolve(document: dict, schema: dict) -> dict:
     return schema
 
 
-def success_answers(document: dict):
+def success_answers(document: dict, prefixes: tuple[str, ...] = PREFIXES):
     for path, item in document["paths"].items():
-        if not path.startswith(PREFIXES):
+        if not path.startswith(prefixes):
             continue
         for method, op in item.items():
             for status, answer in op["responses"].items():
@@ -128,3 +143,77 @@ async def test_a_card_read_back_through_its_model_keeps_every_field(client):
             "units_available": 10,
         }
     )
+
+
+async def test_every_answer_of_a_settled_day_is_exactly_its_model(client, document):
+    """A day of purchases, redemptions, a quit refund and a default, settled, reported and reconciled: each
+    success answer on the way validates against the model its operation declares (answers written by the
+    writer are not filtered by FastAPI, so this is what says the models are exact: they forbid unknown
+    fields and require every field they name)."""
+    w = await a_day(client)
+    day, bank, (card, *_) = w["day"], w["bank"], w["cards"]
+    consumer = await register_consumer(client)
+    course = await publish_count(client, w["gym"], price=30_000, uses=3)
+    checked: set[str] = set()
+
+    async def expect(model: type[BaseModel], method: str, url: str, party: dict | None, status: int = 200, **kw):
+        headers = {**(party["headers"] if party else {}), **kw.pop("headers", {})}
+        r = await client.request(method, url, headers=headers, **kw)
+        assert r.status_code == status, r.text
+        model.model_validate(r.json())
+        checked.add(model.__name__)
+        return r.json()
+
+    purchase = {"product_id": course["id"], "payment": {"method": "alipay", "reference": "ali-typed-1"}}
+    bought = await expect(PurchasedCard, "POST", "/v1/cards", consumer, 201, json=purchase)
+    asked = await expect(
+        AskedRedemption, "POST", f"/v1/cards/{bought['id']}/redemptions", w["gym"], 201, json={"uses": 1}
+    )
+    await expect(Redemption, "GET", f"/v1/redemptions/{asked['id']}", consumer)
+    await expect(ConfirmedRedemption, "POST", f"/v1/redemptions/{asked['id']}/confirm", consumer)
+    rejected = await ask(client, w["gym"], bought, uses=1)
+    await expect(Redemption, "POST", f"/v1/redemptions/{rejected['id']}/reject", consumer)
+    cancelled = await ask(client, w["gym"], bought, uses=1)
+    await expect(Redemption, "POST", f"/v1/redemptions/{cancelled['id']}/cancel", w["gym"])
+    await expect(RefundQuote, "GET", f"/v1/cards/{bought['id']}/refund-quote", consumer)
+    refunded = await expect(Refund, "POST", f"/v1/cards/{bought['id']}/refund", consumer)
+    assert refunded["amount"] + refunded["merchant_share"] == 30_000 - 10_000  # one use of three was released
+    await expect(Card, "GET", f"/v1/cards/{card['id']}", bank)
+
+    batch = await expect(SettlementBatch, "POST", "/v1/settlements", bank, 201, json={"date": day.isoformat()})
+    assert batch["payouts"] and batch["refunds"]
+    await expect(SettlementBatch, "POST", "/v1/settlements", bank, 200, json={"date": day.isoformat()})
+    await expect(SettlementBatch, "GET", f"/v1/settlements/{batch['id']}", bank)
+    results = {"results": [{"instruction_id": batch["refunds"][0]["id"], "status": "failed", "reason": "closed"}]}
+    await expect(SettlementBatch, "POST", f"/v1/settlements/{batch['id']}/results", bank, json=results)
+    await expect(BatchPage, "GET", "/v1/settlements", bank)
+    listed = await expect(InstructionPage, "GET", "/v1/settlements/instructions", bank)
+    assert {i["kind"] for i in listed["items"]} == {"payout", "refund"}
+    lines = [(day.isoformat(), "credit", card["price"], f"wechat_pay:{card['payment']['reference']}")]
+    lines += [(day.isoformat(), "debit", batch["payouts"][0]["amount"], batch["payouts"][0]["id"])]
+    lines += [(day.isoformat(), "debit", 1, "pay_unknown")]
+    text = "date,direction,amount,reference\n" + "".join(",".join(map(str, x)) + "\n" for x in lines)
+    csv_headers = {"Content-Type": "text/csv"}
+    matched = await expect(
+        BankStatementMatch, "POST", "/v1/bank-statements", bank, 201, content=text, headers=csv_headers
+    )
+    assert matched["matched"] and matched["unmatched_statement_lines"] and matched["unmatched_ledger_items"]
+    assert matched["open_instructions"]
+    await expect(BankStatementMatch, "GET", f"/v1/bank-statements/{matched['id']}", bank)
+
+    checkpoint = await expect(SignedCheckpoint, "POST", "/v1/ledger/checkpoints", bank, 201)
+    await expect(SignedCheckpoint, "GET", "/v1/ledger/checkpoint", None)
+    await expect(PublicKey, "GET", "/v1/ledger/public-key", None)
+    await expect(LedgerEntryPage, "GET", "/v1/ledger/entries?limit=5", bank)
+    await expect(LedgerEntry, "GET", "/v1/ledger/entries/0", bank)
+    await expect(InclusionProof, "GET", "/v1/ledger/entries/0/proof", None)
+    await expect(ConsistencyProof, "GET", f"/v1/ledger/consistency?first=1&second={checkpoint['tree_size']}", None)
+    await expect(Witnesses, "GET", "/v1/ledger/witnesses", None)
+    reconciled = await expect(Reconciliation, "GET", "/v1/escrow/reconciliation", bank)
+    assert reconciled["consistent"] is True
+    declared = {
+        answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        for _, answer in success_answers(document, PREFIXES + ("/v1/escrow",))
+        if "application/json" in answer["content"]
+    }
+    assert checked == declared
