@@ -3,7 +3,7 @@ witness cosignatures, and the card totals the reconciliation compares with the l
 
 from __future__ import annotations
 
-from sqlalchemy import desc, func, select
+from sqlalchemy import desc, func, insert, select
 
 from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead, MerkleNode, WitnessCosignature
 
@@ -88,6 +88,17 @@ async def latest_witnessed_size(conn, seq: int, witnesses: list[str], quorum: in
     )
     size = (await conn.execute(stmt)).scalar()
     return int(size) if size is not None else None
+
+
+async def checkpoint_row(conn, tree_size: int | None = None):
+    """The checkpoint at `tree_size`, or the latest."""
+    if tree_size is not None:
+        return (await conn.execute(select(cp_t).where(cp_t.c.tree_size == tree_size))).first()
+    return (await conn.execute(select(cp_t).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
+
+
+async def insert_checkpoint(conn, **values) -> None:
+    await conn.execute(insert(cp_t).values(**values))
 
 
 async def latest_checkpoint_size(conn, seq: int) -> int | None:
