@@ -11,7 +11,7 @@ import asyncio
 import logging
 from functools import lru_cache
 
-from sqlalchemy import desc, insert, select, text
+from sqlalchemy import text
 
 from ledger.checkpoint import Checkpoint as CheckpointData
 from ledger.checkpoint import SignedCheckpoint, sign_checkpoint, to_json
@@ -19,15 +19,12 @@ from ledger.hashing import b64
 from ledger.merkle import root_at, root_plan
 from service.clock import iso
 from service.context import AppContext
-from service.db.models import Checkpoint, LedgerHead, MerkleNode
 from service.db.raw import Raw
 from service.db.writer import Tx
 from service.event_log.service import emit
+from service.ledger_api import repository
 
 log = logging.getLogger("escrow.checkpoints")
-cp_t = Checkpoint.__table__
-head_t = LedgerHead.__table__
-nodes_t = MerkleNode.__table__
 
 
 @lru_cache(maxsize=256)
@@ -90,12 +87,12 @@ def checkpoint_out(row) -> dict:
 
 
 async def latest(conn) -> dict | None:
-    row = (await conn.execute(select(cp_t).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
+    row = await repository.checkpoint_row(conn)
     return _out(row) if row else None
 
 
 async def at_size(conn, size: int) -> dict | None:
-    row = (await conn.execute(select(cp_t).where(cp_t.c.tree_size == size))).first()
+    row = await repository.checkpoint_row(conn, size)
     return _out(row) if row else None
 
 
@@ -109,7 +106,7 @@ def _out(row) -> dict:
 def make_checkpoint_op(ctx: AppContext):
     async def op(tx: Tx) -> dict:
         conn = tx.conn
-        head = (await conn.execute(select(head_t.c.size, head_t.c.head).where(head_t.c.id == 1))).first()
+        head = await repository.ledger_head(conn)
         size, chain_head = int(head.size), bytes(head.head)
         existing = await at_size(conn, size)
         if existing:
@@ -122,16 +119,15 @@ def make_checkpoint_op(ctx: AppContext):
             ctx.keys.signing_key,
         )
         d = to_json(signed)
-        await conn.execute(
-            insert(cp_t).values(
-                tree_size=size,
-                root_hash=root,
-                chain_head=chain_head,
-                timestamp=d["timestamp"],
-                note=d["note"],
-                signature=d["signature"],
-                key_id=d["key_id"],
-            )
+        await repository.insert_checkpoint(
+            conn,
+            tree_size=size,
+            root_hash=root,
+            chain_head=chain_head,
+            timestamp=d["timestamp"],
+            note=d["note"],
+            signature=d["signature"],
+            key_id=d["key_id"],
         )
         emit(tx, "checkpoint.published", d)
         return d
@@ -149,9 +145,9 @@ async def run_forever(ctx: AppContext) -> None:
         await asyncio.sleep(ctx.settings.checkpoint_interval_seconds)
         try:
             async with ctx.engines.reader.connect() as conn:
-                size = (await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar()
-                last = (await conn.execute(select(cp_t.c.tree_size).order_by(desc(cp_t.c.tree_size)).limit(1))).scalar()
-            if size is not None and (last is None or int(size) > int(last)):
+                head = await repository.ledger_head(conn)
+                last = await repository.latest_checkpoint_size(conn, -1)
+            if head is not None and (last is None or int(head.size) > last):
                 await make_checkpoint(ctx)
         except asyncio.CancelledError:
             raise

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import BinaryIO
 
 import orjson
-from sqlalchemy import select
 
 from ledger.hashing import b64
-from service.ledger_api.service import entries_t
+from service.ledger_api import repository
 
 CHUNK = 10_000
 
@@ -17,20 +16,7 @@ async def export_jsonl(engine, out: BinaryIO) -> int:
     after, n = -1, 0
     async with engine.connect() as conn:
         while True:
-            rows = (
-                await conn.execute(
-                    select(
-                        entries_t.c.seq,
-                        entries_t.c.kind,
-                        entries_t.c.canonical,
-                        entries_t.c.leaf_hash,
-                        entries_t.c.chain_hash,
-                    )
-                    .where(entries_t.c.seq > after)
-                    .order_by(entries_t.c.seq)
-                    .limit(CHUNK)
-                )
-            ).all()
+            rows = await repository.hashed_entries(conn, after, CHUNK)
             if not rows:
                 return n
             for r in rows:

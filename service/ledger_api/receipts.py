@@ -13,24 +13,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import desc, func, select
 
 from ledger.checkpoint import verifier_key
 from ledger.merkle import inclusion_proof, inclusion_proof_plan
 from ledger.tlog_proof import build_tlog_proof
 from service.context import AppContext, get_ctx
-from service.db.models import Checkpoint, LedgerEntry, WitnessCosignature
 from service.errors import NotFound, Unprocessable, responses
-from service.ledger_api import checkpoints, witnessing
+from service.ledger_api import checkpoints, repository, witnessing
+from service.ledger_api.schemas import TEXT, Witnesses
 
 router = APIRouter(tags=["ledger"])
-cp_t = Checkpoint.__table__
-entries_t = LedgerEntry.__table__
-cosig_t = WitnessCosignature.__table__
 
 
-@router.get("/v1/ledger/witnesses")
-async def witnesses(ctx: AppContext = Depends(get_ctx)):
+@router.get("/v1/ledger/witnesses", response_model=Witnesses)
+async def list_witnesses(ctx: AppContext = Depends(get_ctx)):
     """The log's vkey, its witnesses (name and C2SP vkey) and the quorum a receipt's checkpoint needs."""
     return {
         "log": {"origin": ctx.keys.key_name, "vkey": verifier_key(ctx.keys.key_name, ctx.keys.public_key)},
@@ -43,32 +39,18 @@ async def choose_size(conn, ctx: AppContext, seq: int) -> int | None:
     ws = [w.vkey_text for w in witnessing._witnesses(ctx)]
     quorum = ctx.settings.witness_quorum
     if ws and quorum > 0:
-        size = (
-            await conn.execute(
-                select(cosig_t.c.tree_size)
-                .where(cosig_t.c.tree_size > seq, cosig_t.c.witness.in_(ws))
-                .group_by(cosig_t.c.tree_size)
-                .having(func.count() >= quorum)
-                .order_by(desc(cosig_t.c.tree_size))
-                .limit(1)
-            )
-        ).scalar()
+        size = await repository.latest_witnessed_size(conn, seq, ws, quorum)
         if size is not None:
-            return int(size)
-    size = (
-        await conn.execute(
-            select(cp_t.c.tree_size).where(cp_t.c.tree_size > seq).order_by(desc(cp_t.c.tree_size)).limit(1)
-        )
-    ).scalar()
-    return int(size) if size is not None else None
+            return size
+    return await repository.latest_checkpoint_size(conn, seq)
 
 
 @router.get(
     "/v1/ledger/entries/{seq}/receipt",
     response_class=PlainTextResponse,
-    responses={**responses(404, 422), 200: {"content": {"text/plain": {}}, "description": "c2sp.org/tlog-proof@v1"}},
+    responses={**responses(404, 422), 200: {"content": TEXT, "description": "c2sp.org/tlog-proof@v1"}},
 )
-async def receipt(
+async def get_receipt(
     seq: Annotated[int, Path(ge=0, le=2**62)],
     ctx: AppContext = Depends(get_ctx),
     tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
@@ -76,7 +58,7 @@ async def receipt(
     """A C2SP tlog-proof@v1 receipt of entry `seq` against the checkpoint at `tree_size` (default: the
     latest witnessed checkpoint holding it)."""
     async with ctx.engines.reader.connect() as conn:
-        entry = (await conn.execute(select(entries_t.c.canonical).where(entries_t.c.seq == seq))).scalar()
+        entry = await repository.canonical(conn, seq)
         if entry is None:
             raise NotFound("No such ledger entry.", "entry_not_found")
         if tree_size is not None:

@@ -6,22 +6,27 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy import func, select
 
 from ledger.checkpoint import public_key_json
 from ledger.hashing import b64
 from ledger.merkle import consistency_proof, consistency_proof_plan, inclusion_proof, inclusion_proof_plan
 from service.auth import Principal, require
-from service.cards.service import cards_t
 from service.clock import iso
 from service.common import page
 from service.context import AppContext, get_ctx
 from service.errors import NotFound, Unprocessable, responses
-from service.ledger_api import checkpoints, witnessing
-from service.ledger_api.service import entries_t, head_t
+from service.ledger_api import checkpoints, repository, witnessing
+from service.ledger_api.schemas import (
+    ConsistencyProof,
+    InclusionProof,
+    LedgerEntry,
+    LedgerEntryPage,
+    PublicKey,
+    Reconciliation,
+    SignedCheckpoint,
+)
 
 router = APIRouter(tags=["ledger"])
-ALL_ENTRIES = ("auditor", "regulator", "operator")
 
 
 def entry_out(e) -> dict:
@@ -35,20 +40,7 @@ def entry_out(e) -> dict:
     }
 
 
-def _scope(stmt, who: Principal):
-    if who.role == "merchant":
-        return stmt.where(entries_t.c.merchant_id == who.party_id)
-    if who.role == "consumer":
-        return stmt.where(entries_t.c.consumer_id == who.party_id)
-    return stmt
-
-
-async def _size(conn) -> int:
-    size = (await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar()
-    return int(size or 0)
-
-
-@router.get("/v1/ledger/checkpoint", responses=responses(404, 422))
+@router.get("/v1/ledger/checkpoint", response_model=SignedCheckpoint, responses=responses(404, 422))
 async def get_checkpoint(
     ctx: AppContext = Depends(get_ctx), tree_size: Annotated[int | None, Query(ge=0, le=2**62)] = None
 ):
@@ -63,8 +55,8 @@ async def get_checkpoint(
         return await witnessing.decorate(conn, ctx, cp)
 
 
-@router.post("/v1/ledger/checkpoints", status_code=201, responses=responses(401, 403))
-async def checkpoint_now(
+@router.post("/v1/ledger/checkpoints", status_code=201, response_model=SignedCheckpoint, responses=responses(401, 403))
+async def create_checkpoint(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("operator", "auditor", "regulator", "merchant", "consumer")),
 ):
@@ -74,13 +66,13 @@ async def checkpoint_now(
         return await witnessing.decorate(conn, ctx, cp)
 
 
-@router.get("/v1/ledger/public-key")
-async def public_key(ctx: AppContext = Depends(get_ctx)):
+@router.get("/v1/ledger/public-key", response_model=PublicKey)
+async def get_public_key(ctx: AppContext = Depends(get_ctx)):
     """The platform's Ed25519 key: raw (base64), key id, and the C2SP verifier key string."""
     return public_key_json(ctx.keys.key_name, ctx.keys.public_key)
 
 
-@router.get("/v1/ledger/entries", responses=responses(401, 403, 422))
+@router.get("/v1/ledger/entries", response_model=LedgerEntryPage, responses=responses(401, 403, 422))
 async def list_entries(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
@@ -88,29 +80,26 @@ async def list_entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ):
     """Entries in sequence order: all for auditors and regulators, a party's own for merchants and consumers."""
-    stmt = _scope(select(entries_t).order_by(entries_t.c.seq).limit(limit + 1), who)
-    if after is not None:
-        stmt = stmt.where(entries_t.c.seq > after)
     async with ctx.engines.reader.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+        rows = await repository.entries_page(conn, who.role, who.party_id, after, limit)
     return page([entry_out(r) for r in rows], limit, key="seq")
 
 
-@router.get("/v1/ledger/entries/{seq}", responses=responses(401, 403, 404, 422))
+@router.get("/v1/ledger/entries/{seq}", response_model=LedgerEntry, responses=responses(401, 403, 404, 422))
 async def get_entry(
     seq: Annotated[int, Path(ge=0, le=2**62)],
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("auditor", "regulator", "operator", "merchant", "consumer")),
 ):
     async with ctx.engines.reader.connect() as conn:
-        row = (await conn.execute(_scope(select(entries_t).where(entries_t.c.seq == seq), who))).first()
+        row = await repository.entry(conn, seq, who.role, who.party_id)
     if row is None:
         raise NotFound("No such ledger entry.", "entry_not_found")
     return entry_out(row)
 
 
-@router.get("/v1/ledger/entries/{seq}/proof", responses=responses(404, 422))
-async def inclusion(
+@router.get("/v1/ledger/entries/{seq}/proof", response_model=InclusionProof, responses=responses(404, 422))
+async def get_inclusion_proof(
     seq: Annotated[int, Path(ge=0, le=2**62)],
     ctx: AppContext = Depends(get_ctx),
     tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
@@ -137,8 +126,8 @@ async def inclusion(
     return {"leaf_index": seq, "tree_size": n, "leaf_hash": b64(nodes[(0, seq)]), "proof": [b64(h) for h in proof]}
 
 
-@router.get("/v1/ledger/consistency", responses=responses(422))
-async def consistency(
+@router.get("/v1/ledger/consistency", response_model=ConsistencyProof, responses=responses(422))
+async def get_consistency_proof(
     first: Annotated[int, Query(ge=1, le=2**62)],
     second: Annotated[int, Query(ge=1, le=2**62)],
     ctx: AppContext = Depends(get_ctx),
@@ -157,26 +146,15 @@ async def consistency(
     return {"first": first, "second": second, "proof": [b64(h) for h in proof]}
 
 
-@router.get("/v1/escrow/reconciliation", responses=responses(401, 403))
-async def reconciliation(
+@router.get("/v1/escrow/reconciliation", response_model=Reconciliation, responses=responses(401, 403))
+async def get_reconciliation(
     ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("auditor", "regulator", "operator"))
 ):
     """Totals by state from the card balances, the same sums as the ledger states them, and whether they agree."""
     async with ctx.engines.reader.connect() as conn:
         async with conn.begin():
-            c = (
-                await conn.execute(
-                    select(
-                        func.coalesce(func.sum(cards_t.c.price), 0),
-                        func.coalesce(func.sum(cards_t.c.escrow), 0),
-                        func.coalesce(func.sum(cards_t.c.held), 0),
-                        func.coalesce(func.sum(cards_t.c.released), 0),
-                        func.coalesce(func.sum(cards_t.c.refunded), 0),
-                        func.count(),
-                    )
-                )
-            ).first()
-            h = (await conn.execute(select(head_t).where(head_t.c.id == 1))).first()
+            c = await repository.card_totals(conn)
+            h = await repository.ledger_head(conn)
     balances = {
         "paid_in": int(c[0]),
         "escrow": int(c[1]),

@@ -10,26 +10,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy import select
 
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, entry_bundle, hash_tile, parse_tile_path
 from service.context import AppContext, get_ctx
-from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.errors import NotFound, responses
-from service.ledger_api import checkpoints, witnessing
+from service.ledger_api import checkpoints, repository, witnessing
 from service.ledger_api.receipts import choose_size
+from service.ledger_api.schemas import BINARY, TEXT
 
 router = APIRouter(prefix="/log", tags=["tiles"])
-entries_t = LedgerEntry.__table__
-head_t = LedgerHead.__table__
-nodes_t = MerkleNode.__table__
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=5"
 MAX_LEVEL = 7  # 256^8 leaves would overflow a 63-bit size
-
-
-async def _size(conn) -> int:
-    return int((await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar() or 0)
 
 
 def _parse(rest: str) -> tuple[int, int]:
@@ -50,9 +42,9 @@ def _binary(data: bytes, width: int) -> Response:
 @router.get(
     "/checkpoint",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "signed note"}},
+    responses={200: {"content": TEXT, "description": "signed note"}},
 )
-async def checkpoint(ctx: AppContext = Depends(get_ctx)):
+async def get_log_checkpoint(ctx: AppContext = Depends(get_ctx)):
     """The latest checkpoint that has its quorum of cosignatures (else the latest), as a signed note with them.
 
     Tile readers are told of a tree only once the witnesses vouch for it: a monitor never has to race
@@ -69,32 +61,28 @@ async def checkpoint(ctx: AppContext = Depends(get_ctx)):
 
 @router.get(
     "/tile/entries/{rest:path}",
-    responses={**responses(404), 200: {"content": {"application/octet-stream": {}}, "description": "entry bundle"}},
+    response_class=Response,
+    responses={**responses(404), 200: {"content": BINARY, "description": "entry bundle"}},
 )
-async def entries_tile(rest: str, ctx: AppContext = Depends(get_ctx)):
+async def get_entry_bundle(rest: str, ctx: AppContext = Depends(get_ctx)):
     """Entry bundle N: the canonical JSON of entries N·256 … N·256+W−1, each after its u16 big-endian length."""
     n, width = _parse(rest)
     lo = n * TILE_WIDTH
     async with ctx.engines.reader.connect() as conn:
-        if await _size(conn) < lo + width:
+        if await repository.ledger_size(conn) < lo + width:
             raise NotFound("That entry bundle is beyond the ledger.", "tile_not_found")
-        rows = (
-            await conn.execute(
-                select(entries_t.c.canonical)
-                .where(entries_t.c.seq >= lo, entries_t.c.seq < lo + width)
-                .order_by(entries_t.c.seq)
-            )
-        ).all()
+        rows = await repository.canonical_range(conn, lo, lo + width)
     if len(rows) != width:
         raise NotFound("That entry bundle is incomplete.", "tile_not_found")
-    return _binary(entry_bundle([r[0].encode("utf-8") for r in rows]), width)
+    return _binary(entry_bundle([r.encode("utf-8") for r in rows]), width)
 
 
 @router.get(
     "/tile/{level}/{rest:path}",
-    responses={**responses(404), 200: {"content": {"application/octet-stream": {}}, "description": "hash tile"}},
+    response_class=Response,
+    responses={**responses(404), 200: {"content": BINARY, "description": "hash tile"}},
 )
-async def hash_tile_at(level: str, rest: str, ctx: AppContext = Depends(get_ctx)):
+async def get_hash_tile(level: str, rest: str, ctx: AppContext = Depends(get_ctx)):
     """Hash tile (L, N): the Merkle nodes at level 8·L, indexes N·256 … N·256+W−1, 32 bytes each."""
     if not level.isdigit() or len(level) > 1 or int(level) > MAX_LEVEL:
         raise NotFound("No such tile level.", "tile_not_found")
@@ -102,15 +90,9 @@ async def hash_tile_at(level: str, rest: str, ctx: AppContext = Depends(get_ctx)
     n, width = _parse(rest)
     lo = n * TILE_WIDTH
     async with ctx.engines.reader.connect() as conn:
-        if (await _size(conn)) >> (TILE_HEIGHT * lv) < lo + width:
+        if (await repository.ledger_size(conn)) >> (TILE_HEIGHT * lv) < lo + width:
             raise NotFound("That tile is beyond the ledger.", "tile_not_found")
-        rows = (
-            await conn.execute(
-                select(nodes_t.c.hash)
-                .where(nodes_t.c.level == TILE_HEIGHT * lv, nodes_t.c.idx >= lo, nodes_t.c.idx < lo + width)
-                .order_by(nodes_t.c.idx)
-            )
-        ).all()
+        rows = await repository.node_hashes(conn, TILE_HEIGHT * lv, lo, lo + width)
     if len(rows) != width:
         raise NotFound("That tile's nodes are not stored.", "tile_not_found")
-    return _binary(hash_tile([bytes(r[0]) for r in rows]), width)
+    return _binary(hash_tile(rows), width)

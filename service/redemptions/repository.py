@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
+
 from service.db.models import Redemption
 from service.db.raw import CardRow, RdmRow
 
@@ -77,3 +79,9 @@ def set_voided(raw, redemption_id: str, status: str, answered_at: datetime, ledg
 
 def set_confirmed(raw, redemption_id: str, release: int, answered_at: datetime, ledger_seq: int) -> None:
     raw.run(SET_CONFIRMED, (release, raw.t(answered_at), ledger_seq, redemption_id))
+
+
+# -- Core, for the routes' reads ------------------------------------------------------------------
+async def by_id(conn, redemption_id: str):
+    """The redemption row, read outside a write (on the reader)."""
+    return (await conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()

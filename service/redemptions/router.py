@@ -1,79 +1,101 @@
+"""HTTP for a redemption (核销): reading it, and the consumer's or the merchant's answer to a pending ask.
+
+The ask itself is `POST /v1/cards/{card_id}/redemptions` (service/cards/router.py); asks and confirms
+are usually answered by the redemption fast path in front of FastAPI, with the same service calls."""
+
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
+from fastapi.responses import Response
 
 from service.auth import Principal, require
 from service.cards.schemas import EmptyBody
-from service.cards.service import redemptions_t
 from service.context import AppContext, get_ctx
+from service.db.writer import Tx
 from service.errors import NotFound, responses
 from service.idempotency import mutate
-from service.redemptions import service
+from service.redemptions import repository, service
+from service.redemptions.schemas import ConfirmedRedemption, Redemption
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
+ANSWER_ERRORS = responses(400, 401, 403, 404, 409)
 
 
-@router.get("/{redemption_id}", responses=responses(401, 403, 404))
-async def get_redemption(
-    redemption_id: str,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer", "merchant", "regulator", "auditor", "operator")),
-):
-    async with ctx.engines.reader.connect() as conn:
-        r = (await conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()
+@dataclass(frozen=True)
+class Write:
+    """What a write route needs beside its body: the request (its Idempotency-Key), the context, the caller."""
+
+    request: Request
+    ctx: AppContext
+    who: Principal
+
+    async def run(self, body: Any, status: int, call: Callable[[Tx], Awaitable[dict]]) -> Response:
+        """`status` with what `call(tx)` returns, through the writer; a repeated Idempotency-Key replays it."""
+
+        async def op(tx: Tx):
+            return status, await call(tx)
+
+        return await mutate(self.ctx, self.request, self.who, {} if body is None else body, op)
+
+
+def write_by(*roles: str):
+    """The dependency giving a `Write` by a caller in one of `roles`."""
+
+    async def dependency(
+        request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*roles))
+    ) -> Write:
+        return Write(request, ctx, who)
+
+    return dependency
+
+
+ANY_PARTY = require("consumer", "merchant", "regulator", "auditor", "operator")
+
+
+def visible_or_404(row, who: Principal, not_found: NotFound):
+    """The row, if the caller may see it: a consumer or a merchant only its own cards and redemptions."""
     if (
-        r is None
-        or (who.role == "consumer" and r.consumer_id != who.party_id)
-        or (who.role == "merchant" and r.merchant_id != who.party_id)
+        row is None
+        or (who.role == "consumer" and row.consumer_id != who.party_id)
+        or (who.role == "merchant" and row.merchant_id != who.party_id)
     ):
-        raise NotFound("No such redemption.", "redemption_not_found")
-    return service.redemption_out(r)
+        raise not_found
+    return row
 
 
-@router.post("/{redemption_id}/confirm", responses=responses(400, 401, 403, 404, 409))
-async def confirm(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    body: EmptyBody | None = None,
-):
+@router.get("/{redemption_id}", response_model=Redemption, responses=responses(401, 403, 404))
+async def get_redemption(redemption_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(ANY_PARTY)):
+    async with ctx.engines.reader.connect() as conn:
+        r = await repository.by_id(conn, redemption_id)
+    not_found = NotFound("No such redemption.", "redemption_not_found")
+    return service.redemption_out(visible_or_404(r, who, not_found))
+
+
+@router.post("/{redemption_id}/confirm", response_model=ConfirmedRedemption, responses=ANSWER_ERRORS)
+async def confirm(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
     """Confirm: the principal share moves to the merchant; the answer's `ledger_seq` is the receipt."""
-
-    async def op(tx):
-        return 200, await service.confirm(tx, who.party_id, redemption_id)
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await w.run(body, 200, lambda tx: service.confirm(tx, w.who.party_id, redemption_id))
 
 
-@router.post("/{redemption_id}/reject", responses=responses(400, 401, 403, 404, 409))
-async def reject(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("consumer")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{redemption_id}/reject", response_model=Redemption, responses=ANSWER_ERRORS)
+async def reject(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
     """Reject: the hold is voided and the money stays in escrow."""
-
-    async def op(tx):
-        return 200, await service.settle_without_release(tx, redemption_id, "consumer_id", who.party_id, "rejected")
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await _void(w, body, redemption_id, "rejected")
 
 
-@router.post("/{redemption_id}/cancel", responses=responses(400, 401, 403, 404, 409))
-async def cancel(
-    redemption_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(require("merchant")),
-    body: EmptyBody | None = None,
-):
+@router.post("/{redemption_id}/cancel", response_model=Redemption, responses=ANSWER_ERRORS)
+async def cancel(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("merchant"))):
     """The merchant withdraws a pending ask."""
+    return await _void(w, body, redemption_id, "cancelled")
 
-    async def op(tx):
-        return 200, await service.settle_without_release(tx, redemption_id, "merchant_id", who.party_id, "cancelled")
 
-    return await mutate(ctx, request, who, body or {}, op)
+async def _void(w: Write, body: EmptyBody | None, redemption_id: str, status: str) -> Response:
+    """The caller's own pending ask ends unanswered (rejected by its consumer, cancelled by its merchant)."""
+    party_field = "consumer_id" if w.who.role == "consumer" else "merchant_id"
+    return await w.run(
+        body, 200, lambda tx: service.settle_without_release(tx, redemption_id, party_field, w.who.party_id, status)
+    )

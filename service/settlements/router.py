@@ -9,44 +9,33 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import Field, StringConstraints
+from pydantic import StringConstraints
 
 from service.auth import Principal, require
-from service.common import After, Limit, Strict
+from service.common import After, Limit
 from service.context import AppContext, get_ctx
 from service.errors import EscrowError, Unprocessable, responses
 from service.idempotency import checked_key, fingerprint_of, json_response, mutate, run_write
 from service.settlements import service, statements
+from service.settlements.schemas import (
+    BATCH_AS_CSV,
+    CSV_REQUEST,
+    BankStatementMatch,
+    BatchPage,
+    CloseDay,
+    InstructionPage,
+    Results,
+    SettlementBatch,
+)
 
 router = APIRouter(prefix="/v1", tags=["custody"])
 
 READERS = ("auditor", "operator", "regulator")
-Ref = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
 
 
 class UnsupportedMediaType(EscrowError):
     status_code = 415
     code = "unsupported_media_type"
-
-
-class CloseDay(Strict):
-    date: Annotated[
-        str,
-        StringConstraints(min_length=10, max_length=10),
-        Field(description="A calendar day YYYY-MM-DD in ESCROW_SETTLEMENT_TIMEZONE (default Asia/Shanghai)"),
-    ]
-
-
-class Result(Strict):
-    instruction_id: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\x00]*$")]
-    status: Literal["executed", "failed"]
-    bank_reference: Ref | None = None
-    reason: Reason | None = None
-
-
-class Results(Strict):
-    results: Annotated[list[Result], Field(max_length=10_000)]
 
 
 def _csv_response(batch: dict) -> Response:
@@ -80,15 +69,12 @@ def _csv_response(batch: dict) -> Response:
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
-JSON_OR_CSV = {
-    200: {
-        "description": "The batch (JSON, or CSV with ?format=csv)",
-        "content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}},
-    }
-}
-
-
-@router.post("/settlements", status_code=201, responses=responses(400, 401, 403, 409, 422))
+@router.post(
+    "/settlements",
+    status_code=201,
+    response_model=SettlementBatch,
+    responses={**responses(400, 401, 403, 409, 422), 200: {"model": SettlementBatch, "description": "Closed already"}},
+)
 async def close_day(
     body: CloseDay,
     request: Request,
@@ -105,8 +91,8 @@ async def close_day(
     return await mutate(ctx, request, who, body, op)
 
 
-@router.get("/settlements", responses=responses(401, 403, 422))
-async def list_batches(
+@router.get("/settlements", response_model=BatchPage, responses=responses(401, 403, 422))
+async def list_settlements(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require(*READERS)),
     limit: Limit = 50,
@@ -117,8 +103,8 @@ async def list_batches(
         return await service.list_batches(conn, limit, after)
 
 
-@router.get("/settlements/instructions", responses=responses(401, 403, 422))
-async def list_instructions(
+@router.get("/settlements/instructions", response_model=InstructionPage, responses=responses(401, 403, 422))
+async def list_settlement_instructions(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require(*READERS)),
     status: Literal["open", "failed", "unexecuted", "executed"] = "unexecuted",
@@ -131,8 +117,12 @@ async def list_instructions(
         return await service.list_instructions(conn, statuses, limit, after)
 
 
-@router.get("/settlements/{batch_id}", responses={**responses(401, 403, 404, 422), **JSON_OR_CSV})
-async def get_batch(
+@router.get(
+    "/settlements/{batch_id}",
+    response_model=SettlementBatch,
+    responses={**responses(401, 403, 404, 422), **BATCH_AS_CSV},
+)
+async def get_settlement(
     batch_id: Annotated[str, StringConstraints(max_length=40)],
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require(*READERS)),
@@ -145,8 +135,10 @@ async def get_batch(
     return batch
 
 
-@router.post("/settlements/{batch_id}/results", responses=responses(400, 401, 403, 404, 409, 422))
-async def report_results(
+@router.post(
+    "/settlements/{batch_id}/results", response_model=SettlementBatch, responses=responses(400, 401, 403, 404, 409, 422)
+)
+async def report_settlement_results(
     batch_id: Annotated[str, StringConstraints(max_length=40)],
     body: Results,
     request: Request,
@@ -167,22 +159,14 @@ async def report_results(
     return await mutate(ctx, request, who, body, op)
 
 
-CSV_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/csv": {
-                "schema": {"type": "string", "description": "date,direction,amount,reference (amount in integer fen)"}
-            }
-        },
-    }
-}
-
-
 @router.post(
-    "/bank-statements", status_code=201, openapi_extra=CSV_BODY, responses=responses(400, 401, 403, 413, 415, 422)
+    "/bank-statements",
+    status_code=201,
+    openapi_extra=CSV_REQUEST,
+    response_model=BankStatementMatch,
+    responses=responses(400, 401, 403, 413, 415, 422),
 )
-async def upload_statement(
+async def upload_bank_statement(
     request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require("auditor"))
 ):
     """Upload the escrow account's statement (text/csv); the answer matches every line to the ledger
@@ -208,8 +192,10 @@ async def upload_statement(
     return json_response(status, out, replayed)
 
 
-@router.get("/bank-statements/{statement_id}", responses=responses(401, 403, 404, 422))
-async def get_statement(
+@router.get(
+    "/bank-statements/{statement_id}", response_model=BankStatementMatch, responses=responses(401, 403, 404, 422)
+)
+async def get_bank_statement(
     statement_id: Annotated[str, StringConstraints(max_length=40)],
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require(*READERS)),

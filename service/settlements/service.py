@@ -20,26 +20,19 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import and_, func, select, update
 
 from ledger.canonical import canonical_json
 from service.clock import iso
-from service.db.models import Card, LedgerEntry, LedgerHead, SettlementBatch, SettlementInstruction
+from service.common import page
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
 from service.ids import new_id
-
-batches_t = SettlementBatch.__table__
-instructions_t = SettlementInstruction.__table__
-entries_t = LedgerEntry.__table__
-cards_t = Card.__table__
-head_t = LedgerHead.__table__
+from service.settlements import repository
 
 # Entries are appended in time order (one writer at a time, a clock that only moves forward); replicas'
 # clocks may disagree a little, so the seq range found by time is widened by this much and then
 # filtered by each entry's own time.
 SKEW = timedelta(minutes=1)
-IN_CHUNK = 500
 SWEEP_DAYS_BACK = 7  # a service down for a few days closes the days it missed
 
 
@@ -66,11 +59,10 @@ def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
 
 async def seq_at(conn, when: datetime) -> int:
     """The first seq whose entry is at or after `when` (binary search on the primary key)."""
-    size = (await conn.execute(select(head_t.c.size).where(head_t.c.id == 1))).scalar()
-    lo, hi = 0, int(size or 0)
+    lo, hi = 0, await repository.ledger_size(conn)
     while lo < hi:
         mid = (lo + hi) // 2
-        t = (await conn.execute(select(entries_t.c.time).where(entries_t.c.seq == mid))).scalar()
+        t = await repository.entry_time(conn, mid)
         if t is None or t >= when:
             hi = mid
         else:
@@ -84,37 +76,7 @@ async def day_entries(conn, start: datetime, end: datetime, kinds: tuple[str, ..
     hi = await seq_at(conn, end + SKEW)
     if lo >= hi:
         return []
-    rows = (
-        await conn.execute(
-            select(
-                entries_t.c.seq,
-                entries_t.c.kind,
-                entries_t.c.time,
-                entries_t.c.canonical,
-                entries_t.c.card_id,
-                entries_t.c.merchant_id,
-            )
-            .where(entries_t.c.seq >= lo, entries_t.c.seq < hi, entries_t.c.kind.in_(kinds))
-            .order_by(entries_t.c.seq)
-        )
-    ).all()
-    return [r for r in rows if start <= r.time < end]
-
-
-async def card_routes(conn, card_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """card id -> (payment method, payment reference)."""
-    out: dict[str, tuple[str, str]] = {}
-    ids = sorted(set(card_ids))
-    for i in range(0, len(ids), IN_CHUNK):
-        rows = (
-            await conn.execute(
-                select(cards_t.c.id, cards_t.c.payment_method, cards_t.c.payment_reference).where(
-                    cards_t.c.id.in_(ids[i : i + IN_CHUNK])
-                )
-            )
-        ).all()
-        out.update({r.id: (r.payment_method, r.payment_reference) for r in rows})
-    return out
+    return [r for r in await repository.entries_between(conn, lo, hi, kinds) if start <= r.time < end]
 
 
 async def day_movements(conn, day: date, tz: ZoneInfo) -> tuple[dict[str, int], list[dict]]:
@@ -140,7 +102,7 @@ async def day_movements(conn, day: date, tz: ZoneInfo) -> tuple[dict[str, int], 
                 )
         if share:
             payouts[r.merchant_id] = payouts.get(r.merchant_id, 0) + share
-    routes = await card_routes(conn, [f["card_id"] for f in refunds])
+    routes = await repository.card_routes(conn, [f["card_id"] for f in refunds])
     for f in refunds:
         method, reference = routes[f["card_id"]]
         f["method"] = f["method"] or method
@@ -161,7 +123,7 @@ async def close_day(tx: Tx, day: date, tz_name: str) -> tuple[int, dict]:
     """Close `day`: 201 and the new batch, or 200 and the batch already made. 409 if the day has not ended."""
     conn = tx.conn
     key = day.isoformat()
-    existing = (await conn.execute(select(batches_t).where(batches_t.c.date == key))).first()
+    existing = await repository.batch_on(conn, key)
     if existing is not None:
         return 200, await batch_out(conn, existing)
     tz = zone(tz_name)
@@ -185,19 +147,6 @@ async def close_day(tx: Tx, day: date, tz_name: str) -> tuple[int, dict]:
         refunds_total=totals["refunds"],
         refunds_count=len(refunds),
         digest=digest,
-    )
-    await conn.execute(
-        batches_t.insert().values(
-            id=batch_id,
-            date=key,
-            payouts_total=totals["payouts"],
-            refunds_total=totals["refunds"],
-            payouts_count=len(payouts),
-            refunds_count=len(refunds),
-            digest=digest,
-            ledger_seq=seq,
-            created_at=tx.now,
-        )
     )
     rows = [
         dict(
@@ -227,10 +176,20 @@ async def close_day(tx: Tx, day: date, tz_name: str) -> tuple[int, dict]:
         )
         for f in refunds
     ]
-    if rows:
-        await conn.execute(instructions_t.insert(), rows)
-    batch = (await conn.execute(select(batches_t).where(batches_t.c.id == batch_id))).first()
-    return 201, await batch_out(conn, batch)
+    await repository.insert_batch(
+        conn,
+        rows,
+        id=batch_id,
+        date=key,
+        payouts_total=totals["payouts"],
+        refunds_total=totals["refunds"],
+        payouts_count=len(payouts),
+        refunds_count=len(refunds),
+        digest=digest,
+        ledger_seq=seq,
+        created_at=tx.now,
+    )
+    return 201, await batch_out(conn, await repository.batch(conn, batch_id))
 
 
 def instruction_out(r) -> dict:
@@ -268,11 +227,7 @@ def batch_summary(b) -> dict:
 
 
 async def batch_out(conn, b) -> dict:
-    rows = (
-        await conn.execute(
-            select(instructions_t).where(instructions_t.c.batch_id == b.id).order_by(instructions_t.c.id)
-        )
-    ).all()
+    rows = await repository.instructions_of(conn, b.id)
     out = batch_summary(b)
     out["payouts"] = [instruction_out(r) for r in rows if r.kind == "payout"]
     out["refunds"] = [instruction_out(r) for r in rows if r.kind == "refund"]
@@ -280,7 +235,7 @@ async def batch_out(conn, b) -> dict:
 
 
 async def load_batch(conn, batch_id: str):
-    b = (await conn.execute(select(batches_t).where(batches_t.c.id == batch_id))).first()
+    b = await repository.batch(conn, batch_id)
     if b is None:
         raise NotFound("No such settlement batch.", "settlement_not_found")
     return b
@@ -293,16 +248,7 @@ async def report_results(tx: Tx, batch_id: str, results: list) -> dict:
     ids = [r.instruction_id for r in results]
     if len(set(ids)) != len(ids):
         raise Unprocessable("Each instruction may appear once in a report.", "duplicate_instruction")
-    found = {}
-    for i in range(0, len(ids), IN_CHUNK):
-        rows = (
-            await conn.execute(
-                select(instructions_t).where(
-                    and_(instructions_t.c.batch_id == batch_id, instructions_t.c.id.in_(ids[i : i + IN_CHUNK]))
-                )
-            )
-        ).all()
-        found.update({r.id: r for r in rows})
+    found = await repository.instructions_in_batch(conn, batch_id, ids)
     changed = []
     for r in results:
         inst = found.get(r.instruction_id)
@@ -323,11 +269,7 @@ async def report_results(tx: Tx, batch_id: str, results: list) -> dict:
             )
         changed.append(r)
     for r in changed:
-        await conn.execute(
-            update(instructions_t)
-            .where(instructions_t.c.id == r.instruction_id)
-            .values(status=r.status, bank_reference=r.bank_reference, reason=r.reason, reported_at=tx.now)
-        )
+        await repository.set_result(conn, r.instruction_id, r.status, r.bank_reference, r.reason, tx.now)
     if changed:
         # The free-text reason stays out of the public ledger; the status and the bank's reference go in.
         tx.append(
@@ -341,32 +283,19 @@ async def report_results(tx: Tx, batch_id: str, results: list) -> dict:
     return await batch_out(conn, await load_batch(conn, batch_id))
 
 
+def dated_instruction_out(r) -> dict:
+    """An instruction read with its batch's date."""
+    return {**instruction_out(r), "batch_id": r.batch_id, "date": r.date}
+
+
 async def list_batches(conn, limit: int, after: str | None) -> dict:
-    stmt = select(batches_t).order_by(batches_t.c.date).limit(limit + 1)
-    if after:
-        stmt = stmt.where(batches_t.c.date > after)
-    rows = (await conn.execute(stmt)).all()
-    items = [batch_summary(b) for b in rows]
-    more = len(items) > limit
-    items = items[:limit]
-    return {"items": items, "next_cursor": items[-1]["date"] if more and items else None}
+    rows = await repository.batches_page(conn, limit, after)
+    return page([batch_summary(b) for b in rows], limit, key="date")
 
 
 async def list_instructions(conn, statuses: tuple[str, ...], limit: int, after: str | None) -> dict:
-    stmt = (
-        select(instructions_t, batches_t.c.date)
-        .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-        .where(instructions_t.c.status.in_(statuses))
-        .order_by(instructions_t.c.id)
-        .limit(limit + 1)
-    )
-    if after:
-        stmt = stmt.where(instructions_t.c.id > after)
-    rows = (await conn.execute(stmt)).all()
-    items = [{**instruction_out(r), "batch_id": r.batch_id, "date": r.date} for r in rows]
-    more = len(items) > limit
-    items = items[:limit]
-    return {"items": items, "next_cursor": items[-1]["id"] if more and items else None}
+    rows = await repository.instructions_page(conn, statuses, limit, after)
+    return page([dated_instruction_out(r) for r in rows], limit)
 
 
 def due_days(now: datetime, tz: ZoneInfo, hour: int) -> list[date]:
@@ -383,13 +312,8 @@ async def sweep_due(ctx) -> int:
     tz = zone(settings.settlement_timezone)
     days = due_days(ctx.clock.now(), tz, settings.settlement_hour)
     async with ctx.engines.reader.connect() as conn:
-        have = {
-            r[0]
-            for r in (
-                await conn.execute(select(batches_t.c.date).where(batches_t.c.date.in_([d.isoformat() for d in days])))
-            ).all()
-        }
-        first = (await conn.execute(select(entries_t.c.time).where(entries_t.c.seq == 0))).scalar()
+        have = await repository.closed_days(conn, [d.isoformat() for d in days])
+        first = await repository.entry_time(conn, 0)
     if first is None:
         return 0
     closed = 0
@@ -402,7 +326,7 @@ async def sweep_due(ctx) -> int:
 
 
 async def ledger_totals(conn) -> dict:
-    h = (await conn.execute(select(head_t).where(head_t.c.id == 1))).first()
+    h = await repository.ledger_head(conn)
     if h is None:
         return {"paid_in": 0, "released": 0, "refunded": 0, "escrow": 0}
     return {
@@ -415,10 +339,4 @@ async def ledger_totals(conn) -> dict:
 
 async def unsettled(conn) -> int:
     """Amount of open and failed instructions: released or refunded by the ledger, not yet paid by the bank."""
-    return int(
-        (
-            await conn.execute(
-                select(func.coalesce(func.sum(instructions_t.c.amount), 0)).where(instructions_t.c.status != "executed")
-            )
-        ).scalar()
-    )
+    return await repository.unexecuted_amount(conn)

@@ -21,30 +21,17 @@ import re
 from datetime import date
 
 import orjson
-from sqlalchemy import and_, select, tuple_
 
-from service.db.models import BankStatement, Card
 from service.db.writer import Tx
 from service.errors import NotFound, Unprocessable
 from service.ids import new_id
-from service.settlements.service import (
-    IN_CHUNK,
-    batches_t,
-    day_bounds,
-    day_entries,
-    instruction_out,
-    instructions_t,
-    ledger_totals,
-    unsettled,
-    zone,
-)
-
-statements_t = BankStatement.__table__
-cards_t = Card.__table__
+from service.settlements import repository
+from service.settlements.service import dated_instruction_out, day_bounds, day_entries, ledger_totals, unsettled, zone
 
 HEADER = ["date", "direction", "amount", "reference"]
 MAX_LINES = 20_000
 MAX_FEN = 10**13
+OPEN_LISTED = 1000  # open and failed instructions listed in an answer
 _FEN = re.compile(r"[0-9]{1,14}")
 
 
@@ -99,30 +86,10 @@ async def _cards_by_route(conn, routes: list[tuple[str | None, str]]) -> dict[tu
     """Cards by (method, reference), and by (None, reference) for a bare reference. A (method, reference)
     pair is looked up as a pair: the unique index on the payment route answers it."""
     out: dict[tuple[str | None, str], list] = {}
-    cols = (
-        cards_t.c.id,
-        cards_t.c.price,
-        cards_t.c.payment_method,
-        cards_t.c.payment_reference,
-        cards_t.c.purchase_seq,
-    )
     pairs = sorted({r for r in routes if r[0] is not None})
     bare = sorted({ref for method, ref in routes if method is None})
-    found = []
-    for i in range(0, len(pairs), IN_CHUNK):
-        found += (
-            await conn.execute(
-                select(*cols).where(
-                    tuple_(cards_t.c.payment_method, cards_t.c.payment_reference).in_(pairs[i : i + IN_CHUNK])
-                )
-            )
-        ).all()
-    for i in range(0, len(bare), IN_CHUNK):
-        found += (
-            await conn.execute(select(*cols).where(cards_t.c.payment_reference.in_(bare[i : i + IN_CHUNK])))
-        ).all()
     seen = set()
-    for r in found:
+    for r in await repository.cards_by_route(conn, pairs, bare):
         if r.id in seen:
             continue
         seen.add(r.id)
@@ -153,40 +120,15 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
             "amount": orjson.loads(r.canonical)["amount"],
             "ledger_seq": int(r.seq),
         }
-    batch_ids = [
-        r.id
-        for r in (
-            await conn.execute(
-                select(batches_t.c.id).where(and_(batches_t.c.date >= date_from, batches_t.c.date <= date_to))
-            )
-        ).all()
-    ]
-    expected_instructions = {}
-    for i in range(0, len(batch_ids), IN_CHUNK):
-        rows = (
-            await conn.execute(
-                select(instructions_t, batches_t.c.date)
-                .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-                .where(instructions_t.c.batch_id.in_(batch_ids[i : i + IN_CHUNK]))
-            )
-        ).all()
-        expected_instructions.update({r.id: r for r in rows})
+    batch_ids = await repository.batch_ids_between(conn, date_from, date_to)
+    expected_instructions = await repository.dated_instructions_of_batches(conn, batch_ids)
 
     credit_routes = [_route(x["reference"]) for x in lines if x["direction"] == "credit"]
     # a reference that itself holds a colon may also be given bare
     credit_routes += [(None, x["reference"]) for x in lines if x["direction"] == "credit" and ":" in x["reference"]]
     cards = await _cards_by_route(conn, credit_routes)
     debit_ids = sorted({x["reference"] for x in lines if x["direction"] == "debit"} - set(expected_instructions))
-    other_instructions = {}
-    for i in range(0, len(debit_ids), IN_CHUNK):
-        rows = (
-            await conn.execute(
-                select(instructions_t, batches_t.c.date)
-                .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-                .where(instructions_t.c.id.in_(debit_ids[i : i + IN_CHUNK]))
-            )
-        ).all()
-        other_instructions.update({r.id: r for r in rows})
+    other_instructions = await repository.dated_instructions(conn, debit_ids)
 
     matched, unmatched_lines = [], []
     taken: dict[str, int] = {}  # ledger item -> the line that matched it
@@ -256,15 +198,7 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
     debits = sum(x["amount"] for x in lines if x["direction"] == "debit")
     ledger_credits = sum(p["amount"] for p in purchases.values())
     ledger_debits = sum(int(r.amount) for r in expected_instructions.values())
-    open_rows = (
-        await conn.execute(
-            select(instructions_t, batches_t.c.date)
-            .join(batches_t, batches_t.c.id == instructions_t.c.batch_id)
-            .where(instructions_t.c.status != "executed")
-            .order_by(instructions_t.c.id)
-            .limit(1000)
-        )
-    ).all()
+    open_rows = await repository.unexecuted_instructions(conn, OPEN_LISTED)
     totals = await ledger_totals(conn)
     awaiting = await unsettled(conn)
     return {
@@ -278,10 +212,7 @@ async def match(conn, lines: list[dict], tz_name: str) -> dict:
         "unmatched_ledger_items": unmatched_items,
         # Every instruction the bank has not reported executed, whichever day's: still owed. One the
         # statement nevertheless shows paid is flagged: the bank's report and its account disagree.
-        "open_instructions": [
-            {**instruction_out(r), "batch_id": r.batch_id, "date": r.date, "on_statement": "inst:" + r.id in taken}
-            for r in open_rows
-        ],
+        "open_instructions": [{**dated_instruction_out(r), "on_statement": "inst:" + r.id in taken} for r in open_rows],
         "balance": {
             "bank": {"credits": credits, "debits": debits, "net": credits - debits},
             "ledger": {"credits": ledger_credits, "debits": ledger_debits, "net": ledger_credits - ledger_debits},
@@ -314,23 +245,22 @@ async def store(tx: Tx, body: bytes, result: dict) -> dict:
     )
     out["ledger_seq"] = seq
     out["created_at"] = tx.now.isoformat().replace("+00:00", "Z")
-    await tx.conn.execute(
-        statements_t.insert().values(
-            id=sid,
-            date_from=result["date_from"],
-            date_to=result["date_to"],
-            lines=result["lines"],
-            digest=digest,
-            result=orjson.dumps(out).decode(),
-            ledger_seq=seq,
-            created_at=tx.now,
-        )
+    await repository.insert_statement(
+        tx.conn,
+        id=sid,
+        date_from=result["date_from"],
+        date_to=result["date_to"],
+        lines=result["lines"],
+        digest=digest,
+        result=orjson.dumps(out).decode(),
+        ledger_seq=seq,
+        created_at=tx.now,
     )
     return out
 
 
 async def load(conn, statement_id: str) -> dict:
-    row = (await conn.execute(select(statements_t.c.result).where(statements_t.c.id == statement_id))).first()
-    if row is None:
+    result = await repository.statement_result(conn, statement_id)
+    if result is None:
         raise NotFound("No such bank statement.", "statement_not_found")
-    return orjson.loads(row.result)
+    return orjson.loads(result)
