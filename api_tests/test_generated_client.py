@@ -14,12 +14,10 @@ import sys
 from types import ModuleType
 
 import httpx
-import pytest
 
 from api_tests.conftest import OPERATOR_TOKEN
 from api_tests.factories import random_phone, valid_uscc
 from service.app import asgi_app
-from service.cards import schemas as card_schemas
 
 PACKAGE = "escrow_generated_client"
 BASE_URL = "http://escrow.test"
@@ -129,11 +127,6 @@ async def test_the_generated_client_types_merchants_products_consumers_and_healt
         await party.http.aclose()
 
 
-@pytest.mark.xfail(
-    not hasattr(card_schemas, "PurchasedCard"),
-    reason="the cards and redemptions answers are typed on another branch (issue 13); this runs once it is merged",
-    strict=True,
-)
 async def test_the_generated_client_runs_buy_ask_confirm_refund(client, app, tmp_path_factory):
     package = await generated_client(client, tmp_path_factory)
     models = package.models

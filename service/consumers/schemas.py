@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
 from service.common import Name, Strict
+from service.redemptions.schemas import Redemption
 
 Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]
 VerificationId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
@@ -57,7 +58,7 @@ class Session(BaseModel):
 class RedemptionPage(BaseModel):
     """A page of redemptions, each as `GET /v1/redemptions/{redemption_id}` answers it."""
 
-    items: list[dict[str, Any]]
+    items: list[Redemption]
     next_cursor: str | None
 
 

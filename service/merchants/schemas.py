@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from service.cards.schemas import NulFree
+from service.cards.schemas import Card, NulFree
 from service.common import Name as _Name
 from service.common import Strict
 from service.common import Text as _Text
@@ -73,5 +73,5 @@ class MerchantStats(BaseModel):
 class CardPage(BaseModel):
     """A page of cards, each as `GET /v1/cards/{card_id}` answers it."""
 
-    items: list[dict[str, Any]]
+    items: list[Card]
     next_cursor: str | None
