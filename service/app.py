@@ -27,7 +27,6 @@ from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
 from service.event_log.router import router as events_router
-from service.fastpath import RedemptionFastPath
 from service.filemodes import secure_data_dir
 from service.health.router import router as health_router
 from service.keys import load_keys
@@ -39,6 +38,7 @@ from service.middleware import BodyLimitMiddleware
 from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
+from service.redemptions.fastpath import RedemptionFastPath
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.settlements.router import router as settlements_router
@@ -145,5 +145,5 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
 
 def asgi_app(app: FastAPI):
-    """The app as served: the redemption fast path in front of FastAPI (see service/fastpath.py)."""
+    """The app as served: the redemption fast path in front of FastAPI (see service/redemptions/fastpath.py)."""
     return RedemptionFastPath(app, app)

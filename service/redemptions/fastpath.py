@@ -11,21 +11,18 @@ describes them, and a request behaves the same whichever way it goes.
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 
 from service.auth import authenticate_header, check_role
 from service.db.writer import QuickOp, Reads
-from service.errors import BadRequest, EscrowError
+from service.errors import BadRequest, error_answer, error_body
 from service.idempotency import checked_key, fingerprint_of, run_write
+from service.middleware import send_json
 from service.redemptions import service as redemptions
 
-log = logging.getLogger("escrow")
 MAX_BODY = 64 * 1024
 UNITS = ("amount", "uses", "periods")
 LIMITS = {"amount": 10**12, "uses": 100_000, "periods": 1000}
-_JSON = [(b"content-type", b"application/json")]
 
 
 def _plain_id(value: str) -> bool:
@@ -97,12 +94,7 @@ class RedemptionFastPath:
         if answer is None:  # not ours to judge: FastAPI answers it as usual
             return await self.app(scope, _replay([body], None), send)
         status, payload, replayed = answer
-        out = orjson.dumps(payload)
-        response_headers = [*_JSON, (b"content-length", str(len(out)).encode())]
-        if replayed:
-            response_headers.append((b"idempotent-replayed", b"true"))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": out})
+        await send_json(send, status, payload, ((b"idempotent-replayed", b"true"),) if replayed else ())
 
     async def _answer(self, route, headers: dict, body: bytes):
         kind, object_id = route
@@ -150,15 +142,9 @@ class RedemptionFastPath:
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
             return await run_write(ctx, who.caller, key, digest, op)
-        except EscrowError as exc:
-            return exc.status_code, exc.body(), False
-        except Exception:
-            log.exception("unexpected error")
-            return (
-                500,
-                {"error": {"code": "internal_error", "message": "An unexpected error occurred; nothing was changed."}},
-                False,
-            )
+        except Exception as exc:  # a business error, or a logged 500: the body FastAPI's handlers give
+            status, code, message = error_answer(exc)
+            return status, error_body(code, message), False
 
 
 def _replay(chunks: list[bytes], final, receive=None):
