@@ -34,7 +34,7 @@ from service.keys_api.router import router as keys_router
 from service.ledger_api import checkpoints, witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
-from service.middleware import BodyLimitMiddleware
+from service.middleware import MAX_BODY, BodyLimitMiddleware
 from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY)
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
     for r in (
         redemptions_router,

@@ -7,9 +7,11 @@ import orjson
 
 from service.errors import error_body
 
+MAX_BODY = 64 * 1024  # bytes: the largest request body the API reads (this middleware, the redemption fast path)
+
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int = MAX_BODY):
         self.app = app
         self.max_bytes = max_bytes
 
