@@ -145,5 +145,6 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
 
 def asgi_app(app: FastAPI):
-    """The app as served: the redemption fast path in front of FastAPI (see service/redemptions/fastpath.py)."""
-    return RedemptionFastPath(app, app)
+    """The app as served: the redemption fast path in front of FastAPI (see service/redemptions/fastpath.py),
+    unless ESCROW_FASTPATH=false."""
+    return RedemptionFastPath(app, app) if app.state.ctx.settings.fastpath else app
