@@ -7,8 +7,8 @@ normalised, error codes and messages exactly), its Idempotent-Replayed header, a
 the story wrote. The served run also shows which requests the fast path answered itself and which it
 handed to FastAPI, so the comparison is not between FastAPI and itself.
 
-At the end of the module, the redemption story tests of other modules run again with FastAPI alone,
-so that its ask and confirm routes are exercised by more than this story.
+At the end of the module, the redemption and idempotency story tests of other modules run again with
+FastAPI alone, so that its ask and confirm routes are exercised by more than this story.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from api_tests import test_redemption_states, test_release_shares
+from api_tests import test_idempotency, test_redemption_states, test_release_shares
 from api_tests.conftest import reset_database
 from api_tests.factories import (
     bearer,
@@ -364,7 +364,7 @@ async def test_this_modules_client_is_fastapi_alone(client, app):
     assert client._transport.app is app
 
 
-for _module in (test_redemption_states, test_release_shares):
+for _module in (test_redemption_states, test_release_shares, test_idempotency):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_") and callable(_test):
             globals()[f"{_name}__fastapi_alone"] = _test

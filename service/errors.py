@@ -35,9 +35,6 @@ class EscrowError(Exception):
         if code:
             self.code = code
 
-    def body(self) -> dict:
-        return error_body(self.code, self.message)
-
 
 class BadRequest(EscrowError, status=400, code="bad_request"): ...
 
