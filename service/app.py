@@ -27,7 +27,6 @@ from service.db.engine import make_engines
 from service.db.writer import Writer
 from service.errors import install_error_handlers
 from service.event_log.router import router as events_router
-from service.fastpath import RedemptionFastPath
 from service.filemodes import secure_data_dir
 from service.health.router import router as health_router
 from service.keys import load_keys
@@ -35,10 +34,11 @@ from service.keys_api.router import router as keys_router
 from service.ledger_api import checkpoints, witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
-from service.middleware import BodyLimitMiddleware
+from service.middleware import MAX_BODY, BodyLimitMiddleware
 from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
+from service.redemptions.fastpath import RedemptionFastPath
 from service.redemptions.router import router as redemptions_router
 from service.settings import Settings, get_settings
 from service.settlements.router import router as settlements_router
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=64 * 1024)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY)
     # Starlette tries routes in order: the redemption hot path (ask, confirm) first.
     for r in (
         redemptions_router,
@@ -146,5 +146,6 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
 
 def asgi_app(app: FastAPI):
-    """The app as served: the redemption fast path in front of FastAPI (see service/fastpath.py)."""
-    return RedemptionFastPath(app, app)
+    """The app as served: the redemption fast path in front of FastAPI (see service/redemptions/fastpath.py),
+    unless ESCROW_FASTPATH=false."""
+    return RedemptionFastPath(app, app) if app.state.ctx.settings.fastpath else app

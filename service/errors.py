@@ -19,8 +19,16 @@ log = logging.getLogger("escrow")
 
 
 class EscrowError(Exception):
+    """A business error: its HTTP status and stable code are the class's, given once where it is declared
+    (`class NotFound(EscrowError, status=404, code="not_found")`); a raise may give a finer code."""
+
     status_code = 400
     code = "bad_request"
+
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.status_code = status or cls.status_code  # a subclass without them keeps its parent's (or its own)
+        cls.code = code or cls.code
 
     def __init__(self, message: str, code: str | None = None):
         super().__init__(message)
@@ -28,53 +36,50 @@ class EscrowError(Exception):
         if code:
             self.code = code
 
-    def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+
+class BadRequest(EscrowError, status=400, code="bad_request"): ...
 
 
-class BadRequest(EscrowError):
-    status_code = 400
-    code = "bad_request"
+class Unauthorized(EscrowError, status=401, code="unauthorized"): ...
 
 
-class Unauthorized(EscrowError):
-    status_code = 401
-    code = "unauthorized"
+class Forbidden(EscrowError, status=403, code="forbidden"): ...
 
 
-class Forbidden(EscrowError):
-    status_code = 403
-    code = "forbidden"
+class NotFound(EscrowError, status=404, code="not_found"): ...
 
 
-class NotFound(EscrowError):
-    status_code = 404
-    code = "not_found"
+class Conflict(EscrowError, status=409, code="conflict"): ...
 
 
-class Conflict(EscrowError):
-    status_code = 409
-    code = "conflict"
+class Unprocessable(EscrowError, status=422, code="invalid_field"): ...
 
 
-class Unprocessable(EscrowError):
-    status_code = 422
-    code = "invalid_field"
+class TooManyRequests(EscrowError, status=429, code="rate_limited"): ...
 
 
-class TooManyRequests(EscrowError):
-    status_code = 429
-    code = "rate_limited"
+class Unavailable(EscrowError, status=503, code="unavailable"): ...
 
 
-class Unavailable(EscrowError):
-    status_code = 503
-    code = "unavailable"
+def error_body(code: str, message: str) -> dict:
+    """SPEC §5's error body, the one shape of every error answer (FastAPI handlers, the body-limit
+    middleware, the redemption fast path): `{"error": {"code", "message"}}`."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_answer(exc: BaseException) -> tuple[int, str, str]:
+    """(status, code, message) for an exception a request raised: a business error as it says, anything
+    else a logged 500 that promises nothing changed (each write is one transaction)."""
+    if isinstance(exc, EscrowError):
+        return exc.status_code, exc.code, exc.message
+    log.error("unexpected error", exc_info=exc)
+    return 500, "internal_error", "An unexpected error occurred; nothing was changed."
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+    return Response(
+        orjson.dumps(error_body(code, message)), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -152,8 +157,9 @@ def install_error_handlers(app: FastAPI) -> None:
     _document_error_body(app)
 
     @app.exception_handler(EscrowError)
-    async def _escrow(_: Request, exc: EscrowError):
-        return error_response(exc.status_code, exc.code, exc.message)
+    @app.exception_handler(Exception)
+    async def _raised(_: Request, exc: Exception):
+        return error_response(*error_answer(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -170,8 +176,3 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             code, message = "malformed_json", "The request body is not valid JSON."  # too deep, or a number too long
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
-        log.exception("unexpected error")
-        return error_response(500, "internal_error", "An unexpected error occurred; nothing was changed.")

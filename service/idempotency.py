@@ -3,7 +3,7 @@
 The key is checked and stored inside the write's own transaction, so an answer is recorded if and
 only if its effects committed. Keys are per caller and kept at least 24 hours.
 
-For the quick operations (asks and confirms, service/fastpath.py) the key is one of the operation's
+For the quick operations (asks and confirms, service/redemptions/fastpath.py) the key is one of the operation's
 declared reads: the writer reads every key of a batch in one statement before it takes the ledger
 head and answers the stored ones at once (`replay`); the others are read again, with the run's
 cards and redemptions, once it holds the head, and stored with the run's merged writes.

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import orjson
 
+from service.errors import error_body
+
+MAX_BODY = 64 * 1024  # bytes: the largest request body the API reads (this middleware, the redemption fast path)
+
 
 class BodyLimitMiddleware:
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int = MAX_BODY):
         self.app = app
         self.max_bytes = max_bytes
 
@@ -60,14 +64,14 @@ class BodyLimitMiddleware:
 
 
 async def _send_error(send, status: int, code: str, message: str) -> None:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    await send_json(send, status, error_body(code, message))
+
+
+async def send_json(send, status: int, payload: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer a plain ASGI request with a JSON body (for the layers that answer in front of FastAPI)."""
+    body = orjson.dumps(payload)
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 

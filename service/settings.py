@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
+    fastpath: bool = True  # false: asks and confirms go through FastAPI's routes (service/redemptions/fastpath.py)
     # Pruning by the sweeper (issue 12): idempotency keys are promised for 24 hours (SPEC), never less;
     # rate-limit rows are kept this long after their window started (at least the longest window in use).
     idempotency_keep_hours: int = Field(24, ge=24)

@@ -1,31 +1,31 @@
 """A direct route for the two requests of every redemption: the merchant's ask and the consumer's confirm.
 
 At the counter these two are most of the traffic, and FastAPI's routing, dependency solving and
-validation cost several times the work the escrow itself does for them. This ASGI layer answers
-the well-formed ones itself, with the same rules, the same service functions, the same idempotency
-records and the same error bodies; anything unusual (another content type, a body that does not
-parse or validate, an oversize body, a bad Idempotency-Key) is handed, untouched, to the FastAPI
-app, which gives its usual answer. The routes stay declared in FastAPI, so the OpenAPI document
-describes them, and a request behaves the same whichever way it goes.
+validation cost several times the work the escrow itself does for them. This ASGI layer answers the
+well-formed ones itself, with the routes' own request models (so their limits), the same service
+functions, the same idempotency records and the same error bodies; anything unusual (another content
+type, a body that does not parse or validate, an oversize body, a bad Idempotency-Key) is handed,
+untouched, to the FastAPI app, which gives its usual answer. The routes stay declared in FastAPI, so
+the OpenAPI document describes them, and a request behaves the same whichever way it goes.
 """
 
 from __future__ import annotations
 
-import logging
-
-import orjson
+from pydantic import ValidationError
 
 from service.auth import authenticate_header, check_role
+from service.cards.schemas import EmptyBody, RedemptionAsk
 from service.db.writer import QuickOp, Reads
-from service.errors import BadRequest, EscrowError
+from service.errors import BadRequest, error_answer, error_body
 from service.idempotency import checked_key, fingerprint_of, run_write
+from service.middleware import MAX_BODY, send_json
 from service.redemptions import service as redemptions
 
-log = logging.getLogger("escrow")
-MAX_BODY = 64 * 1024
-UNITS = ("amount", "uses", "periods")
-LIMITS = {"amount": 10**12, "uses": 100_000, "periods": 1000}
-_JSON = [(b"content-type", b"application/json")]
+# The request models of the two FastAPI routes (cards/router.py ask_redemption, redemptions/router.py
+# confirm): the fast path validates with them, so its limits are theirs (api_tests/test_fastpath_parity.py
+# checks that the routes still declare these models).
+ASK_BODY = RedemptionAsk
+CONFIRM_BODY = EmptyBody
 
 
 def _plain_id(value: str) -> bool:
@@ -42,23 +42,6 @@ def _route(path: str) -> tuple[str, str] | None:
         if parts[2] == "redemptions" and parts[4] == "confirm":
             return "confirm", parts[3]
     return None
-
-
-def _ask_units(body: bytes):
-    """(field, units) for a well-formed ask body, else None (FastAPI then answers it)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not set(data) <= set(UNITS):
-        return None
-    given = [(k, v) for k, v in data.items() if v is not None]
-    if len(given) != 1:
-        return None
-    name, value = given[0]
-    if type(value) is not int or not 1 <= value <= LIMITS[name]:
-        return None
-    return name, value
 
 
 class RedemptionFastPath:
@@ -97,40 +80,26 @@ class RedemptionFastPath:
         if answer is None:  # not ours to judge: FastAPI answers it as usual
             return await self.app(scope, _replay([body], None), send)
         status, payload, replayed = answer
-        out = orjson.dumps(payload)
-        response_headers = [*_JSON, (b"content-length", str(len(out)).encode())]
-        if replayed:
-            response_headers.append((b"idempotent-replayed", b"true"))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": out})
+        await send_json(send, status, payload, ((b"idempotent-replayed", b"true"),) if replayed else ())
 
     async def _answer(self, route, headers: dict, body: bytes):
+        """(status, body, replayed) for a request the fast path can judge, else None."""
         kind, object_id = route
-        ctx = self.fastapi_app.state.ctx
-        is_json = headers.get(b"content-type", b"").split(b";")[0].strip().lower() == b"application/json"
-        if kind == "ask":
-            if not is_json:
-                return None
-            units = _ask_units(body)
-            if units is None:
-                return None
-            payload = {"amount": None, "uses": None, "periods": None, units[0]: units[1]}
-        else:
-            if body and not (is_json and body.strip() == b"{}"):
-                return None
-            payload = {}
+        payload = _payload(kind, headers.get(b"content-type", b""), body)
+        if payload is None:
+            return None
+        raw_key = headers.get(b"idempotency-key")
         try:
-            raw_key = headers.get(b"idempotency-key")
-            try:
-                key = checked_key(raw_key.decode("latin-1")) if raw_key is not None else None
-            except BadRequest:
-                return None
+            key = checked_key(raw_key.decode("latin-1")) if raw_key is not None else None
+        except BadRequest:
+            return None
+        ctx = self.fastapi_app.state.ctx
+        try:
             auth = headers.get(b"authorization")
+            principal = await authenticate_header(auth.decode("latin-1") if auth else None, ctx)
             if kind == "ask":
-                who = check_role(
-                    await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("merchant",)
-                )
-                field, n = units
+                who = check_role(principal, ("merchant",))
+                field, n = next((name, n) for name, n in payload.items() if n is not None)
                 hold_minutes = ctx.settings.hold_minutes
 
                 async def ask(tx):
@@ -139,9 +108,7 @@ class RedemptionFastPath:
                 op = QuickOp(ask, Reads(card=object_id))
                 path = f"/v1/cards/{object_id}/redemptions"
             else:
-                who = check_role(
-                    await authenticate_header(auth.decode("latin-1") if auth else None, ctx), ("consumer",)
-                )
+                who = check_role(principal, ("consumer",))
 
                 async def confirm(tx):
                     return 200, await redemptions.confirm(tx, who.party_id, object_id)
@@ -150,15 +117,26 @@ class RedemptionFastPath:
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
             return await run_write(ctx, who.caller, key, digest, op)
-        except EscrowError as exc:
-            return exc.status_code, exc.body(), False
-        except Exception:
-            log.exception("unexpected error")
-            return (
-                500,
-                {"error": {"code": "internal_error", "message": "An unexpected error occurred; nothing was changed."}},
-                False,
-            )
+        except Exception as exc:  # a business error, or a logged 500: the body FastAPI's handlers give
+            status, code, message = error_answer(exc)
+            return status, error_body(code, message), False
+
+
+def _payload(kind: str, content_type: bytes, body: bytes) -> dict | None:
+    """The body as the route's model reads it (its `model_dump`, what FastAPI's idempotency fingerprint
+    sees), or None for a body the fast path leaves to FastAPI: another content type, one the model
+    refuses, an ask without exactly one of amount, uses, periods (the route's own 422)."""
+    if kind == "confirm" and not body:
+        return {}  # the confirm's body is optional
+    if content_type.split(b";")[0].strip().lower() != b"application/json":
+        return None
+    try:
+        payload = (ASK_BODY if kind == "ask" else CONFIRM_BODY).model_validate_json(body).model_dump(mode="json")
+    except ValidationError:
+        return None
+    if kind == "ask" and sum(n is not None for n in payload.values()) != 1:
+        return None
+    return payload
 
 
 def _replay(chunks: list[bytes], final, receive=None):
