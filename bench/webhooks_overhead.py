@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from redemptions import (  # noqa: E402
+    OUTBOX,
     BenchFailure,
     RawClient,
     check_money,
@@ -120,7 +121,7 @@ async def receiver_count(port: int) -> dict:
 
 
 class Side:
-    def __init__(self, hooks: bool, operator: str, database_url: str):
+    def __init__(self, hooks: bool, operator: str, database_url: str, dispatcher: str = "process"):
         self.hooks = hooks
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"escrow-hooks-{'on' if hooks else 'off'}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
@@ -132,6 +133,7 @@ class Side:
                 "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
                 "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
                 "PYTHONUNBUFFERED": "1",
+                "ESCROW_WEBHOOK_PROCESS": "true" if dispatcher == "process" else "false",
             }
         )
         self.database_url = database_url
@@ -174,7 +176,7 @@ async def drained(side: Side, operator: str, port: int) -> tuple[int, float]:
 
 async def run(args) -> int:
     operator = "op_bench_" + secrets.token_hex(20)
-    sides = [Side(True, operator, args.database_url), Side(False, operator, args.database_url)]
+    sides = [Side(h, operator, args.database_url, args.dispatcher) for h in (True, False)]
     rport = free_port()
     receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(rport)])
     try:
@@ -196,6 +198,9 @@ async def run(args) -> int:
                     operator,
                     {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]},
                 )
+            if "engines" in OUTBOX:  # the sign-up codes are read from this side's own database
+                await OUTBOX.pop("engines").dispose()
+            OUTBOX.update(data_dir=s.data_dir, database_url=s.env.get("ESCROW_DATABASE_URL", ""))
             s.mtoken, _, s.cards = await set_up(
                 s.client, operator, args.concurrency, args.concurrency, 100_000, 333_333, args.merchants
             )
@@ -257,8 +262,8 @@ async def run(args) -> int:
         )
         print("ledgers verify, money conserved, every event delivered once")
         return 0
-    except BenchFailure as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+    except (BenchFailure, ConnectionError) as exc:
+        print(f"\nBENCHMARK FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         for s in sides:
             log = s.data_dir / "server.log"
             if log.exists():
@@ -276,6 +281,8 @@ async def run(args) -> int:
             if s.pg_name:
                 await drop_pg_database(s.database_url, s.pg_name)
             shutil.rmtree(s.data_dir, ignore_errors=True)
+        if "engines" in OUTBOX:
+            await OUTBOX.pop("engines").dispose()
         receiver.terminate()
         receiver.wait(10)
 
@@ -288,6 +295,12 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--merchants", type=int, default=64, help="merchants the cards are spread over (default 64)")
     p.add_argument("--database-url", default="", help="postgresql://user@host:port/name: fresh databases there")
+    p.add_argument(
+        "--dispatcher",
+        choices=("process", "task"),
+        default="process",
+        help="the dispatcher in a companion process (default) or as a task of the API process",
+    )
     p.add_argument("--receiver", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
