@@ -281,3 +281,29 @@ async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx
         await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gym["headers"])
     ).json()["items"]
     assert delivery["status"] == "failed" and "not public" in delivery["attempt_log"][0]["error"]
+
+
+async def test_a_replayed_create_or_rotation_gives_the_same_secret_which_is_never_stored_in_the_clear(client, ctx):
+    gym = await create_merchant(client)
+    with Receiver() as receiver:
+        body = {"url": receiver.url, "event_types": ["card.purchased"]}
+        headers = {**gym["headers"], "Idempotency-Key": "create-hook-1"}
+        first = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+        again = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json()["secret"].startswith("whsec_") and again.json() == first.json()
+        assert len((await client.get("/v1/webhook-endpoints", headers=gym["headers"])).json()["items"]) == 1
+        path = f"/v1/webhook-endpoints/{first.json()['id']}/rotate-secret"
+        headers = {**gym["headers"], "Idempotency-Key": "rotate-hook-1"}
+        rotated = await client.post(path, headers=headers)
+        rotated_again = await client.post(path, headers=headers)
+        assert rotated.status_code == rotated_again.status_code == 200
+        assert rotated.json()["secret"] not in ("", first.json()["secret"])
+        assert rotated_again.json()["secret"] == rotated.json()["secret"]
+        async with ctx.engines.reader.connect() as conn:
+            stored = (await conn.exec_driver_sql("SELECT key, response_body FROM idempotency_keys")).all()
+        kept = {k: b for k, b in stored if k in ("create-hook-1", "rotate-hook-1")}
+        assert len(kept) == 2, stored
+        assert not any("whsec_" in b for _, b in stored), kept
+        for b in kept.values():
+            assert first.json()["secret"][6:] not in b and rotated.json()["secret"][6:] not in b
