@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy import event as sa_event
 
 from service.clock import iso
 from service.context import AppContext
@@ -108,20 +108,16 @@ class Dispatcher:
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
         self.sent = 0  # attempts made by this replica
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, LeanTransport] = {}
+        self._lean: sqlite3.Connection | None = None
 
-    def client(self, endpoint_id: str) -> httpx.AsyncClient:
-        """One small connection pool per endpoint: httpcore checks every pooled connection on each
-        request, so one big shared pool costs each send time in proportion to all endpoints' traffic."""
+    def transport(self, endpoint_id: str) -> LeanTransport:
+        """One small connection pool per endpoint, so one endpoint's traffic costs no other's sends
+        anything. Requests go to the transport as httpx requests: nothing of httpx's client layer
+        (cookies, auth, redirects, which a delivery never uses) is paid per send."""
         found = self._clients.get(endpoint_id)
         if found is None:
-            n = self.endpoint_concurrency
-            found = self._clients[endpoint_id] = httpx.AsyncClient(
-                timeout=self.timeout,
-                follow_redirects=False,
-                trust_env=False,
-                transport=LeanTransport(self.timeout, keep=n),
-            )
+            found = self._clients[endpoint_id] = LeanTransport(self.timeout, keep=self.endpoint_concurrency)
         return found
 
     async def close(self) -> None:
@@ -131,6 +127,9 @@ class Dispatcher:
         clients, self._clients = self._clients, {}
         for c in clients.values():
             await c.aclose()
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -237,7 +236,7 @@ class Dispatcher:
             return False  # nothing to write: no write transaction (and no write lock) at all
         try:
             if self.inline:
-                done = self._lean_step(results, full, room)
+                done = await self._lean_step(results, full, room)
             elif self.ctx.engines.is_sqlite:
 
                 async def op(tx: Tx):
@@ -379,7 +378,30 @@ class Dispatcher:
         return jobs
 
     # -- the lean step (SQLite, companion process) -----------------------------------------------
-    def _lean_step(self, results: list[Result], full: set[str], room: int):
+    def _lean_db(self) -> sqlite3.Connection:
+        """The companion's own connection for its steps: waiting for the write lock is an asyncio
+        sleep (sends go on meanwhile), and its commits do not fsync (the WAL stays atomic and the
+        next money commit syncs it: a power cut can lose only the latest delivery bookkeeping, and
+        then those deliveries are sent again)."""
+        if self._lean is None:
+            c = sqlite3.connect(self.ctx.engines.sync_writer.url.database, isolation_level=None)
+            c.execute("PRAGMA busy_timeout=0")
+            c.execute("PRAGMA synchronous=NORMAL")
+            self._lean = c
+        return self._lean
+
+    async def _lean_lock(self, c: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.001)
+
+    async def _lean_step(self, results: list[Result], full: set[str], room: int):
         """The step with the write lock held as briefly as possible: what to fan out and what to claim
         is read first, outside the lock (reads never wait in WAL mode); then, under BEGIN IMMEDIATE,
         only plain statements: the results, the new deliveries (already claimed by this replica, as
@@ -437,8 +459,11 @@ class Dispatcher:
             return True
 
         t = _sqlite_text
-        with self.ctx.engines.sync_writer.begin() as sconn:  # BEGIN IMMEDIATE: the write lock
-            cur = sconn.connection.dbapi_connection.cursor()
+        bodies = {ev.seq: _body(ev.id, ev.type, ev.created_at, ev.ledger_seq, ev.data) for ev in events}
+        c = self._lean_db()
+        await self._lean_lock(c)  # BEGIN IMMEDIATE: the write lock, from here to the COMMIT
+        try:
+            cur = c.cursor()
             failing = self._lean_record(cur, now, results) if results else []
             fresh = dict(cur.execute("SELECT id, cursor FROM webhook_endpoints WHERE status = 'enabled'").fetchall())
             rows, cursors = [], []
@@ -451,9 +476,7 @@ class Dispatcher:
                     for ev in events:
                         if ev.seq > cursor and _wants(ep, ev):
                             dlv = new_id("dlv")
-                            claimed = take(
-                                dlv, eid, 0, ev.id, _body(ev.id, ev.type, ev.created_at, ev.ledger_seq, ev.data)
-                            )
+                            claimed = take(dlv, eid, 0, ev.id, bodies[ev.seq])
                             rows.append(
                                 (dlv, eid, int(ev.seq), ev.id, ev.type, t(now), t(until) if claimed else None, t(now))
                             )
@@ -485,6 +508,10 @@ class Dispatcher:
                 if unclaim:
                     cur.executemany("UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = ?", unclaim)
             cur.close()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
         return len(rows), jobs, failing
 
     def _lean_record(self, cur, now: datetime, results: list[Result]) -> list[str]:
@@ -552,9 +579,10 @@ class Dispatcher:
                 "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body),
             }
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            response = await self.client(job.endpoint_id).post(
-                target.pinned_url(), content=job.body, headers=headers, extensions=extensions
+            request = httpx.Request(
+                "POST", target.pinned_url(), content=job.body, headers=headers, extensions=extensions
             )
+            response = await self.transport(job.endpoint_id).handle_async_request(request)
             code = response.status_code
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
@@ -819,15 +847,6 @@ async def _companion_main() -> None:
     from service.settings import get_settings
 
     ctx = build_context(get_settings())
-    if ctx.engines.is_sqlite:
-        # No fsync of its own at each step's commit (the WAL stays atomic, and the next money commit
-        # syncs it): a power cut can lose only the latest delivery bookkeeping, and then those
-        # deliveries are sent again. (Its writer only disables endpoints; such an event may go so too.)
-        @sa_event.listens_for(ctx.engines.sync_writer, "connect")
-        def _no_fsync(dbapi_connection, _record):
-            dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-        ctx.engines.sync_writer.dispose()
     async with ctx.engines.reader.connect() as conn:
         await ctx.clock.refresh(conn)
     loop = asyncio.get_running_loop()
