@@ -120,6 +120,15 @@ async def receiver_count(port: int) -> dict:
 # -- the A/B run ----------------------------------------------------------------------------------
 
 
+def _is_dispatcher(pid: int) -> bool:
+    """The webhook dispatcher's companion process (its CPU is shown apart from the API process's)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"service.webhooks.dispatcher" in f.read()
+    except OSError:
+        return False
+
+
 class Side:
     def __init__(self, hooks: bool, operator: str, database_url: str, dispatcher: str = "process"):
         self.hooks = hooks
@@ -145,6 +154,7 @@ class Side:
         self.pairs = 0
         self.seconds = 0.0
         self.other_cpu = 0.0
+        self.events = 0  # delivered so far
 
     @property
     def name(self) -> str:
@@ -204,7 +214,7 @@ async def run(args) -> int:
             s.mtoken, _, s.cards = await set_up(
                 s.client, operator, args.concurrency, args.concurrency, 100_000, 333_333, args.merchants
             )
-        await drained(hooked, operator, rport)
+        hooked.events = (await drained(hooked, operator, rport))[0]
         print(
             f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; one endpoint "
             f"subscribed to every event on the first, receiver on this machine; {args.rounds} rounds of "
@@ -216,9 +226,12 @@ async def run(args) -> int:
             order += [sides[0], sides[1]] if r % 2 == 0 else [sides[1], sides[0]]
         for i, s in enumerate(order):
             pids = process_tree(s.server.proc.pid)
-            r0 = cpu_seconds([receiver.pid])
+            api = [p for p in pids if not _is_dispatcher(p)]
+            r0, a0, d0 = cpu_seconds([receiver.pid]), cpu_seconds(api), cpu_seconds(pids)
             res = await pairs_phase(s.client, s.mtoken, s.cards, args.concurrency, args.warmup, args.duration, pids)
             receiver_cpu = cpu_seconds([receiver.pid]) - r0  # (over the whole phase: an upper bound)
+            api_cpu = cpu_seconds(api) - a0
+            dispatcher_cpu = cpu_seconds(pids) - d0 - api_cpu
             if res.errors:
                 raise BenchFailure(f"{s.name}: " + "; ".join(res.errors[:3]))
             s.pairs += res.count
@@ -227,10 +240,17 @@ async def run(args) -> int:
             s.other_cpu += others * res.wall
             note = ""
             if s.hooks:  # drain: the backlog must not fall into the next phase
+                d0 = cpu_seconds(pids) - cpu_seconds(api)
                 total, lag = await drained(s, operator, rport)
-                note = f"   all {total:,} events delivered {lag:4.1f} s after the phase"
+                dispatcher_cpu += cpu_seconds(pids) - cpu_seconds(api) - d0
+                note = (
+                    f"   all {total:,} events delivered {lag:4.1f} s after the phase; dispatcher process "
+                    f"{1e6 * dispatcher_cpu / max(1, total - s.events):,.0f} µs CPU per event"
+                )
+                s.events = total
             print(
                 f"  phase {i + 1:2d}  {s.name}  {res.count / res.wall:8,.0f} confirmed redemptions/s   "
+                f"API process {1e6 * api_cpu / max(1, res.count):5,.0f} µs CPU per pair   "
                 f"other load {100 * others:5.1f}% of a core{note}",
                 flush=True,
             )
