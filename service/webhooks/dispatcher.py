@@ -48,6 +48,7 @@ QUEUED_PER_SLOT = 16  # claimed ahead per sending slot, so sends need not wait f
 # At least this between busy steps: each step is one write transaction (on SQLite the one write lock,
 # taken from the money path's batches), so results and new events go in few, big ones.
 STEP_GAP_SECONDS = 0.1
+CHECKPOINT_SECONDS = 0.5  # (SQLite companion) how often it checkpoints the WAL
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Dispatcher:
         self.sent = 0  # attempts made by this replica
         self._clients: dict[str, LeanTransport] = {}
         self._lean: sqlite3.Connection | None = None
+        self._checkpoint_at = 0.0
 
     def transport(self, endpoint_id: str) -> LeanTransport:
         """One small connection pool per endpoint, so one endpoint's traffic costs no other's sends
@@ -512,6 +514,11 @@ class Dispatcher:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        if time.monotonic() >= self._checkpoint_at:
+            # Copy the WAL back into the database here, off the API process, rather than at one of its
+            # commits (SQLite's automatic checkpoint runs in whichever commit crosses the threshold).
+            self._checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
+            c.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return len(rows), jobs, failing
 
     def _lean_record(self, cur, now: datetime, results: list[Result]) -> list[str]:

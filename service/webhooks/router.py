@@ -4,6 +4,7 @@ their own; another party's endpoint is 404."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 
@@ -73,39 +74,47 @@ async def get_endpoint(endpoint_id: str, ctx: AppContext = Depends(get_ctx), who
         return await service.read(conn, who, endpoint_id)
 
 
+@dataclass
+class EndpointCall:
+    """What a write on one of the caller's endpoints needs (a dependency shared by those routes)."""
+
+    endpoint_id: str
+    request: Request
+    ctx: AppContext
+    who: Principal
+    body: EmptyBody | None
+
+    async def run(self, status: int, action: Callable[[Tx], Awaitable[dict]]):
+        return await _endpoint_action(self.ctx, self.request, self.who, self.body, status, action)
+
+
+def endpoint_call(
+    endpoint_id: str,
+    request: Request,
+    ctx: AppContext = Depends(get_ctx),
+    who: Principal = Depends(owners),
+    body: EmptyBody | None = None,
+) -> EndpointCall:
+    return EndpointCall(endpoint_id, request, ctx, who, body)
+
+
 @router.delete("/{endpoint_id}", response_model=EndpointDeleted, responses=responses(401, 403, 404))
-async def delete_endpoint(
-    endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)
-):
-    return await _endpoint_action(ctx, request, who, {}, 200, lambda tx: service.remove(tx, who, endpoint_id))
+async def delete_endpoint(call: EndpointCall = Depends(endpoint_call)):
+    return await call.run(200, lambda tx: service.remove(tx, call.who, call.endpoint_id))
 
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret, responses=responses(400, 401, 403, 404))
-async def rotate_secret(
-    endpoint_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(owners),
-    body: EmptyBody | None = None,
-):
+async def rotate_secret(call: EndpointCall = Depends(endpoint_call)):
     """A new secret, shown once; the old one goes on signing beside it for the grace period
     (`ESCROW_WEBHOOK_SECRET_GRACE_HOURS`)."""
-    grace = ctx.settings.webhook_secret_grace_hours
-    return await _endpoint_action(
-        ctx, request, who, body, 200, lambda tx: service.rotate_secret(tx, who, endpoint_id, grace)
-    )
+    grace = call.ctx.settings.webhook_secret_grace_hours
+    return await call.run(200, lambda tx: service.rotate_secret(tx, call.who, call.endpoint_id, grace))
 
 
 @router.post("/{endpoint_id}/enable", response_model=Endpoint, responses=responses(400, 401, 403, 404))
-async def enable_endpoint(
-    endpoint_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(owners),
-    body: EmptyBody | None = None,
-):
+async def enable_endpoint(call: EndpointCall = Depends(endpoint_call)):
     """Enable again an endpoint the dispatcher disabled after days of failures."""
-    return await _endpoint_action(ctx, request, who, body, 200, lambda tx: service.enable(tx, who, endpoint_id))
+    return await call.run(200, lambda tx: service.enable(tx, call.who, call.endpoint_id))
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage, responses=responses(401, 403, 404, 422))
@@ -127,14 +136,5 @@ async def list_deliveries(
     response_model=Delivery,
     responses=responses(400, 401, 403, 404, 409),
 )
-async def retry_delivery(
-    endpoint_id: str,
-    delivery_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(owners),
-    body: EmptyBody | None = None,
-):
-    return await _endpoint_action(
-        ctx, request, who, body, 202, lambda tx: service.retry(tx, who, endpoint_id, delivery_id)
-    )
+async def retry_delivery(delivery_id: str, call: EndpointCall = Depends(endpoint_call)):
+    return await call.run(202, lambda tx: service.retry(tx, call.who, call.endpoint_id, delivery_id))
