@@ -188,12 +188,14 @@ async def test_endpoints_are_their_owners_alone(client, ctx):
         assert_error(await client.get(path, headers=gym["headers"]), 404)
 
 
-async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(client, ctx):
-    gym = await create_merchant(client)
+async def fail_for_five_days(client, ctx, owner: dict, seller: dict | None = None) -> dict:
+    """`owner`'s endpoint for card.purchased answers 503 to a sale now and to another 5 days and an hour
+    later (no retries in between) of `seller`'s; returns the endpoint, which is disabled by then."""
+    seller = seller or await create_merchant(client, "Sold Gym")
     li = await register_consumer(client)
-    product = await publish_count(client, gym, 10_000, 10)
+    product = await publish_count(client, seller, 10_000, 10)
     with Receiver(statuses=[503] * 10) as receiver:
-        endpoint = await register(client, gym, receiver.url, types=["card.purchased"])
+        endpoint = await register(client, owner, receiver.url, types=["card.purchased"])
         card = await buy_card(client, li, product)
         await deliver(ctx, schedule=[])
         assert len(receiver.received) == 1
@@ -201,40 +203,29 @@ async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(
         await buy_card(client, li, product)
         await deliver(ctx, schedule=[])
         assert len(receiver.received) == 2
-    r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=gym["headers"])
+    r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=owner["headers"])
     assert r.json()["status"] == "disabled"
-    disabled = (
-        await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"}, headers=gym["headers"])
-    ).json()["items"]
-    assert [e["data"]["id"] for e in disabled] == [endpoint["id"]]
+    return endpoint
+
+
+async def disabled_events(client, party: dict) -> list[str]:
+    """The ids of the disabled endpoints `party` was told of."""
+    r = await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"}, headers=party["headers"])
+    return [e["data"]["id"] for e in r.json()["items"]]
+
+
+async def test_an_endpoint_failing_for_five_days_is_disabled_and_its_owner_told(client, ctx):
+    gym = await create_merchant(client)
+    endpoint = await fail_for_five_days(client, ctx, gym, seller=gym)
+    assert await disabled_events(client, gym) == [endpoint["id"]]
 
 
 async def test_an_auditors_endpoint_disabled_is_told_to_that_auditor_only(client, ctx):
     bank, other_bank = await create_auditor(client), await create_auditor(client, "Other Bank")
     gym = await create_merchant(client)
-    li = await register_consumer(client)
-    product = await publish_count(client, gym, 10_000, 10)
-    with Receiver(statuses=[503] * 10) as receiver:
-        endpoint = await register(client, bank, receiver.url, types=["card.purchased"])
-        card = await buy_card(client, li, product)
-        await deliver(ctx, schedule=[])
-        await move_clock_to(client, parse_time(card["purchased_at"]) + timedelta(days=5, hours=1))
-        await buy_card(client, li, product)
-        await deliver(ctx, schedule=[])
-        assert len(receiver.received) == 2
-    r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=bank["headers"])
-    assert r.json()["status"] == "disabled"
-
-    async def disabled(party):
-        return [
-            e["data"]["id"]
-            for e in (
-                await client.get("/v1/events", params={"types": "webhook_endpoint.disabled"}, headers=party["headers"])
-            ).json()["items"]
-        ]
-
-    assert await disabled(bank) == [endpoint["id"]]
-    assert await disabled(other_bank) == [] and await disabled(gym) == []
+    endpoint = await fail_for_five_days(client, ctx, bank, seller=gym)
+    assert await disabled_events(client, bank) == [endpoint["id"]]
+    assert await disabled_events(client, other_bank) == [] and await disabled_events(client, gym) == []
 
 
 async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx, monkeypatch):
@@ -281,3 +272,29 @@ async def test_the_ssrf_guard_refuses_inside_addresses_in_production(client, ctx
         await client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=gym["headers"])
     ).json()["items"]
     assert delivery["status"] == "failed" and "not public" in delivery["attempt_log"][0]["error"]
+
+
+async def test_a_replayed_create_or_rotation_gives_the_same_secret_which_is_never_stored_in_the_clear(client, ctx):
+    gym = await create_merchant(client)
+    with Receiver() as receiver:
+        body = {"url": receiver.url, "event_types": ["card.purchased"]}
+        headers = {**gym["headers"], "Idempotency-Key": "create-hook-1"}
+        first = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+        again = await client.post("/v1/webhook-endpoints", json=body, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json()["secret"].startswith("whsec_") and again.json() == first.json()
+        assert len((await client.get("/v1/webhook-endpoints", headers=gym["headers"])).json()["items"]) == 1
+        path = f"/v1/webhook-endpoints/{first.json()['id']}/rotate-secret"
+        headers = {**gym["headers"], "Idempotency-Key": "rotate-hook-1"}
+        rotated = await client.post(path, headers=headers)
+        rotated_again = await client.post(path, headers=headers)
+        assert rotated.status_code == rotated_again.status_code == 200
+        assert rotated.json()["secret"] not in ("", first.json()["secret"])
+        assert rotated_again.json()["secret"] == rotated.json()["secret"]
+        async with ctx.engines.reader.connect() as conn:
+            stored = (await conn.exec_driver_sql("SELECT key, response_body FROM idempotency_keys")).all()
+        kept = {k: b for k, b in stored if k in ("create-hook-1", "rotate-hook-1")}
+        assert len(kept) == 2, stored
+        assert not any("whsec_" in b for _, b in stored), kept
+        for b in kept.values():
+            assert first.json()["secret"][6:] not in b and rotated.json()["secret"][6:] not in b

@@ -1,6 +1,7 @@
 """What one webhook endpoint subscribed to every event costs the redemption path, measured A/B interleaved.
 
     python bench/webhooks_overhead.py [--rounds 6] [--duration 4] [--concurrency 256] [--merchants 64]
+                                      [--database-url postgresql://...] [--dispatcher process|task]
 
 Two servers run side by side on fresh SQLite data folders (or fresh PostgreSQL databases with
 --database-url): on one, the operator has registered one webhook endpoint subscribed to every event
@@ -11,7 +12,11 @@ machine falls on both alike. After each phase with webhooks the run waits until 
 delivered (the backlog must not spill into the next phase) and prints how long that took. Prints
 each phase's rate, the totals, the cost per confirmed redemption (rate without ÷ rate with − 1),
 the CPU used by other processes (the machine is shared), and checks at the end: money conserved on
-every card, `ledger verify` OK on both, and the receiver got every event exactly once.
+every card, `ledger verify` OK on both, and the receiver got every event exactly once. Each phase
+also shows the API process's CPU per confirmed redemption and the dispatcher's companion process's
+CPU per event (`--dispatcher task` runs the dispatcher inside the API process instead, as
+ESCROW_WEBHOOK_PROCESS=false does). The figure to quote is the line "one endpoint subscribed to
+everything costs N% of the pairs/s".
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from redemptions import (  # noqa: E402
+    OUTBOX,
     BenchFailure,
     RawClient,
     check_money,
@@ -119,8 +125,17 @@ async def receiver_count(port: int) -> dict:
 # -- the A/B run ----------------------------------------------------------------------------------
 
 
+def _is_dispatcher(pid: int) -> bool:
+    """The webhook dispatcher's companion process (its CPU is shown apart from the API process's)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"service.webhooks.dispatcher" in f.read()
+    except OSError:
+        return False
+
+
 class Side:
-    def __init__(self, hooks: bool, operator: str, database_url: str):
+    def __init__(self, hooks: bool, operator: str, database_url: str, dispatcher: str = "process"):
         self.hooks = hooks
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"escrow-hooks-{'on' if hooks else 'off'}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
@@ -132,6 +147,7 @@ class Side:
                 "ESCROW_SQLITE_SYNCHRONOUS": "FULL",
                 "ESCROW_REGISTRATION_LIMIT_PER_MINUTE": "1000000",
                 "PYTHONUNBUFFERED": "1",
+                "ESCROW_WEBHOOK_PROCESS": "true" if dispatcher == "process" else "false",
             }
         )
         self.database_url = database_url
@@ -143,6 +159,7 @@ class Side:
         self.pairs = 0
         self.seconds = 0.0
         self.other_cpu = 0.0
+        self.events = 0  # delivered so far
 
     @property
     def name(self) -> str:
@@ -174,7 +191,7 @@ async def drained(side: Side, operator: str, port: int) -> tuple[int, float]:
 
 async def run(args) -> int:
     operator = "op_bench_" + secrets.token_hex(20)
-    sides = [Side(True, operator, args.database_url), Side(False, operator, args.database_url)]
+    sides = [Side(h, operator, args.database_url, args.dispatcher) for h in (True, False)]
     rport = free_port()
     receiver = subprocess.Popen([sys.executable, __file__, "--receiver", str(rport)])
     try:
@@ -196,10 +213,13 @@ async def run(args) -> int:
                     operator,
                     {"url": f"http://127.0.0.1:{rport}/hooks", "event_types": ["*"]},
                 )
+            if "engines" in OUTBOX:  # the sign-up codes are read from this side's own database
+                await OUTBOX.pop("engines").dispose()
+            OUTBOX.update(data_dir=s.data_dir, database_url=s.env.get("ESCROW_DATABASE_URL", ""))
             s.mtoken, _, s.cards = await set_up(
                 s.client, operator, args.concurrency, args.concurrency, 100_000, 333_333, args.merchants
             )
-        await drained(hooked, operator, rport)
+        hooked.events = (await drained(hooked, operator, rport))[0]
         print(
             f"two servers, {args.merchants} merchant(s) and {args.concurrency} cards each; one endpoint "
             f"subscribed to every event on the first, receiver on this machine; {args.rounds} rounds of "
@@ -211,9 +231,12 @@ async def run(args) -> int:
             order += [sides[0], sides[1]] if r % 2 == 0 else [sides[1], sides[0]]
         for i, s in enumerate(order):
             pids = process_tree(s.server.proc.pid)
-            r0 = cpu_seconds([receiver.pid])
+            api = [p for p in pids if not _is_dispatcher(p)]
+            r0, a0, d0 = cpu_seconds([receiver.pid]), cpu_seconds(api), cpu_seconds(pids)
             res = await pairs_phase(s.client, s.mtoken, s.cards, args.concurrency, args.warmup, args.duration, pids)
             receiver_cpu = cpu_seconds([receiver.pid]) - r0  # (over the whole phase: an upper bound)
+            api_cpu = cpu_seconds(api) - a0
+            dispatcher_cpu = cpu_seconds(pids) - d0 - api_cpu
             if res.errors:
                 raise BenchFailure(f"{s.name}: " + "; ".join(res.errors[:3]))
             s.pairs += res.count
@@ -222,10 +245,17 @@ async def run(args) -> int:
             s.other_cpu += others * res.wall
             note = ""
             if s.hooks:  # drain: the backlog must not fall into the next phase
+                d0 = cpu_seconds(pids) - cpu_seconds(api)
                 total, lag = await drained(s, operator, rport)
-                note = f"   all {total:,} events delivered {lag:4.1f} s after the phase"
+                dispatcher_cpu += cpu_seconds(pids) - cpu_seconds(api) - d0
+                note = (
+                    f"   all {total:,} events delivered {lag:4.1f} s after the phase; dispatcher process "
+                    f"{1e6 * dispatcher_cpu / max(1, total - s.events):,.0f} µs CPU per event"
+                )
+                s.events = total
             print(
                 f"  phase {i + 1:2d}  {s.name}  {res.count / res.wall:8,.0f} confirmed redemptions/s   "
+                f"API process {1e6 * api_cpu / max(1, res.count):5,.0f} µs CPU per pair   "
                 f"other load {100 * others:5.1f}% of a core{note}",
                 flush=True,
             )
@@ -257,8 +287,8 @@ async def run(args) -> int:
         )
         print("ledgers verify, money conserved, every event delivered once")
         return 0
-    except BenchFailure as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+    except (BenchFailure, ConnectionError) as exc:
+        print(f"\nBENCHMARK FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         for s in sides:
             log = s.data_dir / "server.log"
             if log.exists():
@@ -276,6 +306,8 @@ async def run(args) -> int:
             if s.pg_name:
                 await drop_pg_database(s.database_url, s.pg_name)
             shutil.rmtree(s.data_dir, ignore_errors=True)
+        if "engines" in OUTBOX:
+            await OUTBOX.pop("engines").dispose()
         receiver.terminate()
         receiver.wait(10)
 
@@ -288,6 +320,12 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--merchants", type=int, default=64, help="merchants the cards are spread over (default 64)")
     p.add_argument("--database-url", default="", help="postgresql://user@host:port/name: fresh databases there")
+    p.add_argument(
+        "--dispatcher",
+        choices=("process", "task"),
+        default="process",
+        help="the dispatcher in a companion process (default) or as a task of the API process",
+    )
     p.add_argument("--receiver", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:

@@ -25,7 +25,7 @@ from service.db.writer import QuickOp, Reads, Tx
 from service.errors import BadRequest, Conflict
 
 Result = tuple[int, dict]
-SECRET_FIELDS = ("api_key", "token")  # shown once; kept for a replay only encrypted
+SECRET_FIELDS = ("api_key", "token", "secret")  # shown once; kept for a replay only encrypted
 
 
 def fingerprint(request: Request, body: Any) -> str:

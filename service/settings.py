@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(32, ge=1)
     webhook_endpoint_concurrency: int = Field(16, ge=1)
     webhook_allow_private: bool | None = None  # None: only outside production
+    webhook_process: bool = True  # the dispatcher in a companion process (False: a task of the API process)
 
     @property
     def webhook_retry_schedule(self) -> list[float]:

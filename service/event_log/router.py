@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
 
 from service.auth import Principal, require
-from service.common import long_poll
 from service.context import AppContext, get_ctx
 from service.errors import Unprocessable, responses
-from service.event_log.service import EVENT_TYPES, event_out, events_t, new_events, visible_to
+from service.event_log import repository
+from service.event_log.schemas import EventPage
+from service.event_log.service import EVENT_TYPES, event_out
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -26,7 +26,7 @@ def parse_types(types: str | None) -> list[str] | None:
     return wanted
 
 
-@router.get("", responses=responses(401, 403, 422))
+@router.get("", response_model=EventPage, responses=responses(401, 403, 422))
 async def list_events(
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(require("merchant", "consumer", "regulator", "auditor", "operator")),
@@ -37,13 +37,7 @@ async def list_events(
 ):
     """The events the caller may see after the cursor, oldest first (SPEC §9). With `wait`, holds the
     poll until an event arrives or the time runs out."""
-    wanted = parse_types(types)
-    stmt = visible_to(select(events_t), who.role, who.party_id).order_by(events_t.c.seq).limit(limit)
-    if after is not None:
-        stmt = stmt.where(events_t.c.seq > after)
-    if wanted:
-        stmt = stmt.where(events_t.c.type.in_(wanted))
-    rows = await long_poll(ctx, stmt, wait, new_events)
+    rows = await repository.events_after(ctx, who.role, who.party_id, after, limit, parse_types(types), wait)
     items = [event_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}

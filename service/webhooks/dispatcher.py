@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +30,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from service.clock import iso
 from service.context import AppContext
+from service.db.raw import _parse_sqlite_text, _sqlite_text
 from service.db.writer import Tx
 from service.event_log.service import AUDITOR_TYPES, emit, events_t, new_events
 from service.ids import new_id
@@ -36,10 +41,14 @@ from service.webhooks.transport import LeanTransport
 
 log = logging.getLogger("escrow.webhooks")
 
-FAN_OUT_CHUNK = 1000  # events read per step
-CLAIM_CHUNK = 200
+FAN_OUT_CHUNK = 2000  # events read per step
+CLAIM_CHUNK = 1000
 LEASE_MARGIN_SECONDS = 5
-QUEUED_PER_SLOT = 4  # claimed ahead per sending slot, so sends need not wait for the next step
+QUEUED_PER_SLOT = 16  # claimed ahead per sending slot, so sends need not wait for the next step
+# At least this between busy steps: each step is one write transaction (on SQLite the one write lock,
+# taken from the money path's batches), so results and new events go in few, big ones.
+STEP_GAP_SECONDS = 0.1
+CHECKPOINT_SECONDS = 0.5  # (SQLite companion) how often it checkpoints the WAL
 
 
 @dataclass
@@ -79,9 +88,14 @@ class Dispatcher:
         allow_private: bool | None = None,
         concurrency: int | None = None,
         endpoint_concurrency: int | None = None,
+        inline: bool = False,
     ):
         s = ctx.settings
         self.ctx = ctx
+        # On SQLite, run each step on this thread's own connection rather than through the writer's
+        # thread (the companion process: no money batches to share a transaction with, and a
+        # thread that holds the write lock must not wait for the interpreter lock between rows).
+        self.inline = inline and ctx.engines.is_sqlite
         self.schedule = schedule if schedule is not None else s.webhook_retry_schedule
         self.allow_private = allows_private(s) if allow_private is None else allow_private
         self.concurrency = concurrency or s.webhook_concurrency
@@ -95,20 +109,17 @@ class Dispatcher:
         self.tasks: set[asyncio.Task] = set()
         self.finished = asyncio.Event()
         self.sent = 0  # attempts made by this replica
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, LeanTransport] = {}
+        self._lean: sqlite3.Connection | None = None
+        self._checkpoint_at = 0.0
 
-    def client(self, endpoint_id: str) -> httpx.AsyncClient:
-        """One small connection pool per endpoint: httpcore checks every pooled connection on each
-        request, so one big shared pool costs each send time in proportion to all endpoints' traffic."""
+    def transport(self, endpoint_id: str) -> LeanTransport:
+        """One small connection pool per endpoint, so one endpoint's traffic costs no other's sends
+        anything. Requests go to the transport as httpx requests: nothing of httpx's client layer
+        (cookies, auth, redirects, which a delivery never uses) is paid per send."""
         found = self._clients.get(endpoint_id)
         if found is None:
-            n = self.endpoint_concurrency
-            found = self._clients[endpoint_id] = httpx.AsyncClient(
-                timeout=self.timeout,
-                follow_redirects=False,
-                trust_env=False,
-                transport=LeanTransport(self.timeout, keep=n),
-            )
+            found = self._clients[endpoint_id] = LeanTransport(self.timeout, keep=self.endpoint_concurrency)
         return found
 
     async def close(self) -> None:
@@ -118,6 +129,9 @@ class Dispatcher:
         clients, self._clients = self._clients, {}
         for c in clients.values():
             await c.aclose()
+        if self._lean is not None:
+            self._lean.close()
+            self._lean = None
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -125,6 +139,7 @@ class Dispatcher:
         try:
             while True:
                 waiter = new_events.event
+                started = time.monotonic()
                 try:
                     busy = await self.step()
                 except asyncio.CancelledError:
@@ -132,6 +147,9 @@ class Dispatcher:
                 except Exception:
                     log.exception("webhook dispatch step failed; will retry")
                     busy = False
+                # Even when busy, a pause: a step per money batch or per finished send would take
+                # the write lock hundreds of times a second for a few rows each.
+                await asyncio.sleep(max(0.0, STEP_GAP_SECONDS - (time.monotonic() - started)))
                 if not busy:
                     await self._idle(waiter, poll)
         finally:
@@ -183,13 +201,45 @@ class Dispatcher:
             ).scalar_one()
         return int(pending) + int(behind)
 
+    async def _due(self, claim: bool) -> bool:
+        """Whether a step would find work: an enabled endpoint behind the newest event, or (when there
+        is room to claim) a due delivery nobody holds. Read on the reader, outside any lock."""
+        d, w = deliveries_t, endpoints_t
+        now = self.ctx.clock.now()
+        newest = select(func.coalesce(func.max(events_t.c.seq), 0)).scalar_subquery()
+        behind = select(w.c.id).where(w.c.status == "enabled", w.c.cursor < newest).limit(1)
+        due = (
+            select(d.c.id)
+            .join(w, w.c.id == d.c.endpoint_id)
+            .where(
+                d.c.status == "pending",
+                d.c.next_attempt_at <= now,
+                w.c.status == "enabled",
+                (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
+            )
+            .limit(1)
+        )
+        wanted = [behind, due] if claim else [behind]
+        if self.inline:
+            with self.ctx.engines.sync_reader.connect() as sconn:
+                return any(sconn.execute(q).first() is not None for q in wanted)
+        async with self.ctx.engines.reader.connect() as conn:
+            for q in wanted:
+                if (await conn.execute(q)).first() is not None:
+                    return True
+        return False
+
     async def step(self, claim: bool = True) -> bool:
         """One transaction: record, fan out, claim; then start the sends. True if anything happened."""
         results, self.results = self.results, []
         full = {e for e, n in self.in_flight.items() if n >= self.endpoint_concurrency * QUEUED_PER_SLOT}
         room = self.concurrency * QUEUED_PER_SLOT - sum(self.in_flight.values()) if claim else 0
+        if not results and not await self._due(room > 0):
+            return False  # nothing to write: no write transaction (and no write lock) at all
         try:
-            if self.ctx.engines.is_sqlite:
+            if self.inline:
+                done = await self._lean_step(results, full, room)
+            elif self.ctx.engines.is_sqlite:
 
                 async def op(tx: Tx):
                     return await self._work(tx.conn, tx.now, False, results, full, room)
@@ -251,14 +301,8 @@ class Dispatcher:
         for ep in endpoints:
             if last <= ep.cursor:
                 continue
-            types = set(orjson.loads(ep.event_types))
-            every = "*" in types
             for e in events:
-                if e.seq <= ep.cursor or not (every or e.type in types):
-                    continue
-                if ep.owner_role == "merchant" and e.merchant_id != ep.owner_id:
-                    continue
-                if ep.owner_role == "auditor" and e.type not in AUDITOR_TYPES and e.merchant_id != ep.owner_id:
+                if e.seq <= ep.cursor or not _wants(ep, e):
                     continue
                 rows.append(
                     {
@@ -326,28 +370,192 @@ class Dispatcher:
             if busy >= self.endpoint_concurrency * QUEUED_PER_SLOT:
                 continue
             taken[r.endpoint_id] = taken.get(r.endpoint_id, 0) + 1
-            secrets = [r.secret]
-            if r.previous_secret and r.previous_secret_until is not None and _aware(r.previous_secret_until) > now:
-                secrets.append(r.previous_secret)
-            body = (
-                b'{"id":'
-                + orjson.dumps(r.event_id)
-                + b',"type":'
-                + orjson.dumps(r.type)
-                + b',"created_at":'
-                + orjson.dumps(_iso(r.created_at))
-                + b',"ledger_seq":'
-                + orjson.dumps(r.ledger_seq)
-                + b',"data":'
-                + r.data.encode()
-                + b"}"
-            )
+            secrets = _signing_secrets(r, now)
+            body = _body(r.event_id, r.type, r.created_at, r.ledger_seq, r.data)
             jobs.append(Job(r.id, r.endpoint_id, int(r.attempts) + 1, r.event_id, body, r.url, secrets))
         if jobs:
             # A claimed delivery may wait for a sending slot behind QUEUED_PER_SLOT others of its endpoint.
             until = now + timedelta(seconds=self.timeout * (QUEUED_PER_SLOT + 1) + LEASE_MARGIN_SECONDS)
             await conn.execute(update(d).where(d.c.id.in_([j.delivery_id for j in jobs])).values(claimed_until=until))
         return jobs
+
+    # -- the lean step (SQLite, companion process) -----------------------------------------------
+    def _lean_db(self) -> sqlite3.Connection:
+        """The companion's own connection for its steps: waiting for the write lock is an asyncio
+        sleep (sends go on meanwhile), and its commits do not fsync (the WAL stays atomic and the
+        next money commit syncs it: a power cut can lose only the latest delivery bookkeeping, and
+        then those deliveries are sent again)."""
+        if self._lean is None:
+            c = sqlite3.connect(self.ctx.engines.sync_writer.url.database, isolation_level=None)
+            c.execute("PRAGMA busy_timeout=0")
+            c.execute("PRAGMA synchronous=NORMAL")
+            self._lean = c
+        return self._lean
+
+    async def _lean_lock(self, c: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.001)
+
+    async def _lean_step(self, results: list[Result], full: set[str], room: int):
+        """The step with the write lock held as briefly as possible: what to fan out and what to claim
+        is read first, outside the lock (reads never wait in WAL mode); then, under BEGIN IMMEDIATE,
+        only plain statements: the results, the new deliveries (already claimed by this replica, as
+        many as it has room for) and the endpoints' cursors, the claim of due retries. Whatever
+        another replica did in between is checked under the lock (fresh cursors, conditional claims),
+        so nothing is fanned out or sent twice at once."""
+        now = self.ctx.clock.now()
+        until = now + timedelta(seconds=self.timeout * (QUEUED_PER_SLOT + 1) + LEASE_MARGIN_SECONDS)
+        d, e, w = deliveries_t, events_t, endpoints_t
+        with self.ctx.engines.sync_reader.connect() as rc:
+            endpoints = {r.id: r for r in rc.execute(select(w).where(w.c.status == "enabled")).all()}
+            events = []
+            if endpoints:
+                low = min(int(r.cursor) for r in endpoints.values())
+                events = rc.execute(
+                    select(e.c.seq, e.c.id, e.c.type, e.c.merchant_id, e.c.created_at, e.c.ledger_seq, e.c.data)
+                    .where(e.c.seq > low)
+                    .order_by(e.c.seq)
+                    .limit(FAN_OUT_CHUNK)
+                ).all()
+            due = []
+            if room > 0 and endpoints:
+                stmt = (
+                    select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.event_id, e.c.type, e.c.created_at)
+                    .add_columns(e.c.ledger_seq, e.c.data)
+                    .join(e, e.c.seq == d.c.event_seq)
+                    .where(
+                        d.c.status == "pending",
+                        d.c.next_attempt_at <= now,
+                        d.c.endpoint_id.in_(sorted(set(endpoints) - full)),
+                        (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
+                    )
+                    .order_by(d.c.next_attempt_at, d.c.id)
+                    .limit(min(room, CLAIM_CHUNK))
+                )
+                due = rc.execute(stmt).all()
+        # Only the retries there is room for are claimed (a full endpoint's wait for the next step).
+        room_of = {eid: self.endpoint_concurrency * QUEUED_PER_SLOT - self.in_flight.get(eid, 0) for eid in endpoints}
+        kept = []
+        for r in due:
+            if room_of[r.endpoint_id] > 0:
+                room_of[r.endpoint_id] -= 1
+                kept.append(r)
+        due = kept
+        taken: dict[str, int] = {}
+        jobs: list[Job] = []
+
+        def take(delivery_id: str, endpoint_id: str, attempts: int, ev_id: str, body: bytes) -> bool:
+            busy = self.in_flight.get(endpoint_id, 0) + taken.get(endpoint_id, 0)
+            if len(jobs) >= room or busy >= self.endpoint_concurrency * QUEUED_PER_SLOT:
+                return False
+            taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+            ep = endpoints[endpoint_id]
+            jobs.append(Job(delivery_id, endpoint_id, attempts + 1, ev_id, body, ep.url, _signing_secrets(ep, now)))
+            return True
+
+        t = _sqlite_text
+        bodies = {ev.seq: _body(ev.id, ev.type, ev.created_at, ev.ledger_seq, ev.data) for ev in events}
+        c = self._lean_db()
+        await self._lean_lock(c)  # BEGIN IMMEDIATE: the write lock, from here to the COMMIT
+        try:
+            cur = c.cursor()
+            failing = self._lean_record(cur, now, results) if results else []
+            fresh = dict(cur.execute("SELECT id, cursor FROM webhook_endpoints WHERE status = 'enabled'").fetchall())
+            rows, cursors = [], []
+            if events:
+                last = int(events[-1].seq)
+                for eid, cursor in fresh.items():
+                    ep = endpoints.get(eid)
+                    if ep is None or last <= cursor:
+                        continue
+                    for ev in events:
+                        if ev.seq > cursor and _wants(ep, ev):
+                            dlv = new_id("dlv")
+                            claimed = take(dlv, eid, 0, ev.id, bodies[ev.seq])
+                            rows.append(
+                                (dlv, eid, int(ev.seq), ev.id, ev.type, t(now), t(until) if claimed else None, t(now))
+                            )
+                    cursors.append((last, eid))
+            if rows:
+                cur.executemany(
+                    "INSERT INTO webhook_deliveries (id, endpoint_id, event_seq, event_id, event_type, status, "
+                    "attempts, next_attempt_at, claimed_until, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                    rows,
+                )
+            if cursors:
+                cur.executemany("UPDATE webhook_endpoints SET cursor = ? WHERE id = ?", cursors)
+            retry = [r for r in due if r.endpoint_id in fresh]
+            if retry:
+                marks = ", ".join("?" * len(retry))
+                got = {
+                    x[0]
+                    for x in cur.execute(
+                        f"UPDATE webhook_deliveries SET claimed_until = ? WHERE id IN ({marks}) AND status = 'pending' "
+                        "AND (claimed_until IS NULL OR claimed_until < ?) RETURNING id",
+                        [t(until), *(r.id for r in retry), t(now)],
+                    ).fetchall()
+                }
+                unclaim = []
+                for r in retry:
+                    body = _body(r.event_id, r.type, r.created_at, r.ledger_seq, r.data)
+                    if r.id in got and not take(r.id, r.endpoint_id, int(r.attempts), r.event_id, body):
+                        unclaim.append((r.id,))
+                if unclaim:
+                    cur.executemany("UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = ?", unclaim)
+            cur.close()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        if time.monotonic() >= self._checkpoint_at:
+            # Copy the WAL back into the database here, off the API process, rather than at one of its
+            # commits (SQLite's automatic checkpoint runs in whichever commit crosses the threshold).
+            self._checkpoint_at = time.monotonic() + CHECKPOINT_SECONDS
+            c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return len(rows), jobs, failing
+
+    def _lean_record(self, cur, now: datetime, results: list[Result]) -> list[str]:
+        t = _sqlite_text
+        attempts, done, again, healthy, failing = self._outcomes(results)
+        cur.executemany(
+            "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, attempted_at, status_code, duration_ms, "
+            "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(a["id"], a["delivery_id"], a["endpoint_id"], t(a["attempted_at"]), *a["rest"]) for a in attempts],
+        )
+        if done:
+            cur.executemany(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, last_status_code = ?, "
+                "last_error = NULL, delivered_at = ?, claimed_until = NULL WHERE id = ?",
+                [(x["b_attempts"], x["b_code"], t(x["b_at"]), x["b_id"]) for x in done],
+            )
+        if again:
+            cur.executemany(
+                "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
+                "next_attempt_at = ?, claimed_until = NULL WHERE id = ?",
+                [(x["b_status"], x["b_attempts"], x["b_code"], x["b_error"], t(x["b_next"]), x["b_id"]) for x in again],
+            )
+        for eid in healthy:
+            cur.execute(
+                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL", (eid,)
+            )
+        out = []
+        for eid in failing:
+            cur.execute(
+                "UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (t(now), eid)
+            )
+            row = cur.execute(
+                "SELECT failing_since FROM webhook_endpoints WHERE id = ? AND status = 'enabled'", (eid,)
+            ).fetchone()
+            if row is not None and _parse_sqlite_text(row[0]) <= now - self.disable_after:
+                out.append(eid)
+        return out
 
     # -- send -------------------------------------------------------------------------------------
     async def _send(self, job: Job) -> None:
@@ -378,9 +586,10 @@ class Dispatcher:
                 "webhook-signature": signature_header(job.secrets, job.event_id, timestamp, job.body),
             }
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            response = await self.client(job.endpoint_id).post(
-                target.pinned_url(), content=job.body, headers=headers, extensions=extensions
+            request = httpx.Request(
+                "POST", target.pinned_url(), content=job.body, headers=headers, extensions=extensions
             )
+            response = await self.transport(job.endpoint_id).handle_async_request(request)
             code = response.status_code
             if not 200 <= code < 300:
                 error = f"HTTP {code}"
@@ -408,44 +617,24 @@ class Dispatcher:
         self.finished.set()
 
     # -- record -----------------------------------------------------------------------------------
-    async def _record(self, conn, now: datetime, results: list[Result]) -> list[str]:
-        """Each attempt into the log, each delivery done or rescheduled, each endpoint's failing time;
-        returns the endpoints that have failed long enough to be disabled."""
-        d, w = deliveries_t, endpoints_t
-        await conn.execute(
-            insert(attempts_t),
-            [
-                {
-                    "id": new_id("att"),
-                    "delivery_id": r.job.delivery_id,
-                    "endpoint_id": r.job.endpoint_id,
-                    "attempted_at": r.at,
-                    "status_code": r.status_code,
-                    "duration_ms": r.duration_ms,
-                    "error": r.error,
-                }
-                for r in results
-            ],
-        )
+    def _outcomes(self, results: list[Result]):
+        """What the results make of the log: attempt rows, deliveries done, deliveries again later (or
+        given up), and the endpoints whose last answer was good or bad."""
+        attempts = [
+            {
+                "id": new_id("att"),
+                "delivery_id": r.job.delivery_id,
+                "endpoint_id": r.job.endpoint_id,
+                "attempted_at": r.at,
+                "rest": (r.status_code, r.duration_ms, r.error),
+            }
+            for r in results
+        ]
         done = [
             {"b_id": r.job.delivery_id, "b_attempts": r.job.attempt, "b_code": r.status_code, "b_at": r.at}
             for r in results
             if r.ok
         ]
-        if done:
-            await conn.execute(
-                update(d)
-                .where(d.c.id == bindparam("b_id"))
-                .values(
-                    status="delivered",
-                    attempts=bindparam("b_attempts"),
-                    last_status_code=bindparam("b_code"),
-                    last_error=None,
-                    delivered_at=bindparam("b_at"),
-                    claimed_until=None,
-                ),
-                done,
-            )
         again = []
         for r in results:
             if r.ok:
@@ -463,6 +652,40 @@ class Dispatcher:
                     "b_next": later,
                 }
             )
+        last: dict[str, Result] = {}
+        for r in results:
+            last[r.job.endpoint_id] = r
+        healthy = sorted(e for e, r in last.items() if r.ok)
+        failing = sorted(e for e, r in last.items() if not r.ok)
+        return attempts, done, again, healthy, failing
+
+    async def _record(self, conn, now: datetime, results: list[Result]) -> list[str]:
+        """Each attempt into the log, each delivery done or rescheduled, each endpoint's failing time;
+        returns the endpoints that have failed long enough to be disabled."""
+        d, w = deliveries_t, endpoints_t
+        attempts, done, again, healthy, failing = self._outcomes(results)
+        await conn.execute(
+            insert(attempts_t),
+            [
+                {k: v for k, v in a.items() if k != "rest"}
+                | dict(zip(("status_code", "duration_ms", "error"), a["rest"], strict=True))
+                for a in attempts
+            ],
+        )
+        if done:
+            await conn.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    status="delivered",
+                    attempts=bindparam("b_attempts"),
+                    last_status_code=bindparam("b_code"),
+                    last_error=None,
+                    delivered_at=bindparam("b_at"),
+                    claimed_until=None,
+                ),
+                done,
+            )
         if again:
             await conn.execute(
                 update(d)
@@ -477,11 +700,6 @@ class Dispatcher:
                 ),
                 again,
             )
-        last: dict[str, Result] = {}
-        for r in results:
-            last[r.job.endpoint_id] = r
-        healthy = sorted(e for e, r in last.items() if r.ok)
-        failing = sorted(e for e, r in last.items() if not r.ok)
         if healthy:
             await conn.execute(
                 update(w).where(w.c.id.in_(healthy), w.c.failing_since.is_not(None)).values(failing_since=None)
@@ -531,6 +749,43 @@ class Dispatcher:
             log.warning("disabled %d webhook endpoint(s) failing for %s", n, disable_after)
 
 
+def _wants(ep, event) -> bool:
+    """Whether the endpoint asked for this event and its owner may see it (SPEC §9)."""
+    types = orjson.loads(ep.event_types)
+    if "*" not in types and event.type not in types:
+        return False
+    if ep.owner_role == "merchant":
+        return event.merchant_id == ep.owner_id
+    if ep.owner_role == "auditor":
+        return event.type in AUDITOR_TYPES or event.merchant_id == ep.owner_id
+    return True
+
+
+def _signing_secrets(ep, now: datetime) -> list[str]:
+    """The current secret, and during a rotation's grace period the previous one too."""
+    out = [ep.secret]
+    if ep.previous_secret and ep.previous_secret_until is not None and _aware(ep.previous_secret_until) > now:
+        out.append(ep.previous_secret)
+    return out
+
+
+def _body(event_id: str, type_: str, created_at, ledger_seq, data: str) -> bytes:
+    """The event as delivered: the stored `data` is spliced in as it is, not decoded and encoded again."""
+    return (
+        b'{"id":'
+        + orjson.dumps(event_id)
+        + b',"type":'
+        + orjson.dumps(type_)
+        + b',"created_at":'
+        + orjson.dumps(_iso(created_at))
+        + b',"ledger_seq":'
+        + orjson.dumps(ledger_seq)
+        + b',"data":'
+        + data.encode()
+        + b"}"
+    )
+
+
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
@@ -547,4 +802,90 @@ def dispatcher_for(ctx: AppContext) -> Dispatcher:
 
 
 async def run_forever(ctx: AppContext) -> None:
-    await dispatcher_for(ctx).run_forever()
+    """The replica's dispatcher: in a companion process (`ESCROW_WEBHOOK_PROCESS`, the default), so
+    fanning out, signing and sending never take the API process's CPU (one interpreter lock); or as
+    a task of this process."""
+    if ctx.settings.webhook_process:
+        await run_companion(ctx)
+    else:
+        await dispatcher_for(ctx).run_forever()
+
+
+async def run_companion(ctx: AppContext) -> None:
+    """Start `python -m service.webhooks.dispatcher` beside this process (same ESCROW_* settings),
+    wake it through its stdin whenever a batch of this process commits events (it also polls, for
+    other replicas' events), and start it again if it dies. It exits when its stdin closes: this
+    process's end, even by SIGKILL, ends it; a send cut short is sent again (at least once)."""
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service.webhooks.dispatcher", stdin=asyncio.subprocess.PIPE, env=dict(os.environ)
+        )
+        assert proc.stdin is not None
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            waiter = new_events.event
+            while not exited.done():
+                woken = asyncio.ensure_future(waiter.wait())
+                await asyncio.wait((woken, exited), return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                waiter = new_events.event  # (set meanwhile by a later commit: the next wake at once)
+                if not exited.done() and proc.stdin.transport.get_write_buffer_size() == 0:
+                    try:
+                        proc.stdin.write(b".")
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                await asyncio.sleep(STEP_GAP_SECONDS / 2)  # one wake per batch of commits, not per commit
+        except asyncio.CancelledError:
+            exited.cancel()
+            if proc.returncode is None:
+                proc.stdin.close()  # it finishes its step and exits
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            raise
+        log.warning("the webhook dispatcher process exited with %s; starting it again", proc.returncode)
+        await asyncio.sleep(1)
+
+
+async def _companion_main() -> None:
+    from service.app import build_context  # (service.app starts the dispatcher: imported here, not above)
+    from service.settings import get_settings
+
+    ctx = build_context(get_settings())
+    async with ctx.engines.reader.connect() as conn:
+        await ctx.clock.refresh(conn)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    wakes = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(wakes), sys.stdin)
+
+    async def read_wakes() -> None:
+        while await wakes.read(4096):
+            new_events()
+        stop.set()  # the API process is gone
+
+    reading = asyncio.create_task(read_wakes())
+    dispatching = asyncio.create_task(Dispatcher(ctx, inline=True).run_forever())
+    try:
+        await asyncio.wait((asyncio.ensure_future(stop.wait()), dispatching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reading, dispatching):
+            task.cancel()
+        await asyncio.gather(reading, dispatching, return_exceptions=True)
+        await ctx.writer.stop()
+        await ctx.engines.dispose()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole group: the API process ends this one
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_companion_main())

@@ -3,32 +3,33 @@ their own; another party's endpoint is 404."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import Field, StringConstraints
 
 from service.auth import Principal, require
 from service.cards.schemas import EmptyBody
-from service.common import After, Limit, Strict
+from service.common import After, Limit
 from service.context import AppContext, get_ctx
+from service.db.writer import Tx
 from service.errors import Unprocessable, responses
 from service.event_log.service import EVENT_TYPES
 from service.idempotency import mutate
 from service.webhooks import service, ssrf
 from service.webhooks.dispatcher import allows_private
+from service.webhooks.schemas import (
+    Delivery,
+    DeliveryPage,
+    Endpoint,
+    EndpointCreate,
+    EndpointDeleted,
+    EndpointPage,
+    EndpointWithSecret,
+)
 
 router = APIRouter(prefix="/v1/webhook-endpoints", tags=["webhooks"])
 owners = require(*service.OWNER_ROLES)
-
-EventType = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z_]+\.[a-z_]+)$", max_length=40)]
-
-
-class EndpointCreate(Strict):
-    url: Annotated[str, StringConstraints(min_length=8, max_length=2000)]
-    event_types: Annotated[
-        list[EventType], Field(min_length=1, max_length=50, description='Event types to receive; ["*"] for every type')
-    ]
 
 
 def _checked_types(types: list[str]) -> list[str]:
@@ -38,21 +39,28 @@ def _checked_types(types: list[str]) -> list[str]:
     return list(dict.fromkeys(types))
 
 
-@router.post("", status_code=201, responses=responses(400, 401, 403, 409, 422))
+async def _endpoint_action(
+    ctx: AppContext, request: Request, who: Principal, body, status: int, action: Callable[[Tx], Awaitable[dict]]
+):
+    """A write on one endpoint, through the writer, with the Idempotency-Key honoured."""
+
+    async def op(tx):
+        return status, await action(tx)
+
+    return await mutate(ctx, request, who, body or {}, op)
+
+
+@router.post("", status_code=201, response_model=EndpointWithSecret, responses=responses(400, 401, 403, 409, 422))
 async def create_endpoint(
     body: EndpointCreate, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)
 ):
     """Register an endpoint; the answer carries its signing `secret` (`whsec_…`) this once."""
     types = _checked_types(body.event_types)
     await ssrf.check(body.url, allows_private(ctx.settings))
-
-    async def op(tx):
-        return 201, await service.create(tx, who, body.url, types)
-
-    return await mutate(ctx, request, who, body, op)
+    return await _endpoint_action(ctx, request, who, body, 201, lambda tx: service.create(tx, who, body.url, types))
 
 
-@router.get("", responses=responses(401, 403, 422))
+@router.get("", response_model=EndpointPage, responses=responses(401, 403, 422))
 async def list_endpoints(
     ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners), limit: Limit = 50, after: After = None
 ):
@@ -60,57 +68,56 @@ async def list_endpoints(
         return await service.list_endpoints(conn, who, limit, after)
 
 
-@router.get("/{endpoint_id}", responses=responses(401, 403, 404))
+@router.get("/{endpoint_id}", response_model=Endpoint, responses=responses(401, 403, 404))
 async def get_endpoint(endpoint_id: str, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)):
     async with ctx.engines.reader.connect() as conn:
         return await service.read(conn, who, endpoint_id)
 
 
-@router.delete("/{endpoint_id}", responses=responses(401, 403, 404))
-async def delete_endpoint(
-    endpoint_id: str, request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(owners)
-):
-    async def op(tx):
-        return 200, await service.remove(tx, who, endpoint_id)
+@dataclass
+class EndpointCall:
+    """What a write on one of the caller's endpoints needs (a dependency shared by those routes)."""
 
-    return await mutate(ctx, request, who, {}, op)
+    endpoint_id: str
+    request: Request
+    ctx: AppContext
+    who: Principal
+    body: EmptyBody | None
+
+    async def run(self, status: int, action: Callable[[Tx], Awaitable[dict]]):
+        return await _endpoint_action(self.ctx, self.request, self.who, self.body, status, action)
 
 
-@router.post("/{endpoint_id}/rotate-secret", responses=responses(400, 401, 403, 404))
-async def rotate_secret(
+def endpoint_call(
     endpoint_id: str,
     request: Request,
     ctx: AppContext = Depends(get_ctx),
     who: Principal = Depends(owners),
     body: EmptyBody | None = None,
-):
+) -> EndpointCall:
+    return EndpointCall(endpoint_id, request, ctx, who, body)
+
+
+@router.delete("/{endpoint_id}", response_model=EndpointDeleted, responses=responses(401, 403, 404))
+async def delete_endpoint(call: EndpointCall = Depends(endpoint_call)):
+    return await call.run(200, lambda tx: service.remove(tx, call.who, call.endpoint_id))
+
+
+@router.post("/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret, responses=responses(400, 401, 403, 404))
+async def rotate_secret(call: EndpointCall = Depends(endpoint_call)):
     """A new secret, shown once; the old one goes on signing beside it for the grace period
     (`ESCROW_WEBHOOK_SECRET_GRACE_HOURS`)."""
-    grace = ctx.settings.webhook_secret_grace_hours
-
-    async def op(tx):
-        return 200, await service.rotate_secret(tx, who, endpoint_id, grace)
-
-    return await mutate(ctx, request, who, body or {}, op)
+    grace = call.ctx.settings.webhook_secret_grace_hours
+    return await call.run(200, lambda tx: service.rotate_secret(tx, call.who, call.endpoint_id, grace))
 
 
-@router.post("/{endpoint_id}/enable", responses=responses(400, 401, 403, 404))
-async def enable_endpoint(
-    endpoint_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(owners),
-    body: EmptyBody | None = None,
-):
+@router.post("/{endpoint_id}/enable", response_model=Endpoint, responses=responses(400, 401, 403, 404))
+async def enable_endpoint(call: EndpointCall = Depends(endpoint_call)):
     """Enable again an endpoint the dispatcher disabled after days of failures."""
-
-    async def op(tx):
-        return 200, await service.enable(tx, who, endpoint_id)
-
-    return await mutate(ctx, request, who, body or {}, op)
+    return await call.run(200, lambda tx: service.enable(tx, call.who, call.endpoint_id))
 
 
-@router.get("/{endpoint_id}/deliveries", responses=responses(401, 403, 404, 422))
+@router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage, responses=responses(401, 403, 404, 422))
 async def list_deliveries(
     endpoint_id: str,
     ctx: AppContext = Depends(get_ctx),
@@ -124,17 +131,10 @@ async def list_deliveries(
 
 
 @router.post(
-    "/{endpoint_id}/deliveries/{delivery_id}/retry", status_code=202, responses=responses(400, 401, 403, 404, 409)
+    "/{endpoint_id}/deliveries/{delivery_id}/retry",
+    status_code=202,
+    response_model=Delivery,
+    responses=responses(400, 401, 403, 404, 409),
 )
-async def retry_delivery(
-    endpoint_id: str,
-    delivery_id: str,
-    request: Request,
-    ctx: AppContext = Depends(get_ctx),
-    who: Principal = Depends(owners),
-    body: EmptyBody | None = None,
-):
-    async def op(tx):
-        return 202, await service.retry(tx, who, endpoint_id, delivery_id)
-
-    return await mutate(ctx, request, who, body or {}, op)
+async def retry_delivery(delivery_id: str, call: EndpointCall = Depends(endpoint_call)):
+    return await call.run(202, lambda tx: service.retry(tx, call.who, call.endpoint_id, delivery_id))

@@ -12,6 +12,7 @@ test allow loopback and private addresses so tests can run a receiver.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -99,8 +100,27 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+@functools.lru_cache(maxsize=1024)
+def _literal(url: str, allow_private: bool) -> Target | None:
+    """The target of a URL naming an address literal (nothing to resolve, so nothing that can change
+    between deliveries), checked once; None for a host name, which each delivery resolves again."""
+    scheme, host, port, path = parse(url, allow_private)
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+    if not allow_private and not public_address(address):
+        raise Refused(
+            "The URL resolves to an address that is not public (loopback, private, link-local, metadata or reserved)."
+        )
+    return Target(scheme, host, port, path, address)
+
+
 async def check(url: str, allow_private: bool) -> Target:
     """The URL's target, with an address to connect to; Refused if it may not be called."""
+    literal = _literal(url, allow_private)
+    if literal is not None:
+        return literal
     scheme, host, port, path = parse(url, allow_private)
     addresses = await resolve(host, port)
     if not addresses:
