@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from risk import DEFAULT_POLICY
 from service.health.schemas import RiskPolicy
 
@@ -53,10 +51,6 @@ def untyped_success_answers(spec: dict, prefixes: tuple[str, ...] = ("/",)) -> l
     return bad
 
 
-# THE FULL CHECK. Until the branches typing cards, redemptions, settlements, bank statements, the ledger,
-# webhooks and events are merged it fails, hence the mark; strict, so once they are merged it "passes
-# unexpectedly" and fails the run: then delete the mark (issue 13).
-@pytest.mark.xfail(reason="other domains' answers are typed on other branches of issue 13", strict=True)
 async def test_every_success_answer_has_a_schema(client):
     """THE FULL CHECK: every operation of the document, whichever domain it belongs to."""
     bad = untyped_success_answers(await document(client))
