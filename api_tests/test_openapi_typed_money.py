@@ -12,16 +12,7 @@ from pydantic import BaseModel
 from api_tests.factories import ask, buy_card, create_merchant, publish_count, register_consumer
 from api_tests.test_settlements import a_day
 from service.cards.schemas import Card, PurchasedCard, Refund, RefundQuote
-from service.ledger_api.schemas import (
-    ConsistencyProof,
-    InclusionProof,
-    LedgerEntry,
-    LedgerEntryPage,
-    PublicKey,
-    Reconciliation,
-    SignedCheckpoint,
-    Witnesses,
-)
+from service.ledger_api import schemas as ledger_schemas
 from service.redemptions.schemas import AskedRedemption, ConfirmedRedemption, Redemption
 from service.settlements.schemas import BankStatementMatch, BatchPage, InstructionPage, SettlementBatch
 
@@ -201,15 +192,17 @@ async def test_every_answer_of_a_settled_day_is_exactly_its_model(client, docume
     assert matched["open_instructions"]
     await expect(BankStatementMatch, "GET", f"/v1/bank-statements/{matched['id']}", bank)
 
-    checkpoint = await expect(SignedCheckpoint, "POST", "/v1/ledger/checkpoints", bank, 201)
-    await expect(SignedCheckpoint, "GET", "/v1/ledger/checkpoint", None)
-    await expect(PublicKey, "GET", "/v1/ledger/public-key", None)
-    await expect(LedgerEntryPage, "GET", "/v1/ledger/entries?limit=5", bank)
-    await expect(LedgerEntry, "GET", "/v1/ledger/entries/0", bank)
-    await expect(InclusionProof, "GET", "/v1/ledger/entries/0/proof", None)
-    await expect(ConsistencyProof, "GET", f"/v1/ledger/consistency?first=1&second={checkpoint['tree_size']}", None)
-    await expect(Witnesses, "GET", "/v1/ledger/witnesses", None)
-    reconciled = await expect(Reconciliation, "GET", "/v1/escrow/reconciliation", bank)
+    checkpoint = await expect(ledger_schemas.SignedCheckpoint, "POST", "/v1/ledger/checkpoints", bank, 201)
+    await expect(ledger_schemas.SignedCheckpoint, "GET", "/v1/ledger/checkpoint", None)
+    await expect(ledger_schemas.PublicKey, "GET", "/v1/ledger/public-key", None)
+    await expect(ledger_schemas.LedgerEntryPage, "GET", "/v1/ledger/entries?limit=5", bank)
+    await expect(ledger_schemas.LedgerEntry, "GET", "/v1/ledger/entries/0", bank)
+    await expect(ledger_schemas.InclusionProof, "GET", "/v1/ledger/entries/0/proof", None)
+    await expect(
+        ledger_schemas.ConsistencyProof, "GET", f"/v1/ledger/consistency?first=1&second={checkpoint['tree_size']}", None
+    )
+    await expect(ledger_schemas.Witnesses, "GET", "/v1/ledger/witnesses", None)
+    reconciled = await expect(ledger_schemas.Reconciliation, "GET", "/v1/escrow/reconciliation", bank)
     assert reconciled["consistent"] is True
     declared = {
         answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]

@@ -26,6 +26,11 @@ def iso(dt: datetime | None) -> str | None:
     return _iso(dt)
 
 
+def shown(row, fields: tuple[str, ...], times: frozenset[str] = frozenset()) -> dict:
+    """A row's columns as the API shows them, in `fields`' order: values as stored, the `times` in ISO 8601."""
+    return {f: iso(getattr(row, f)) if f in times else getattr(row, f) for f in fields}
+
+
 @lru_cache(maxsize=1024)  # a write batch states its one `now` in every entry and answer
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from service import events
-from service.clock import iso
+from service.clock import shown
 from service.common import read_or_404
 from service.complaints import repository
 from service.db.models import Card, Merchant
@@ -20,24 +20,15 @@ complaints_t = repository.complaints_t
 RESPONSE_HOURS = 24
 
 
+COMPLAINT_FIELDS = tuple(
+    "id merchant_id consumer_id card_id category text status response responded_at resolution resolution_note"
+    " resolved_at created_at due_at".split()
+)
+COMPLAINT_TIMES = frozenset({"responded_at", "resolved_at", "created_at", "due_at"})
+
+
 def complaint_out(c, now: datetime) -> dict:
-    return {
-        "id": c.id,
-        "merchant_id": c.merchant_id,
-        "consumer_id": c.consumer_id,
-        "card_id": c.card_id,
-        "category": c.category,
-        "text": c.text,
-        "status": c.status,
-        "response": c.response,
-        "responded_at": iso(c.responded_at),
-        "resolution": c.resolution,
-        "resolution_note": c.resolution_note,
-        "resolved_at": iso(c.resolved_at),
-        "created_at": iso(c.created_at),
-        "due_at": iso(c.due_at),
-        "overdue": c.status == "open" and c.due_at <= now,
-    }
+    return {**shown(c, COMPLAINT_FIELDS, COMPLAINT_TIMES), "overdue": c.status == "open" and c.due_at <= now}
 
 
 async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, category: str, text: str) -> dict:

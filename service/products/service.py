@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
+from service.clock import shown
 from service.db.models import Merchant, Product
 from service.db.writer import Tx
 from service.errors import Conflict, Unprocessable
@@ -15,23 +16,14 @@ products_t = Product.__table__
 merchants_t = Merchant.__table__
 
 
+PRODUCT_FIELDS = tuple(
+    "id merchant_id type name price currency face_value uses bonus_uses periods period_days valid_days list_price"
+    " on_sale".split()
+)
+
+
 def product_out(p) -> dict:
-    return {
-        "id": p.id,
-        "merchant_id": p.merchant_id,
-        "type": p.type,
-        "name": p.name,
-        "price": p.price,
-        "currency": p.currency,
-        "face_value": p.face_value,
-        "uses": p.uses,
-        "bonus_uses": p.bonus_uses,
-        "periods": p.periods,
-        "period_days": p.period_days,
-        "valid_days": p.valid_days,
-        "list_price": p.list_price,
-        "on_sale": p.on_sale,
-    }
+    return shown(p, PRODUCT_FIELDS)
 
 
 def validated_fields(body: ProductCreate, price_cap: int) -> dict:

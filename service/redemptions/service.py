@@ -12,7 +12,7 @@ from datetime import timedelta
 from service import events
 from service.cards import repository as cards_repo
 from service.cards import service as cards  # a module reference: cards/service.py imports this module too
-from service.clock import iso
+from service.clock import iso, shown
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound, Unprocessable
 from service.event_log.service import emit
@@ -28,21 +28,15 @@ def append_card_entry(tx: Tx, kind: str, card, **fields) -> int:
     return tx.append(kind, card_id=card.id, merchant_id=card.merchant_id, consumer_id=card.consumer_id, **fields)
 
 
+REDEMPTION_FIELDS = tuple(
+    "id card_id merchant_id consumer_id status units hold_amount release_amount created_at expires_at answered_at"
+    " ledger_seq".split()
+)
+REDEMPTION_TIMES = frozenset({"created_at", "expires_at", "answered_at"})
+
+
 def redemption_out(r) -> dict:
-    return {
-        "id": r.id,
-        "card_id": r.card_id,
-        "merchant_id": r.merchant_id,
-        "consumer_id": r.consumer_id,
-        "status": r.status,
-        "units": r.units,
-        "hold_amount": r.hold_amount,
-        "release_amount": r.release_amount,
-        "created_at": iso(r.created_at),
-        "expires_at": iso(r.expires_at),
-        "answered_at": iso(r.answered_at),
-        "ledger_seq": r.ledger_seq,
-    }
+    return shown(r, REDEMPTION_FIELDS, REDEMPTION_TIMES)
 
 
 async def expire_card_holds(tx: Tx, card) -> object:

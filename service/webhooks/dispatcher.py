@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 
 from service.clock import iso
 from service.context import AppContext
@@ -211,12 +211,7 @@ class Dispatcher:
         due = (
             select(d.c.id)
             .join(w, w.c.id == d.c.endpoint_id)
-            .where(
-                d.c.status == "pending",
-                d.c.next_attempt_at <= now,
-                w.c.status == "enabled",
-                (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
-            )
+            .where(_claimable(d, now), w.c.status == "enabled")
             .limit(1)
         )
         wanted = [behind, due] if claim else [behind]
@@ -347,12 +342,7 @@ class Dispatcher:
             )
             .join(e, e.c.seq == d.c.event_seq)
             .join(w, w.c.id == d.c.endpoint_id)
-            .where(
-                d.c.status == "pending",
-                d.c.next_attempt_at <= now,
-                w.c.status == "enabled",
-                (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
-            )
+            .where(_claimable(d, now), w.c.status == "enabled")
             .order_by(d.c.next_attempt_at, d.c.id)
             .limit(min(room * 4, CLAIM_CHUNK))
         )
@@ -430,12 +420,7 @@ class Dispatcher:
                     select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.event_id, e.c.type, e.c.created_at)
                     .add_columns(e.c.ledger_seq, e.c.data)
                     .join(e, e.c.seq == d.c.event_seq)
-                    .where(
-                        d.c.status == "pending",
-                        d.c.next_attempt_at <= now,
-                        d.c.endpoint_id.in_(sorted(set(endpoints) - full)),
-                        (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
-                    )
+                    .where(_claimable(d, now), d.c.endpoint_id.in_(sorted(set(endpoints) - full)))
                     .order_by(d.c.next_attempt_at, d.c.id)
                     .limit(min(room, CLAIM_CHUNK))
                 )
@@ -747,6 +732,15 @@ class Dispatcher:
         n = await self.ctx.writer.run(op)
         if n:
             log.warning("disabled %d webhook endpoint(s) failing for %s", n, disable_after)
+
+
+def _claimable(d, now: datetime):
+    """A delivery some replica may take now: pending, due, and not held by a replica's unexpired claim."""
+    return and_(
+        d.c.status == "pending",
+        d.c.next_attempt_at <= now,
+        (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
+    )
 
 
 def _wants(ep, event) -> bool:
