@@ -23,6 +23,7 @@ when used as a number, and inside a quick operation (`quick_op`) SQLAlchemy rais
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,9 +97,10 @@ KEYS_SELECT_PG = (
     f"SELECT {KEY_COLS} FROM idempotency_keys k "
     "JOIN unnest(?::text[], ?::text[]) AS w(caller, key) ON k.caller = w.caller AND k.key = w.key"
 )
-KEYS_SELECT_SQLITE = (
-    f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k "
-    "ON k.caller = json_extract(w.value, '$[0]') AND k.key = json_extract(w.value, '$[1]')"
+KEYS_SELECT_SQLITE = f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k " + (
+    "ON k.caller = w.value ->> 0 AND k.key = w.value ->> 1"  # about half json_extract's time
+    if sqlite3.sqlite_version_info >= (3, 38, 0)
+    else "ON k.caller = json_extract(w.value, '$[0]') AND k.key = json_extract(w.value, '$[1]')"
 )
 KEY_SELECT = "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE caller = ? AND key = ?"
 KEY_INSERT = (

@@ -27,7 +27,8 @@ the ledger head: the batch's keys are read in one statement first.
 
 On PostgreSQL a quick batch makes three round trips (four with keys: the early key read): the head
 lock with the first run's reads, the run's writes with the health-code read, and the ledger's
-writes with the COMMIT. The pool does not ping the connection at checkout; a batch whose first
+writes with the COMMIT. The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
+psycopg would send it alone, one more round trip). The pool does not ping the connection at checkout; a batch whose first
 statements find it dead (the database restarted) has sent nothing and runs again on a new
 connection.
 """
@@ -425,7 +426,11 @@ class Writer:
         (what arrived while another replica's batch held it). `batch` is updated in place: the
         caller answers what it holds."""
         with self.engine.connect() as sync_conn:
-            raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
+            try:
+                raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
+            except Exception as exc:  # e.g. SQLite's connection closed under the pool: run again on a new one
+                _check_stale(sync_conn, exc)
+                raise
             try:
                 return await self._run_batch_on(sync_conn, raw, batch, quick)
             finally:
