@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.db.raw import _literal, _script
+from service.db.raw import _grouped, _literal, _script
 from service.db.writer import QuickOp, Reads
 from service.errors import Conflict
 from service.ledger_api.service import verify_ledger
@@ -251,6 +251,47 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
     assert len(merged) == 2 and merged[0].startswith(
         "UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))"
     )
+
+
+def test_sqlite_sends_row_writes_of_one_statement_together_unless_a_row_repeats():
+    """On SQLite the deferred row writes of one statement text go as one executemany each, in the
+    order each first appears; a row written twice, or a write that is no row write, keeps the order."""
+    a = "UPDATE cards SET held = ? WHERE id = ?"
+    b = "INSERT INTO redemptions (id, card_id, units) VALUES (?, ?, ?)"
+    other = "DELETE FROM holds WHERE card_id = ?"
+    pending = [(a, (1, "x"), False), (b, ("r1", "x", 1), False), (a, (2, "y"), False), (b, ("r2", "y", 1), False)]
+    assert _grouped(pending) == [(a, [(1, "x"), (2, "y")], True), (b, [("r1", "x", 1), ("r2", "y", 1)], True)]
+    twice = [(a, (1, "x"), False), (b, ("r1", "x", 1), False), (a, (2, "x"), False)]
+    assert _grouped(twice) == twice
+    barrier = [(a, (1, "x"), False), (other, ("x",), False), (a, (2, "y"), False)]
+    assert _grouped(barrier) == barrier
+
+
+async def test_a_batch_sends_no_begin_of_its_own_and_leaves_the_connection_as_it_found_it(client, ctx, monkeypatch):
+    """PostgreSQL: the batch's BEGIN goes in the same message as its first statement (psycopg would
+    send it alone, a round trip); afterwards the connection is back out of autocommit mode. SQLite
+    keeps its BEGIN IMMEDIATE (the write lock)."""
+    gym, people, cards = await _shop(client, 2)
+    sent: list[bytes] = []
+    if not ctx.settings.is_sqlite:
+        import psycopg
+
+        own = psycopg.Connection._exec_command
+
+        def spy(self, command, *args, **kwargs):
+            if threading.current_thread().name == "escrow-writer":
+                sent.append(command if isinstance(command, bytes) else str(command).encode())
+            return own(self, command, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "_exec_command", spy)
+    r = await asyncio.gather(*[_ask(client, gym, card, key=f"k{i}") for i, card in enumerate(cards)])
+    assert [x.status_code for x in r] == [201, 201]
+    assert not [c for c in sent if c.startswith(b"BEGIN")]
+    with ctx.engines.sync_writer.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        if not ctx.settings.is_sqlite:
+            assert dbapi.autocommit is False
+    assert (await get_card(client, people[0], cards[0]))["balance"]["units_held"] == 1
 
 
 async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(client, ctx, monkeypatch):

@@ -473,6 +473,26 @@ async def outbox_code(phone: str) -> str:
     return messages[-1]["code"]
 
 
+async def write_batches() -> str:
+    """How the asks and confirms were batched: every ledger entry of a batch carries the batch's one
+    time, so the hold and release entries grouped by time are the write batches (warm-up included)."""
+    from sqlalchemy import text
+
+    if "engines" not in OUTBOX:
+        return "(unknown)"
+    async with OUTBOX["engines"].reader.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT COUNT(*) FROM ledger_entries WHERE kind IN ('hold', 'release') GROUP BY time")
+        )
+        sizes = sorted(int(n) for (n,) in rows)
+    if not sizes:
+        return "(none)"
+    return (
+        f"{len(sizes):,} batches of asks/confirms, {sum(sizes) / len(sizes):.1f} per batch "
+        f"(p50 {sizes[len(sizes) // 2]}, p90 {sizes[int(len(sizes) * 0.9)]}, max {sizes[-1]})"
+    )
+
+
 async def set_up(client, operator: str, consumers: int, concurrency: int, uses: int, price: int, merchants: int = 1):
     rng = random.Random(secrets.randbits(64))
     shops = []
@@ -739,7 +759,10 @@ def ledger_verify(env: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def start_profile(pid: int, seconds: float, out: Path, subprocesses: bool) -> subprocess.Popen:
+def start_profile(pid: int, seconds: float, out: Path, subprocesses: bool, wall: bool = False) -> subprocess.Popen:
+    """py-spy on the server: by default only the thread holding the GIL (where Python time goes);
+    with `wall`, every thread at every sample, idle or not, each under its own root (where the
+    writer thread's wall time goes: its Python, the database, the fsync, waiting for the GIL)."""
     exe = shutil.which("py-spy")
     if not exe:
         raise BenchFailure("--profile needs py-spy (pip install py-spy)")
@@ -757,8 +780,8 @@ def start_profile(pid: int, seconds: float, out: Path, subprocesses: bool) -> su
         "-o",
         str(out),
         "--nonblocking",
-        "--gil",
     ]
+    cmd += ["--idle", "--threads"] if wall else ["--gil"]
     if subprocesses:
         cmd.append("--subprocesses")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -993,7 +1016,7 @@ async def run(args) -> int:
         def on_start():
             nonlocal prof
             if prof_path:
-                prof = start_profile(server.proc.pid, args.duration, prof_path, args.workers > 1)
+                prof = start_profile(server.proc.pid, args.duration, prof_path, args.workers > 1, args.profile_wall)
 
         pairs = await pairs_phase(
             client, mtoken, cards, args.concurrency, args.warmup, args.duration, pids, on_start, keys=not args.no_keys
@@ -1006,6 +1029,7 @@ async def run(args) -> int:
         pair_rate = pairs.count / pairs.wall
 
         seen, released = await check_money(client, operator, cards)
+        batches_line = await write_batches()
         await client.close()
         client = None
         stop_server(server)
@@ -1045,11 +1069,17 @@ async def run(args) -> int:
             f"pairs/s ÷ no-op rate      {pair_rate / ping_rate:10.3f}   (HTTP requests/s during pairs: "
             f"{2 * pair_rate:,.0f} = {2 * pair_rate / ping_rate:.2f} × no-op)"
         )
+        print(f"write batches (pairs)     {batches_line}")
         print(f"server peak RSS           {hwm_note}")
         print(
             f"server CPU  (pairs)       {100 * pairs.server_cpu / pairs.wall:6.1f}% of one core   "
             f"(ping phase {100 * ping.server_cpu / ping.wall:.1f}%)"
         )
+        if pairs.count:
+            print(
+                f"server CPU per pair       {1000 * pairs.server_cpu / pairs.count:6.3f} ms   (what a busy machine "
+                "changes least: compare keys and no keys by it when the other load is high)"
+            )
         print(
             f"load-gen CPU (pairs)      {100 * pairs.client_cpu / pairs.wall:6.1f}% of one core   "
             f"(ping phase {100 * ping.client_cpu / ping.wall:.1f}%)"
@@ -1128,6 +1158,11 @@ def main(argv=None) -> int:
         "collapsed stacks to this file and print the top functions",
     )
     p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument(
+        "--profile-wall",
+        action="store_true",
+        help="with --profile: sample every thread, idle or not (wall time per thread) instead of the GIL holder",
+    )
     p.add_argument("--serve-cmd", default="", help=argparse.SUPPRESS)
     p.add_argument(
         "--merchants",

@@ -27,7 +27,8 @@ the ledger head: the batch's keys are read in one statement first.
 
 On PostgreSQL a quick batch makes three round trips (four with keys: the early key read): the head
 lock with the first run's reads, the run's writes with the health-code read, and the ledger's
-writes with the COMMIT. The pool does not ping the connection at checkout; a batch whose first
+writes with the COMMIT. The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
+psycopg would send it alone, one more round trip). The pool does not ping the connection at checkout; a batch whose first
 statements find it dead (the database restarted) has sent nothing and runs again on a new
 connection.
 """
@@ -75,10 +76,10 @@ class TxConnection:
 
     __slots__ = ("_conn", "dialect", "raw")
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, raw: Raw | None = None):
         self._conn = conn
         self.dialect = conn.dialect
-        self.raw = Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
+        self.raw = raw or Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
 
     async def execute(self, statement, parameters=None):
         self.raw.live()
@@ -426,35 +427,50 @@ class Writer:
         (what arrived while another replica's batch held it). `batch` is updated in place: the
         caller answers what it holds."""
         with self.engine.connect() as sync_conn:
-            if quick:
-                batch.extend(self._drain(self.max_batch - len(batch)))
-                self._early_replays(sync_conn, batch)
-                if not batch:
-                    return [], []
-            b = _Batch(list(batch), quick)
-            b.dbapi = sync_conn.dialect.loaded_dbapi
-            b.dbapi_errors = (*_DB_ERRORS, b.dbapi.Error)
             try:
-                transaction = sync_conn.begin()  # SQLite: BEGIN IMMEDIATE
-            except b.dbapi_errors as exc:
+                raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
+            except Exception as exc:  # e.g. SQLite's connection closed under the pool: run again on a new one
                 _check_stale(sync_conn, exc)
                 raise
-            with transaction:
-                b.conn = TxConnection(sync_conn)
-                b.raw = b.conn.raw
-                size, head = await self._lock_step(sync_conn, b)
-                frontier = await self._load_frontier(b.conn, size, head)
-                b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size, risk_events=self.risk_events)
-                if quick and len(batch) < self.max_batch:
-                    # What arrived while this batch waited for the head (another replica's batch) rides along.
-                    late = self._drain(self.max_batch - len(batch))
-                    batch.extend(late)
-                    b.items.extend(late)
-                    b.take(late, quick, start=len(b.ops))
-                for i in range(len(b.ops)):
-                    b.results[i] = await self._run_op(b, i)
-                new_head = await self._flush(b, frontier, head)
-                callbacks = b.tx.after_commit
+            try:
+                return await self._run_batch_on(sync_conn, raw, batch, quick)
+            finally:
+                raw.end_batch()
+
+    async def _run_batch_on(
+        self, sync_conn: Connection, raw: Raw, batch: list, quick: bool
+    ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
+        if not self.is_sqlite:
+            raw.begin_with_first_statement()  # PostgreSQL: no round trip for BEGIN alone
+        if quick:
+            batch.extend(self._drain(self.max_batch - len(batch)))
+            self._early_replays(sync_conn, raw, batch)
+            if not batch:
+                return [], []
+        b = _Batch(list(batch), quick)
+        b.dbapi = sync_conn.dialect.loaded_dbapi
+        b.dbapi_errors = (*_DB_ERRORS, b.dbapi.Error)
+        try:
+            transaction = sync_conn.begin()  # SQLite: BEGIN IMMEDIATE
+        except b.dbapi_errors as exc:
+            _check_stale(sync_conn, exc)
+            raise
+        with transaction:
+            b.conn = TxConnection(sync_conn, raw)
+            b.raw = raw
+            size, head = await self._lock_step(sync_conn, b)
+            frontier = await self._load_frontier(b.conn, size, head)
+            b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size, risk_events=self.risk_events)
+            if quick and len(batch) < self.max_batch:
+                # What arrived while this batch waited for the head (another replica's batch) rides along.
+                late = self._drain(self.max_batch - len(batch))
+                batch.extend(late)
+                b.items.extend(late)
+                b.take(late, quick, start=len(b.ops))
+            for i in range(len(b.ops)):
+                b.results[i] = await self._run_op(b, i)
+            new_head = await self._flush(b, frontier, head)
+            callbacks = b.tx.after_commit
         self._frontier, self._frontier_head = frontier, new_head
         self.batches += 1
         self.ops += len(b.ops)
@@ -462,7 +478,7 @@ class Writer:
             self.quick_batches += 1
         return b.results, callbacks
 
-    def _early_replays(self, sync_conn: Connection, batch: list) -> None:
+    def _early_replays(self, sync_conn: Connection, raw: Raw, batch: list) -> None:
         """Answer, before the ledger head is taken, the requests whose Idempotency-Key is already
         stored (a retry of an answered request), all keys read with one statement; they leave the
         batch. Keys not found are read again under the lock, with the run's other reads."""
@@ -474,13 +490,12 @@ class Writer:
         if not keyed:
             return
         try:
-            raw = Raw(sync_conn.connection.dbapi_connection, not self.is_sqlite)
             stored = raw.stored_keys([k for _, k in keyed])
         except Exception as exc:
             _check_stale(sync_conn, exc)  # a dead connection: the batch runs again on a new one
             log.debug("early read of idempotency keys failed", exc_info=True)
             try:
-                sync_conn.connection.dbapi_connection.rollback()
+                raw.rollback()
             except Exception:
                 pass
             return
