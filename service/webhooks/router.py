@@ -98,7 +98,7 @@ def endpoint_call(
     return EndpointCall(endpoint_id, request, ctx, who, body)
 
 
-@router.delete("/{endpoint_id}", response_model=EndpointDeleted, responses=responses(401, 403, 404))
+@router.delete("/{endpoint_id}", response_model=EndpointDeleted, responses=responses(400, 401, 403, 404))
 async def delete_endpoint(call: EndpointCall = Depends(endpoint_call)):
     return await call.run(200, lambda tx: service.remove(tx, call.who, call.endpoint_id))
 
