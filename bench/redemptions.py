@@ -867,6 +867,7 @@ async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[
         url, pg_name = await create_pg_database(args.database_url)
         env["ESCROW_DATABASE_URL"] = url
         DB_NAME = pg_name
+    OUTBOX.update(data_dir=data_dir, database_url=env.get("ESCROW_DATABASE_URL", ""))
     server = start_server(env, workers, data_dir / "server.log", args.serve_cmd)
     client = None
     try:
@@ -908,6 +909,8 @@ async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[
     finally:
         if client is not None:
             await client.close()
+        if "engines" in OUTBOX:  # this server's outbox: the next one of the curve has its own
+            await OUTBOX.pop("engines").dispose()
         stop_server(server)
         if pg_name:
             await drop_pg_database(args.database_url, pg_name)
