@@ -12,14 +12,12 @@ from datetime import datetime, timedelta
 from service import events
 from service.cards import refunds  # a module reference: refunds imports the redemptions, which import this
 from service.cards import repository as repo
-from service.cards.repository import cards_t, merchants_t  # noqa: F401  (read by routers)
 from service.clock import iso
 from service.common import page
 from service.db.writer import Tx
 from service.errors import Conflict, NotFound
 from service.event_log.service import emit
 from service.ids import new_id
-from service.redemptions.repository import redemptions_t  # noqa: F401  (read by routers)
 
 
 def merchant_selling_problem(m) -> str | None:

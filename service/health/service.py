@@ -264,7 +264,7 @@ async def _states(
     return out
 
 
-async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
+async def create_alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reasons: list, seq: int) -> None:
     alert = {
         "id": new_id("alt"),
         "merchant_id": merchant_id,
@@ -284,7 +284,7 @@ async def _alert(tx: Tx, merchant_id: str, kind: str, from_code, to_code, reason
 
 async def regulatory_alert(tx: Tx, merchant_id: str, kind: str, seq: int) -> None:
     """A regulatory act that changes no code still reaches the regulators' feed (SPEC §9)."""
-    await _alert(tx, merchant_id, kind, None, None, [], seq)
+    await create_alert(tx, merchant_id, kind, None, None, [], seq)
 
 
 async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = None) -> str:
@@ -341,7 +341,7 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
         ):
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
             await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
-            await _alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
+            await create_alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
             emit(
                 tx,
                 "merchant.delisted",
@@ -376,7 +376,7 @@ async def _code_changed(
         policy_version=a.policy_version,
         reasons=reasons,
     )
-    await _alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
+    await create_alert(tx, merchant_id, "code_change", h.code, a.code, reasons, seq)
     emit(
         tx,
         "merchant.health_changed",
@@ -457,7 +457,7 @@ async def _complaint_overdue(tx: Tx, c) -> None:
     from service.complaints.service import complaint_out
 
     seq = tx.append("complaint_overdue", merchant_id=c.merchant_id, complaint_id=c.id)
-    await _alert(tx, c.merchant_id, "complaint_overdue", None, None, [], seq)
+    await create_alert(tx, c.merchant_id, "complaint_overdue", None, None, [], seq)
     emit(
         tx,
         "complaint.overdue",

@@ -28,7 +28,7 @@ from ledger.witness import add_checkpoint_body
 from service.context import AppContext
 from service.db.models import Alert, Checkpoint, WitnessCosignature, WitnessState
 from service.db.writer import Tx
-from service.health.service import _alert as create_alert
+from service.health.service import create_alert
 from service.ledger_api.checkpoints import fetch_nodes
 
 log = logging.getLogger("escrow.witnesses")
