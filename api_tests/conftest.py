@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service import migrate
 from service.app import asgi_app, build_context, create_app
+from service.core.settings import Settings
 from service.db.models import metadata
 from service.health.service import policy_cache
-from service.settings import Settings
+from service.ops import migrate
 
 OPERATOR_TOKEN = "op_test_operator_token_0123456789abcdef"
 TEST_DB_URL = os.environ.get("ESCROW_TEST_DATABASE_URL", "")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from api_tests.conftest import OPERATOR_TOKEN
-from service.uscc import ALPHABET, check_character
+from service.core.uscc import ALPHABET, check_character
 
 OP = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 _addresses = itertools.count(1)

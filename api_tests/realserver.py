@@ -362,7 +362,7 @@ class Http:
 def valid_uscc() -> str:
     import random
 
-    from service.uscc import ALPHABET, check_character
+    from service.core.uscc import ALPHABET, check_character
 
     rng = random.Random(secrets.randbits(64))
     body = "91" + "".join(rng.choice("0123456789") for _ in range(6)) + "".join(rng.choice(ALPHABET) for _ in range(9))

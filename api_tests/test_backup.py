@@ -84,7 +84,7 @@ async def tamper_postgres(src: Path, dst: Path, seq: int) -> None:
     """Load the dump into a scratch database, alter one ledger entry there, dump it again into `dst`."""
     import psycopg
 
-    from service.backup import pg_tool
+    from service.ops.backup import pg_tool
 
     scratch = await fresh_database("escrow_crash_scratch")
     try:

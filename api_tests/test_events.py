@@ -151,7 +151,7 @@ async def test_the_consumer_inbox_long_poll_answers_when_a_new_ask_arrives(clien
 
 async def test_events_are_kept_for_the_retention_then_pruned_by_the_sweeper(client, ctx):
     from api_tests.factories import move_clock_to, parse_time
-    from service.sweeper import sweep_once
+    from service.ops.sweeper import sweep_once
 
     gym = await create_merchant(client)
     li = await register_consumer(client)

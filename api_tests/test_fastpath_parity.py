@@ -33,7 +33,7 @@ from api_tests.factories import (
     serving_routes,
 )
 from service.app import asgi_app
-from service.middleware import MAX_BODY
+from service.http.middleware import MAX_BODY
 from service.redemptions.fastpath import ASK_BODY, CONFIRM_BODY, RedemptionFastPath
 
 

@@ -15,8 +15,8 @@ from api_tests.factories import (
     refund,
     register_consumer,
 )
-from service.clock import OFFSET_KEY
-from service.sweeper import sweep_once
+from service.core.clock import OFFSET_KEY
+from service.ops.sweeper import sweep_once
 
 PRICE = 10_000
 

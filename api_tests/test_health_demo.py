@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from api_tests.conftest import OPERATOR_TOKEN
 from api_tests.factories import create_auditor, ledger_entries
-from service.demo import run_demo
 from service.health.recompute import recompute
+from service.ops.demo import run_demo
 
 
 async def test_the_demo_tells_the_story_to_its_end(client, ctx):

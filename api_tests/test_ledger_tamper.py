@@ -32,11 +32,11 @@ from ledger.checkpoint import verify_checkpoint_json
 from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash, unb64
 from ledger.merkle import Frontier, ProofError, root_from_leaves, verify_consistency, verify_inclusion
 from ledger.verify import verify_chain
-from service import migrate
 from service.app import build_context, create_app
+from service.core.settings import Settings
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.ledger_api.service import verify_ledger
-from service.settings import Settings
+from service.ops import migrate
 
 entries_t = LedgerEntry.__table__
 head_t = LedgerHead.__table__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from service import migrate
+from service.ops import migrate
 
 
 def _schema(db: sqlite3.Connection) -> str:

@@ -31,8 +31,8 @@ from api_tests.factories import (
     verify_phone,
 )
 from service.app import asgi_app, build_context, create_app
+from service.core.settings import Settings
 from service.db.models import metadata
-from service.settings import Settings
 
 
 def new_phone() -> str:
@@ -92,7 +92,7 @@ async def test_rotating_x_forwarded_for_from_the_socket_peer_does_not_lift_the_l
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_client_is_limited_and_the_others_are_not(client, ctx):
-    from service.client_address import parse_networks
+    from service.http.client_address import parse_networks
 
     limit = ctx.settings.registration_limit_per_minute
     await at_top_of_a_minute(client)
@@ -150,7 +150,7 @@ async def test_two_ipv6_addresses_in_one_64_share_a_limit(client, ctx):
 
 
 def test_the_client_address_rules():
-    from service.client_address import client_ip, limit_bucket, parse_networks
+    from service.http.client_address import client_ip, limit_bucket, parse_networks
 
     trusted = parse_networks("10.0.0.0/8, 192.0.2.10, fd00::/8")
     assert client_ip("198.51.100.1", ["6.6.6.6"], trusted) == "198.51.100.1"  # an untrusted peer: XFF ignored

@@ -32,9 +32,9 @@ from api_tests.factories import (
     verify_phone,
 )
 from service.app import build_context
+from service.core.settings import Settings
 from service.db.models import ApiToken, metadata
 from service.ledger_api.export import export_jsonl
-from service.settings import Settings
 
 
 def phone_forms(phone: str) -> list[str]:

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from sqlalchemy import func, insert, select
 
 from api_tests.factories import create_merchant, move_clock_to, parse_time, publish_stored_value, register_consumer
+from service.core.settings import Settings
 from service.db.models import IdempotencyKey, RateLimit
-from service.settings import Settings
-from service.sweeper import prune_idempotency, sweep_once
+from service.ops.sweeper import prune_idempotency, sweep_once
 
 keys_t, limits_t = IdempotencyKey.__table__, RateLimit.__table__
 

@@ -19,7 +19,7 @@ from api_tests.factories import (
     refund,
     register_consumer,
 )
-from service.errors import Conflict
+from service.http.errors import Conflict
 from service.redemptions import repository as redemptions_repo
 from service.redemptions.service import void_hold
 

@@ -118,8 +118,8 @@ async def settled(env, timeout: float = 60) -> dict:
 
 def cosigned_history(env) -> list[tuple[int, str]]:
     """Every checkpoint with its stored cosignature lines, read straight from the shared database."""
+    from service.core.settings import Settings
     from service.ledger_api.walk import connect
-    from service.settings import Settings
 
     url = Settings(
         data_dir=env["data_dir"], database_url=env["servers"][0].env.get("ESCROW_DATABASE_URL", "")

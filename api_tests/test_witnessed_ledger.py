@@ -236,7 +236,7 @@ async def test_tiles_are_public_and_match_the_entries_and_the_checkpoint(client,
 
 def test_a_bad_witness_configuration_stops_start_up(data_dir):
     from ledger.cosignature import generate_witness_key
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     _, vkey = generate_witness_key("bank.example/witness")
     log_vkey = "escrow.example/ledger+" + verifier_key("escrow.example/ledger", bytes(32)).split("+", 1)[1]

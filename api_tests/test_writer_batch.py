@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from service.errors import Conflict
+from service.http.errors import Conflict
 
 from .factories import buy_card, create_merchant, publish, register_consumer
 

@@ -18,7 +18,7 @@ import pytest
 
 from service.db.raw import _grouped, _literal, _script
 from service.db.writer import QuickOp, Reads
-from service.errors import Conflict
+from service.http.errors import Conflict
 from service.ledger_api.service import verify_ledger
 
 from .factories import ask, assert_error, buy_card, create_merchant, get_card, publish_count, register_consumer

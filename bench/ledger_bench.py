@@ -275,8 +275,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as d:
         data_dir = Path(args.data_dir or d)
         data_dir.mkdir(parents=True, exist_ok=True)
-        from service.keys import load_keys
-        from service.settings import Settings
+        from service.core.settings import Settings
+        from service.security.keys import load_keys
 
         settings = Settings(data_dir=data_dir, database_url=url, background_tasks=False)
         db_url = settings.effective_database_url

@@ -429,7 +429,7 @@ def stop_server(server: Server) -> None:
 
 
 def valid_uscc(rng: random.Random) -> str:
-    from service.uscc import ALPHABET, check_character
+    from service.core.uscc import ALPHABET, check_character
 
     body = "91" + "".join(rng.choice("0123456789") for _ in range(6)) + "".join(rng.choice(ALPHABET) for _ in range(9))
     return body + check_character(body)
@@ -463,9 +463,9 @@ async def outbox_code(phone: str) -> str:
     from service.consumers.sms import outbox_messages
 
     if "engines" not in OUTBOX:
+        from service.core.settings import Settings
         from service.db.engine import make_engines
-        from service.keys import load_keys
-        from service.settings import Settings
+        from service.security.keys import load_keys
 
         settings = Settings(data_dir=OUTBOX["data_dir"], database_url=OUTBOX.get("database_url", ""))
         OUTBOX["engines"], OUTBOX["vault"] = make_engines(settings), load_keys(settings).phone

@@ -31,10 +31,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api_tests.conftest import OPERATOR_TOKEN, _recreate_pg_database  # noqa: E402
-from service import migrate  # noqa: E402
 from service.app import asgi_app, build_context, create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.uscc import check_character  # noqa: E402
+from service.core.settings import Settings  # noqa: E402
+from service.core.uscc import check_character  # noqa: E402
+from service.ops import migrate  # noqa: E402
 
 OP = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 SH = ZoneInfo("Asia/Shanghai")

@@ -64,8 +64,8 @@ async def main() -> None:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="tiles-bench-") as d:
         data_dir = Path(d)
-        from service.keys import load_keys
-        from service.settings import Settings
+        from service.core.settings import Settings
+        from service.security.keys import load_keys
 
         settings = Settings(data_dir=data_dir, database_url=url, background_tasks=False)
         db_url = settings.effective_database_url

@@ -12,8 +12,8 @@ from alembic import context
 from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from service.core.settings import get_settings
 from service.db.models import metadata
-from service.settings import get_settings
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):

@@ -14,33 +14,33 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import migrate, sweeper
 from service.alerts.router import router as alerts_router
 from service.cards.router import router as cards_router
-from service.clock import Clock
 from service.complaints.router import router as complaints_router
 from service.consumers.router import router as consumers_router
 from service.consumers.router import sms_test_router
-from service.context import AppContext
+from service.core.clock import Clock
+from service.core.filemodes import secure_data_dir
+from service.core.settings import Settings, get_settings
 from service.credit.router import router as credit_router
 from service.db.engine import make_engines
 from service.db.writer import Writer
-from service.errors import install_error_handlers
 from service.event_log.router import router as events_router
-from service.filemodes import secure_data_dir
 from service.health.router import router as health_router
-from service.keys import load_keys
+from service.http.context import AppContext
+from service.http.errors import install_error_handlers
+from service.http.middleware import MAX_BODY, BodyLimitMiddleware
 from service.keys_api.router import router as keys_router
 from service.ledger_api import checkpoints, witnessing
 from service.ledger_api.router import router as ledger_router
 from service.merchants.router import router as merchants_router
-from service.middleware import MAX_BODY, BodyLimitMiddleware
+from service.ops import migrate, sweeper
 from service.pages import router as pages_router
 from service.parties.router import router as parties_router
 from service.products.router import router as products_router
 from service.redemptions.fastpath import RedemptionFastPath
 from service.redemptions.router import router as redemptions_router
-from service.settings import Settings, get_settings
+from service.security.keys import load_keys
 from service.settlements.router import router as settlements_router
 from service.system.router import router as system_router
 from service.system.router import test_router

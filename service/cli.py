@@ -10,13 +10,13 @@ import asyncio
 import json
 import sys
 
-from service.settings import get_settings
+from service.core.settings import get_settings
 
 
 def _serve(args) -> int:
     import uvicorn
 
-    from service import migrate
+    from service.ops import migrate
 
     settings = get_settings()
     # Before anything touches the database: a production start without its secrets stops here with
@@ -43,14 +43,14 @@ def _serve(args) -> int:
 
 
 def _migrate(args) -> int:
-    from service import migrate
+    from service.ops import migrate
 
     settings = get_settings()
     if args.downgrade:
         migrate.downgrade(settings.effective_database_url, args.downgrade)
     else:
         migrate.upgrade(settings.effective_database_url)
-    from service.filemodes import secure_data_dir
+    from service.core.filemodes import secure_data_dir
 
     secure_data_dir(settings)
     print("schema is up to date" if not args.downgrade else f"downgraded to {args.downgrade}")
@@ -58,8 +58,8 @@ def _migrate(args) -> int:
 
 
 async def _with_context(fn):
-    from service import migrate
     from service.app import build_context
+    from service.ops import migrate
 
     settings = get_settings()
     await asyncio.to_thread(migrate.upgrade, settings.effective_database_url)
@@ -74,7 +74,7 @@ async def _with_context(fn):
 
 
 def _sweep(args) -> int:
-    from service.sweeper import sweep_once
+    from service.ops.sweeper import sweep_once
 
     totals = asyncio.run(_with_context(sweep_once))
     print(json.dumps(totals))
@@ -120,7 +120,7 @@ def _verify(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.filemodes import restrict_umask
+    from service.core.filemodes import restrict_umask
 
     restrict_umask()  # data folder 0700, database files and keys 0600 (serve, migrate, restore, …)
     parser = argparse.ArgumentParser(prog="escrow", description="Prepaid escrow service (预付保)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _verify_receipt(args) -> int:
     if len(args.files) == 1 and args.log_vkey:
-        from service.ledger_cli import verify_tlog_receipt
+        from service.ops.ledger_cli import verify_tlog_receipt
 
         return verify_tlog_receipt(args)
     if len(args.files) != 4 or args.log_vkey:
@@ -210,7 +210,7 @@ def _health_extras(ledger, sub) -> None:
     from service.health.recompute import add_commands as add_risk
 
     add_risk(sub)
-    from service.demo import add_commands as add_demo
+    from service.ops.demo import add_commands as add_demo
 
     add_demo(sub)
 
@@ -219,7 +219,7 @@ _EXTRA_COMMANDS.append(_health_extras)
 
 
 def _backup_extras(ledger, sub) -> None:
-    from service.backup import add_commands as add_backup
+    from service.ops.backup import add_commands as add_backup
 
     add_backup(sub)
 
@@ -237,7 +237,7 @@ _EXTRA_COMMANDS.append(_sms_extras)
 
 
 def _witness_extras(ledger, sub) -> None:
-    from service.ledger_cli import add_commands as add_witness_monitor
+    from service.ops.ledger_cli import add_commands as add_witness_monitor
 
     add_witness_monitor(ledger, sub)
 

@@ -1,6 +1,6 @@
 """ASGI entry point: `uvicorn service.main:app`."""
 
-from service.filemodes import restrict_umask
+from service.core.filemodes import restrict_umask
 
 restrict_umask()  # before anything is created: the database, its WAL and keys are private (0600)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import insert, select, update
 
-from service.common import read_or_404
 from service.db.models import Alert
+from service.http.common import read_or_404
 
 alerts_t = Alert.__table__
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query, Request
 
 from service.alerts import repository, service
 from service.alerts.schemas import Alert, AlertPage, Finding
-from service.common import Ctx, answer, caller, long_poll
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import Ctx, answer, caller, long_poll
+from service.http.errors import responses
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 Supervisor = caller("regulator", "operator")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
-from service.common import Strict, Text
+from service.http.common import Strict, Text
 
 
 class Finding(Strict):

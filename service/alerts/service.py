@@ -7,10 +7,10 @@ import asyncio
 import orjson
 
 from service.alerts import repository
-from service.clock import iso
+from service.core.clock import iso
 from service.db.writer import Tx
-from service.errors import Conflict
 from service.health.service import alert_listeners
+from service.http.errors import Conflict
 
 
 class _Signal:

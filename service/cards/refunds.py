@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from service import events
 from service.cards import repository as repo
+from service.core.money import consumer_quit_refund
 from service.db.writer import Tx
-from service.errors import Conflict
 from service.event_log.service import emit
-from service.money import consumer_quit_refund
+from service.health import events
+from service.http.errors import Conflict
 from service.redemptions import service as redemptions  # a module reference: it imports the cards' modules
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.auth import Principal, require
 from service.cards import repository, service
 from service.cards.schemas import Card, CardPurchase, EmptyBody, PurchasedCard, RedemptionAsk, Refund, RefundQuote
-from service.context import AppContext, get_ctx
-from service.errors import NotFound, Unprocessable, responses
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound, Unprocessable, responses
 from service.redemptions import service as redemptions
 from service.redemptions.router import ANY_PARTY, Write, visible_or_404, write_by
 from service.redemptions.schemas import AskedRedemption
+from service.security.auth import Principal, require
 
 router = APIRouter(prefix="/v1/cards", tags=["cards"])
 WRITE_ERRORS = responses(400, 401, 403, 404, 409, 422)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from service.common import Strict
+from service.http.common import Strict
 
 
 def _refuse_nul(value: str) -> str:

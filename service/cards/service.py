@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from service import events
 from service.cards import refunds  # a module reference: refunds imports the redemptions, which import this
 from service.cards import repository as repo
-from service.clock import iso
-from service.common import page
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound
 from service.event_log.service import emit
-from service.ids import new_id
+from service.health import events
+from service.http.common import page
+from service.http.errors import Conflict, NotFound
 
 
 def merchant_selling_problem(m) -> str | None:

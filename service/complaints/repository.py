@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select, update
 
-from service.common import read_or_404
 from service.db.models import Complaint
+from service.http.common import read_or_404
 
 complaints_t = Complaint.__table__
 

@@ -6,11 +6,11 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 
-from service.common import After, Ctx, Limit, answer, caller, page, read
 from service.complaints import repository, service
 from service.complaints.schemas import Complaint, ComplaintCreate, ComplaintPage, ResolutionBody, ResponseBody
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import After, Ctx, Limit, answer, caller, page, read
+from service.http.errors import responses
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
 ERRORS = responses(400, 401, 403, 404, 409, 422)

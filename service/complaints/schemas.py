@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
-from service.common import Strict
-from service.common import Text as _Text
+from service.http.common import Strict
+from service.http.common import Text as _Text
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
 Text = Annotated[_Text, NulFree]

@@ -6,15 +6,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from service import events
-from service.clock import shown
-from service.common import read_or_404
 from service.complaints import repository
+from service.core.clock import shown
+from service.core.ids import new_id
 from service.db.models import Card, Merchant
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound
 from service.event_log.service import emit
-from service.ids import new_id
+from service.health import events
+from service.http.common import read_or_404
+from service.http.errors import Conflict, NotFound
 
 complaints_t = repository.complaints_t
 RESPONSE_HOURS = 24

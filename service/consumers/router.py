@@ -7,9 +7,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from service.cards.service import list_cards_page
-from service.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
-from service.clock import iso
-from service.common import After, Ctx, Limit, caller, long_poll, page, read
 from service.consumers import repository, service, verification
 from service.consumers.schemas import (
     Consumer,
@@ -23,15 +20,18 @@ from service.consumers.schemas import (
     VerificationStarted,
 )
 from service.consumers.sms import OutboxSender, deliver_later, make_sender
-from service.context import AppContext
-from service.errors import TooManyRequests, responses
+from service.core.clock import iso
+from service.core.ids import new_token, token_hash
 from service.event_log.service import new_events
-from service.idempotency import mutate
-from service.ids import new_token, token_hash
+from service.http.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
+from service.http.common import After, Ctx, Limit, caller, long_poll, page, read
+from service.http.context import AppContext
+from service.http.errors import TooManyRequests, responses
 from service.keys_api import repository as keys
 from service.merchants.schemas import CardPage
 from service.redemptions.service import redemption_out
-from service.revocation import bump_epoch
+from service.security.idempotency import mutate
+from service.security.revocation import bump_epoch
 
 router = APIRouter(prefix="/v1/consumers", tags=["consumers"])
 sms_test_router = APIRouter(prefix="/v1/test", tags=["test"])

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
-from service.common import Name, Strict
+from service.http.common import Name, Strict
 from service.redemptions.schemas import Redemption
 
 Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]

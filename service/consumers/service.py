@@ -8,11 +8,11 @@ import re
 from sqlalchemy import insert, select
 
 from service.consumers import verification
+from service.core.ids import new_id, token_hash
 from service.db.models import ApiToken, Consumer
 from service.db.writer import Tx
-from service.errors import NotFound, Unprocessable
-from service.ids import new_id, token_hash
-from service.keys import PhoneVault
+from service.http.errors import NotFound, Unprocessable
+from service.security.keys import PhoneVault
 
 consumers_t = Consumer.__table__
 tokens_t = ApiToken.__table__

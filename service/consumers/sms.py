@@ -18,9 +18,9 @@ import logging
 import httpx
 from sqlalchemy import insert
 
+from service.core.ids import new_id
+from service.core.settings import Settings
 from service.db.models import SmsOutbox
-from service.ids import new_id
-from service.settings import Settings
 
 log = logging.getLogger("escrow.sms")
 outbox_t = SmsOutbox.__table__
@@ -123,7 +123,7 @@ async def outbox_messages(engine, vault, phone: str, limit: int = 20) -> list[di
     """The last messages the outbox kept for `phone`, oldest first (`escrow sms outbox`, the demo)."""
     from sqlalchemy import select
 
-    from service.clock import iso
+    from service.core.clock import iso
 
     t = outbox_t
     stmt = (
@@ -142,7 +142,7 @@ def _outbox_command(args) -> int:
 
     from service.cli import _with_context
     from service.consumers.service import normalize_phone
-    from service.errors import Unprocessable
+    from service.http.errors import Unprocessable
 
     try:
         phone = normalize_phone(args.phone)

@@ -4,7 +4,7 @@ A verification is created for any well-formed phone without looking at whether i
 (the answer and the work are the same either way: no enumeration). Its 6-digit code is kept only as
 an HMAC bound to the verification id, compared in constant time; it is valid for 5 minutes, for
 one use, and five wrong codes burn it. Per phone, at most `ESCROW_CODES_PER_PHONE_PER_HOUR` codes
-are sent an hour; per client address the shared limit of `service.client_address` applies.
+are sent an hour; per client address the shared limit of `service.http.client_address` applies.
 
 Checking a code is a write (a miss counts, a success spends the verification), so `check_code`
 returns the outcome instead of raising: the miss must be committed even though the answer is an
@@ -19,11 +19,11 @@ from datetime import timedelta
 
 from sqlalchemy import func, insert, select, update
 
-from service.clock import iso
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.models import PhoneVerification, RateLimit
 from service.db.writer import Tx
-from service.errors import TooManyRequests
-from service.ids import new_id
+from service.http.errors import TooManyRequests
 
 verifications_t = PhoneVerification.__table__
 limits_t = RateLimit.__table__

@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import StringConstraints
 
-from service.common import After, Ctx, answer, caller, read
 from service.credit import service
 from service.credit.schemas import Consent, ConsentState, CreditReport, CreditReportPage
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import After, Ctx, answer, caller, read
+from service.http.errors import responses
 from service.parties import service as parties
 from service.parties.router import CREATED
 from service.parties.schemas import PartyCreate
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1", tags=["credit"])
 Small = Annotated[int, Query(ge=1, le=50, description="Page size (each item is a full report)")]

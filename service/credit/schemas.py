@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.common import Strict
+from service.http.common import Strict
 
 
 class Consent(Strict):

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from risk.credit import DEFAULT_CREDIT_POLICY, CreditPolicy, MonthFigures, rate_bp, recommend
 from risk.policy import CODES
-from service.clock import iso
+from service.core.clock import iso
 from service.db.models import CreditConsent, LedgerEntry, Merchant, MerchantDaily, MerchantHealth
 from service.db.writer import Tx
-from service.errors import NotFound
+from service.http.errors import NotFound
 
 consents_t = CreditConsent.__table__
 merchants_t = Merchant.__table__

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 @dataclass

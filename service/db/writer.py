@@ -51,10 +51,10 @@ from ledger.canonical import canonical_json
 from ledger.hashing import GENESIS_HEAD, chain_hash, leaf_hash
 from ledger.merkle import Frontier, frontier_node_ids
 from ledger.totals import add_entry, new_totals
-from service.clock import Clock, iso
+from service.core.clock import Clock, iso
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
 from service.db.raw import LiteralRefused, Raw
-from service.errors import Conflict, EscrowError, Unavailable, Unprocessable
+from service.http.errors import Conflict, EscrowError, Unavailable, Unprocessable
 
 log = logging.getLogger("escrow.writer")
 

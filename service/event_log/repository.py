@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from service.common import long_poll
-from service.context import AppContext
 from service.event_log.service import events_t, new_events, visible_to
+from service.http.common import long_poll
+from service.http.context import AppContext
 
 
 async def events_after(

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from service.auth import Principal, require
-from service.context import AppContext, get_ctx
-from service.errors import Unprocessable, responses
 from service.event_log import repository
 from service.event_log.schemas import EventPage
 from service.event_log.service import EVENT_TYPES, event_out
+from service.http.context import AppContext, get_ctx
+from service.http.errors import Unprocessable, responses
+from service.security.auth import Principal, require
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 import orjson
 from sqlalchemy import delete, or_, select
 
-from service.clock import iso
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.models import Event
 from service.db.writer import Tx
-from service.ids import new_id
 
 events_t = Event.__table__
 

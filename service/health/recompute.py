@@ -40,7 +40,7 @@ from sqlalchemy import delete, desc, func, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from risk.counters import COUNTER_FIELDS
-from service.clock import Clock, iso
+from service.core.clock import Clock, iso
 from service.db.models import Card, MerchantConsumerDay, Redemption
 from service.health.service import (  # one day numbering and one set of tables for both sides
     complaints_t,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 from sqlalchemy import case, insert, select
 
-from service.common import read_or_404
 from service.db.models import InspectionDraw, Merchant, MerchantHealth, RiskPolicy
+from service.http.common import read_or_404
 
 merchants_t = Merchant.__table__
 health_t = MerchantHealth.__table__

@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Body, Query, Request
 
-from service.clock import iso
-from service.common import Ctx, answer, caller, read
-from service.errors import Unprocessable, responses
+from service.core.clock import iso
 from service.health import repository
 from service.health.schemas import DirectoryPage, DrawRequest, HealthCode, InspectionDraw, RiskPolicy
 from service.health.service import current_policy, draw, health_out, policy_cache, publish_policy, reassess_all
-from service.idempotency import mutate
+from service.http.common import Ctx, answer, caller, read
+from service.http.errors import Unprocessable, responses
+from service.security.idempotency import mutate
 
 router = APIRouter(tags=["health"])
 Supervisor = caller("regulator", "operator")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
-from service.common import Strict
+from service.http.common import Strict
 
 
 class DrawRequest(Strict):

@@ -20,14 +20,14 @@ from sqlalchemy import desc, insert, select, update
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, PolicyError, classify, compute_indicators, draw_inspections
 from risk.counters import COUNTER_FIELDS
 from service.alerts import repository as alerts
-from service.clock import iso
 from service.complaints import repository as complaints
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.models import Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
-from service.errors import Unprocessable
 from service.event_log.service import emit
 from service.health import repository
-from service.ids import new_id
+from service.http.errors import Unprocessable
 
 daily_t = MerchantDaily.__table__
 health_t = MerchantHealth.__table__

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, insert, or_, select, update
 
+from service.core.ids import token_hash
 from service.db.models import ApiToken
-from service.ids import token_hash
 
 tokens_t = ApiToken.__table__
 

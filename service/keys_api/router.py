@@ -3,7 +3,7 @@
 Rotation issues a new key (shown once) and ends the party's old keys at once, or after the grace
 the operator names, so a merchant's terminals can be switched over without an outage. Revocation
 ends every key of the party. Both change the shared auth epoch in the same transaction (see
-`service.revocation`), so every replica refuses an ended key from the moment the write commits.
+`service.security.revocation`), so every replica refuses an ended key from the moment the write commits.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request
 
-from service.common import Ctx, answer, caller
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import Ctx, answer, caller
+from service.http.errors import responses
 from service.keys_api import service
 from service.keys_api.schemas import KeyRotation, RevokedKeys, RotatedKey
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 PartyId = Annotated[str, Path(min_length=1, max_length=40)]

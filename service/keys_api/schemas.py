@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.common import Strict
+from service.http.common import Strict
 
 
 class KeyRotation(Strict):

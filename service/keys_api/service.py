@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service.clock import iso
+from service.core.clock import iso
+from service.core.ids import new_token
 from service.db.models import Auditor, Merchant, Regulator
 from service.db.writer import Tx
-from service.errors import NotFound
-from service.ids import new_token
+from service.http.errors import NotFound
 from service.keys_api import repository
-from service.revocation import bump_epoch
+from service.security.revocation import bump_epoch
 
 KEYED = (
     (Merchant.__table__, "merchant", "mk"),

@@ -17,11 +17,11 @@ from ledger.checkpoint import Checkpoint as CheckpointData
 from ledger.checkpoint import SignedCheckpoint, sign_checkpoint, to_json
 from ledger.hashing import b64
 from ledger.merkle import root_at, root_plan
-from service.clock import iso
-from service.context import AppContext
+from service.core.clock import iso
 from service.db.raw import Raw
 from service.db.writer import Tx
 from service.event_log.service import emit
+from service.http.context import AppContext
 from service.ledger_api import repository
 
 log = logging.getLogger("escrow.checkpoints")

@@ -17,8 +17,8 @@ from fastapi.responses import PlainTextResponse
 from ledger.checkpoint import verifier_key
 from ledger.merkle import inclusion_proof, inclusion_proof_plan
 from ledger.tlog_proof import build_tlog_proof
-from service.context import AppContext, get_ctx
-from service.errors import NotFound, Unprocessable, responses
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound, Unprocessable, responses
 from service.ledger_api import checkpoints, repository, witnessing
 from service.ledger_api.schemas import TEXT, Witnesses
 

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from ledger.checkpoint import public_key_json
 from ledger.hashing import b64
 from ledger.merkle import consistency_proof, consistency_proof_plan, inclusion_proof, inclusion_proof_plan
-from service.auth import Principal, require
-from service.clock import iso
-from service.common import page
-from service.context import AppContext, get_ctx
-from service.errors import NotFound, Unprocessable, responses
+from service.core.clock import iso
+from service.http.common import page
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound, Unprocessable, responses
 from service.ledger_api import checkpoints, repository, witnessing
 from service.ledger_api.schemas import (
     ConsistencyProof,
@@ -25,6 +24,7 @@ from service.ledger_api.schemas import (
     Reconciliation,
     SignedCheckpoint,
 )
+from service.security.auth import Principal, require
 
 router = APIRouter(tags=["ledger"])
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 from service.cards.schemas import FenValue, Time
-from service.common import Strict
+from service.http.common import Strict
 
 Base64 = Annotated[str, Field(description="base64 (standard alphabet)")]
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response
 
 from ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileError, entry_bundle, hash_tile, parse_tile_path
-from service.context import AppContext, get_ctx
-from service.errors import NotFound, responses
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound, responses
 from service.ledger_api import checkpoints, repository, witnessing
 from service.ledger_api.receipts import choose_size
 from service.ledger_api.schemas import BINARY, TEXT

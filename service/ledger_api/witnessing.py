@@ -25,10 +25,10 @@ from ledger.cosignature import VKey, parse_vkey, verify_cosignature
 from ledger.merkle import consistency_proof, consistency_proof_plan
 from ledger.note import CheckpointError, parse_checkpoint_body, parse_note
 from ledger.witness import add_checkpoint_body
-from service.context import AppContext
 from service.db.models import Alert, Checkpoint, WitnessCosignature, WitnessState
 from service.db.writer import Tx
 from service.health.service import create_alert
+from service.http.context import AppContext
 from service.ledger_api.checkpoints import fetch_nodes
 
 log = logging.getLogger("escrow.witnesses")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.cards.service import list_cards_page
-from service.common import After, Ctx, Limit, answer, caller, read
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import After, Ctx, Limit, answer, caller, read
+from service.http.errors import responses
 from service.merchants import service
 from service.merchants.schemas import (
     CardPage,
@@ -20,6 +19,7 @@ from service.merchants.schemas import (
     OnboardedMerchant,
     ReasonRequest,
 )
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/merchants", tags=["merchants"])
 Supervisor = caller("regulator", "operator")

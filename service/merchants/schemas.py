@@ -6,9 +6,9 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import Card, NulFree
-from service.common import Name as _Name
-from service.common import Strict
-from service.common import Text as _Text
+from service.http.common import Name as _Name
+from service.http.common import Strict
+from service.http.common import Text as _Text
 
 Name = Annotated[_Name, NulFree]
 Text = Annotated[_Text, NulFree]

@@ -6,14 +6,14 @@ from datetime import timedelta
 
 from service.cards import refunds
 from service.cards import repository as cards_repo
-from service.clock import iso
+from service.core.clock import iso
+from service.core.ids import new_id, new_token, token_hash
+from service.core.uscc import uscc_problem
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound, Unprocessable
 from service.event_log.service import emit
 from service.health import service as health
-from service.ids import new_id, new_token, token_hash
+from service.http.errors import Conflict, NotFound, Unprocessable
 from service.merchants import repository as repo
-from service.uscc import uscc_problem
 
 
 def merchant_out(m) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.common import Ctx, answer, caller
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import Ctx, answer, caller
+from service.http.errors import responses
 from service.parties import service
 from service.parties.schemas import CreatedParty, PartyCreate
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1", tags=["parties"])
 CREATED = dict(status_code=201, response_model=CreatedParty, responses=responses(400, 401, 403, 422))

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
-from service.common import Name, Strict
+from service.http.common import Name, Strict
 
 
 class PartyCreate(Strict):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from service.core.ids import new_id, new_token
 from service.db.models import Auditor, Lender, Regulator
 from service.db.writer import Tx
-from service.ids import new_id, new_token
 from service.keys_api import repository as keys
 from service.parties import repository
 

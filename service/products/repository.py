@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from service.common import read_or_404
 from service.db.models import Product
+from service.http.common import read_or_404
 
 products_t = Product.__table__
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from service.common import After, Ctx, Limit, answer, caller, page, read
-from service.errors import responses
-from service.idempotency import mutate
+from service.http.common import After, Ctx, Limit, answer, caller, page, read
+from service.http.errors import responses
 from service.products import repository, service
 from service.products.schemas import Product, ProductCreate, ProductPage
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
 

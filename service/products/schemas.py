@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
-from service.common import Fen, Name, Strict
+from service.http.common import Fen, Name, Strict
 
 Count = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 

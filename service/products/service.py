@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from service.clock import shown
+from service.core.clock import shown
+from service.core.ids import new_id
+from service.core.money import default_list_price
 from service.db.models import Merchant, Product
 from service.db.writer import Tx
-from service.errors import Conflict, Unprocessable
-from service.ids import new_id
-from service.money import default_list_price
+from service.http.errors import Conflict, Unprocessable
 from service.products.schemas import ProductCreate
 
 products_t = Product.__table__

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from service.auth import authenticate_header, check_role
 from service.cards.schemas import EmptyBody, RedemptionAsk
 from service.db.writer import QuickOp, Reads
-from service.errors import BadRequest, error_answer, error_body
-from service.idempotency import checked_key, fingerprint_of, run_write
-from service.middleware import MAX_BODY, send_json
+from service.http.errors import BadRequest, error_answer, error_body
+from service.http.middleware import MAX_BODY, send_json
 from service.redemptions import service as redemptions
+from service.security.auth import authenticate_header, check_role
+from service.security.idempotency import checked_key, fingerprint_of, run_write
 
 # The request models of the two FastAPI routes (cards/router.py ask_redemption, redemptions/router.py
 # confirm): the fast path validates with them, so its limits are theirs (api_tests/test_fastpath_parity.py

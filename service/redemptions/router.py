@@ -12,14 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service.auth import Principal, require
 from service.cards.schemas import EmptyBody
-from service.context import AppContext, get_ctx
 from service.db.writer import Tx
-from service.errors import NotFound, responses
-from service.idempotency import mutate
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound, responses
 from service.redemptions import repository, service
 from service.redemptions.schemas import ConfirmedRedemption, Redemption
+from service.security.auth import Principal, require
+from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 ANSWER_ERRORS = responses(400, 401, 403, 404, 409)

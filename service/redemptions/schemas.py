@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from service.cards.schemas import FenValue, Time, Units
-from service.common import Strict
+from service.http.common import Strict
 
 
 class Redemption(Strict):

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service import events
 from service.cards import repository as cards_repo
 from service.cards import service as cards  # a module reference: cards/service.py imports this module too
-from service.clock import iso, shown
+from service.core.clock import iso, shown
+from service.core.ids import new_id
+from service.core.money import held_amount, release_share
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound, Unprocessable
 from service.event_log.service import emit
-from service.ids import new_id
-from service.money import held_amount, release_share
+from service.health import events
+from service.http.errors import Conflict, NotFound, Unprocessable
 from service.redemptions import repository as repo
 
 UNIT_FIELD = {"stored_value": "amount", "count": "uses", "period": "periods"}

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import StringConstraints
 
-from service.auth import Principal, require
-from service.common import After, Limit
-from service.context import AppContext, get_ctx
-from service.errors import EscrowError, Unprocessable, responses
-from service.idempotency import checked_key, fingerprint_of, json_response, mutate, run_write
+from service.http.common import After, Limit
+from service.http.context import AppContext, get_ctx
+from service.http.errors import EscrowError, Unprocessable, responses
+from service.security.auth import Principal, require
+from service.security.idempotency import checked_key, fingerprint_of, json_response, mutate, run_write
 from service.settlements import service, statements
 from service.settlements.schemas import (
     BATCH_AS_CSV,

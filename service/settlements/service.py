@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from ledger.canonical import canonical_json
-from service.clock import iso
-from service.common import page
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound, Unprocessable
-from service.ids import new_id
+from service.http.common import page
+from service.http.errors import Conflict, NotFound, Unprocessable
 from service.settlements import repository
 
 # Entries are appended in time order (one writer at a time, a clock that only moves forward); replicas'

@@ -22,9 +22,9 @@ from datetime import date
 
 import orjson
 
+from service.core.ids import new_id
 from service.db.writer import Tx
-from service.errors import NotFound, Unprocessable
-from service.ids import new_id
+from service.http.errors import NotFound, Unprocessable
 from service.settlements import repository
 from service.settlements.service import dated_instruction_out, day_bounds, day_entries, ledger_totals, unsettled, zone
 

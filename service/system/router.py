@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from service.clock import OFFSET_KEY, iso, utcnow
-from service.common import Ctx, caller
-from service.errors import Unprocessable, responses
+from service.core.clock import OFFSET_KEY, iso, utcnow
 from service.health.service import reassess_all
-from service.sweeper import sweep_once
+from service.http.common import Ctx, caller
+from service.http.errors import Unprocessable, responses
+from service.ops.sweeper import sweep_once
 from service.system import repository
 from service.system.schemas import ClockMove, ClockMoved, Liveness, Pong
 

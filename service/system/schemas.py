@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from service.common import Strict
+from service.http.common import Strict
 
 
 class ClockMove(Strict):

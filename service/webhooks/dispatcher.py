@@ -28,12 +28,12 @@ import httpx
 import orjson
 from sqlalchemy import and_, bindparam, func, insert, select, update
 
-from service.clock import iso
-from service.context import AppContext
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.raw import _parse_sqlite_text, _sqlite_text
 from service.db.writer import Tx
 from service.event_log.service import AUDITOR_TYPES, emit, events_t, new_events
-from service.ids import new_id
+from service.http.context import AppContext
 from service.webhooks import ssrf
 from service.webhooks.service import attempts_t, deliveries_t, endpoint_out, endpoints_t
 from service.webhooks.signing import signature_header
@@ -845,7 +845,7 @@ async def run_companion(ctx: AppContext) -> None:
 
 async def _companion_main() -> None:
     from service.app import build_context  # (service.app starts the dispatcher: imported here, not above)
-    from service.settings import get_settings
+    from service.core.settings import get_settings
 
     ctx = build_context(get_settings())
     async with ctx.engines.reader.connect() as conn:

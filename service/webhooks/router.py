@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 
-from service.auth import Principal, require
 from service.cards.schemas import EmptyBody
-from service.common import After, Limit
-from service.context import AppContext, get_ctx
 from service.db.writer import Tx
-from service.errors import Unprocessable, responses
 from service.event_log.service import EVENT_TYPES
-from service.idempotency import mutate
+from service.http.common import After, Limit
+from service.http.context import AppContext, get_ctx
+from service.http.errors import Unprocessable, responses
+from service.security.auth import Principal, require
+from service.security.idempotency import mutate
 from service.webhooks import service, ssrf
 from service.webhooks.dispatcher import allows_private
 from service.webhooks.schemas import (

@@ -8,14 +8,14 @@ from datetime import timedelta
 import orjson
 from sqlalchemy import delete, func, insert, select, update
 
-from service.auth import Principal
-from service.clock import iso
-from service.common import page
+from service.core.clock import iso
+from service.core.ids import new_id
 from service.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.db.writer import Tx
-from service.errors import Conflict, NotFound
 from service.event_log.service import events_t, new_events
-from service.ids import new_id
+from service.http.common import page
+from service.http.errors import Conflict, NotFound
+from service.security.auth import Principal
 from service.webhooks.signing import new_secret
 
 endpoints_t = WebhookEndpoint.__table__

@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from service.errors import Unprocessable
+from service.http.errors import Unprocessable
 
 RESOLVE_SECONDS = 5.0
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
             raise RuntimeError("refusing to start in production: " + "; ".join(problems))
 
     def _sms_problems(self) -> list[str]:
-        from service.client_address import parse_networks
+        from service.http.client_address import parse_networks
 
         problems = []
         try:

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from service.settings import Settings, get_settings
+from service.core.settings import Settings, get_settings
 
 FORMAT = "escrow-backup/1"
 KEY_FILES = ("operator_token", "phone.key", "signing_key.pem")
@@ -455,7 +455,7 @@ def restore_backup(settings: Settings, src: Path, force: bool = False, say=print
                 Path(str(target) + suffix).unlink(missing_ok=True)
             os.replace(staged_db, target)
         _fsync_dir(data)
-        from service.filemodes import secure_data_dir
+        from service.core.filemodes import secure_data_dir
 
         secure_data_dir(settings)
         return {"manifest": manifest, "report": report}

@@ -12,10 +12,10 @@ import logging
 from datetime import timedelta
 
 from service.cards.refunds import refund_expired
-from service.context import AppContext
 from service.db.writer import Tx
 from service.event_log.service import prune as prune_events
 from service.health.service import sweep as health_sweep
+from service.http.context import AppContext
 from service.merchants.service import close_due
 from service.redemptions.service import expire_overdue
 from service.settlements.service import sweep_due as settle_due_days

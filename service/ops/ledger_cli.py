@@ -59,7 +59,7 @@ def _monitor(args) -> int:
 
 
 def add_commands(ledger, sub) -> None:
-    from service.witness_server import add_commands as add_witness
+    from service.ops.witness_server import add_commands as add_witness
 
     add_witness(sub)
     p = ledger.add_parser("monitor", help="follow a log by its C2SP tiles; verify cosignatures, tree and money rules")

@@ -19,10 +19,10 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.auth import Principal
-from service.context import AppContext
 from service.db.writer import QuickOp, Reads, Tx
-from service.errors import BadRequest, Conflict
+from service.http.context import AppContext
+from service.http.errors import BadRequest, Conflict
+from service.security.auth import Principal
 
 Result = tuple[int, dict]
 SECRET_FIELDS = ("api_key", "token", "secret")  # shown once; kept for a replay only encrypted

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ledger.checkpoint import generate_private_key_pem, load_private_key, public_key_raw, verifier_key
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def _read_or_create(path: Path, make: callable) -> bytes:

@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi import Request
 
-from service.clock import Clock
+from service.core.clock import Clock
+from service.core.settings import Settings
 from service.db.engine import Engines
 from service.db.writer import Writer
-from service.keys import Keys
-from service.settings import Settings
+from service.security.keys import Keys
 
 
 @dataclass

@@ -15,8 +15,8 @@ import sqlite3
 
 from sqlalchemy import delete, insert
 
+from service.core.ids import new_id
 from service.db.models import AppState
-from service.ids import new_id
 
 EPOCH_KEY = "auth_epoch"
 state_t = AppState.__table__

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from service.auth import Principal, require
-from service.context import AppContext, get_ctx
-from service.errors import NotFound
+from service.http.context import AppContext, get_ctx
+from service.http.errors import NotFound
+from service.security.auth import Principal, require
 
 
 def _no_nul(value: str) -> str:

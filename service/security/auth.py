@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from sqlalchemy import select
 
-from service.context import AppContext, get_ctx
+from service.core.ids import token_hash
 from service.db.models import ApiToken
-from service.errors import Forbidden, Unauthorized
-from service.ids import token_hash
-from service.revocation import watch_of
+from service.http.context import AppContext, get_ctx
+from service.http.errors import Forbidden, Unauthorized
+from service.security.revocation import watch_of
 
 ROLES = ("operator", "merchant", "consumer", "regulator", "auditor", "lender")
 PREFIX_ROLE = {"op": "operator", "mk": "merchant", "cs": "consumer", "rg": "regulator", "au": "auditor", "ln": "lender"}

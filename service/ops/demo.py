@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from service.uscc import ALPHABET, check_character
+from service.core.uscc import ALPHABET, check_character
 
 
 class DemoError(RuntimeError):
@@ -289,9 +289,9 @@ def _run(args) -> int:
     async def read_local_outbox(phone: str) -> str | None:
         """A development service keeps codes in its database: read them with the same ESCROW_* settings."""
         from service.consumers.sms import outbox_messages
+        from service.core.settings import get_settings
         from service.db.engine import make_engines
-        from service.keys import load_keys
-        from service.settings import get_settings
+        from service.security.keys import load_keys
 
         if not local:
             settings = get_settings()

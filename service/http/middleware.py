@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from service.errors import error_body
+from service.http.errors import error_body
 
 MAX_BODY = 64 * 1024  # bytes: the largest request body the API reads (this middleware, the redemption fast path)
 
