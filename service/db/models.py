@@ -354,7 +354,7 @@ class Complaint(SQLModel, table=True):
     card_id: str | None = Field(default=None, foreign_key="cards.id", max_length=40)
     category: str = Field(max_length=40)
     text: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(max_length=16)  # open, responded, resolved
+    status: str = Field(default="open", max_length=16)  # open, responded, resolved
     overdue: bool = False
     response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     responded_at: datetime | None = ts(nullable=True)
