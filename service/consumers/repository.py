@@ -15,13 +15,10 @@ from sqlalchemy import func, insert, select, update
 
 from service.db.models import Consumer, PhoneVerification, RateLimit, SmsOutbox
 
-consumers_t = Consumer.__table__
-verifications_t = PhoneVerification.__table__
-outbox_t = SmsOutbox.__table__
-limits_t = RateLimit.__table__
-
-
 # -- consumers ----------------------------------------------------------------------------------
+consumers_t = Consumer.__table__
+
+
 async def get(conn, consumer_id: str):
     return (await conn.execute(select(consumers_t).where(consumers_t.c.id == consumer_id))).first()
 
@@ -36,6 +33,9 @@ async def add(conn, **values) -> None:
 
 
 # -- phone verifications ------------------------------------------------------------------------
+verifications_t = PhoneVerification.__table__
+
+
 async def codes_sent_since(conn, lookup: str, since: datetime) -> int:
     """How many verifications were created for a phone after `since`."""
     t = verifications_t
@@ -64,6 +64,9 @@ async def spend(conn, verification_id: str, now: datetime) -> bool:
 
 
 # -- the SMS outbox -----------------------------------------------------------------------------
+outbox_t = SmsOutbox.__table__
+
+
 async def add_message(conn, **values) -> None:
     await conn.execute(insert(outbox_t).values(**values))
 
@@ -76,6 +79,9 @@ async def outbox(conn, lookup: str, limit: int = 50) -> list:
 
 
 # -- the anonymous routes' per-address limit ----------------------------------------------------
+limits_t = RateLimit.__table__
+
+
 async def limit_window(conn, bucket: str):
     """The bucket's (count, window_start), or None before its first attempt."""
     t = limits_t
