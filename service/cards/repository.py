@@ -62,6 +62,12 @@ async def card(conn, card_id: str):
     return (await conn.execute(select(cards_t).where(cards_t.c.id == card_id))).first()
 
 
+async def holds_card_at(conn, consumer_id: str, merchant_id: str) -> bool:
+    """Whether the consumer holds or held any card of the merchant."""
+    stmt = select(cards_t.c.id).where(cards_t.c.consumer_id == consumer_id, cards_t.c.merchant_id == merchant_id)
+    return (await conn.execute(stmt.limit(1))).first() is not None
+
+
 async def payment_used(conn, method: str, reference: str) -> bool:
     """Whether a card was already funded by this payment (SPEC §12)."""
     stmt = (

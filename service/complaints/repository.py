@@ -10,10 +10,10 @@ from service.http.common import read_or_404
 complaints_t = Complaint.__table__
 
 
-async def add(conn, row: dict):
-    """Store a new complaint; returns it as stored."""
-    await conn.execute(insert(complaints_t).values(row))
-    return (await conn.execute(select(complaints_t).where(complaints_t.c.id == row["id"]))).first()
+async def add(conn, **values):
+    """Store a new complaint, open and not overdue (the model's defaults); returns it as stored."""
+    await conn.execute(insert(complaints_t).values(**values))
+    return (await conn.execute(select(complaints_t).where(complaints_t.c.id == values["id"]))).first()
 
 
 async def get(conn, complaint_id: str):

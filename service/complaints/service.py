@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
+from service.cards import repository as cards
 from service.complaints import repository
 from service.core.clock import shown
 from service.core.ids import new_id
-from service.db.models import Card, Merchant
 from service.db.writer import Tx
 from service.event_log.service import emit
 from service.health import events
-from service.http.common import read_or_404
 from service.http.errors import Conflict, NotFound
+from service.merchants import repository as merchants
 
-complaints_t = repository.complaints_t
 RESPONSE_HOURS = 24
 
 
@@ -32,41 +29,29 @@ def complaint_out(c, now: datetime) -> dict:
 
 
 async def file(tx: Tx, consumer_id: str, merchant_id: str, card_id: str | None, category: str, text: str) -> dict:
-    merchants = Merchant.__table__
-    stmt = select(merchants.c.id).where(merchants.c.id == merchant_id)
-    await read_or_404(tx.conn, stmt, "No such merchant.", "merchant_not_found")
-    cards = Card.__table__
+    if await merchants.get(tx.conn, merchant_id) is None:
+        raise NotFound("No such merchant.", "merchant_not_found")
     if card_id is not None:
-        card = (
-            await tx.conn.execute(select(cards.c.consumer_id, cards.c.merchant_id).where(cards.c.id == card_id))
-        ).first()
+        card = await cards.card(tx.conn, card_id)
         if card is None or card.consumer_id != consumer_id or card.merchant_id != merchant_id:
             raise NotFound("No such card of yours at this merchant.", "card_not_found")
         card_holder = True
     else:
         # Anyone may file (the complaint is kept and answered), but under the default policy only a
         # consumer who holds or held a card here moves the health code (SPEC §3).
-        card_holder = (
-            await tx.conn.execute(
-                select(cards.c.id)
-                .where(cards.c.consumer_id == consumer_id, cards.c.merchant_id == merchant_id)
-                .limit(1)
-            )
-        ).first() is not None
-    row = dict(
+        card_holder = await cards.holds_card_at(tx.conn, consumer_id, merchant_id)
+    stored = await repository.add(
+        tx.conn,
         id=new_id("cmp"),
         merchant_id=merchant_id,
         consumer_id=consumer_id,
         card_id=card_id,
         category=category,
         text=text,
-        status="open",
-        overdue=False,
         created_at=tx.now,
         due_at=tx.now + timedelta(hours=RESPONSE_HOURS),
         card_holder=card_holder,
     )
-    stored = await repository.add(tx.conn, row)
     await events.complaint_filed(tx, merchant_id)
     return _emitted(tx, "complaint.filed", stored)
 

@@ -19,8 +19,7 @@ from service.consumers.schemas import (
     VerificationCreate,
     VerificationStarted,
 )
-from service.consumers.sms import OutboxSender, deliver_later, make_sender
-from service.core.clock import iso
+from service.consumers.sms import OutboxSender, deliver_later, make_sender, message_out
 from service.core.ids import new_token, token_hash
 from service.event_log.service import new_events
 from service.http.client_address import MemoryLimiter, limit_bucket, parse_networks, request_client
@@ -29,6 +28,7 @@ from service.http.context import AppContext
 from service.http.errors import TooManyRequests, responses
 from service.keys_api import repository as keys
 from service.merchants.schemas import CardPage
+from service.redemptions import repository as redemptions
 from service.redemptions.service import redemption_out
 from service.security.idempotency import mutate
 from service.security.revocation import bump_epoch
@@ -154,7 +154,7 @@ async def my_redemptions(
     """The confirmation inbox: `?status=pending` lists the asks waiting for this consumer's answer.
     With `wait` (long-poll), answers at once if there are items after `after`, else waits up to that
     many seconds for a new one (pass `after` = the id of the newest item held)."""
-    rows = await long_poll(ctx, repository.inbox(who.party_id, status, limit, after), wait, new_events)
+    rows = await long_poll(ctx, redemptions.inbox(who.party_id, status, limit, after), wait, new_events)
     return page([redemption_out(r) for r in rows], limit)
 
 
@@ -168,4 +168,4 @@ async def read_sms_outbox(phone: Annotated[str, Query(min_length=5, max_length=2
     """The outbox for one phone, oldest first (only with ESCROW_ENV=test): how tests finish the code flow."""
     phone = service.normalize_phone(phone)
     rows = await read(ctx, repository.outbox, ctx.keys.phone.lookup(phone))
-    return {"items": [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in rows]}
+    return {"items": [message_out(phone, r) for r in rows]}

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import insert, select
-
-from service.consumers import verification
-from service.core.ids import new_id, token_hash
-from service.db.models import ApiToken, Consumer
+from service.consumers import repository, verification
+from service.core.ids import new_id
 from service.db.writer import Tx
-from service.http.errors import NotFound, Unprocessable
+from service.http.errors import Conflict, NotFound, Unprocessable
+from service.keys_api import repository as keys
 from service.security.keys import PhoneVault
-
-consumers_t = Consumer.__table__
-tokens_t = ApiToken.__table__
 
 PHONE = re.compile(r"^(?:\+?86)?(1[3-9][0-9]{9})$")
 
@@ -47,27 +42,25 @@ async def register(
     if failed is not None:
         return failed
     lookup = vault.lookup(phone)
-    if (await tx.conn.execute(select(consumers_t.c.id).where(consumers_t.c.phone_lookup == lookup))).first():
+    if await repository.id_by_phone(tx.conn, lookup) is not None:
         # only a holder of this phone's code learns this
-        return verification.error(
-            409,
-            "phone_already_registered",
-            "This phone number is already registered; sign in at /v1/consumers/sessions.",
+        return verification.refusal(
+            Conflict(
+                "This phone number is already registered; sign in at /v1/consumers/sessions.",
+                "phone_already_registered",
+            )
         )
     cid = new_id("cns")
-    await tx.conn.execute(
-        insert(consumers_t).values(
-            id=cid,
-            name=name,
-            phone_ciphertext=vault.encrypt(phone),
-            phone_lookup=lookup,
-            phone_hint=mask(phone),
-            created_at=tx.now,
-        )
+    await repository.add(
+        tx.conn,
+        id=cid,
+        name=name,
+        phone_ciphertext=vault.encrypt(phone),
+        phone_lookup=lookup,
+        phone_hint=mask(phone),
+        created_at=tx.now,
     )
-    await tx.conn.execute(
-        insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=cid, created_at=tx.now)
-    )
+    await keys.issue(tx, token, "consumer", cid)
     return 201, {"id": cid, "name": name, "phone_hint": mask(phone)}
 
 
@@ -79,21 +72,17 @@ async def sign_in(
     failed = await verification.check_code(tx, vault, verification_id, phone, code)
     if failed is not None:
         return failed
-    row = (
-        await tx.conn.execute(select(consumers_t.c.id).where(consumers_t.c.phone_lookup == vault.lookup(phone)))
-    ).first()
-    if row is None:
-        return verification.error(
-            404, "phone_not_registered", "No consumer has this phone number; register at POST /v1/consumers."
+    consumer_id = await repository.id_by_phone(tx.conn, vault.lookup(phone))
+    if consumer_id is None:
+        return verification.refusal(
+            NotFound("No consumer has this phone number; register at POST /v1/consumers.", "phone_not_registered")
         )
-    await tx.conn.execute(
-        insert(tokens_t).values(token_hash=token_hash(token), role="consumer", party_id=row.id, created_at=tx.now)
-    )
-    return 201, {"consumer_id": row.id}
+    await keys.issue(tx, token, "consumer", consumer_id)
+    return 201, {"consumer_id": consumer_id}
 
 
 async def load(conn, consumer_id: str):
-    c = (await conn.execute(select(consumers_t).where(consumers_t.c.id == consumer_id))).first()
+    c = await repository.get(conn, consumer_id)
     if c is None:
         raise NotFound("No such consumer.", "consumer_not_found")
     return c

@@ -16,14 +16,13 @@ import asyncio
 import logging
 
 import httpx
-from sqlalchemy import insert
 
+from service.consumers import repository
+from service.core.clock import iso
 from service.core.ids import new_id
 from service.core.settings import Settings
-from service.db.models import SmsOutbox
 
 log = logging.getLogger("escrow.sms")
-outbox_t = SmsOutbox.__table__
 
 
 def message_text(code: str) -> str:
@@ -39,15 +38,14 @@ class OutboxSender:
         self.log_code = not settings.is_production
 
     async def store(self, tx, vault, phone: str, lookup: str, code: str) -> None:
-        await tx.conn.execute(
-            insert(outbox_t).values(
-                id=new_id("sms"),
-                phone_lookup=lookup,
-                phone_ciphertext=vault.encrypt(phone),
-                text=message_text(code),
-                code=code,
-                sent_at=tx.now,
-            )
+        await repository.add_message(
+            tx.conn,
+            id=new_id("sms"),
+            phone_lookup=lookup,
+            phone_ciphertext=vault.encrypt(phone),
+            text=message_text(code),
+            code=code,
+            sent_at=tx.now,
         )
 
     async def deliver(self, phone: str, code: str) -> bool:
@@ -121,20 +119,14 @@ def deliver_later(sender, phone: str, code: str) -> None:
 
 async def outbox_messages(engine, vault, phone: str, limit: int = 20) -> list[dict]:
     """The last messages the outbox kept for `phone`, oldest first (`escrow sms outbox`, the demo)."""
-    from sqlalchemy import select
-
-    from service.core.clock import iso
-
-    t = outbox_t
-    stmt = (
-        select(t.c.text, t.c.code, t.c.sent_at)
-        .where(t.c.phone_lookup == vault.lookup(phone))
-        .order_by(t.c.id.desc())
-        .limit(limit)
-    )
     async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return [{"phone": phone, "text": r.text, "code": r.code, "sent_at": iso(r.sent_at)} for r in reversed(rows)]
+        rows = await repository.outbox(conn, vault.lookup(phone), limit)
+    return [message_out(phone, r) for r in rows]
+
+
+def message_out(phone: str, row) -> dict:
+    """A kept message as `escrow sms outbox` and `GET /v1/test/sms` show it."""
+    return {"phone": phone, "text": row.text, "code": row.code, "sent_at": iso(row.sent_at)}
 
 
 def _outbox_command(args) -> int:

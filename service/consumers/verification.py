@@ -17,16 +17,11 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, insert, select, update
-
+from service.consumers import repository
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.models import PhoneVerification, RateLimit
 from service.db.writer import Tx
-from service.http.errors import TooManyRequests
-
-verifications_t = PhoneVerification.__table__
-limits_t = RateLimit.__table__
+from service.http.errors import Conflict, EscrowError, TooManyRequests, Unprocessable, error_answer, error_body
 
 CODE_TTL = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
@@ -41,54 +36,52 @@ def code_hash(vault, verification_id: str, code: str) -> str:
     return vault.lookup(f"code:{verification_id}:{code}")
 
 
-def error(status: int, code: str, message: str) -> tuple[int, dict]:
-    return status, {"error": {"code": code, "message": message}}
+def refusal(exc: EscrowError) -> tuple[int, dict]:
+    """The answer `exc` gives, returned instead of raised: a write proved by a code commits its miss."""
+    status, code, message = error_answer(exc)
+    return status, error_body(code, message)
+
+
+def _used() -> tuple[int, dict]:
+    return refusal(Conflict("This verification was already used; ask for a new code.", "verification_used"))
+
+
+def _burned() -> tuple[int, dict]:
+    return refusal(Conflict("Too many wrong codes; ask for a new code.", "verification_burned"))
 
 
 async def count_address(tx: Tx, bucket: str, per_minute: int) -> None:
     """Count one attempt from this address in the shared table; over the limit raises (and writes nothing)."""
     window = tx.now.replace(second=0, microsecond=0)
     key = f"anon:{bucket}"[:120]
-    row = (
-        await tx.conn.execute(select(limits_t.c.count, limits_t.c.window_start).where(limits_t.c.bucket == key))
-    ).first()
+    row = await repository.limit_window(tx.conn, key)
     if row is None:
-        await tx.conn.execute(insert(limits_t).values(bucket=key, count=1, window_start=window))
+        await repository.start_limit(tx.conn, key, window)
     elif row.window_start < window:
-        await tx.conn.execute(update(limits_t).where(limits_t.c.bucket == key).values(count=1, window_start=window))
+        await repository.set_limit(tx.conn, key, count=1, window_start=window)
     elif row.count >= per_minute:
         raise TooManyRequests(
             f"Too many attempts from this address; the limit is {per_minute} a minute.", "rate_limited"
         )
     else:
-        await tx.conn.execute(update(limits_t).where(limits_t.c.bucket == key).values(count=row.count + 1))
+        await repository.set_limit(tx.conn, key, count=row.count + 1)
 
 
 async def start(tx: Tx, vault, sender, phone: str, per_hour: int) -> tuple[dict, str]:
     """Create a verification for `phone` (already normalised) → (answer, code)."""
     lookup = vault.lookup(phone)
-    since = tx.now - timedelta(hours=1)
-    sent = (
-        await tx.conn.execute(
-            select(func.count())
-            .select_from(verifications_t)
-            .where(verifications_t.c.phone_lookup == lookup, verifications_t.c.created_at > since)
-        )
-    ).scalar_one()
-    if sent >= per_hour:
+    if await repository.codes_sent_since(tx.conn, lookup, tx.now - timedelta(hours=1)) >= per_hour:
         raise TooManyRequests(f"Too many codes for this phone; at most {per_hour} an hour.", "too_many_codes")
     vid = new_id("vrf")
     code = new_code()
     expires_at = tx.now + CODE_TTL
-    await tx.conn.execute(
-        insert(verifications_t).values(
-            id=vid,
-            phone_lookup=lookup,
-            code_hash=code_hash(vault, vid, code),
-            attempts=0,
-            created_at=tx.now,
-            expires_at=expires_at,
-        )
+    await repository.add_verification(
+        tx.conn,
+        id=vid,
+        phone_lookup=lookup,
+        code_hash=code_hash(vault, vid, code),
+        created_at=tx.now,
+        expires_at=expires_at,
     )
     await sender.store(tx, vault, phone, lookup, code)
     return {"verification_id": vid, "expires_at": iso(expires_at)}, code
@@ -96,31 +89,22 @@ async def start(tx: Tx, vault, sender, phone: str, per_hour: int) -> tuple[dict,
 
 async def check_code(tx: Tx, vault, verification_id: str, phone: str, code: str) -> tuple[int, dict] | None:
     """Spend the verification if `code` is right for it and `phone`; else the error answer (a miss is counted)."""
-    row = (await tx.conn.execute(select(verifications_t).where(verifications_t.c.id == verification_id))).first()
-    wrong = error(422, "invalid_code", "The code is not right for this verification and phone.")
+    row = await repository.verification(tx.conn, verification_id)
+    wrong = refusal(Unprocessable("The code is not right for this verification and phone.", "invalid_code"))
     if row is None:
         return wrong
     if row.used_at is not None:
-        return error(409, "verification_used", "This verification was already used; ask for a new code.")
+        return _used()
     if row.attempts >= MAX_ATTEMPTS:
-        return error(409, "verification_burned", "Too many wrong codes; ask for a new code.")
+        return _burned()
     if row.expires_at <= tx.now:
-        return error(409, "verification_expired", "The code has expired; ask for a new one.")
+        return refusal(Conflict("The code has expired; ask for a new one.", "verification_expired"))
     right_phone = hmac.compare_digest(row.phone_lookup, vault.lookup(phone))
     right_code = hmac.compare_digest(row.code_hash, code_hash(vault, verification_id, code))
     if not (right_phone and right_code):
         attempts = row.attempts + 1
-        await tx.conn.execute(
-            update(verifications_t).where(verifications_t.c.id == verification_id).values(attempts=attempts)
-        )
-        if attempts >= MAX_ATTEMPTS:
-            return error(409, "verification_burned", "Too many wrong codes; ask for a new code.")
-        return wrong
-    done = await tx.conn.execute(
-        update(verifications_t)
-        .where(verifications_t.c.id == verification_id, verifications_t.c.used_at.is_(None))
-        .values(used_at=tx.now)
-    )
-    if done.rowcount != 1:
-        return error(409, "verification_used", "This verification was already used; ask for a new code.")
+        await repository.set_attempts(tx.conn, verification_id, attempts)
+        return _burned() if attempts >= MAX_ATTEMPTS else wrong
+    if not await repository.spend(tx.conn, verification_id, tx.now):
+        return _used()
     return None

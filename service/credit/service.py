@@ -12,20 +12,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import orjson
-from sqlalchemy import select
 
 from risk.credit import DEFAULT_CREDIT_POLICY, CreditPolicy, MonthFigures, rate_bp, recommend
 from risk.policy import CODES
 from service.core.clock import iso
-from service.db.models import CreditConsent, LedgerEntry, Merchant, MerchantDaily, MerchantHealth
+from service.credit import repository
 from service.db.writer import Tx
 from service.http.errors import NotFound
-
-consents_t = CreditConsent.__table__
-merchants_t = Merchant.__table__
-daily_t = MerchantDaily.__table__
-health_t = MerchantHealth.__table__
-entries_t = LedgerEntry.__table__
 
 HISTORY_MONTHS = 24
 EPOCH = date(1970, 1, 1)
@@ -53,8 +46,7 @@ def whole_months(since: datetime, now: datetime) -> int:
 
 
 async def set_consent(tx: Tx, merchant_id: str, consent: bool) -> dict:
-    conn = tx.conn
-    row = (await conn.execute(select(consents_t).where(consents_t.c.merchant_id == merchant_id))).first()
+    row = await repository.consent(tx.conn, merchant_id)
     if row is not None and row.consent == consent:
         return {
             "merchant_id": merchant_id,
@@ -65,35 +57,18 @@ async def set_consent(tx: Tx, merchant_id: str, consent: bool) -> dict:
     if row is None and not consent:  # nothing was ever shared: nothing to withdraw, nothing to record
         return {"merchant_id": merchant_id, "consent": False, "updated_at": None, "ledger_seq": None}
     seq = tx.append("credit_consent", merchant_id=merchant_id, consent=consent)
-    if row is None:
-        await conn.execute(
-            consents_t.insert().values(merchant_id=merchant_id, consent=consent, updated_at=tx.now, ledger_seq=seq)
-        )
-    else:
-        await conn.execute(
-            consents_t.update()
-            .where(consents_t.c.merchant_id == merchant_id)
-            .values(consent=consent, updated_at=tx.now, ledger_seq=seq)
-        )
+    store = repository.add_consent if row is None else repository.set_consent
+    await store(tx.conn, merchant_id, consent, tx.now, seq)
     return {"merchant_id": merchant_id, "consent": consent, "updated_at": iso(tx.now), "ledger_seq": seq}
 
 
 async def code_by_month(conn, merchant_id: str, first: date, months: list[str]) -> dict[str, str]:
     """The worst code held at any time in each month, from the ledger's code changes."""
-    rows = (
-        await conn.execute(
-            select(entries_t.c.time, entries_t.c.canonical)
-            .where(entries_t.c.merchant_id == merchant_id, entries_t.c.kind == "health_code")
-            .order_by(entries_t.c.seq)
-        )
-    ).all()
-    changes = [(r.time.date(), orjson.loads(r.canonical)) for r in rows]
+    changes = [(r.time.date(), orjson.loads(r.canonical)) for r in await repository.code_changes(conn, merchant_id)]
     if changes:
         current = changes[0][1]["from_code"]
     else:
-        current = (
-            await conn.execute(select(health_t.c.code).where(health_t.c.merchant_id == merchant_id))
-        ).scalar() or "green"
+        current = await repository.current_code(conn, merchant_id) or "green"
     out: dict[str, str] = {}
     i = 0
     for m in months:
@@ -119,9 +94,7 @@ async def report(conn, merchant, now: datetime, policy: CreditPolicy = DEFAULT_C
         months.append(month_of(m))
         m = add_months(m, 1)
     from_day = (start - EPOCH).days
-    daily = (
-        await conn.execute(select(daily_t).where(daily_t.c.merchant_id == merchant.id, daily_t.c.day >= from_day))
-    ).all()
+    daily = await repository.daily_from(conn, merchant.id, from_day)
     sums = {k: {"released": 0, "issued": 0, "refunded": 0, "cards_sold": 0, "complaints": 0} for k in months}
     for r in daily:
         k = month_of(EPOCH + timedelta(days=int(r.day)))
@@ -176,25 +149,14 @@ async def report(conn, merchant, now: datetime, policy: CreditPolicy = DEFAULT_C
     }
 
 
-def _consenting():
-    return (
-        select(merchants_t)
-        .join(consents_t, consents_t.c.merchant_id == merchants_t.c.id)
-        .where(consents_t.c.consent.is_(True))
-    )
-
-
 async def one(conn, merchant_id: str, now: datetime) -> dict:
-    m = (await conn.execute(_consenting().where(merchants_t.c.id == merchant_id))).first()
+    m = await repository.consenting_merchant(conn, merchant_id)
     if m is None:  # a merchant that has not consented does not exist for a lender
         raise NotFound("No such merchant among those sharing their figures.", "merchant_not_found")
     return await report(conn, m, now)
 
 
 async def many(conn, limit: int, after: str | None, now: datetime) -> dict:
-    stmt = _consenting().order_by(merchants_t.c.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(merchants_t.c.id > after)
-    rows = (await conn.execute(stmt)).all()
+    rows = await repository.consenting_page(conn, limit, after)
     items = [await report(conn, m, now) for m in rows[:limit]]
     return {"items": items, "next_cursor": items[-1]["merchant_id"] if len(rows) > limit and items else None}

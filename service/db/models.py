@@ -354,7 +354,7 @@ class Complaint(SQLModel, table=True):
     card_id: str | None = Field(default=None, foreign_key="cards.id", max_length=40)
     category: str = Field(max_length=40)
     text: str = Field(sa_column=Column(Text, nullable=False))
-    status: str = Field(max_length=16)  # open, responded, resolved
+    status: str = Field(default="open", max_length=16)  # open, responded, resolved
     overdue: bool = False
     response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     responded_at: datetime | None = ts(nullable=True)
@@ -407,7 +407,15 @@ class InspectionDraw(SQLModel, table=True):
 # --- Phone verification and SMS (实名手机号, SPEC §8) ------------------------------------------
 
 
-class PhoneVerification(SQLModel, table=True):
+class PhoneKeyed(SQLModel):
+    """A row about one phone, found by the phone vault's keyed hash of the number (`PhoneVault.lookup`),
+    never by the number itself: the verifications and the SMS outbox."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    phone_lookup: str = Field(max_length=64)
+
+
+class PhoneVerification(PhoneKeyed, table=True):
     """A one-time code sent to a phone; only its keyed hash is kept. Used once, burnt by five misses."""
 
     __tablename__ = "phone_verifications"
@@ -415,8 +423,6 @@ class PhoneVerification(SQLModel, table=True):
         Index("ix_phone_verifications_phone", "phone_lookup", "created_at"),
         CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
     )
-    id: str = Field(primary_key=True, max_length=40)
-    phone_lookup: str = Field(max_length=64)
     code_hash: str = Field(max_length=64)
     attempts: int = 0
     created_at: datetime = ts()
@@ -424,13 +430,11 @@ class PhoneVerification(SQLModel, table=True):
     used_at: datetime | None = ts(nullable=True)
 
 
-class SmsOutbox(SQLModel, table=True):
+class SmsOutbox(PhoneKeyed, table=True):
     """Messages the `outbox` sender keeps instead of sending (development and test)."""
 
     __tablename__ = "sms_outbox"
     __table_args__ = (Index("ix_sms_outbox_phone", "phone_lookup", "id"),)
-    id: str = Field(primary_key=True, max_length=40)
-    phone_lookup: str = Field(max_length=64)
     phone_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     text: str = Field(sa_column=Column(Text, nullable=False))
     code: str = Field(max_length=16)

@@ -1,4 +1,4 @@
-"""Statements on the api_tokens table: issue, end and count a party's keys."""
+"""Statements on the api_tokens table: issue, end and count a party's keys; and whether a keyed party exists."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, or_, select, update
 
 from service.core.ids import token_hash
-from service.db.models import ApiToken
+from service.db.models import ApiToken, Auditor, Merchant, Regulator
 
 tokens_t = ApiToken.__table__
+PARTY_TABLES = {"merchant": Merchant.__table__, "regulator": Regulator.__table__, "auditor": Auditor.__table__}
 
 
 async def issue(tx, token: str, role: str, party_id: str) -> None:
@@ -43,5 +44,7 @@ async def count_live(conn, party_id: str, now: datetime) -> int:
     return (await conn.execute(stmt)).scalar_one()
 
 
-async def party_exists(conn, table, party_id: str) -> bool:
+async def party_exists(conn, role: str, party_id: str) -> bool:
+    """Whether a party of `role` (merchant, regulator or auditor) has this id."""
+    table = PARTY_TABLES[role]
     return (await conn.execute(select(table.c.id).where(table.c.id == party_id))).first() is not None

@@ -6,22 +6,17 @@ from datetime import timedelta
 
 from service.core.clock import iso
 from service.core.ids import new_token
-from service.db.models import Auditor, Merchant, Regulator
 from service.db.writer import Tx
 from service.http.errors import NotFound
 from service.keys_api import repository
 from service.security.revocation import bump_epoch
 
-KEYED = (
-    (Merchant.__table__, "merchant", "mk"),
-    (Regulator.__table__, "regulator", "rg"),
-    (Auditor.__table__, "auditor", "au"),
-)
+KEYED = (("merchant", "mk"), ("regulator", "rg"), ("auditor", "au"))  # the roles rotated here, their key prefix
 
 
 async def party_role(tx: Tx, party_id: str) -> tuple[str, str]:
-    for table, role, prefix in KEYED:
-        if await repository.party_exists(tx.conn, table, party_id):
+    for role, prefix in KEYED:
+        if await repository.party_exists(tx.conn, role, party_id):
             return role, prefix
     raise NotFound("No merchant, regulator or auditor has this id.", "party_not_found")
 

@@ -1,7 +1,8 @@
-"""Every statement the merchant lifecycle makes on the merchants table (and a new merchant's API key).
+"""Every statement the merchant lifecycle makes on the merchants table.
 
 Core statements on the writer's connection (or a reader's); the rules are in
-`service/merchants/service.py`. A merchant's cards are read through `service/cards/repository.py`.
+`service/merchants/service.py`. A merchant's cards are read through `service/cards/repository.py`, its
+API keys issued through `service/keys_api/repository.py`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from service.db.models import ApiToken, Merchant
+from service.db.models import Merchant
 
 merchants_t = Merchant.__table__
-tokens_t = ApiToken.__table__
 
 
 async def get(conn, merchant_id: str):
@@ -25,24 +25,9 @@ async def uscc_taken(conn, uscc: str) -> bool:
 
 
 async def insert_merchant(conn, merchant_id: str, name: str, uscc: str, category: str, now: datetime) -> None:
+    """A new merchant: its status, list flags and dates start at the model's defaults (active, on no list)."""
     await conn.execute(
-        insert(merchants_t).values(
-            id=merchant_id,
-            name=name,
-            uscc=uscc,
-            category=category,
-            status="active",
-            abnormal=False,
-            delisted=False,
-            created_at=now,
-        )
-    )
-
-
-async def insert_key(conn, digest: str, merchant_id: str, now: datetime) -> None:
-    """The merchant's API key (its hash; the key itself is shown once)."""
-    await conn.execute(
-        insert(tokens_t).values(token_hash=digest, role="merchant", party_id=merchant_id, created_at=now)
+        insert(merchants_t).values(id=merchant_id, name=name, uscc=uscc, category=category, created_at=now)
     )
 
 

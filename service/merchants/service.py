@@ -7,12 +7,13 @@ from datetime import timedelta
 from service.cards import refunds
 from service.cards import repository as cards_repo
 from service.core.clock import iso
-from service.core.ids import new_id, new_token, token_hash
+from service.core.ids import new_id, new_token
 from service.core.uscc import uscc_problem
 from service.db.writer import Tx
 from service.event_log.service import emit
 from service.health import service as health
 from service.http.errors import Conflict, NotFound, Unprocessable
+from service.keys_api import repository as keys
 from service.merchants import repository as repo
 
 
@@ -53,7 +54,7 @@ async def onboard(tx: Tx, name: str, uscc: str, category: str) -> dict:
     mid = new_id("mch")
     token = new_token("mk")
     await repo.insert_merchant(tx.conn, mid, name, uscc, category, tx.now)
-    await repo.insert_key(tx.conn, token_hash(token), mid, tx.now)
+    await keys.issue(tx, token, "merchant", mid)
     tx.append("merchant_onboarded", merchant_id=mid, category=category)
     await health.start_merchant(tx, mid)
     out = merchant_out(await load(tx.conn, mid))

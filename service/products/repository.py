@@ -1,8 +1,8 @@
-"""Statements on the products table that the routes read."""
+"""Every statement on the products table: a published product, and the products on sale."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from service.db.models import Product
 from service.http.common import read_or_404
@@ -23,3 +23,8 @@ async def on_sale_page(conn, merchant_id: str | None, limit: int, after: str | N
 async def get(conn, product_id: str):
     stmt = select(products_t).where(products_t.c.id == product_id)
     return await read_or_404(conn, stmt, "No such product.", "product_not_found")
+
+
+async def add(conn, **values) -> None:
+    """A new product, on sale and priced in CNY (the model's defaults)."""
+    await conn.execute(insert(products_t).values(**values))

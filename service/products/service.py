@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
-
 from service.core.clock import shown
 from service.core.ids import new_id
 from service.core.money import default_list_price
-from service.db.models import Merchant, Product
 from service.db.writer import Tx
 from service.http.errors import Conflict, Unprocessable
+from service.merchants import repository as merchants
+from service.products import repository
 from service.products.schemas import ProductCreate
-
-products_t = Product.__table__
-merchants_t = Merchant.__table__
-
 
 PRODUCT_FIELDS = tuple(
     "id merchant_id type name price currency face_value uses bonus_uses periods period_days valid_days list_price"
@@ -79,22 +74,19 @@ def validated_fields(body: ProductCreate, price_cap: int) -> dict:
 
 async def publish(tx: Tx, merchant_id: str, body: ProductCreate, price_cap: int) -> dict:
     cols = validated_fields(body, price_cap)
-    m = (await tx.conn.execute(select(merchants_t.c.status).where(merchants_t.c.id == merchant_id))).first()
+    m = await merchants.get(tx.conn, merchant_id)
     if m.status in ("defaulted", "closed", "closing"):
         raise Conflict("A merchant that is closing, closed or defaulted publishes no products.", "merchant_not_selling")
     pid = new_id("prod")
-    row = dict(
+    await repository.add(
+        tx.conn,
         id=pid,
         merchant_id=merchant_id,
         type=body.type,
         name=body.name,
         price=body.price,
-        currency="CNY",
         valid_days=body.valid_days,
-        on_sale=True,
         created_at=tx.now,
         **cols,
     )
-    await tx.conn.execute(insert(products_t).values(**row))
-    p = (await tx.conn.execute(select(products_t).where(products_t.c.id == pid))).first()
-    return product_out(p)
+    return product_out(await repository.get(tx.conn, pid))

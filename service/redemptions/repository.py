@@ -85,3 +85,15 @@ def set_confirmed(raw, redemption_id: str, release: int, answered_at: datetime, 
 async def by_id(conn, redemption_id: str):
     """The redemption row, read outside a write (on the reader)."""
     return (await conn.execute(select(redemptions_t).where(redemptions_t.c.id == redemption_id))).first()
+
+
+def inbox(consumer_id: str, status: str | None, limit: int, after: str | None):
+    """The consumer's redemptions in id order after the cursor (one more than `limit`), as a statement:
+    the confirmation inbox reads it again while it long-polls."""
+    t = redemptions_t
+    stmt = select(t).where(t.c.consumer_id == consumer_id).order_by(t.c.id).limit(limit + 1)
+    if status:
+        stmt = stmt.where(t.c.status == status)
+    if after:
+        stmt = stmt.where(t.c.id > after)
+    return stmt
