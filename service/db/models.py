@@ -73,6 +73,21 @@ def _ts_type(nullable: bool = False) -> Any:
     return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
 
 
+def positive(column: str, name: str | None = None) -> CheckConstraint:
+    """The CHECK that a column is above zero, named `<column>_positive` unless told otherwise."""
+    return CheckConstraint(f"{column} > 0", name=name or f"{column}_positive")
+
+
+def party_feeds(prefix: str, *parties: str, order: str = "id") -> tuple[Index, ...]:
+    """One index per party whose feed pages through the table in `order`: `ix_<prefix>_<party>` on
+    (`<party>_id`, order); every `GET …?after=` of a party's rows rides one of them."""
+    return tuple(Index(f"ix_{prefix}_{party}", f"{party}_id", order) for party in parties)
+
+
+def _money() -> Any:
+    return Field(sa_type=BigInteger, nullable=False)
+
+
 def _counter() -> Any:
     return Field(default=0, sa_type=BigInteger, nullable=False)
 
@@ -140,35 +155,37 @@ class Consumer(SQLModel, table=True):
     created_at: datetime = ts()
 
 
-class Product(SQLModel, table=True):
+class SaleTerms(SQLModel):
+    """The terms a product is sold on, which a card keeps as they were at purchase (a later change of the
+    product never changes a card already sold)."""
+
+    type: str = Field(max_length=16)  # stored_value, count, period
+    price: int = _money()  # what the consumer pays, fen
+    currency: str = Field(default="CNY", max_length=3)
+    list_price: int = _money()  # the price before the card's bonus, fen
+    units_total: int = _money()  # fen of value, uses or periods the card gives
+    period_days: int | None = None
+
+
+class Product(SaleTerms, table=True):
     __tablename__ = "products"
-    __table_args__ = (
-        CheckConstraint("price > 0", name="price_positive"),
-        CheckConstraint("units_total > 0", name="units_positive"),
-        CheckConstraint("list_price > 0", name="list_price_positive"),
-    )
+    __table_args__ = (positive("price"), positive("units_total", name="units_positive"), positive("list_price"))
     id: str = Field(primary_key=True, max_length=40)
     merchant_id: str = Field(foreign_key="merchants.id", max_length=40, index=True)
-    type: str = Field(max_length=16)
     name: str = Field(max_length=200)
-    price: int = money()
-    currency: str = Field(default="CNY", max_length=3)
     face_value: int | None = money(nullable=True)
     uses: int | None = None
     bonus_uses: int | None = None
     periods: int | None = None
-    period_days: int | None = None
     valid_days: int
-    list_price: int = money()
-    units_total: int = money()
     on_sale: bool = True
     created_at: datetime = ts()
 
 
-class Card(SQLModel, table=True):
+class Card(SaleTerms, table=True):
     __tablename__ = "cards"
     __table_args__ = (
-        CheckConstraint("price > 0", name="price_positive"),
+        positive("price"),
         CheckConstraint("escrow >= 0", name="escrow_nonnegative"),
         CheckConstraint("held >= 0 AND held <= escrow", name="held_within_escrow"),
         CheckConstraint("released >= 0 AND refunded >= 0", name="outflows_nonnegative"),
@@ -176,8 +193,7 @@ class Card(SQLModel, table=True):
         CheckConstraint(
             "units_used >= 0 AND units_held >= 0 AND units_used + units_held <= units_total", name="units_within_total"
         ),
-        Index("ix_cards_consumer", "consumer_id", "id"),
-        Index("ix_cards_merchant", "merchant_id", "id"),
+        *party_feeds("cards", "consumer", "merchant"),
         Index("ix_cards_expiry", "status", "expires_at"),
         # A payment reference funds one card only (SPEC §12): the same method and reference twice is a 409.
         Index("uq_cards_payment", "payment_method", "payment_reference", unique=True),
@@ -186,15 +202,9 @@ class Card(SQLModel, table=True):
     product_id: str = Field(foreign_key="products.id", max_length=40)
     merchant_id: str = Field(foreign_key="merchants.id", max_length=40)
     consumer_id: str = Field(foreign_key="consumers.id", max_length=40)
-    type: str = Field(max_length=16)
     status: str = Field(max_length=16)  # active, exhausted, refunded
-    price: int = money()
-    currency: str = Field(default="CNY", max_length=3)
-    list_price: int = money()
-    units_total: int = money()
     units_used: int = money(default=0)
     units_held: int = money(default=0)
-    period_days: int | None = None
     escrow: int = money()
     held: int = money(default=0)
     released: int = money(default=0)
@@ -212,7 +222,7 @@ class Card(SQLModel, table=True):
 class Redemption(SQLModel, table=True):
     __tablename__ = "redemptions"
     __table_args__ = (
-        CheckConstraint("units > 0", name="units_positive"),
+        positive("units"),
         CheckConstraint("hold_amount >= 0", name="hold_nonnegative"),
         Index("ix_redemptions_consumer", "consumer_id", "status", "id"),
         Index("ix_redemptions_card", "card_id", "status"),
@@ -234,11 +244,7 @@ class Redemption(SQLModel, table=True):
 
 class LedgerEntry(SQLModel, table=True):
     __tablename__ = "ledger_entries"
-    __table_args__ = (
-        Index("ix_ledger_card", "card_id", "seq"),
-        Index("ix_ledger_merchant", "merchant_id", "seq"),
-        Index("ix_ledger_consumer", "consumer_id", "seq"),
-    )
+    __table_args__ = (*party_feeds("ledger", "card", "merchant", "consumer", order="seq"),)
     # On SQLite seq is the rowid (INTEGER PRIMARY KEY, migration 0003): the table is stored in seq order.
     seq: int = Field(
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
@@ -344,8 +350,7 @@ class Complaint(SQLModel, table=True):
     __tablename__ = "complaints"
     __table_args__ = (
         Index("ix_complaints_overdue", "status", "due_at"),
-        Index("ix_complaints_merchant", "merchant_id", "id"),
-        Index("ix_complaints_consumer", "consumer_id", "id"),
+        *party_feeds("complaints", "merchant", "consumer"),
         Index("ix_complaints_merchant_time", "merchant_id", "created_at"),
     )
     id: str = Field(primary_key=True, max_length=40)
@@ -499,7 +504,7 @@ class SettlementInstruction(SQLModel, table=True):
 
     __tablename__ = "settlement_instructions"
     __table_args__ = (
-        CheckConstraint("amount > 0", name="amount_positive"),
+        positive("amount"),
         Index("ix_settlement_instructions_batch", "batch_id", "id"),
         Index("ix_settlement_instructions_status", "status", "id"),
     )
@@ -553,10 +558,7 @@ class Event(SQLModel, table=True):
     transactional outbox. `seq` is the cursor: writes are serialised, so it grows in commit order."""
 
     __tablename__ = "events"
-    __table_args__ = (
-        Index("ix_events_merchant", "merchant_id", "seq"),
-        Index("ix_events_consumer", "consumer_id", "seq"),
-    )
+    __table_args__ = (*party_feeds("events", "merchant", "consumer", order="seq"),)
     seq: int = Field(
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     )
