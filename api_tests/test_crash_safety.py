@@ -56,7 +56,7 @@ from api_tests.realserver import (
     reconciliation_ok,
 )
 from api_tests.webhook_receiver import Receiver
-from service.event_log.service import MONEY_TYPES
+from service.event_log.event_types import MONEY_TYPES
 
 KILLS = 5
 WORKERS = 8

@@ -25,7 +25,7 @@ from api_tests.realserver import (
     new_merchant,
 )
 from api_tests.webhook_receiver import Receiver
-from service.event_log.service import MONEY_TYPES
+from service.event_log.event_types import MONEY_TYPES
 
 CONSUMERS = 24
 

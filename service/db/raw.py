@@ -107,8 +107,8 @@ DEFERRED = _Deferred()
 
 # Times on SQLite: exactly models.UTCDateTime's text (its own processors), memoised: a write batch binds
 # its one `now` many times and reads the same few card times again and again.
-_sqlite_text = lru_cache(maxsize=256)(sqlite_text)
-_parse_sqlite_text = lru_cache(maxsize=4096)(from_sqlite_text)
+cached_sqlite_text = lru_cache(maxsize=256)(sqlite_text)
+cached_from_sqlite_text = lru_cache(maxsize=4096)(from_sqlite_text)
 
 
 class Raw:
@@ -405,17 +405,17 @@ class Raw:
             self._send_begin()
             self._cursor.executemany(self._convert(sql), rows)
 
-    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds (`_sqlite_text`).
+    # Times: SQLAlchemy keeps SQLite datetimes as naive UTC text with microseconds (`cached_sqlite_text`).
     def t(self, dt: datetime | None):
         if dt is None or self.is_pg:
             return dt
-        return _sqlite_text(dt)
+        return cached_sqlite_text(dt)
 
     def pt(self, value) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):
-            return _parse_sqlite_text(value)
+            return cached_from_sqlite_text(value)
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
     def card(self, card_id: str) -> CardRow | None:

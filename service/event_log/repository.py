@@ -1,21 +1,85 @@
-"""Every statement the event stream's routes run on the events table."""
+"""Every statement on the events table: the write batch's insert, the feed, the newest seq, the
+dispatcher's reads of the outbox, pruning.
+
+The insert goes through the writer's raw connection (`tx.conn.raw`, see `service/db/raw.py`): one
+text, so a batch's events go out as one multi-row statement with the batch's deferred writes. The
+rest is Core, returned as statements where the caller runs them on a connection of its choosing
+(the long poll's reader, the webhook dispatcher's sync reader).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
 
-from service.event_log.service import events_t, new_events, visible_to
-from service.http.common import long_poll
-from service.http.context import AppContext
+from sqlalchemy import delete, func, or_, select
+
+from service.db.models import Event
+from service.event_log.event_types import AUDITOR_TYPES
+
+events_t = Event.__table__
+
+# A row: (id, type, created_at as `raw.t` binds it, ledger_seq, merchant_id, consumer_id, data as JSON text).
+INSERT = (
+    "INSERT INTO events (id, type, created_at, ledger_seq, merchant_id, consumer_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-async def events_after(
-    ctx: AppContext, role: str, party_id: str, after: int | None, limit: int, types: list[str] | None, wait: float
-) -> list:
-    """The caller's events after the cursor, oldest first; with `wait`, long-polled until one comes."""
+def add_many(raw, rows: list[tuple]) -> None:
+    """The batch's events, in the order of INSERT's columns, through its deferred raw writes."""
+    raw.many(INSERT, rows)
+
+
+def visible_to(stmt, role: str, party_id: str):
+    """Restrict a select on events to what the caller may see (SPEC §9)."""
+    t = events_t
+    if role == "merchant":
+        return stmt.where(t.c.merchant_id == party_id)
+    if role == "consumer":
+        return stmt.where(t.c.consumer_id == party_id)
+    if role == "auditor":
+        return stmt.where(or_(t.c.type.in_(AUDITOR_TYPES), t.c.merchant_id == party_id))
+    return stmt  # regulator, operator: everything (events carry no consumer's personal data)
+
+
+def feed(role: str, party_id: str, after: int | None, limit: int, types: list[str] | None):
+    """The caller's events after the cursor (their seq), oldest first."""
     stmt = visible_to(select(events_t), role, party_id).order_by(events_t.c.seq).limit(limit)
     if after is not None:
         stmt = stmt.where(events_t.c.seq > after)
     if types:
         stmt = stmt.where(events_t.c.type.in_(types))
-    return await long_poll(ctx, stmt, wait, new_events)
+    return stmt
+
+
+def newest_seq_query():
+    """The newest event's seq (0 with none), as a select (use `.scalar_subquery()` inside another)."""
+    return select(func.coalesce(func.max(events_t.c.seq), 0))
+
+
+async def newest_seq(conn) -> int:
+    return int((await conn.execute(newest_seq_query())).scalar_one())
+
+
+def after_seq(low: int, limit: int, *, whole: bool = False):
+    """The webhook dispatcher's read of the outbox: events after `low`, oldest first; what fan-out needs
+    (seq, id, type, merchant_id), and with `whole` also what a delivery's body is made of."""
+    e = events_t
+    columns = [e.c.seq, e.c.id, e.c.type, e.c.merchant_id]
+    if whole:
+        columns += [e.c.created_at, e.c.ledger_seq, e.c.data]
+    return select(*columns).where(e.c.seq > low).order_by(e.c.seq).limit(limit)
+
+
+async def prune(conn, cutoff: datetime, limit: int) -> int:
+    """Drop up to `limit` events older than `cutoff`, oldest first; how many went."""
+    seqs = [
+        r.seq
+        for r in (
+            await conn.execute(
+                select(events_t.c.seq).where(events_t.c.created_at < cutoff).order_by(events_t.c.seq).limit(limit)
+            )
+        ).all()
+    ]
+    if seqs:
+        await conn.execute(delete(events_t).where(events_t.c.seq <= seqs[-1], events_t.c.created_at < cutoff))
+    return len(seqs)

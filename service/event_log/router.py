@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from service.event_log import repository
+from service.event_log.event_types import EVENT_TYPES
 from service.event_log.schemas import EventPage
-from service.event_log.service import EVENT_TYPES, event_out
+from service.event_log.service import event_out, new_events
+from service.http.common import long_poll
 from service.http.context import AppContext, get_ctx
 from service.http.errors import Unprocessable, responses
 from service.security.auth import Principal, require
@@ -37,7 +39,8 @@ async def list_events(
 ):
     """The events the caller may see after the cursor, oldest first (SPEC §9). With `wait`, holds the
     poll until an event arrives or the time runs out."""
-    rows = await repository.events_after(ctx, who.role, who.party_id, after, limit, parse_types(types), wait)
+    stmt = repository.feed(who.role, who.party_id, after, limit, parse_types(types))
+    rows = await long_poll(ctx, stmt, wait, new_events)
     items = [event_out(r) for r in rows]
     next_cursor = items[-1]["cursor"] if items else (str(after) if after is not None else None)
     return {"items": items, "next_cursor": next_cursor}

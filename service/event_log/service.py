@@ -1,4 +1,4 @@
-"""The event log: what each state change emits, who may see it, and the wake-up of waiting readers.
+"""The event log: what each state change emits, how an event looks, and the wake-up of waiting readers.
 
 An event is written in the same transaction as the change it describes. Operations call `emit`,
 which only queues the row on the batch (`tx.batch_state`, so a failed operation drops its events
@@ -8,7 +8,8 @@ path never looks at webhook endpoints: the events table is the webhooks' transac
 and the dispatcher (service/webhooks/) derives each endpoint's deliveries from it.
 
 Writes are serialised (the writer's lock on the ledger head), so `seq` grows in commit order and
-is a safe cursor for readers and for the dispatcher.
+is a safe cursor for readers and for the dispatcher. The statements (and who may see which event)
+are in repository.py, the event types in event_types.py.
 """
 
 from __future__ import annotations
@@ -17,44 +18,11 @@ import asyncio
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import delete, or_, select
 
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.models import Event
 from service.db.writer import Tx
-
-events_t = Event.__table__
-
-MONEY_TYPES = (
-    "card.purchased",
-    "card.refunded",
-    "card.exhausted",
-    "redemption.requested",
-    "redemption.confirmed",
-    "redemption.rejected",
-    "redemption.cancelled",
-    "redemption.expired",
-)
-MERCHANT_TYPES = (
-    "merchant.health_changed",
-    "merchant.warned",
-    "merchant.delisted",
-    "merchant.relisted",
-    "merchant.defaulted",
-    "merchant.closure_announced",
-    "merchant.closed",
-    "merchant.abnormal_listed",
-    "merchant.abnormal_lifted",
-)
-COMPLAINT_TYPES = ("complaint.filed", "complaint.responded", "complaint.resolved", "complaint.overdue")
-OTHER_TYPES = ("alert.created", "checkpoint.published", "webhook_endpoint.disabled")
-EVENT_TYPES = MONEY_TYPES + MERCHANT_TYPES + COMPLAINT_TYPES + OTHER_TYPES
-AUDITOR_TYPES = MONEY_TYPES + ("checkpoint.published",)
-
-_INSERT = (
-    "INSERT INTO events (id, type, created_at, ledger_seq, merchant_id, consumer_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+from service.event_log import repository
 
 
 class Signal:
@@ -109,7 +77,7 @@ async def _flush(tx: Tx) -> None:
     queued = tx.batch_state.get("events") or []
     sent = tx.batch_state.get("events_sent", 0)
     if len(queued) > sent:
-        tx.conn.raw.many(_INSERT, queued[sent:])
+        repository.add_many(tx.conn.raw, queued[sent:])
         tx.batch_state["events_sent"] = len(queued)
         if new_events not in tx.after_commit:
             tx.after_commit.append(new_events)
@@ -126,29 +94,7 @@ def event_out(row) -> dict:
     }
 
 
-def visible_to(stmt, role: str, party_id: str):
-    """Restrict a select on events to what the caller may see (SPEC §9)."""
-    t = events_t
-    if role == "merchant":
-        return stmt.where(t.c.merchant_id == party_id)
-    if role == "consumer":
-        return stmt.where(t.c.consumer_id == party_id)
-    if role == "auditor":
-        return stmt.where(or_(t.c.type.in_(AUDITOR_TYPES), t.c.merchant_id == party_id))
-    return stmt  # regulator, operator: everything (events carry no consumer's personal data)
-
-
 async def prune(tx: Tx, retention_days: int, limit: int = 2000) -> int:
     """Sweeper: drop events older than the retention, oldest first, a chunk at a time."""
     cutoff: datetime = tx.now - timedelta(days=retention_days)
-    seqs = [
-        r.seq
-        for r in (
-            await tx.conn.execute(
-                select(events_t.c.seq).where(events_t.c.created_at < cutoff).order_by(events_t.c.seq).limit(limit)
-            )
-        ).all()
-    ]
-    if seqs:
-        await tx.conn.execute(delete(events_t).where(events_t.c.seq <= seqs[-1], events_t.c.created_at < cutoff))
-    return len(seqs)
+    return await repository.prune(tx.conn, cutoff, limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -59,13 +59,18 @@ async def read_or_404(conn, stmt, message: str, code: str):
     return row
 
 
+T = TypeVar("T")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Page(BaseModel):
-    items: list[dict[str, Any]]
-    next_cursor: str | None
+class Page(Strict, Generic[T]):
+    """A page of a list (subclass `Page[Item]` to name it in the OpenAPI document)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `after` for the next page; null on the last")
 
 
 def page(items: list[dict], limit: int, key: str = "id") -> dict:

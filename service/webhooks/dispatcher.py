@@ -7,6 +7,7 @@ endpoints and deliveries are taken with `FOR UPDATE SKIP LOCKED`, so replicas sh
 without sending one delivery twice at once; on SQLite the step runs through the writer, under its
 one write lock. Sends run outside any transaction, as tasks bounded per endpoint and in total, so
 a slow or dead receiver holds only its own slots; the money path never waits for any of this.
+Every statement of a step is in repository.py (and the events' in service/event_log/repository.py).
 
 At least once: a delivery leaves `pending` only when a 2xx answer is recorded; a replica that dies
 mid-send leaves its lease to run out, and another replica sends again with the same `webhook-id`.
@@ -26,16 +27,16 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
-from sqlalchemy import and_, bindparam, func, insert, select, update
 
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.raw import _parse_sqlite_text, _sqlite_text
 from service.db.writer import Tx
-from service.event_log.service import AUDITOR_TYPES, emit, events_t, new_events
+from service.event_log import repository as event_repo
+from service.event_log.event_types import AUDITOR_TYPES
+from service.event_log.service import emit, new_events
 from service.http.context import AppContext
-from service.webhooks import ssrf
-from service.webhooks.service import attempts_t, deliveries_t, endpoint_out, endpoints_t
+from service.webhooks import repository, ssrf
+from service.webhooks.service import endpoint_out
 from service.webhooks.signing import signature_header
 from service.webhooks.transport import LeanTransport
 
@@ -180,41 +181,14 @@ class Dispatcher:
 
     async def _pending(self) -> int:
         """Deliveries still to be sent to enabled endpoints, and events not yet fanned out."""
-        d, w = deliveries_t, endpoints_t
         async with self.ctx.engines.reader.connect() as conn:
-            pending = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(d.join(w, w.c.id == d.c.endpoint_id))
-                    .where(d.c.status == "pending", w.c.status == "enabled")
-                )
-            ).scalar_one()
-            behind = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(w)
-                    .where(
-                        w.c.status == "enabled",
-                        w.c.cursor < select(func.coalesce(func.max(events_t.c.seq), 0)).scalar_subquery(),
-                    )
-                )
-            ).scalar_one()
-        return int(pending) + int(behind)
+            return await repository.pending(conn)
 
     async def _due(self, claim: bool) -> bool:
         """Whether a step would find work: an enabled endpoint behind the newest event, or (when there
         is room to claim) a due delivery nobody holds. Read on the reader, outside any lock."""
-        d, w = deliveries_t, endpoints_t
-        now = self.ctx.clock.now()
-        newest = select(func.coalesce(func.max(events_t.c.seq), 0)).scalar_subquery()
-        behind = select(w.c.id).where(w.c.status == "enabled", w.c.cursor < newest).limit(1)
-        due = (
-            select(d.c.id)
-            .join(w, w.c.id == d.c.endpoint_id)
-            .where(_claimable(d, now), w.c.status == "enabled")
-            .limit(1)
-        )
-        wanted = [behind, due] if claim else [behind]
+        behind = repository.first_behind()
+        wanted = [behind, repository.first_due(self.ctx.clock.now())] if claim else [behind]
         if self.inline:
             with self.ctx.engines.sync_reader.connect() as sconn:
                 return any(sconn.execute(q).first() is not None for q in wanted)
@@ -264,31 +238,11 @@ class Dispatcher:
 
     # -- fan-out ----------------------------------------------------------------------------------
     async def _fan_out(self, conn, now: datetime, is_pg: bool) -> int:
-        stmt = (
-            select(
-                endpoints_t.c.id,
-                endpoints_t.c.owner_role,
-                endpoints_t.c.owner_id,
-                endpoints_t.c.event_types,
-                endpoints_t.c.cursor,
-            )
-            .where(endpoints_t.c.status == "enabled")
-            .order_by(endpoints_t.c.id)
-        )
-        if is_pg:
-            stmt = stmt.with_for_update(skip_locked=True)
-        endpoints = (await conn.execute(stmt)).all()
+        endpoints = await repository.enabled_cursors(conn, lock=is_pg)
         if not endpoints:
             return 0
         low = min(int(e.cursor) for e in endpoints)
-        events = (
-            await conn.execute(
-                select(events_t.c.seq, events_t.c.id, events_t.c.type, events_t.c.merchant_id)
-                .where(events_t.c.seq > low)
-                .order_by(events_t.c.seq)
-                .limit(FAN_OUT_CHUNK)
-            )
-        ).all()
+        events = (await conn.execute(event_repo.after_seq(low, FAN_OUT_CHUNK))).all()
         if not events:
             return 0
         last = int(events[-1].seq)
@@ -299,58 +253,17 @@ class Dispatcher:
             for e in events:
                 if e.seq <= ep.cursor or not _wants(ep, e):
                     continue
-                rows.append(
-                    {
-                        "id": new_id("dlv"),
-                        "endpoint_id": ep.id,
-                        "event_seq": int(e.seq),
-                        "event_id": e.id,
-                        "event_type": e.type,
-                        "status": "pending",
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                )
-            cursors.append({"b_id": ep.id, "b_cursor": last})
+                rows.append((new_id("dlv"), ep.id, int(e.seq), e.id, e.type))
+            cursors.append((ep.id, last))
         if rows:
-            await conn.execute(insert(deliveries_t), rows)
+            await repository.add_deliveries(conn, now, rows)
         if cursors:
-            await conn.execute(
-                update(endpoints_t).where(endpoints_t.c.id == bindparam("b_id")).values(cursor=bindparam("b_cursor")),
-                cursors,
-            )
+            await repository.set_cursors(conn, cursors)
         return len(rows)
 
     # -- claim ------------------------------------------------------------------------------------
     async def _claim(self, conn, now: datetime, is_pg: bool, full: set[str], room: int) -> list[Job]:
-        d, e, w = deliveries_t, events_t, endpoints_t
-        stmt = (
-            select(
-                d.c.id,
-                d.c.endpoint_id,
-                d.c.attempts,
-                d.c.event_id,
-                e.c.type,
-                e.c.created_at,
-                e.c.ledger_seq,
-                e.c.data,
-                w.c.url,
-                w.c.secret,
-                w.c.previous_secret,
-                w.c.previous_secret_until,
-            )
-            .join(e, e.c.seq == d.c.event_seq)
-            .join(w, w.c.id == d.c.endpoint_id)
-            .where(_claimable(d, now), w.c.status == "enabled")
-            .order_by(d.c.next_attempt_at, d.c.id)
-            .limit(min(room * 4, CLAIM_CHUNK))
-        )
-        if full:
-            stmt = stmt.where(d.c.endpoint_id.not_in(sorted(full)))
-        if is_pg:
-            stmt = stmt.with_for_update(skip_locked=True, of=d)
-        rows = (await conn.execute(stmt)).all()
+        rows = await repository.due_with_events(conn, now, full, min(room * 4, CLAIM_CHUNK), lock=is_pg)
         taken: dict[str, int] = {}
         jobs: list[Job] = []
         for r in rows:
@@ -366,7 +279,7 @@ class Dispatcher:
         if jobs:
             # A claimed delivery may wait for a sending slot behind QUEUED_PER_SLOT others of its endpoint.
             until = now + timedelta(seconds=self.timeout * (QUEUED_PER_SLOT + 1) + LEASE_MARGIN_SECONDS)
-            await conn.execute(update(d).where(d.c.id.in_([j.delivery_id for j in jobs])).values(claimed_until=until))
+            await repository.claim(conn, [j.delivery_id for j in jobs], until)
         return jobs
 
     # -- the lean step (SQLite, companion process) -----------------------------------------------
@@ -402,28 +315,15 @@ class Dispatcher:
         so nothing is fanned out or sent twice at once."""
         now = self.ctx.clock.now()
         until = now + timedelta(seconds=self.timeout * (QUEUED_PER_SLOT + 1) + LEASE_MARGIN_SECONDS)
-        d, e, w = deliveries_t, events_t, endpoints_t
         with self.ctx.engines.sync_reader.connect() as rc:
-            endpoints = {r.id: r for r in rc.execute(select(w).where(w.c.status == "enabled")).all()}
+            endpoints = {r.id: r for r in rc.execute(repository.enabled_endpoints()).all()}
             events = []
             if endpoints:
                 low = min(int(r.cursor) for r in endpoints.values())
-                events = rc.execute(
-                    select(e.c.seq, e.c.id, e.c.type, e.c.merchant_id, e.c.created_at, e.c.ledger_seq, e.c.data)
-                    .where(e.c.seq > low)
-                    .order_by(e.c.seq)
-                    .limit(FAN_OUT_CHUNK)
-                ).all()
+                events = rc.execute(event_repo.after_seq(low, FAN_OUT_CHUNK, whole=True)).all()
             due = []
             if room > 0 and endpoints:
-                stmt = (
-                    select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.event_id, e.c.type, e.c.created_at)
-                    .add_columns(e.c.ledger_seq, e.c.data)
-                    .join(e, e.c.seq == d.c.event_seq)
-                    .where(_claimable(d, now), d.c.endpoint_id.in_(sorted(set(endpoints) - full)))
-                    .order_by(d.c.next_attempt_at, d.c.id)
-                    .limit(min(room, CLAIM_CHUNK))
-                )
+                stmt = repository.due_of(now, sorted(set(endpoints) - full), min(room, CLAIM_CHUNK))
                 due = rc.execute(stmt).all()
         # Only the retries there is room for are claimed (a full endpoint's wait for the next step).
         room_of = {eid: self.endpoint_concurrency * QUEUED_PER_SLOT - self.in_flight.get(eid, 0) for eid in endpoints}
@@ -445,14 +345,13 @@ class Dispatcher:
             jobs.append(Job(delivery_id, endpoint_id, attempts + 1, ev_id, body, ep.url, _signing_secrets(ep, now)))
             return True
 
-        t = _sqlite_text
         bodies = {ev.seq: _body(ev.id, ev.type, ev.created_at, ev.ledger_seq, ev.data) for ev in events}
         c = self._lean_db()
         await self._lean_lock(c)  # BEGIN IMMEDIATE: the write lock, from here to the COMMIT
         try:
             cur = c.cursor()
             failing = self._lean_record(cur, now, results) if results else []
-            fresh = dict(cur.execute("SELECT id, cursor FROM webhook_endpoints WHERE status = 'enabled'").fetchall())
+            fresh = repository.lean_enabled_cursors(cur)
             rows, cursors = [], []
             if events:
                 last = int(events[-1].seq)
@@ -464,36 +363,22 @@ class Dispatcher:
                         if ev.seq > cursor and _wants(ep, ev):
                             dlv = new_id("dlv")
                             claimed = take(dlv, eid, 0, ev.id, bodies[ev.seq])
-                            rows.append(
-                                (dlv, eid, int(ev.seq), ev.id, ev.type, t(now), t(until) if claimed else None, t(now))
-                            )
-                    cursors.append((last, eid))
+                            rows.append((dlv, eid, int(ev.seq), ev.id, ev.type, claimed))
+                    cursors.append((eid, last))
             if rows:
-                cur.executemany(
-                    "INSERT INTO webhook_deliveries (id, endpoint_id, event_seq, event_id, event_type, status, "
-                    "attempts, next_attempt_at, claimed_until, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-                    rows,
-                )
+                repository.lean_add_deliveries(cur, now, until, rows)
             if cursors:
-                cur.executemany("UPDATE webhook_endpoints SET cursor = ? WHERE id = ?", cursors)
+                repository.lean_set_cursors(cur, cursors)
             retry = [r for r in due if r.endpoint_id in fresh]
             if retry:
-                marks = ", ".join("?" * len(retry))
-                got = {
-                    x[0]
-                    for x in cur.execute(
-                        f"UPDATE webhook_deliveries SET claimed_until = ? WHERE id IN ({marks}) AND status = 'pending' "
-                        "AND (claimed_until IS NULL OR claimed_until < ?) RETURNING id",
-                        [t(until), *(r.id for r in retry), t(now)],
-                    ).fetchall()
-                }
+                got = repository.lean_claim(cur, [r.id for r in retry], now, until)
                 unclaim = []
                 for r in retry:
                     body = _body(r.event_id, r.type, r.created_at, r.ledger_seq, r.data)
                     if r.id in got and not take(r.id, r.endpoint_id, int(r.attempts), r.event_id, body):
-                        unclaim.append((r.id,))
+                        unclaim.append(r.id)
                 if unclaim:
-                    cur.executemany("UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = ?", unclaim)
+                    repository.lean_unclaim(cur, unclaim)
             cur.close()
             c.execute("COMMIT")
         except BaseException:
@@ -507,40 +392,7 @@ class Dispatcher:
         return len(rows), jobs, failing
 
     def _lean_record(self, cur, now: datetime, results: list[Result]) -> list[str]:
-        t = _sqlite_text
-        attempts, done, again, healthy, failing = self._outcomes(results)
-        cur.executemany(
-            "INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, attempted_at, status_code, duration_ms, "
-            "error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(a["id"], a["delivery_id"], a["endpoint_id"], t(a["attempted_at"]), *a["rest"]) for a in attempts],
-        )
-        if done:
-            cur.executemany(
-                "UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, last_status_code = ?, "
-                "last_error = NULL, delivered_at = ?, claimed_until = NULL WHERE id = ?",
-                [(x["b_attempts"], x["b_code"], t(x["b_at"]), x["b_id"]) for x in done],
-            )
-        if again:
-            cur.executemany(
-                "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status_code = ?, last_error = ?, "
-                "next_attempt_at = ?, claimed_until = NULL WHERE id = ?",
-                [(x["b_status"], x["b_attempts"], x["b_code"], x["b_error"], t(x["b_next"]), x["b_id"]) for x in again],
-            )
-        for eid in healthy:
-            cur.execute(
-                "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL", (eid,)
-            )
-        out = []
-        for eid in failing:
-            cur.execute(
-                "UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL", (t(now), eid)
-            )
-            row = cur.execute(
-                "SELECT failing_since FROM webhook_endpoints WHERE id = ? AND status = 'enabled'", (eid,)
-            ).fetchone()
-            if row is not None and _parse_sqlite_text(row[0]) <= now - self.disable_after:
-                out.append(eid)
-        return out
+        return repository.lean_record(cur, now, self._outcomes(results), now - self.disable_after)
 
     # -- send -------------------------------------------------------------------------------------
     async def _send(self, job: Job) -> None:
@@ -602,7 +454,7 @@ class Dispatcher:
         self.finished.set()
 
     # -- record -----------------------------------------------------------------------------------
-    def _outcomes(self, results: list[Result]):
+    def _outcomes(self, results: list[Result]) -> repository.Outcomes:
         """What the results make of the log: attempt rows, deliveries done, deliveries again later (or
         given up), and the endpoints whose last answer was good or bad."""
         attempts = [
@@ -642,64 +494,12 @@ class Dispatcher:
             last[r.job.endpoint_id] = r
         healthy = sorted(e for e, r in last.items() if r.ok)
         failing = sorted(e for e, r in last.items() if not r.ok)
-        return attempts, done, again, healthy, failing
+        return repository.Outcomes(attempts, done, again, healthy, failing)
 
     async def _record(self, conn, now: datetime, results: list[Result]) -> list[str]:
         """Each attempt into the log, each delivery done or rescheduled, each endpoint's failing time;
         returns the endpoints that have failed long enough to be disabled."""
-        d, w = deliveries_t, endpoints_t
-        attempts, done, again, healthy, failing = self._outcomes(results)
-        await conn.execute(
-            insert(attempts_t),
-            [
-                {k: v for k, v in a.items() if k != "rest"}
-                | dict(zip(("status_code", "duration_ms", "error"), a["rest"], strict=True))
-                for a in attempts
-            ],
-        )
-        if done:
-            await conn.execute(
-                update(d)
-                .where(d.c.id == bindparam("b_id"))
-                .values(
-                    status="delivered",
-                    attempts=bindparam("b_attempts"),
-                    last_status_code=bindparam("b_code"),
-                    last_error=None,
-                    delivered_at=bindparam("b_at"),
-                    claimed_until=None,
-                ),
-                done,
-            )
-        if again:
-            await conn.execute(
-                update(d)
-                .where(d.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    last_status_code=bindparam("b_code"),
-                    last_error=bindparam("b_error"),
-                    next_attempt_at=bindparam("b_next"),
-                    claimed_until=None,
-                ),
-                again,
-            )
-        if healthy:
-            await conn.execute(
-                update(w).where(w.c.id.in_(healthy), w.c.failing_since.is_not(None)).values(failing_since=None)
-            )
-        if not failing:
-            return []
-        await conn.execute(update(w).where(w.c.id.in_(failing), w.c.failing_since.is_(None)).values(failing_since=now))
-        rows = (
-            await conn.execute(
-                select(w.c.id).where(
-                    w.c.id.in_(failing), w.c.status == "enabled", w.c.failing_since <= now - self.disable_after
-                )
-            )
-        ).all()
-        return [r.id for r in rows]
+        return await repository.record(conn, now, self._outcomes(results), now - self.disable_after)
 
     async def _disable(self, endpoint_ids: list[str]) -> None:
         """Endpoints failing for days are disabled, and their owners told by an event (through the
@@ -709,7 +509,7 @@ class Dispatcher:
         async def op(tx: Tx) -> int:
             n = 0
             for eid in endpoint_ids:
-                e = (await tx.conn.execute(select(endpoints_t).where(endpoints_t.c.id == eid))).first()
+                e = await repository.endpoint(tx.conn, eid)
                 if (
                     e is None
                     or e.status != "enabled"
@@ -717,7 +517,7 @@ class Dispatcher:
                     or _aware(e.failing_since) > tx.now - disable_after
                 ):
                     continue
-                await tx.conn.execute(update(endpoints_t).where(endpoints_t.c.id == eid).values(status="disabled"))
+                await repository.set_endpoint(tx.conn, eid, status="disabled")
                 out = endpoint_out(e)
                 out["status"] = "disabled"
                 emit(
@@ -732,15 +532,6 @@ class Dispatcher:
         n = await self.ctx.writer.run(op)
         if n:
             log.warning("disabled %d webhook endpoint(s) failing for %s", n, disable_after)
-
-
-def _claimable(d, now: datetime):
-    """A delivery some replica may take now: pending, due, and not held by a replica's unexpired claim."""
-    return and_(
-        d.c.status == "pending",
-        d.c.next_attempt_at <= now,
-        (d.c.claimed_until.is_(None)) | (d.c.claimed_until < now),
-    )
 
 
 def _wants(ep, event) -> bool:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service.cards.schemas import EmptyBody
 from service.db.writer import Tx
-from service.event_log.service import EVENT_TYPES
+from service.event_log.event_types import EVENT_TYPES
 from service.http.common import After, Limit
 from service.http.context import AppContext, get_ctx
 from service.http.errors import Unprocessable, responses

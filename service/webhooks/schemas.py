@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from service.http.common import Strict
+from service.cards.schemas import Time
+from service.http.common import Page, Strict
 
 EventType = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z_]+\.[a-z_]+)$", max_length=40)]
 
@@ -18,52 +19,50 @@ class EndpointCreate(Strict):
     ]
 
 
-class Endpoint(BaseModel):
+class Endpoint(Strict):
     id: str
     url: str
     event_types: list[str]
-    status: str = Field(description="enabled or disabled (failing for days)")
-    created_at: str
-    failing_since: str | None
-    previous_secret_expires_at: str | None = Field(description="Until then the previous secret signs too")
+    status: Literal["enabled", "disabled"] = Field(description="disabled: failing for days (enable it again)")
+    created_at: Time
+    failing_since: Time | None
+    previous_secret_expires_at: Time | None = Field(description="Until then the previous secret signs too")
 
 
 class EndpointWithSecret(Endpoint):
     secret: str = Field(description="whsec_…: shown in this answer only (and in a replay of it)")
 
 
-class EndpointPage(BaseModel):
-    items: list[Endpoint]
-    next_cursor: str | None
+class EndpointPage(Page[Endpoint]):
+    """A page of the caller's webhook endpoints."""
 
 
-class EndpointDeleted(BaseModel):
+class EndpointDeleted(Strict):
     id: str
     deleted: bool
 
 
-class Attempt(BaseModel):
-    attempted_at: str
+class Attempt(Strict):
+    attempted_at: Time
     status_code: int | None
     duration_ms: int
     error: str | None
 
 
-class Delivery(BaseModel):
+class Delivery(Strict):
     id: str
     endpoint_id: str
     event_id: str
     event_type: str
-    status: str = Field(description="pending, delivered or failed (gave up)")
+    status: Literal["pending", "delivered", "failed"] = Field(description="failed: given up after the last retry")
     attempts: int
-    next_attempt_at: str | None
+    next_attempt_at: Time | None
     last_status_code: int | None
     last_error: str | None
-    created_at: str
-    delivered_at: str | None
+    created_at: Time
+    delivered_at: Time | None
     attempt_log: list[Attempt]
 
 
-class DeliveryPage(BaseModel):
-    items: list[Delivery]
-    next_cursor: str | None
+class DeliveryPage(Page[Delivery]):
+    """A page of an endpoint's delivery log."""

@@ -1,26 +1,23 @@
 """Webhook endpoints (SPEC §9): register, list, read, delete, rotate the secret, the delivery log and
-manual retry. Runs inside the writer's transaction; the dispatcher (dispatcher.py) sends."""
+manual retry. Runs inside the writer's transaction; the dispatcher (dispatcher.py) sends, and every
+statement is in repository.py."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
 
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from service.db.writer import Tx
-from service.event_log.service import events_t, new_events
+from service.event_log import repository as event_repo
+from service.event_log.service import new_events
 from service.http.common import page
 from service.http.errors import Conflict, NotFound
 from service.security.auth import Principal
+from service.webhooks import repository
 from service.webhooks.signing import new_secret
-
-endpoints_t = WebhookEndpoint.__table__
-deliveries_t = WebhookDelivery.__table__
-attempts_t = WebhookAttempt.__table__
 
 OWNER_ROLES = ("merchant", "regulator", "auditor", "operator")
 MAX_ENDPOINTS = 20  # per owner
@@ -67,7 +64,7 @@ def delivery_out(d, attempts: list) -> dict:
 
 
 async def _own(conn, who: Principal, endpoint_id: str):
-    e = (await conn.execute(select(endpoints_t).where(endpoints_t.c.id == endpoint_id))).first()
+    e = await repository.endpoint(conn, endpoint_id)
     if e is None or e.owner_id != who.party_id or e.owner_role != who.role:
         raise NotFound("No such webhook endpoint.", "webhook_endpoint_not_found")
     return e
@@ -75,45 +72,30 @@ async def _own(conn, who: Principal, endpoint_id: str):
 
 async def create(tx: Tx, who: Principal, url: str, event_types: list[str]) -> dict:
     conn = tx.conn
-    count = (
-        await conn.execute(
-            select(func.count())
-            .select_from(endpoints_t)
-            .where(endpoints_t.c.owner_id == who.party_id, endpoints_t.c.owner_role == who.role)
-        )
-    ).scalar_one()
-    if count >= MAX_ENDPOINTS:
+    if await repository.count_owned(conn, who.role, who.party_id) >= MAX_ENDPOINTS:
         raise Conflict(f"At most {MAX_ENDPOINTS} webhook endpoints per party.", "too_many_endpoints")
     # From now on: events already committed are not sent (the writer's lock makes this read exact).
-    cursor = (await conn.execute(select(func.coalesce(func.max(events_t.c.seq), 0)))).scalar_one()
+    cursor = await event_repo.newest_seq(conn)
     secret = new_secret()
     eid = new_id("we")
-    await conn.execute(
-        insert(endpoints_t).values(
-            id=eid,
-            owner_role=who.role,
-            owner_id=who.party_id,
-            url=url,
-            event_types=orjson.dumps(event_types).decode(),
-            status="enabled",
-            secret=secret,
-            cursor=int(cursor),
-            created_at=tx.now,
-        )
+    await repository.add_endpoint(
+        conn,
+        id=eid,
+        owner_role=who.role,
+        owner_id=who.party_id,
+        url=url,
+        event_types=orjson.dumps(event_types).decode(),
+        status="enabled",
+        secret=secret,
+        cursor=cursor,
+        created_at=tx.now,
     )
     return endpoint_out(await _own(conn, who, eid), secret)
 
 
 async def list_endpoints(conn, who: Principal, limit: int, after: str | None) -> dict:
-    stmt = (
-        select(endpoints_t)
-        .where(endpoints_t.c.owner_id == who.party_id, endpoints_t.c.owner_role == who.role)
-        .order_by(endpoints_t.c.id)
-        .limit(limit + 1)
-    )
-    if after:
-        stmt = stmt.where(endpoints_t.c.id > after)
-    return page([endpoint_out(e) for e in (await conn.execute(stmt)).all()], limit)
+    rows = await repository.owned(conn, who.role, who.party_id, limit, after)
+    return page([endpoint_out(e) for e in rows], limit)
 
 
 async def read(conn, who: Principal, endpoint_id: str) -> dict:
@@ -122,9 +104,7 @@ async def read(conn, who: Principal, endpoint_id: str) -> dict:
 
 async def remove(tx: Tx, who: Principal, endpoint_id: str) -> dict:
     e = await _own(tx.conn, who, endpoint_id)
-    await tx.conn.execute(delete(attempts_t).where(attempts_t.c.endpoint_id == e.id))
-    await tx.conn.execute(delete(deliveries_t).where(deliveries_t.c.endpoint_id == e.id))
-    await tx.conn.execute(delete(endpoints_t).where(endpoints_t.c.id == e.id))
+    await repository.remove_endpoint(tx.conn, e.id)
     return {"id": e.id, "deleted": True}
 
 
@@ -133,37 +113,28 @@ async def rotate_secret(tx: Tx, who: Principal, endpoint_id: str, grace_hours: f
     switch without losing a delivery."""
     e = await _own(tx.conn, who, endpoint_id)
     secret = new_secret()
-    await tx.conn.execute(
-        update(endpoints_t)
-        .where(endpoints_t.c.id == e.id)
-        .values(secret=secret, previous_secret=e.secret, previous_secret_until=tx.now + timedelta(hours=grace_hours))
+    await repository.set_endpoint(
+        tx.conn,
+        e.id,
+        secret=secret,
+        previous_secret=e.secret,
+        previous_secret_until=tx.now + timedelta(hours=grace_hours),
     )
     return endpoint_out(await _own(tx.conn, who, e.id), secret)
 
 
 async def enable(tx: Tx, who: Principal, endpoint_id: str) -> dict:
     e = await _own(tx.conn, who, endpoint_id)
-    await tx.conn.execute(
-        update(endpoints_t).where(endpoints_t.c.id == e.id).values(status="enabled", failing_since=None)
-    )
+    await repository.set_endpoint(tx.conn, e.id, status="enabled", failing_since=None)
     return endpoint_out(await _own(tx.conn, who, e.id))
 
 
 async def list_deliveries(conn, who: Principal, endpoint_id: str, limit: int, after: str | None) -> dict:
     e = await _own(conn, who, endpoint_id)
-    stmt = select(deliveries_t).where(deliveries_t.c.endpoint_id == e.id).order_by(deliveries_t.c.id).limit(limit + 1)
-    if after:
-        stmt = stmt.where(deliveries_t.c.id > after)
-    rows = (await conn.execute(stmt)).all()
+    rows = await repository.deliveries_of(conn, e.id, limit, after)
     by_delivery: dict[str, list] = {}
     if rows:
-        for a in (
-            await conn.execute(
-                select(attempts_t)
-                .where(attempts_t.c.delivery_id.in_([d.id for d in rows]))
-                .order_by(attempts_t.c.attempted_at, attempts_t.c.id)
-            )
-        ).all():
+        for a in await repository.attempts_of(conn, [d.id for d in rows]):
             by_delivery.setdefault(a.delivery_id, []).append(a)
     return page([delivery_out(d, by_delivery.get(d.id, [])) for d in rows], limit)
 
@@ -171,36 +142,18 @@ async def list_deliveries(conn, who: Principal, endpoint_id: str, limit: int, af
 async def retry(tx: Tx, who: Principal, endpoint_id: str, delivery_id: str) -> dict:
     """Send a delivery again now, whatever its state (a receiver that lost it asks again)."""
     e = await _own(tx.conn, who, endpoint_id)
-    d = (
-        await tx.conn.execute(
-            select(deliveries_t).where(deliveries_t.c.id == delivery_id, deliveries_t.c.endpoint_id == e.id)
-        )
-    ).first()
+    d = await repository.delivery(tx.conn, delivery_id, e.id)
     if d is None:
         raise NotFound("No such delivery.", "delivery_not_found")
     if d.status == "pending" and d.claimed_until is not None and d.claimed_until > tx.now:
         raise Conflict("The delivery is being sent right now.", "delivery_in_flight")
-    await tx.conn.execute(
-        update(deliveries_t)
-        .where(deliveries_t.c.id == d.id)
-        .values(status="pending", next_attempt_at=tx.now, claimed_until=None)
-    )
+    await repository.set_delivery(tx.conn, d.id, status="pending", next_attempt_at=tx.now, claimed_until=None)
     tx.after_commit.append(new_events)  # wakes this replica's dispatcher
-    d = (await tx.conn.execute(select(deliveries_t).where(deliveries_t.c.id == d.id))).first()
+    d = await repository.delivery(tx.conn, d.id)
     return delivery_out(d, [])
 
 
 async def prune(tx: Tx, retention_days: int, limit: int = 2000) -> int:
     """Sweeper: delivery records older than the events' retention go with them (pending ones too:
     their event is gone), attempts first."""
-    cutoff = tx.now - timedelta(days=retention_days)
-    ids = [
-        r.id
-        for r in (
-            await tx.conn.execute(select(deliveries_t.c.id).where(deliveries_t.c.created_at < cutoff).limit(limit))
-        ).all()
-    ]
-    if ids:
-        await tx.conn.execute(delete(attempts_t).where(attempts_t.c.delivery_id.in_(ids)))
-        await tx.conn.execute(delete(deliveries_t).where(deliveries_t.c.id.in_(ids)))
-    return len(ids)
+    return await repository.prune(tx.conn, tx.now - timedelta(days=retention_days), limit)
