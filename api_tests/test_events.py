@@ -162,3 +162,31 @@ async def test_events_are_kept_for_the_retention_then_pruned_by_the_sweeper(clie
     await move_clock_to(client, parse_time(card["purchased_at"]) + timedelta(days=31))
     await sweep_once(ctx)  # (moving the test clock sweeps too)
     assert await events_of(client, gym) == []
+
+
+async def test_the_feed_and_the_webhook_fan_out_apply_one_visibility_rule(client, ctx):
+    """What `GET /v1/events` shows each caller (SQL, `visible_to`) is exactly what the webhook dispatcher
+    would fan out to an endpoint of that owner (`may_see`, in Python), event by event."""
+    from sqlalchemy import select
+
+    from service.event_log.repository import events_t, may_see
+
+    gym, salon = await create_merchant(client), await create_merchant(client, "Lily Salon 丽丽美发", "beauty")
+    regulator, auditor = await create_regulator(client), await create_auditor(client)
+    li, wang = await register_consumer(client), await register_consumer(client, "Wang Fang 王芳")
+    card = await buy_card(client, li, await publish_count(client, gym, 10_000, 10))
+    await buy_card(client, wang, await publish_count(client, salon, 5_000, 5))
+    rdm = await ask(client, gym, card, uses=1)
+    await answer(client, li, rdm, "confirm")
+    await refund(client, li, card)
+    for i in range(5):  # an alert and a health change on the salon
+        await file_complaint(client, await customer_of(client, salon, f"Customer {i}"), salon)
+    async with ctx.engines.reader.connect() as conn:
+        every = (await conn.execute(select(events_t).order_by(events_t.c.seq))).all()
+    assert len({e.type for e in every}) >= 5
+    parties = [("merchant", gym), ("merchant", salon), ("consumer", li), ("consumer", wang)]
+    parties += [("regulator", regulator), ("auditor", auditor)]
+    for role, party in parties:
+        shown = [e["id"] for e in await events_of(client, party)]
+        assert shown == [e.id for e in every if may_see(role, party["id"], e)], role
+        assert 0 < len(shown) <= len(every)

@@ -29,16 +29,29 @@ def add_many(raw, rows: list[tuple]) -> None:
     raw.many(INSERT, rows)
 
 
+# Who sees which events (SPEC §9), one table for the feed's SQL and the dispatcher's fan-out alike: a role
+# sees its own rows (matched on one column) and, for some roles, every event of some types; a role not named
+# (regulator, operator) sees everything (events carry no consumer's personal data).
+_OWN_COLUMN = {"merchant": "merchant_id", "consumer": "consumer_id", "auditor": "merchant_id"}
+_EVERY_OF_TYPES: dict[str, tuple[str, ...]] = {"auditor": AUDITOR_TYPES}
+
+
 def visible_to(stmt, role: str, party_id: str):
-    """Restrict a select on events to what the caller may see (SPEC §9)."""
-    t = events_t
-    if role == "merchant":
-        return stmt.where(t.c.merchant_id == party_id)
-    if role == "consumer":
-        return stmt.where(t.c.consumer_id == party_id)
-    if role == "auditor":
-        return stmt.where(or_(t.c.type.in_(AUDITOR_TYPES), t.c.merchant_id == party_id))
-    return stmt  # regulator, operator: everything (events carry no consumer's personal data)
+    """Restrict a select on events to what the caller may see."""
+    column = _OWN_COLUMN.get(role)
+    if column is None:
+        return stmt
+    own = events_t.c[column] == party_id
+    types = _EVERY_OF_TYPES.get(role)
+    return stmt.where(or_(events_t.c.type.in_(types), own) if types else own)
+
+
+def may_see(role: str, party_id: str, event) -> bool:
+    """The same rule for one event in hand (a row with `type` and the role's own column)."""
+    column = _OWN_COLUMN.get(role)
+    if column is None:
+        return True
+    return getattr(event, column) == party_id or event.type in _EVERY_OF_TYPES.get(role, ())
 
 
 def feed(role: str, party_id: str, after: int | None, limit: int, types: list[str] | None):

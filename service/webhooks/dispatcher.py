@@ -32,7 +32,6 @@ from service.core.clock import iso
 from service.core.ids import new_id
 from service.db.writer import Tx
 from service.event_log import repository as event_repo
-from service.event_log.event_types import AUDITOR_TYPES
 from service.event_log.service import emit, new_events
 from service.http.context import AppContext
 from service.webhooks import repository, ssrf
@@ -539,11 +538,7 @@ def _wants(ep, event) -> bool:
     types = orjson.loads(ep.event_types)
     if "*" not in types and event.type not in types:
         return False
-    if ep.owner_role == "merchant":
-        return event.merchant_id == ep.owner_id
-    if ep.owner_role == "auditor":
-        return event.type in AUDITOR_TYPES or event.merchant_id == ep.owner_id
-    return True
+    return event_repo.may_see(ep.owner_role, ep.owner_id, event)
 
 
 def _signing_secrets(ep, now: datetime) -> list[str]:
