@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
-from service.http.common import Strict, Text
+from service.http.common import Page, Strict, Text
 
 
 class Finding(Strict):
@@ -30,6 +30,5 @@ class Alert(BaseModel):
     ledger_seq: int
 
 
-class AlertPage(BaseModel):
-    items: list[Alert]
-    next_cursor: str | None
+class AlertPage(Page[Alert]):
+    pass

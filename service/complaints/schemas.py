@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
-from service.http.common import Strict
+from service.http.common import Page, Strict
 from service.http.common import Text as _Text
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64), NulFree]
@@ -51,6 +51,5 @@ class Complaint(BaseModel):
     overdue: bool
 
 
-class ComplaintPage(BaseModel):
-    items: list[Complaint]
-    next_cursor: str | None
+class ComplaintPage(Page[Complaint]):
+    pass

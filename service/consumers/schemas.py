@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import NulFree
-from service.http.common import Name, Strict
+from service.http.common import Name, Page, Strict
 from service.redemptions.schemas import Redemption
 
 Phone = Annotated[str, StringConstraints(min_length=5, max_length=20)]
@@ -55,11 +55,8 @@ class Session(BaseModel):
     token: str | None = Field(None, description=TOKEN_ONCE)
 
 
-class RedemptionPage(BaseModel):
+class RedemptionPage(Page[Redemption]):
     """A page of redemptions, each as `GET /v1/redemptions/{redemption_id}` answers it."""
-
-    items: list[Redemption]
-    next_cursor: str | None
 
 
 class SmsMessage(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.http.common import Strict
+from service.http.common import Page, Strict
 
 
 class Consent(Strict):
@@ -70,6 +70,5 @@ class CreditReport(BaseModel):
     currency: str
 
 
-class CreditReportPage(BaseModel):
-    items: list[CreditReport]
-    next_cursor: str | None
+class CreditReportPage(Page[CreditReport]):
+    pass

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from service.cards.schemas import Card, NulFree
 from service.http.common import Name as _Name
-from service.http.common import Strict
+from service.http.common import Page, Strict
 from service.http.common import Text as _Text
 
 Name = Annotated[_Name, NulFree]
@@ -70,8 +70,5 @@ class MerchantStats(BaseModel):
     cards_by_status: dict[str, int]
 
 
-class CardPage(BaseModel):
+class CardPage(Page[Card]):
     """A page of cards, each as `GET /v1/cards/{card_id}` answers it."""
-
-    items: list[Card]
-    next_cursor: str | None

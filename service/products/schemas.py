@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from service.cards.schemas import NulFree
-from service.http.common import Fen, Name, Strict
+from service.http.common import Fen, Name, Page, Strict
 
 Count = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 
@@ -45,6 +45,5 @@ class Product(BaseModel):
     on_sale: bool
 
 
-class ProductPage(BaseModel):
-    items: list[Product]
-    next_cursor: str | None
+class ProductPage(Page[Product]):
+    pass
