@@ -34,10 +34,6 @@ def _error_page(request: Request, portal: str | None, status: int, message_key: 
     return render(request, portal, "error.html", status=status, message=web.catalog(web.lang_of(request))[message_key])
 
 
-def _json_error(status: int, code: str, message: str) -> Response:
-    return web.secure_headers(JSONResponse({"error": {"code": code, "message": message}}, status))
-
-
 def _idem() -> str:
     return secrets.token_hex(16)
 
@@ -74,7 +70,7 @@ async def _post(
 async def static(name: str):
     path = STATIC_FILES.get(name)
     if path is None:
-        return _json_error(404, "not_found", "No such file.")
+        return web.json_error(404, "not_found", "No such file.")
     response = FileResponse(path, media_type=TYPES.get(path.suffix, "application/octet-stream"))
     web.secure_headers(response)
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -84,7 +80,7 @@ async def static(name: str):
 @router.api_route("/{portal}/api/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
 async def api_proxy(portal: str, rest: str, request: Request):
     if portal not in web.PORTAL_COOKIES:
-        return _json_error(404, "not_found", "No such page.")
+        return web.json_error(404, "not_found", "No such page.")
     return await web.proxy(request, portal, rest)
 
 
@@ -175,13 +171,13 @@ async def app_home(request: Request):
 async def app_signin(request: Request):
     """Phone + code (SPEC §8) for a session cookie: sign in, or register when a name is given."""
     if not web.csrf_ok(request, "app", request.headers.get("x-csrf-token")):
-        return _json_error(403, "csrf_failed", "Reload the page.")
+        return web.json_error(403, "csrf_failed", "Reload the page.")
     try:
         body = await request.json()
         phone, vid, code = str(body["phone"]), str(body["verification_id"]), str(body["code"])
         name = str(body.get("name") or "").strip()
     except Exception:
-        return _json_error(400, "invalid_body", "Give phone, verification_id and code.")
+        return web.json_error(400, "invalid_body", "Give phone, verification_id and code.")
     if name:
         r = await api(
             request,
@@ -194,14 +190,9 @@ async def app_signin(request: Request):
             request, "POST", "/v1/consumers/sessions", json_body={"phone": phone, "verification_id": vid, "code": code}
         )
     if r.status_code != 201:
-        return web.secure_headers(
-            JSONResponse(
-                r.json()
-                if r.headers.get("content-type", "").startswith("application/json")
-                else {"error": {"code": "sign_in_failed", "message": "Sign-in failed."}},
-                r.status_code,
-            )
-        )
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return web.secure_headers(JSONResponse(r.json(), r.status_code))  # the API's own error body
+        return web.json_error(r.status_code, "sign_in_failed", "Sign-in failed.")
     response = web.secure_headers(JSONResponse({"signed_in": True}, 201))
     web.set_session(request, response, "app", r.json()["token"])
     return response
@@ -315,7 +306,7 @@ async def app_card_qr(card_id: str, request: Request):
     """The card's QR code (its id), for the merchant's counter to scan."""
     token, card = await _card_for_refund(request, card_id)
     if card is None:
-        return _json_error(404, "card_not_found", "No such card.")
+        return web.json_error(404, "card_not_found", "No such card.")
     return _svg(card["id"])
 
 
@@ -378,7 +369,7 @@ async def merchant_ask_qr(redemption_id: str, request: Request):
     token = session_token(request, "merchant")
     r = await api_json(request, f"/v1/redemptions/{redemption_id}", token) if token else None
     if r is None:
-        return _json_error(404, "redemption_not_found", "No such redemption.")
+        return web.json_error(404, "redemption_not_found", "No such redemption.")
     return _svg(f"{request.base_url}app/r/{r['id']}")
 
 
