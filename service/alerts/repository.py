@@ -1,4 +1,5 @@
-"""Statements on the alerts table: raise one, the feed after a cursor, one alert, its state."""
+"""Statements on the alerts table: raise one, whether one was raised, the feed after a cursor, one alert, its
+state."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ alerts_t = Alert.__table__
 async def add(conn, row: dict) -> None:
     """A new alert; `row["reasons"]` is a list, stored as JSON."""
     await conn.execute(insert(alerts_t).values({**row, "reasons": orjson.dumps(row["reasons"]).decode()}))
+
+
+async def exists(conn, kind: str, ledger_seq: int) -> bool:
+    """Whether an alert of `kind` was raised for ledger entry `ledger_seq`."""
+    stmt = select(alerts_t.c.id).where(alerts_t.c.kind == kind, alerts_t.c.ledger_seq == ledger_seq).limit(1)
+    return (await conn.execute(stmt)).first() is not None
 
 
 def feed(after: int | None, limit: int):
