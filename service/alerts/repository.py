@@ -1,15 +1,16 @@
 """Statements on the alerts table: raise one, whether one was raised, the feed after a cursor, one alert, its
-state."""
+state, and the names of the merchants the alerts name."""
 
 from __future__ import annotations
 
 import orjson
 from sqlalchemy import insert, select, update
 
-from service.db.models import Alert
+from service.db.models import Alert, Merchant
 from service.http.common import read_or_404
 
 alerts_t = Alert.__table__
+merchants_t = Merchant.__table__
 
 
 async def add(conn, row: dict) -> None:
@@ -37,3 +38,11 @@ async def get(conn, alert_id: str):
 
 async def change(conn, alert_id: str, **values) -> None:
     await conn.execute(update(alerts_t).where(alerts_t.c.id == alert_id).values(**values))
+
+
+async def merchant_names(conn) -> dict[str, str]:
+    """{merchant id: name} of every merchant an alert names, whatever its status now (a defaulted or closed
+    merchant has left the public directory but its alerts stay on the regulators' desk)."""
+    m = merchants_t.c
+    stmt = select(m.id, m.name).where(m.id.in_(select(alerts_t.c.merchant_id).distinct()))
+    return {r.id: r.name for r in (await conn.execute(stmt)).all()}

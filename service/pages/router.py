@@ -2,7 +2,10 @@
 `/regulator` for the desk; their static files; the session sign-in and sign-out exchanges; the API proxy.
 
 Pages are rendered from what the JSON API answers to the signed-in party (called in process with its
-token), so a page shows exactly what that party's token may read and nothing else.
+token), so a page shows exactly what that party's token may read and nothing else. The one exception: the
+regulator's pages read merchants' names through the repositories (`alerts.merchant_names`, `merchants.get`),
+only once the API accepted the regulator's token, because the public directory no longer lists a merchant
+that defaulted or closed, while its alerts and its page stay on the desk.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from service.alerts import repository as alerts
+from service.http.common import read
+from service.merchants import repository as merchants
 from service.pages import web
 from service.pages.web import api, api_json, render, session_token
 
@@ -401,7 +407,16 @@ async def regulator_home(request: Request):
         merchants.sort(key=lambda m: (m["category"], CODE_RANK.get(m["code"], 3)))
     categories = sorted({m["category"] for m in await _directory(request)})
     filters = {"code": code, "category": category, "sort": sort}
-    return render(request, "regulator", "regulator_home.html", merchants=merchants, categories=categories, **filters)
+    alert_names = await read(request.app.state.ctx, alerts.merchant_names)
+    return render(
+        request,
+        "regulator",
+        "regulator_home.html",
+        merchants=merchants,
+        categories=categories,
+        alert_names=alert_names,
+        **filters,
+    )
 
 
 @router.post("/regulator/session")
@@ -438,7 +453,7 @@ async def regulator_merchant(merchant_id: str, request: Request):
         await api_json(request, "/v1/complaints", token, {"merchant_id": merchant_id, "limit": 100}, {"items": []})
     )["items"]
     history = await _all_alerts(request, token, merchant_id)
-    names = await _names(request)
+    merchant = await read(request.app.state.ctx, merchants.get, merchant_id)  # listed or not: the desk names it
     return render(
         request,
         "regulator",
@@ -446,7 +461,7 @@ async def regulator_merchant(merchant_id: str, request: Request):
         health=health,
         complaints=complaints,
         history=history,
-        name=names.get(merchant_id, merchant_id),
+        name=merchant.name if merchant is not None else merchant_id,
         done=request.query_params.get("done"),
     )
 
