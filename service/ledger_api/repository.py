@@ -180,11 +180,6 @@ async def latest_checkpoint_size(conn, seq: int) -> int | None:
     return int(size) if size is not None else None
 
 
-async def latest_checkpoint_note(conn):
-    """(tree_size, note) of the latest checkpoint, or None."""
-    return (await conn.execute(select(cp_t.c.tree_size, cp_t.c.note).order_by(desc(cp_t.c.tree_size)).limit(1))).first()
-
-
 # ---------------------------------------------------------------- witnesses (state and cosignatures)
 
 

@@ -223,7 +223,7 @@ async def witness_latest(ctx: AppContext, client: httpx.AsyncClient | None = Non
     if not ws:
         return None
     async with ctx.engines.reader.connect() as conn:
-        row = await repository.latest_checkpoint_note(conn)
+        row = await repository.checkpoint_row(conn)
         if row is None or int(row.tree_size) == 0:
             return None
         size = int(row.tree_size)
