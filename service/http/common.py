@@ -63,6 +63,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
 def page(items: list[dict], limit: int, key: str = "id") -> dict:
     """`items` were fetched with limit + 1 rows: the extra row only says there is a next page."""
     more = len(items) > limit
