@@ -87,6 +87,21 @@ async def test_the_api_proxy_needs_the_csrf_token_for_changes_and_the_same_origi
         assert r.status_code == 404  # another consumer's ask, through the proxy too
 
 
+async def test_the_pages_json_errors_are_the_apis_one_error_body_with_the_pages_headers(client):
+    answers = [
+        await client.get("/static/no-such-file.js"),
+        await client.get("/nowhere/api/v1/cards"),
+        await client.post("/app/api/v1/cards", json={}),  # no CSRF token
+        await client.get("/app/cards/crd_none/qr.svg"),
+    ]
+    assert [r.status_code for r in answers] == [404, 404, 403, 404]
+    for r in answers:
+        assert r.headers["content-type"] == "application/json" and r.headers["x-frame-options"] == "DENY"
+        body = r.json()
+        assert list(body) == ["error"] and sorted(body["error"]) == ["code", "message"], body
+        assert body["error"]["code"] and body["error"]["message"]
+
+
 async def test_forms_that_change_anything_refuse_a_missing_csrf_token(client):
     merchant = await create_merchant(client)
     consumer = await register_consumer(client)

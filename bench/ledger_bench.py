@@ -313,7 +313,7 @@ async def main() -> None:
 
         from ledger.verify import ACCELERATED
         from service.app import build_context
-        from service.ledger_api.checkpoints import fetch_nodes, read_for_proof
+        from service.ledger_api.repository import fetch_nodes, read_for_proof
         from service.ledger_api.service import verify_ledger
 
         print(

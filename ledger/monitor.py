@@ -25,6 +25,7 @@ from .cosignature import verify_cosigned
 from .hashing import b64, leaf_hash, unb64
 from .merkle import Frontier
 from .tiles import TILE_WIDTH, TileError, parse_entry_bundle, split_hash_tile, tile_path, tile_width
+from .totals import add_entry, new_totals
 
 __all__ = ["MonitorError", "MoneyRules", "Monitor"]
 
@@ -47,7 +48,8 @@ def _amount(e: dict, name: str, seq: int) -> int:
 
 @dataclass
 class MoneyRules:
-    """Per card [paid_in, released, refunded, held] and the open holds, as the entries state them."""
+    """Per card [paid_in, released, refunded, held] and the open holds, as the entries state them; what each
+    kind adds to the totals is `ledger.totals.add_entry`, this class checks the holds and the bounds."""
 
     cards: dict[str, list[int]] = field(default_factory=dict)
     holds: dict[str, str] = field(default_factory=dict)  # redemption id → card id
@@ -56,21 +58,23 @@ class MoneyRules:
         kind, card_id = e.get("kind"), e.get("card_id")
         if card_id is None:
             return
+        amount = _amount(e, "amount", seq)
+        money = {"amount": amount, "merchant_share": _amount(e, "merchant_share", seq)}
+        money["held_delta"] = _amount(e, "held_delta", seq)
         if kind == "purchase":
             if card_id in self.cards:
                 raise MonitorError(f"entry {seq}: second purchase of card {card_id}", seq)
-            amount = _amount(e, "amount", seq)
             if amount <= 0:
                 raise MonitorError(f"entry {seq}: purchase of {amount} fen", seq)
-            self.cards[card_id] = [amount, 0, 0, 0]
-            return
+            self.cards[card_id] = new_totals()
         s = self.cards.get(card_id)
         if s is None:
             raise MonitorError(f"entry {seq}: {kind} on card {card_id}, which was never bought", seq)
-        rid = e.get("redemption_id")
-        amount = _amount(e, "amount", seq)
         if amount < 0:
             raise MonitorError(f"entry {seq}: negative amount {amount}", seq)
+        if money["merchant_share"] < 0:
+            raise MonitorError(f"entry {seq}: negative merchant share", seq)
+        rid = e.get("redemption_id")
         if kind == "hold":
             if not isinstance(rid, str) or rid in self.holds:
                 raise MonitorError(f"entry {seq}: hold without a new redemption id", seq)
@@ -81,22 +85,17 @@ class MoneyRules:
                     f"entry {seq}: {kind} of redemption {rid} without its open hold on card {card_id}", seq
                 )
             del self.holds[rid]
-            if kind == "release":
-                s[1] += amount
-        elif kind == "refund":
-            share = _amount(e, "merchant_share", seq)
-            if share < 0:
-                raise MonitorError(f"entry {seq}: negative merchant share", seq)
-            s[2] += amount
-            s[1] += share
-        s[3] += _amount(e, "held_delta", seq)
-        if s[1] + s[2] > s[0]:
+        add_entry(s, kind, money)  # what the entry does to the totals: the writer's and the verify walk's rule
+        paid_in, released, refunded, held = s
+        if released + refunded > paid_in:
             raise MonitorError(
-                f"entry {seq}: card {card_id} released {s[1]} and refunded {s[2]}, more than the {s[0]} paid in", seq
+                f"entry {seq}: card {card_id} released {released} and refunded {refunded}, "
+                f"more than the {paid_in} paid in",
+                seq,
             )
-        if s[3] < 0 or s[3] > s[0] - s[1] - s[2]:
+        if held < 0 or held > paid_in - released - refunded:
             raise MonitorError(
-                f"entry {seq}: card {card_id} below zero (escrow {s[0] - s[1] - s[2]}, held {s[3]})", seq
+                f"entry {seq}: card {card_id} below zero (escrow {paid_in - released - refunded}, held {held})", seq
             )
 
 

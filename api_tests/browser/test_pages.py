@@ -238,6 +238,30 @@ async def test_the_regulator_sees_a_red_merchant_alert_arrive_live_acknowledges_
         assert not visit.errors, visit.errors
 
 
+async def test_the_desk_names_a_defaulted_merchant_the_directory_no_longer_lists(visit, api):
+    merchant = await create_merchant(api, "Vanished Salon 消失美发")
+    regulator = await create_regulator(api)
+    r = await api.post(
+        f"/v1/merchants/{merchant['id']}/default", json={"reason": "Ran away."}, headers=regulator["headers"]
+    )
+    assert r.status_code == 200, r.text
+    listed = (await api.get("/v1/merchants?limit=200")).json()["items"]
+    assert merchant["id"] not in {m["id"] for m in listed}  # gone from the public directory
+    page = await visit.new_page()
+    await visit.goto(page, "/regulator")
+    await page.fill("input[type=password][name=api_key]", regulator["api_key"])
+    await page.get_by_role("button", name="登录").click()
+    await page.wait_for_selector("#alerts", state="attached", timeout=LIVE)
+    alert = page.locator(f"#alerts .alert[data-merchant='{merchant['id']}']").first
+    await alert.wait_for(timeout=LIVE)
+    link = alert.locator(f"a[href='/regulator/merchants/{merchant['id']}']")
+    assert await link.inner_text() == "Vanished Salon 消失美发"
+    await link.click()
+    await page.wait_for_selector("h1:has-text('Vanished Salon')", timeout=LIVE)
+    assert merchant["id"] not in await page.title()
+    assert not visit.errors, visit.errors
+
+
 async def test_the_directory_lists_green_before_yellow_and_shows_a_merchant_and_the_checkpoint(visit, policy_server):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{policy_server.port}", timeout=30) as api:
         visit.base = f"http://127.0.0.1:{policy_server.port}"

@@ -49,6 +49,7 @@ def test_an_honest_card_life_passes():
         ([BUY, {**HOLD, "held_delta": 9_001}], 1, "below zero"),
         ([BUY, HOLD, {**RELEASE, "held_delta": -3_001}], 2, "below zero"),
         ([BUY, BUY], 1, "second purchase"),
+        ([{**BUY, "held_delta": 9_001}], 0, "below zero"),  # a purchase's held_delta counts, as in ledger/totals.py
         ([BUY, {**HOLD, "amount": 1.5}], 1, "integer"),
     ],
 )

@@ -9,68 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import lru_cache
-
-from sqlalchemy import text
 
 from ledger.checkpoint import Checkpoint as CheckpointData
 from ledger.checkpoint import SignedCheckpoint, sign_checkpoint, to_json
 from ledger.hashing import b64
 from ledger.merkle import root_at, root_plan
 from service.core.clock import iso
-from service.db.raw import Raw
 from service.db.writer import Tx
 from service.event_log.service import emit
 from service.http.context import AppContext
 from service.ledger_api import repository
 
 log = logging.getLogger("escrow.checkpoints")
-
-
-@lru_cache(maxsize=256)
-def _nodes_sql(n: int):
-    # Plain text with one (level, idx) pair per OR: both databases answer it with n index lookups,
-    # and unlike a built expression it costs nothing to compile again.
-    where = " OR ".join(f"(level = :l{i} AND idx = :i{i})" for i in range(n))
-    return text(f"SELECT level, idx, hash FROM merkle_nodes WHERE {where}")
-
-
-async def fetch_nodes(conn, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored subtree hashes a proof needs, in one query per 200 nodes (a proof needs ~2 log n)."""
-    nodes: dict[tuple[int, int], bytes] = {}
-    for i in range(0, len(ids), 200):
-        part = ids[i : i + 200]
-        params = {}
-        for j, (lv, ix) in enumerate(part):
-            params[f"l{j}"] = lv
-            params[f"i{j}"] = ix
-        rows = await conn.execute(_nodes_sql(len(part)), params)
-        nodes.update({(int(r[0]), int(r[1])): bytes(r[2]) for r in rows})
-    return nodes
-
-
-def read_for_proof(sync_engine, plan, want_latest_checkpoint: bool = False):
-    """On a worker thread, in one read transaction: the ledger size, the latest checkpoint's size (if
-    asked), and the stored nodes `plan(size, checkpoint_size)` names. Returns (size, cp_size, nodes)."""
-    with sync_engine.connect() as conn:
-        raw = Raw(conn.connection.dbapi_connection, conn.dialect.name == "postgresql")
-        with conn.begin():
-            row = raw.one("SELECT size FROM ledger_head WHERE id = 1")
-            size = int(row[0]) if row else 0
-            cp_size = None
-            if want_latest_checkpoint:
-                row = raw.one("SELECT MAX(tree_size) FROM checkpoints")
-                cp_size = int(row[0]) if row and row[0] is not None else None
-            ids = plan(size, cp_size)
-            nodes: dict[tuple[int, int], bytes] = {}
-            for i in range(0, len(ids), 200):
-                part = ids[i : i + 200]
-                sql = "SELECT level, idx, hash FROM merkle_nodes WHERE " + " OR ".join(
-                    ["(level = ? AND idx = ?)"] * len(part)
-                )
-                for lv, ix, h in raw.all(sql, tuple(x for pair in part for x in pair)):
-                    nodes[(int(lv), int(ix))] = bytes(h)
-            return size, cp_size, nodes
 
 
 def checkpoint_out(row) -> dict:
@@ -111,7 +61,7 @@ def make_checkpoint_op(ctx: AppContext):
         existing = await at_size(conn, size)
         if existing:
             return existing
-        root = root_at(size, await fetch_nodes(conn, root_plan(size)))
+        root = root_at(size, await repository.fetch_nodes(conn, root_plan(size)))
         signed: SignedCheckpoint = sign_checkpoint(
             CheckpointData(
                 origin=ctx.keys.key_name, tree_size=size, root_hash=root, chain_head=chain_head, timestamp=iso(tx.now)

@@ -76,7 +76,7 @@ async def get_receipt(
         cp = await witnessing.decorate(conn, ctx, cp)
     n = int(cp["tree_size"])
     _, _, nodes = await asyncio.to_thread(
-        checkpoints.read_for_proof, ctx.engines.sync_reader, lambda size, _cp: inclusion_proof_plan(seq, n)
+        repository.read_for_proof, ctx.engines.sync_reader, lambda size, _cp: inclusion_proof_plan(seq, n)
     )
     text = build_tlog_proof(seq, inclusion_proof(seq, n, nodes), cp["note"], entry.encode("utf-8"))
     return PlainTextResponse(text, media_type="text/plain; charset=utf-8")

@@ -115,7 +115,7 @@ async def get_inclusion_proof(
         return inclusion_proof_plan(seq, n) + [(0, seq)]
 
     size, _, nodes = await asyncio.to_thread(
-        checkpoints.read_for_proof, ctx.engines.sync_reader, plan, tree_size is None
+        repository.read_for_proof, ctx.engines.sync_reader, plan, tree_size is None
     )
     n = chosen["n"]
     if n > size:
@@ -136,7 +136,7 @@ async def get_consistency_proof(
     if first > second:
         raise Unprocessable("first must not exceed second.", "invalid_range")
     size, _, nodes = await asyncio.to_thread(
-        checkpoints.read_for_proof,
+        repository.read_for_proof,
         ctx.engines.sync_reader,
         lambda size, _cp: consistency_proof_plan(first, second) if second <= size else [],
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections import namedtuple
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,18 +19,9 @@ from ledger.checkpoint import verify_checkpoint_json
 from ledger.hashing import node_hash
 from ledger.verify import ChainReport, verify_chunks
 from service.db.engine import sync_url
-from service.db.models import Card, Checkpoint, LedgerEntry, LedgerHead
+from service.ledger_api import repository
 from service.ledger_api.checkpoints import _out
 from service.ledger_api.walk import Sums, absolute, connect, entry_chunks, snapshot_cursor
-
-entries_t = LedgerEntry.__table__
-cards_t = Card.__table__
-head_t = LedgerHead.__table__
-cp_t = Checkpoint.__table__
-
-CHECKPOINT_COLS = ("tree_size", "root_hash", "chain_head", "timestamp", "note", "signature", "key_id")
-_Checkpoint = namedtuple("_Checkpoint", CHECKPOINT_COLS)
-
 
 SPLIT_FROM = 200_000  # below this a single walk is quicker than starting a second process
 
@@ -56,27 +46,34 @@ def verify_ledger_sync(
         dbapi.close()
 
 
-def _start_tail_walk(url: str, start: int, end: int, snapshots: list[int], check_sums: bool):
+def _start_tail_walk(url: str, is_pg: bool, start: int, end: int, snapshots: list[int], check_sums: bool):
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.ledger_api.verify_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=str(Path(__file__).resolve().parents[2]),
     )
-    proc.stdin.write(
-        orjson.dumps(
-            {"url": absolute(url), "start": start, "end": end, "snapshots": snapshots, "check_sums": check_sums}
-        )
-    )
+    task = {
+        "url": absolute(url),
+        "start": start,
+        "end": end,
+        "snapshots": snapshots,
+        "check_sums": check_sums,
+        "start_head": repository.chain_hash_at(is_pg, start - 1),
+        "entries": repository.walk_entries(is_pg, start, end),
+    }
+    proc.stdin.write(orjson.dumps(task))
     proc.stdin.close()
     return proc
 
 
-def _split_walk(chunks_until, url: str, n: int, progress, snapshot: list[int], check_sums: bool, sums: Sums):
+def _split_walk(
+    chunks_until, url: str, is_pg: bool, n: int, progress, snapshot: list[int], check_sums: bool, sums: Sums
+):
     """Walk [0, k) here and [k, n) in a second process, k the largest power of two below n: the two
     cores hash at once, and RFC 9162 makes the root of [0, n) H(0x01 || root[0,k) || root[k,n))."""
     k = 1 << ((n - 1).bit_length() - 1)
-    tail = _start_tail_walk(url, k, n, [m for m in snapshot if m > k], check_sums)
+    tail = _start_tail_walk(url, is_pg, k, n, [m for m in snapshot if m > k], check_sums)
     left = verify_chunks(chunks_until(k), progress, 100_000, [m for m in snapshot if m <= k])
     out = tail.stdout.read()
     tail.wait()
@@ -107,25 +104,18 @@ def _verify(
     url: str = "",
     split_from: int = SPLIT_FROM,
 ) -> dict:
-    cur.execute("SELECT size, head FROM ledger_head WHERE id = 1")
-    head_row = cur.fetchone()
-    cur.execute(f"SELECT {', '.join(CHECKPOINT_COLS)} FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
-    cp = cur.fetchone()
-    cp_row = _Checkpoint(*cp) if cp else None
+    head_row = repository.head_row(cur)
+    cp_row = repository.latest_checkpoint(cur)
     snapshot = [int(cp_row.tree_size)] if cp_row is not None else []
     sums = Sums()
     n_head = int(head_row[0]) if head_row else 0
-    p = "%s" if is_pg else "?"
-    beyond = 0
-    if head_row is not None:
-        cur.execute(f"SELECT COUNT(*) FROM ledger_entries WHERE seq >= {p}", (n_head,))
-        beyond = int(cur.fetchone()[0])
+    beyond = repository.entries_from(cur, is_pg, n_head) if head_row is not None else 0
 
     def chunks_until(limit: int | None):
-        return entry_chunks(dbapi, is_pg, None, limit, sums if check_sums else None)
+        return entry_chunks(dbapi, is_pg, repository.walk_entries(is_pg, None, limit), sums if check_sums else None)
 
     if url and n_head >= split_from and beyond == 0 and n_head > 1:
-        report = _split_walk(chunks_until, url, n_head, progress, snapshot, check_sums, sums)
+        report = _split_walk(chunks_until, url, is_pg, n_head, progress, snapshot, check_sums, sums)
     else:
         report = verify_chunks(chunks_until(None), progress, 100_000, snapshot)
     problems: list[str] = []
@@ -163,9 +153,8 @@ def _verify(
                 problems.append(f"the latest checkpoint's signature does not verify: {exc}")
     result["checks"] = checks
     if check_sums and report.ok:
-        cur.execute("SELECT id, price, released, refunded, held FROM cards")
         seen = set()
-        for card_id, price, released, refunded, held in cur.fetchall():
+        for card_id, price, released, refunded, held in repository.card_balances(cur):
             seen.add(card_id)
             s = sums.cards.get(card_id, [0, 0, 0, 0])
             if s != [price, released, refunded, held]:

@@ -1,13 +1,11 @@
-"""Reading the ledger for a whole walk, with the bare database driver.
+"""Reading the ledger for a whole walk, with the bare database driver: the connection, its one snapshot,
+the streaming read of the entries a chunk at a time, and the per-card sums.
 
 No SQLAlchemy and no service settings here: the second process of a split walk
 (`verify_worker`) imports only this, the driver and `ledger`, so it starts in a
-few tens of milliseconds instead of the better part of a second.
-
-On SQLite the walk reads `canonical` as bytes (`CAST(... AS BLOB)`): the exact
-UTF-8 that was hashed, with no decoding into a str and back. On PostgreSQL a
-binary cursor reads it as text (quicker there than `convert_to`); the walk
-hashes a str's UTF-8.
+few tens of milliseconds instead of the better part of a second. The statements
+it runs are the ledger repository's (`repository.walk_entries`), made by the
+process that starts the walk.
 """
 
 from __future__ import annotations
@@ -86,22 +84,11 @@ def snapshot_cursor(dbapi, is_pg: bool):
     return cur
 
 
-def entry_chunks(dbapi, is_pg: bool, lo: int | None, hi: int | None, sums: Sums | None) -> Iterator[list]:
-    """Rows (seq, canonical bytes, leaf_hash, chain_hash) of seq in [lo, hi), in seq order, CHUNK at a time."""
-    text = "canonical" if is_pg else "CAST(canonical AS BLOB)"
-    p = "%s" if is_pg else "?"
-    where, args = [], []
-    if lo is not None:
-        where.append(f"seq >= {p}")
-        args.append(lo)
-    if hi is not None:
-        where.append(f"seq < {p}")
-        args.append(hi)
-    sql = (
-        f"SELECT seq, {text}, leaf_hash, chain_hash FROM ledger_entries"
-        f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq"
-    )
-    cur = dbapi.cursor(name=f"ledger_walk_{lo}", binary=True) if is_pg else dbapi.cursor()  # bytea raw, not hex
+def entry_chunks(dbapi, is_pg: bool, statement: tuple[str, list], sums: Sums | None) -> Iterator[list]:
+    """The rows `statement` (`repository.walk_entries`: seq, canonical bytes, leaf_hash, chain_hash, in seq
+    order) reads, CHUNK at a time, adding each entry's money to `sums`."""
+    sql, args = statement
+    cur = dbapi.cursor(name="ledger_walk", binary=True) if is_pg else dbapi.cursor()  # bytea raw, not hex
     try:
         cur.execute(sql, args)
         fetch = cur.fetchmany

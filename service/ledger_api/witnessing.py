@@ -18,24 +18,19 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-from sqlalchemy import desc, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.cosignature import VKey, parse_vkey, verify_cosignature
 from ledger.merkle import consistency_proof, consistency_proof_plan
 from ledger.note import CheckpointError, parse_checkpoint_body, parse_note
 from ledger.witness import add_checkpoint_body
-from service.db.models import Alert, Checkpoint, WitnessCosignature, WitnessState
+from service.alerts import repository as alerts
 from service.db.writer import Tx
 from service.health.service import create_alert
 from service.http.context import AppContext
-from service.ledger_api.checkpoints import fetch_nodes
+from service.ledger_api import repository
 
 log = logging.getLogger("escrow.witnesses")
-cosig_t = WitnessCosignature.__table__
-wstate_t = WitnessState.__table__
-cp_t = Checkpoint.__table__
-alerts_t = Alert.__table__
 ALERT_KIND = "witness_quorum_missing"
 MAX_BACKOFF_MS = 60_000
 
@@ -93,8 +88,7 @@ def public_witnesses(ctx: AppContext) -> dict:
 
 async def cosignatures_for(conn, ctx: AppContext, tree_size: int) -> list[dict]:
     """Stored cosignatures of the checkpoint at `tree_size`, by configured witnesses, in configuration order."""
-    rows = (await conn.execute(select(cosig_t).where(cosig_t.c.tree_size == tree_size))).all()
-    by_vkey = {r.witness: r for r in rows}
+    by_vkey = {r.witness: r for r in await repository.cosignatures(conn, tree_size)}
     return [
         {
             "name": w.name,
@@ -129,45 +123,31 @@ def _now_ms() -> int:
 
 async def _ensure_state_rows(ctx: AppContext, ws: list[WitnessConfig]) -> dict[str, object]:
     async with ctx.engines.reader.connect() as conn:
-        rows = {r.witness: r for r in (await conn.execute(select(wstate_t))).all()}
+        rows = await repository.witness_states(conn)
     for w in ws:
         if w.vkey_text not in rows:
             try:
                 async with ctx.engines.writer.begin() as conn:
-                    await conn.execute(
-                        insert(wstate_t).values(witness=w.vkey_text, last_size=0, failures=0, retry_after_ms=0)
-                    )
+                    await repository.add_witness_state(conn, w.vkey_text)
             except IntegrityError:
                 pass  # another replica made it
     async with ctx.engines.reader.connect() as conn:
-        return {r.witness: r for r in (await conn.execute(select(wstate_t))).all()}
+        return await repository.witness_states(conn)
 
 
 async def _set_state(ctx: AppContext, w: WitnessConfig, **values) -> None:
     async with ctx.engines.writer.begin() as conn:
-        await conn.execute(update(wstate_t).where(wstate_t.c.witness == w.vkey_text).values(**values))
+        await repository.set_witness_state(conn, w.vkey_text, **values)
 
 
 async def _record_success(ctx: AppContext, w: WitnessConfig, size: int, line: str, timestamp: int) -> None:
     try:
         async with ctx.engines.writer.begin() as conn:
-            await conn.execute(
-                insert(cosig_t).values(tree_size=size, witness=w.vkey_text, line=line, cosigned_at=timestamp)
-            )
+            await repository.add_cosignature(conn, size, w.vkey_text, line, timestamp)
     except IntegrityError:
         pass  # another replica stored this witness's cosignature of this checkpoint first
     async with ctx.engines.writer.begin() as conn:
-        # Never move a witness's size back: another replica may already have had a later checkpoint cosigned.
-        await conn.execute(
-            update(wstate_t)
-            .where(wstate_t.c.witness == w.vkey_text, wstate_t.c.last_size <= size)
-            .values(last_size=size)
-        )
-        await conn.execute(
-            update(wstate_t)
-            .where(wstate_t.c.witness == w.vkey_text)
-            .values(failures=0, retry_after_ms=0, last_error=None)
-        )
+        await repository.witness_cosigned(conn, w.vkey_text, size)
 
 
 async def _record_failure(ctx: AppContext, w: WitnessConfig, failures: int, error: str) -> None:
@@ -180,7 +160,7 @@ async def _proof(ctx: AppContext, old: int, size: int) -> list[bytes]:
     if old == 0 or old == size:
         return []
     async with ctx.engines.reader.connect() as conn:
-        nodes = await fetch_nodes(conn, consistency_proof_plan(old, size))
+        nodes = await repository.fetch_nodes(conn, consistency_proof_plan(old, size))
     return consistency_proof(old, size, nodes)
 
 
@@ -227,12 +207,7 @@ async def _ask(ctx: AppContext, client: httpx.AsyncClient, w: WitnessConfig, sta
 async def _alert_op(tree_size: int, have: list[str], missing: list[str], quorum: int):
     async def op(tx: Tx) -> bool:
         seq = tree_size - 1
-        exists = (
-            await tx.conn.execute(
-                select(alerts_t.c.id).where(alerts_t.c.kind == ALERT_KIND, alerts_t.c.ledger_seq == seq).limit(1)
-            )
-        ).first()
-        if exists:
+        if await alerts.exists(tx.conn, ALERT_KIND, seq):
             return False
         reasons = [{"tree_size": tree_size, "cosigned_by": have, "missing": missing, "quorum": quorum}]
         # The one way an alert is raised: its row, its alert.created event, the long-polls woken after commit.
@@ -248,15 +223,11 @@ async def witness_latest(ctx: AppContext, client: httpx.AsyncClient | None = Non
     if not ws:
         return None
     async with ctx.engines.reader.connect() as conn:
-        row = (
-            await conn.execute(select(cp_t.c.tree_size, cp_t.c.note).order_by(desc(cp_t.c.tree_size)).limit(1))
-        ).first()
+        row = await repository.checkpoint_row(conn)
         if row is None or int(row.tree_size) == 0:
             return None
         size = int(row.tree_size)
-        done = {
-            r.witness for r in (await conn.execute(select(cosig_t.c.witness).where(cosig_t.c.tree_size == size))).all()
-        }
+        done = await repository.cosigning_witnesses(conn, size)
     parse_checkpoint_body(parse_note(row.note).body)
     states = await _ensure_state_rows(ctx, ws)
     now = _now_ms()
@@ -277,8 +248,8 @@ async def witness_latest(ctx: AppContext, client: httpx.AsyncClient | None = Non
     if len(have) < quorum and tried_all:
         missing = [w.name for w in ws if results.get(w.name) != "cosigned"]
         async with ctx.engines.reader.connect() as conn:
-            newest = (await conn.execute(select(cp_t.c.tree_size).order_by(desc(cp_t.c.tree_size)).limit(1))).scalar()
-        if int(newest) == size:  # a later checkpoint superseded this one: it is that one's quorum that counts
+            newest = await repository.latest_checkpoint_size(conn, -1)
+        if newest == size:  # a later checkpoint superseded this one: it is that one's quorum that counts
             await ctx.writer.run(await _alert_op(size, have, missing, quorum))
     return {"tree_size": size, "results": results, "cosigned": len(have), "witnessed": len(have) >= quorum}
 

@@ -142,19 +142,24 @@ def _sqlite_snapshot(src_path: Path, dest_path: Path) -> dict:
         if ok != "ok":
             raise BackupError(f"the copied database fails SQLite's quick_check: {ok}")
         dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-        return _ledger_state(dst.execute)
+        return _ledger_state(dst.cursor())
     finally:
         dst.close()
 
 
-def _ledger_state(execute) -> dict:
-    head = execute("SELECT size, head FROM ledger_head WHERE id = 1").fetchone()
-    cp = execute("SELECT max(tree_size) FROM checkpoints").fetchone()
-    rev = execute("SELECT version_num FROM alembic_version").fetchone()
+def _ledger_state(cur) -> dict:
+    """What the manifest states of the snapshot `cur` (a DB-API cursor) reads: the ledger's head and latest
+    checkpoint (the ledger repository's statements) and the schema revision (Alembic's own table)."""
+    from service.ledger_api import repository
+
+    head = repository.head_row(cur)
+    cp = repository.latest_checkpoint(cur)
+    cur.execute("SELECT version_num FROM alembic_version")
+    rev = cur.fetchone()
     return {
         "tree_size": int(head[0]) if head else 0,
         "chain_head": bytes(head[1]).hex() if head else None,
-        "checkpoint_tree_size": int(cp[0]) if cp and cp[0] is not None else None,
+        "checkpoint_tree_size": int(cp.tree_size) if cp else None,
         "schema_revision": rev[0] if rev else None,
     }
 
@@ -165,7 +170,7 @@ def _pg_snapshot(url: str, dest_path: Path) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        state = _ledger_state(conn.execute)
+        state = _ledger_state(conn.cursor())
         # pg_dump reads the very snapshot the manifest describes, while this transaction stays open.
         _run(
             [

@@ -2,7 +2,10 @@
 `/regulator` for the desk; their static files; the session sign-in and sign-out exchanges; the API proxy.
 
 Pages are rendered from what the JSON API answers to the signed-in party (called in process with its
-token), so a page shows exactly what that party's token may read and nothing else.
+token), so a page shows exactly what that party's token may read and nothing else. The one exception: the
+regulator's pages read merchants' names through the repositories (`alerts.merchant_names`, `merchants.get`),
+only once the API accepted the regulator's token, because the public directory no longer lists a merchant
+that defaulted or closed, while its alerts and its page stay on the desk.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from service.alerts import repository as alerts
+from service.http.common import read
+from service.merchants import repository as merchants
 from service.pages import web
 from service.pages.web import api, api_json, render, session_token
 
@@ -32,10 +38,6 @@ def _redirect(to: str) -> Response:
 
 def _error_page(request: Request, portal: str | None, status: int, message_key: str) -> Response:
     return render(request, portal, "error.html", status=status, message=web.catalog(web.lang_of(request))[message_key])
-
-
-def _json_error(status: int, code: str, message: str) -> Response:
-    return web.secure_headers(JSONResponse({"error": {"code": code, "message": message}}, status))
 
 
 def _idem() -> str:
@@ -74,7 +76,7 @@ async def _post(
 async def static(name: str):
     path = STATIC_FILES.get(name)
     if path is None:
-        return _json_error(404, "not_found", "No such file.")
+        return web.json_error(404, "not_found", "No such file.")
     response = FileResponse(path, media_type=TYPES.get(path.suffix, "application/octet-stream"))
     web.secure_headers(response)
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -84,7 +86,7 @@ async def static(name: str):
 @router.api_route("/{portal}/api/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE"])
 async def api_proxy(portal: str, rest: str, request: Request):
     if portal not in web.PORTAL_COOKIES:
-        return _json_error(404, "not_found", "No such page.")
+        return web.json_error(404, "not_found", "No such page.")
     return await web.proxy(request, portal, rest)
 
 
@@ -175,13 +177,13 @@ async def app_home(request: Request):
 async def app_signin(request: Request):
     """Phone + code (SPEC §8) for a session cookie: sign in, or register when a name is given."""
     if not web.csrf_ok(request, "app", request.headers.get("x-csrf-token")):
-        return _json_error(403, "csrf_failed", "Reload the page.")
+        return web.json_error(403, "csrf_failed", "Reload the page.")
     try:
         body = await request.json()
         phone, vid, code = str(body["phone"]), str(body["verification_id"]), str(body["code"])
         name = str(body.get("name") or "").strip()
     except Exception:
-        return _json_error(400, "invalid_body", "Give phone, verification_id and code.")
+        return web.json_error(400, "invalid_body", "Give phone, verification_id and code.")
     if name:
         r = await api(
             request,
@@ -194,14 +196,9 @@ async def app_signin(request: Request):
             request, "POST", "/v1/consumers/sessions", json_body={"phone": phone, "verification_id": vid, "code": code}
         )
     if r.status_code != 201:
-        return web.secure_headers(
-            JSONResponse(
-                r.json()
-                if r.headers.get("content-type", "").startswith("application/json")
-                else {"error": {"code": "sign_in_failed", "message": "Sign-in failed."}},
-                r.status_code,
-            )
-        )
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return web.secure_headers(JSONResponse(r.json(), r.status_code))  # the API's own error body
+        return web.json_error(r.status_code, "sign_in_failed", "Sign-in failed.")
     response = web.secure_headers(JSONResponse({"signed_in": True}, 201))
     web.set_session(request, response, "app", r.json()["token"])
     return response
@@ -315,7 +312,7 @@ async def app_card_qr(card_id: str, request: Request):
     """The card's QR code (its id), for the merchant's counter to scan."""
     token, card = await _card_for_refund(request, card_id)
     if card is None:
-        return _json_error(404, "card_not_found", "No such card.")
+        return web.json_error(404, "card_not_found", "No such card.")
     return _svg(card["id"])
 
 
@@ -378,7 +375,7 @@ async def merchant_ask_qr(redemption_id: str, request: Request):
     token = session_token(request, "merchant")
     r = await api_json(request, f"/v1/redemptions/{redemption_id}", token) if token else None
     if r is None:
-        return _json_error(404, "redemption_not_found", "No such redemption.")
+        return web.json_error(404, "redemption_not_found", "No such redemption.")
     return _svg(f"{request.base_url}app/r/{r['id']}")
 
 
@@ -410,7 +407,16 @@ async def regulator_home(request: Request):
         merchants.sort(key=lambda m: (m["category"], CODE_RANK.get(m["code"], 3)))
     categories = sorted({m["category"] for m in await _directory(request)})
     filters = {"code": code, "category": category, "sort": sort}
-    return render(request, "regulator", "regulator_home.html", merchants=merchants, categories=categories, **filters)
+    alert_names = await read(request.app.state.ctx, alerts.merchant_names)
+    return render(
+        request,
+        "regulator",
+        "regulator_home.html",
+        merchants=merchants,
+        categories=categories,
+        alert_names=alert_names,
+        **filters,
+    )
 
 
 @router.post("/regulator/session")
@@ -447,7 +453,7 @@ async def regulator_merchant(merchant_id: str, request: Request):
         await api_json(request, "/v1/complaints", token, {"merchant_id": merchant_id, "limit": 100}, {"items": []})
     )["items"]
     history = await _all_alerts(request, token, merchant_id)
-    names = await _names(request)
+    merchant = await read(request.app.state.ctx, merchants.get, merchant_id)  # listed or not: the desk names it
     return render(
         request,
         "regulator",
@@ -455,7 +461,7 @@ async def regulator_merchant(merchant_id: str, request: Request):
         health=health,
         complaints=complaints,
         history=history,
-        name=names.get(merchant_id, merchant_id),
+        name=merchant.name if merchant is not None else merchant_id,
         done=request.query_params.get("done"),
     )
 

@@ -23,8 +23,10 @@ from urllib.parse import parse_qs
 
 import httpx
 from fastapi import Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from service.http.errors import error_response
 
 HERE = Path(__file__).resolve().parent
 LANGS = ("zh", "en")
@@ -178,6 +180,11 @@ def secure_headers(response: Response) -> Response:
     return response
 
 
+def json_error(status: int, code: str, message: str) -> Response:
+    """A JSON error answer of the pages: the API's one error body (`errors.error_body`), the pages' headers."""
+    return secure_headers(error_response(status, code, message))
+
+
 def set_session(request: Request, response: Response, portal: str, token: str) -> None:
     response.set_cookie(
         PORTAL_COOKIES[portal],
@@ -243,17 +250,7 @@ FORWARDED = ("content-type", "idempotency-key")
 async def proxy(request: Request, portal: str, rest: str) -> Response:
     """Forward `/{portal}/api/v1/...` to `/v1/...` with the session's token; unsafe methods need the CSRF token."""
     if request.method in UNSAFE and not csrf_ok(request, portal, request.headers.get("x-csrf-token")):
-        return secure_headers(
-            JSONResponse(
-                {
-                    "error": {
-                        "code": "csrf_failed",
-                        "message": "The page's CSRF token is missing or wrong: reload the page.",
-                    }
-                },
-                403,
-            )
-        )
+        return json_error(403, "csrf_failed", "The page's CSRF token is missing or wrong: reload the page.")
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     token = session_token(request, portal)
     if token:

@@ -5,15 +5,11 @@ are usually answered by the redemption fast path in front of FastAPI, with the s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.cards.schemas import EmptyBody
-from service.db.writer import Tx
+from service.http.common import Ctx, answer, caller
 from service.http.context import AppContext, get_ctx
 from service.http.errors import NotFound, responses
 from service.redemptions import repository, service
@@ -23,34 +19,6 @@ from service.security.idempotency import mutate
 
 router = APIRouter(prefix="/v1/redemptions", tags=["redemptions"])
 ANSWER_ERRORS = responses(400, 401, 403, 404, 409)
-
-
-@dataclass(frozen=True)
-class Write:
-    """What a write route needs beside its body: the request (its Idempotency-Key), the context, the caller."""
-
-    request: Request
-    ctx: AppContext
-    who: Principal
-
-    async def run(self, body: Any, status: int, call: Callable[[Tx], Awaitable[dict]]) -> Response:
-        """`status` with what `call(tx)` returns, through the writer; a repeated Idempotency-Key replays it."""
-
-        async def op(tx: Tx):
-            return status, await call(tx)
-
-        return await mutate(self.ctx, self.request, self.who, {} if body is None else body, op)
-
-
-def write_by(*roles: str):
-    """The dependency giving a `Write` by a caller in one of `roles`."""
-
-    async def dependency(
-        request: Request, ctx: AppContext = Depends(get_ctx), who: Principal = Depends(require(*roles))
-    ) -> Write:
-        return Write(request, ctx, who)
-
-    return dependency
 
 
 ANY_PARTY = require("consumer", "merchant", "regulator", "auditor", "operator")
@@ -76,26 +44,33 @@ async def get_redemption(redemption_id: str, ctx: AppContext = Depends(get_ctx),
 
 
 @router.post("/{redemption_id}/confirm", response_model=ConfirmedRedemption, responses=ANSWER_ERRORS)
-async def confirm(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
+async def confirm(
+    redemption_id: str, request: Request, ctx: Ctx, who: caller("consumer"), body: EmptyBody | None = None
+):
     """Confirm: the principal share moves to the merchant; the answer's `ledger_seq` is the receipt."""
-    return await w.run(body, 200, lambda tx: service.confirm(tx, w.who.party_id, redemption_id))
+    return await mutate(ctx, request, who, body or {}, answer(200, service.confirm, who.party_id, redemption_id))
 
 
 @router.post("/{redemption_id}/reject", response_model=Redemption, responses=ANSWER_ERRORS)
-async def reject(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("consumer"))):
+async def reject(
+    redemption_id: str, request: Request, ctx: Ctx, who: caller("consumer"), body: EmptyBody | None = None
+):
     """Reject: the hold is voided and the money stays in escrow."""
-    return await _void(w, body, redemption_id, "rejected")
+    return await _void(request, ctx, who, body, redemption_id, "rejected")
 
 
 @router.post("/{redemption_id}/cancel", response_model=Redemption, responses=ANSWER_ERRORS)
-async def cancel(redemption_id: str, body: EmptyBody | None = None, w: Write = Depends(write_by("merchant"))):
+async def cancel(
+    redemption_id: str, request: Request, ctx: Ctx, who: caller("merchant"), body: EmptyBody | None = None
+):
     """The merchant withdraws a pending ask."""
-    return await _void(w, body, redemption_id, "cancelled")
+    return await _void(request, ctx, who, body, redemption_id, "cancelled")
 
 
-async def _void(w: Write, body: EmptyBody | None, redemption_id: str, status: str) -> Response:
+async def _void(
+    request: Request, ctx: AppContext, who: Principal, body: EmptyBody | None, redemption_id: str, status: str
+) -> Response:
     """The caller's own pending ask ends unanswered (rejected by its consumer, cancelled by its merchant)."""
-    party_field = "consumer_id" if w.who.role == "consumer" else "merchant_id"
-    return await w.run(
-        body, 200, lambda tx: service.settle_without_release(tx, redemption_id, party_field, w.who.party_id, status)
-    )
+    party_field = "consumer_id" if who.role == "consumer" else "merchant_id"
+    rule = answer(200, service.settle_without_release, redemption_id, party_field, who.party_id, status)
+    return await mutate(ctx, request, who, body or {}, rule)

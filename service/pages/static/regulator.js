@@ -2,13 +2,13 @@
 "use strict";
 (function () {
   var list = document.getElementById("alerts"), empty = document.getElementById("alerts-empty");
-  var names = {};
+  var names = JSON.parse(list.dataset.names || "{}");  // every merchant the feed names, as the desk was rendered
   document.querySelectorAll("#merchants a[href^='/regulator/merchants/']").forEach(function (a) {
     names[a.getAttribute("href").split("/").pop()] = a.textContent;
   });
   var after = null;
 
-  async function learnNames() {  // the public directory names the merchants the table does not show
+  async function learnNames() {  // and the directory, for merchants whose first alert comes later
     var r = await Esc.call("GET", "/v1/merchants?limit=200");
     if (r.ok) (r.body.items || []).forEach(function (m) { if (!names[m.id]) names[m.id] = m.name; });
   }
