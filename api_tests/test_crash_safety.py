@@ -485,13 +485,32 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
         up.set()
         parked = [0]
 
+        moved = asyncio.Event()  # a worker parked, or its task ended
+
         async def gate():
             if not up.is_set():
                 parked[0] += 1
+                moved.set()
                 try:
                     await asyncio.wait_for(up.wait(), 180)
                 finally:
                     parked[0] -= 1
+
+        async def all_stopped(tasks) -> bool:
+            """Wait until every worker is parked at the gate or has ended (its deadline passed: on a
+            loaded machine that can come mid-run); a worker's failure is raised. Bounded: 180 s."""
+            end = time.monotonic() + 180
+            while True:
+                moved.clear()
+                for t in tasks:
+                    if t.done():
+                        t.result()
+                if parked[0] + sum(t.done() for t in tasks) >= WORKERS:
+                    return True
+                try:
+                    await asyncio.wait_for(moved.wait(), max(0.0, end - time.monotonic()))
+                except TimeoutError:
+                    return False
 
         workers = [
             Worker(i, world, http, consumers[i], merchants[i % 2], products[i % 2], gate, random.Random(rng.random()))
@@ -499,6 +518,8 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
         ]
         deadline = time.monotonic() + 240
         tasks = [asyncio.create_task(w.run(deadline)) for w in workers]
+        for t in tasks:
+            t.add_done_callback(lambda _: moved.set())
         checked = 0
         verify_lines = []
         for kill in range(KILLS):
@@ -513,11 +534,7 @@ async def test_sigkill_mid_load_loses_nothing(capsys, rng):
                     t.result()  # a worker's assertion fails the test now
             server.kill()
             up.clear()
-            for _ in range(200):
-                if parked[0] == WORKERS:
-                    break
-                await asyncio.sleep(0.05)
-            assert parked[0] == WORKERS, "workers did not stop after the kill"
+            assert await all_stopped(tasks), "workers did not stop after the kill"
             # The state the kill left: verify the ledger while the server restarts (no traffic meanwhile).
             verify = asyncio.create_task(verify_subprocess(server.env))
             await server.start()

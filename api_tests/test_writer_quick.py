@@ -305,8 +305,8 @@ async def test_requests_that_arrive_while_a_batch_waits_for_the_head_join_it(cli
     gate = threading.Event()
     original = writer._lock_head
 
-    async def slow_lock(conn, run):
-        found = await original(conn, run)
+    async def slow_lock(conn, run, *rest):
+        found = await original(conn, run, *rest)
         if run:  # the batch under test: it holds the head now; make it wait as if for another replica
             locked.set()
             gate.wait(10)
@@ -501,3 +501,75 @@ async def test_a_quick_operation_may_not_use_sqlalchemy_nor_read_a_deferred_row_
         return tx.conn.raw.one("SELECT payment_reference FROM cards WHERE id = ?", (card_id,))[0]
 
     assert await ctx.writer.run(read) == "careful"
+
+
+async def test_a_batch_reads_its_keys_once_and_still_sees_a_key_stored_meanwhile(client, ctx, monkeypatch):
+    """A keyed batch reads its Idempotency-Keys once: before it waits for the ledger head, and not again
+    under it unless another connection may have stored one since (SQLite: PRAGMA data_version moved;
+    PostgreSQL: the head was held by another batch). A key stored in between is then found, and its
+    request answered from it: nothing is done twice."""
+    from service.db import raw as raw_module
+
+    gym, people, cards = await _shop(client, 2)
+    key_reads = []
+    original_query = raw_module.Raw._keys_query
+
+    def counting_query(self, keys):
+        key_reads.append(list(keys))
+        return original_query(self, keys)
+
+    monkeypatch.setattr(raw_module.Raw, "_keys_query", counting_query)
+    writer = ctx.writer
+    async with Held(ctx) as held:
+        r = await held.release([_ask(client, gym, card, uses=1, key=f"once-{i}") for i, card in enumerate(cards)])
+    assert [x.status_code for x in r] == [201, 201], [x.text for x in r]
+    assert len(key_reads) == 1 and len(key_reads[0]) == 2, key_reads  # one statement, both keys
+
+    # The same request under another key, which another connection stores (and commits) right after
+    # this batch's early read: as if another replica had answered it meanwhile.
+    first = await _ask(client, gym, cards[0], uses=2, key="first")
+    assert first.status_code == 201
+    with ctx.engines.sync_reader.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT caller, request_hash, status_code, response_body, created_at FROM idempotency_keys "
+            "WHERE key = 'first'"
+        ).one()
+    holder = ctx.engines.sync_reader.raw_connection()
+    cur = holder.cursor()
+    if not ctx.settings.is_sqlite:
+        cur.execute("SELECT size FROM ledger_head WHERE id = 1 FOR UPDATE")  # another replica's batch
+
+    def store_meanwhile() -> None:
+        marks = ("?" if ctx.settings.is_sqlite else "%s",) * 6
+        cur.execute(
+            "INSERT INTO idempotency_keys (caller, key, request_hash, status_code, response_body, created_at) "
+            f"VALUES ({', '.join(marks)})",
+            (stored[0], "second", *stored[1:]),
+        )
+        holder.commit()
+
+    seen = {"early": 0}
+    name = "stored_keys" if ctx.settings.is_sqlite else "found_keys"
+    original_early = getattr(raw_module.Raw, name)
+
+    def early_then_store(self, *args):
+        out = original_early(self, *args)
+        if not seen["early"]:
+            seen["early"] = 1
+            store_meanwhile()
+        return out
+
+    monkeypatch.setattr(raw_module.Raw, name, early_then_store)
+    quick, careful = writer.quick_batches, writer.careful_retries
+    key_reads.clear()
+    try:
+        second = await asyncio.wait_for(_ask(client, gym, cards[0], uses=2, key="second"), 20)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert seen["early"] == 1
+    assert second.status_code == 201 and second.json() == first.json(), second.text
+    assert second.headers.get("idempotent-replayed") == "true"
+    assert len(key_reads) == 2  # the early read, and again under the head
+    assert writer.careful_retries == careful and writer.quick_batches == quick + 1
+    assert (await get_card(client, people[0], cards[0]))["balance"]["units_held"] == 3  # 1, then 2 once

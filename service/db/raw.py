@@ -208,9 +208,7 @@ class Raw:
         (rows read in advance may be stale once other operations run)."""
         self.flush()
         self._pending = None
-        self._cards.clear()
-        self._rdms.clear()
-        self._keys.clear()
+        self.forget_prefetch()
 
     def mark(self) -> int:
         """Where the writes from here on start (an absolute statement count)."""
@@ -290,7 +288,12 @@ class Raw:
 
     # -- reads known in advance --------------------------------------------------------------------
     def prefetch(
-        self, card_ids: list[str], redemption_ids: list[str], keys: list[tuple[str, str]] = (), lead: str | None = None
+        self,
+        card_ids: list[str],
+        redemption_ids: list[str],
+        keys: list[tuple[str, str]] = (),
+        lead: str | None = None,
+        absent: frozenset = frozenset(),
     ) -> list[tuple] | None:
         """Read, in one statement each, the cards (with their merchant's status), the redemptions
         (with their card) and the Idempotency-Keys (as (caller, key)) a run of a batch's operations
@@ -298,14 +301,16 @@ class Raw:
         parameters run first, e.g. the lock on the ledger head), in one round trip. Returns `lead`'s
         rows. A row is kept only when it is the one operation of the run on that card: a second
         would have to see the first one's writes. Keys are kept all: a key stored by the run is
-        recorded as it is stored (`remember_key`)."""
+        recorded as it is stored (`store_key`). Keys in `absent` are known not to be stored (the
+        writer read them already, and nothing was committed since): they are not read again."""
         queries: list[tuple[str, tuple]] = [(lead, ())] if lead else []
+        wanted = [k for k in keys if k not in absent] if absent else keys
         if card_ids:
             queries.append((CARD_AND_MERCHANT_SELECT.replace("c.id = ?", self._in("c.id")), (self._ids(card_ids),)))
         if redemption_ids:
             queries.append((RDM_AND_CARD_SELECT.replace("r.id = ?", self._in("r.id")), (self._ids(redemption_ids),)))
-        if keys:
-            queries.append(self._keys_query(keys))
+        if wanted:
+            queries.append(self._keys_query(wanted))
         results = iter(self.reads(queries))
         led = next(results) if lead else None
         cards: dict[str, tuple[CardRow, str]] = {}
@@ -327,9 +332,23 @@ class Raw:
         self._cards = {k: v for k, v in cards.items() if uses.get(k) == 1}
         self._rdms = {k: v for k, v in rdms.items() if uses.get(k) == 1 and uses.get(v[1].id) == 1}
         if keys:
-            found = {(row[0], row[1]): tuple(row[2:]) for row in next(results)}
+            found = {(row[0], row[1]): tuple(row[2:]) for row in next(results)} if wanted else {}
             self._keys = {k: found.get(k) for k in keys}
         return led
+
+    def found_keys(self) -> dict[tuple[str, str], tuple]:
+        """The stored answers the last prefetch found, by (caller, key)."""
+        return {k: v for k, v in self._keys.items() if v is not None}
+
+    def forget_prefetch(self) -> None:
+        """Drop the rows read in advance (they were read without the lock)."""
+        self._cards.clear()
+        self._rdms.clear()
+        self._keys.clear()
+
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version`: it moves when another connection commits."""
+        return self.one("PRAGMA data_version")[0]
 
     def _keys_query(self, keys: list[tuple[str, str]]) -> tuple[str, tuple]:
         if self.is_pg:

@@ -22,12 +22,14 @@ error, an operation failing after its writes went out), the transaction is rolle
 whole batch runs again the careful way, so every operation gets exactly the answer it would have
 had alone. See `Writer` for how often an operation may run and what it may touch.
 
-Requests whose Idempotency-Key is already stored (retries) are answered before the batch takes
-the ledger head: the batch's keys are read in one statement first.
+Requests whose Idempotency-Key is already stored (retries) are answered before the batch waits for
+the ledger head: the batch's keys are read in one statement first (on PostgreSQL with the head
+taken only if it is free, `SKIP LOCKED`, and the first run's other reads), and not read again under
+the lock when that read still holds (see `Writer._early_replays`).
 
-On PostgreSQL a quick batch makes three round trips (four with keys: the early key read): the head
-lock with the first run's reads, the run's writes with the health-code read, and the ledger's
-writes with the COMMIT. The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
+On PostgreSQL a quick batch makes three round trips, with keys or without: the head lock with the
+first run's reads (and its keys), the run's writes with the health-code read, and the ledger's
+writes with the COMMIT (one more when another replica's batch holds the head). The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
 psycopg would send it alone, one more round trip). The pool does not ping the connection at checkout; a batch whose first
 statements find it dead (the database restarted) has sent nothing and runs again on a new
 connection.
@@ -444,9 +446,12 @@ class Writer:
             raw.begin_with_first_statement()  # PostgreSQL: no round trip for BEGIN alone
         if quick:
             batch.extend(self._drain(self.max_batch - len(batch)))
-            self._early_replays(sync_conn, raw, batch)
+            early = self._early_replays(sync_conn, raw, batch)
             if not batch:
+                raw.rollback()  # PostgreSQL: the head may have been locked with the keys' read
                 return [], []
+        else:
+            early = _NOTHING_EARLY
         b = _Batch(list(batch), quick)
         b.dbapi = sync_conn.dialect.loaded_dbapi
         b.dbapi_errors = (*_DB_ERRORS, b.dbapi.Error)
@@ -458,7 +463,7 @@ class Writer:
         with transaction:
             b.conn = TxConnection(sync_conn, raw)
             b.raw = raw
-            size, head = await self._lock_step(sync_conn, b)
+            size, head = await self._lock_step(sync_conn, b, early)
             frontier = await self._load_frontier(b.conn, size, head)
             b.tx = Tx(conn=b.conn, now=self.clock.now(), next_seq=size, risk_events=self.risk_events)
             if quick and len(batch) < self.max_batch:
@@ -478,19 +483,42 @@ class Writer:
             self.quick_batches += 1
         return b.results, callbacks
 
-    def _early_replays(self, sync_conn: Connection, raw: Raw, batch: list) -> None:
-        """Answer, before the ledger head is taken, the requests whose Idempotency-Key is already
-        stored (a retry of an answered request), all keys read with one statement; they leave the
-        batch. Keys not found are read again under the lock, with the run's other reads."""
+    def _early_replays(self, sync_conn: Connection, raw: Raw, batch: list) -> _Early:
+        """Answer, before the batch waits for the ledger head, the requests whose Idempotency-Key is
+        already stored (a retry of an answered request), all keys read with one statement; they leave
+        the batch. A retry never waits for another batch, here or on another replica.
+
+        What this read learnt is kept when it still holds under the lock, so that the keys are not
+        read twice: on PostgreSQL the read goes with `FOR UPDATE SKIP LOCKED` on the ledger head and
+        the first run's cards and redemptions (one round trip); when it got the head, every read of
+        the script was made under the lock and the lock step has nothing left to do. On SQLite the
+        keys not found stay not found if `PRAGMA data_version`, read before them, has not moved once
+        the batch holds the write lock (no other connection committed in between). Otherwise the
+        keys not found are read again under the lock, with the run's other reads."""
         keyed = [
             (i, r.key)
             for i, (op, _, _) in enumerate(batch)
             if (r := _reads_of(op)) is not None and r.key is not None and op.replay is not None
         ]
         if not keyed:
-            return
+            return _NOTHING_EARLY
+        keys = [k for _, k in keyed]
+        early = _Early()
         try:
-            stored = raw.stored_keys([k for _, k in keyed])
+            if self.is_sqlite:
+                early.version = raw.data_version()
+                stored = raw.stored_keys(keys)
+                early.absent = frozenset(k for k in keys if k not in stored)
+            else:
+                run = [r for r in (_reads_of(op) for op, _, _ in batch[: _first_run_end(batch)]) if r is not None]
+                cards, rdms, _ = _run_ids(run)
+                rows = raw.prefetch(cards, rdms, keys, lead=_LOCK_HEAD_PG_SKIP_LOCKED)
+                stored = raw.found_keys()
+                if rows:  # the head was free: it is this batch's now, and so is every read above
+                    size, head = rows[0]
+                    early.head = (int(size), bytes(head))
+                else:  # another replica's batch holds it (or there is none yet): read again under it
+                    raw.forget_prefetch()
         except Exception as exc:
             _check_stale(sync_conn, exc)  # a dead connection: the batch runs again on a new one
             log.debug("early read of idempotency keys failed", exc_info=True)
@@ -498,9 +526,9 @@ class Writer:
                 raw.rollback()
             except Exception:
                 pass
-            return
+            return _NOTHING_EARLY
         if not stored:
-            return
+            return early
         answered: list[tuple[Any, tuple[bool, Any]]] = []
         for i, key in keyed:
             row = stored.get(key)
@@ -514,17 +542,23 @@ class Writer:
         batch[:] = [item for item in batch if id(item) not in done]
         self.early_replays += len(answered)
         _answer([item for item, _ in answered], [result for _, result in answered], [])
+        return early
 
-    async def _lock_step(self, sync_conn: Connection, b: _Batch) -> tuple[int, bytes]:
+    async def _lock_step(self, sync_conn: Connection, b: _Batch, early: _Early) -> tuple[int, bytes]:
         """Read the test clock's offset and lock the ledger head; the first quick run's reads go with
-        the lock. Only reads go out here: a connection found dead can be replaced."""
+        the lock (unless the early read already took the head with them). Only reads go out here: a
+        connection found dead can be replaced."""
         first_run: list[Reads] = []
         if b.reads is not None and b.reads[0] is not None:
             b.run_end = _run_end(b.reads, 0)
             first_run = b.reads[: b.run_end]
         try:
             await self.clock.refresh(b.conn)
-            found = await self._lock_head(b.conn, first_run)
+            if early.head is not None:
+                found = early.head  # (the first run's reads were made with it: a part of the early run's)
+            else:
+                absent = early.absent if early.absent and b.raw.data_version() == early.version else frozenset()
+                found = await self._lock_head(b.conn, first_run, absent)
         except b.dbapi_errors as exc:
             _check_stale(sync_conn, exc)
             if first_run:
@@ -595,13 +629,16 @@ class Writer:
             raise
         return new_head
 
-    async def _lock_head(self, conn: TxConnection, run: list[Reads]) -> tuple[int, bytes]:
+    async def _lock_head(
+        self, conn: TxConnection, run: list[Reads], absent: frozenset = frozenset()
+    ) -> tuple[int, bytes]:
         """Lock the ledger head (replicas on one PostgreSQL take turns here; SQLite's BEGIN IMMEDIATE
-        already did) and read it, together with the reads of `run`, the batch's first quick run."""
+        already did) and read it, together with the reads of `run`, the batch's first quick run
+        (but for the keys in `absent`, known not to be stored)."""
         raw = conn.raw
         lock = _LOCK_HEAD_SQLITE if self.is_sqlite else _LOCK_HEAD_PG
         if run:
-            rows = raw.prefetch(*_run_ids(run), lead=lock)
+            rows = raw.prefetch(*_run_ids(run), lead=lock, absent=absent)
         else:
             rows = raw.reads([(lock, ())])[0]
         if not rows:
@@ -672,6 +709,19 @@ class Writer:
 
 _LOCK_HEAD_SQLITE = "SELECT size, head FROM ledger_head WHERE id = 1"
 _LOCK_HEAD_PG = _LOCK_HEAD_SQLITE + " FOR UPDATE"
+_LOCK_HEAD_PG_SKIP_LOCKED = _LOCK_HEAD_PG + " SKIP LOCKED"  # no row: another replica's batch holds it
+
+
+@dataclass(slots=True)
+class _Early:
+    """What a batch's early read of its Idempotency-Keys learnt (see Writer._early_replays)."""
+
+    head: tuple[int, bytes] | None = None  # PostgreSQL: the ledger head, locked by the early read
+    absent: frozenset = frozenset()  # SQLite: keys not found, still true if `version` has not moved
+    version: int | None = None  # SQLite: PRAGMA data_version just before the keys were read
+
+
+_NOTHING_EARLY = _Early()
 
 
 def _check_stale(sync_conn: Connection, exc: Exception) -> None:
@@ -696,6 +746,11 @@ def _run_ids(run: list[Reads]) -> tuple[list[str], list[str], list[tuple[str, st
         [r.redemption for r in run if r.redemption],
         [r.key for r in run if r.key is not None],
     )
+
+
+def _first_run_end(batch: list) -> int:
+    """How many of the batch's first operations form its first quick run."""
+    return next((j for j, (op, _, _) in enumerate(batch) if _reads_of(op) is None), len(batch))
 
 
 def _run_end(reads: list[Reads | None], start: int) -> int:
