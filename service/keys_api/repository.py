@@ -45,3 +45,9 @@ async def count_live(conn, party_id: str, now: datetime) -> int:
 
 async def party_exists(conn, table, party_id: str) -> bool:
     return (await conn.execute(select(table.c.id).where(table.c.id == party_id))).first() is not None
+
+
+async def token_row(conn, digest: str):
+    """(role, party_id, expires_at) of the key whose hash is `digest`, or None: what authentication reads."""
+    stmt = select(tokens_t.c.role, tokens_t.c.party_id, tokens_t.c.expires_at).where(tokens_t.c.token_hash == digest)
+    return (await conn.execute(stmt)).first()
