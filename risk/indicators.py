@@ -133,11 +133,13 @@ def compute_indicators(
         ("refund_consumers", refund_consumers),
         ("rejection_consumers", rejection_consumers),
     ):
-        _check(name, value)
+        if type(value) is not int or value < 0:  # the common case (a plain count) costs no call
+            _check(name, value)
 
     if complaints is None:
         complaints = window.complaints
-    _check("complaints", complaints)
+    if type(complaints) is not int or complaints < 0:
+        _check("complaints", complaints)
     # last7 / (prior / weeks) == last7 * weeks / prior; one floor at the end keeps it exact.
     surge = 0 if prior_weeks == 0 else ratio_bp(last_7_days_issued * prior_weeks, prior_8_weeks_issued)
 

@@ -344,6 +344,10 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
                 from service.health.service import reassess
 
                 await reassess(tx, m)
+        if tx is None:  # counters rewritten with no re-assessment: no stored row may be taken as current
+            from service.health.service import forget_fresh
+
+            forget_fresh()
         written = True
     return {
         "ok": not differences and not codes,
