@@ -30,20 +30,17 @@ async def test_a_repeated_body_and_a_refused_one_over_http(client):
     product = await publish_count(client, gym, price=10_000, uses=10)
     li = await register_consumer(client)
     card = await buy_card(client, li, product)
+    headers = {**gym["headers"], "Content-Type": "application/json"}
+
+    async def ask(body: bytes):
+        return await client.post(f"/v1/cards/{card['id']}/redemptions", content=body, headers=headers)
+
     holds = []
     for _ in range(3):
-        r = await client.post(
-            f"/v1/cards/{card['id']}/redemptions",
-            content=b'{"uses":1}',
-            headers={**gym["headers"], "Content-Type": "application/json"},
-        )
+        r = await ask(b'{"uses":1}')
         assert r.status_code == 201, r.text
         holds.append(r.json()["id"])
     assert len(set(holds)) == 3
     for _ in range(2):
-        r = await client.post(
-            f"/v1/cards/{card['id']}/redemptions",
-            content=b'{"uses":0}',
-            headers={**gym["headers"], "Content-Type": "application/json"},
-        )
+        r = await ask(b'{"uses":0}')
         assert r.status_code == 422, r.text

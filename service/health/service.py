@@ -11,12 +11,10 @@ and only a regulator lifts a delisting.
 from __future__ import annotations
 
 import time
-from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import desc, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, PolicyError, classify, compute_indicators, draw_inspections
 from risk.counters import COUNTER_FIELDS
@@ -25,17 +23,10 @@ from service.alerts import repository as alerts
 from service.complaints import repository as complaints
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.models import Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
 from service.event_log.service import emit
 from service.health import repository
 from service.http.errors import Unprocessable
-
-daily_t = MerchantDaily.__table__
-health_t = MerchantHealth.__table__
-complaints_t = Complaint.__table__
-merchants_t = Merchant.__table__
-policies_t = RiskPolicy.__table__
 
 COUNTERS = COUNTER_FIELDS  # the risk module names the counters; the daily rows keep one column each
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,8 +51,8 @@ class PolicyCache:
     async def get(self, conn) -> Policy:
         if self.policy is not None and time.monotonic() - self.loaded < self.ttl:
             return self.policy
-        row = (await conn.execute(select(policies_t.c.body).order_by(desc(policies_t.c.version)).limit(1))).first()
-        self.policy = Policy.from_dict(orjson.loads(row.body)) if row else DEFAULT_POLICY
+        body = await repository.latest_policy_body(conn)
+        self.policy = Policy.from_dict(orjson.loads(body)) if body else DEFAULT_POLICY
         self.loaded = time.monotonic()
         return self.policy
 
@@ -75,8 +66,9 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
     empty = MerchantCounters.zero()
     ind = compute_indicators(empty, empty, 0, 0, 0, 0, prior_weeks=0)
     a = classify(ind, policy)
-    await tx.conn.execute(
-        insert(health_t).values(
+    await repository.add_health(
+        tx.conn,
+        dict(
             merchant_id=merchant_id,
             code=a.code,
             since=tx.now,
@@ -88,7 +80,7 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
             reasons=orjson.dumps([r.to_dict() for r in a.reasons]).decode(),
             onboarded_day=day_of(tx.now),
             **{c: 0 for c in COUNTERS},
-        )
+        ),
     )
 
 
@@ -126,10 +118,10 @@ async def _apply_batch(tx: Tx) -> None:
             blind.add(merchant_id)  # a complaint changed or was filed: the counted complaints need the tables
     day = day_of(tx.now)
     counted = [(m, day, *(values.get(c, 0) for c in COUNTERS)) for m, values in sorted(per_merchant.items()) if values]
-    tx.conn.raw.many(_DAILY_UPSERT, counted)
+    repository.add_daily_counts(tx.conn.raw, counted)
     consumers = sorted({(m, kind, day, c) for m, kind, c in tx.batch_state.get("risk_consumers", [])})
     if consumers:
-        tx.conn.raw.many(_CONSUMER_DAY_INSERT, consumers)
+        repository.add_consumer_days(tx.conn.raw, consumers)
         for m, _, _, _ in consumers:
             per_merchant.setdefault(m, {})
             blind.add(m)  # distinct consumers in the window: only the table knows
@@ -137,78 +129,7 @@ async def _apply_batch(tx: Tx) -> None:
     await reassess_many(tx, per_merchant, by_counts=frozenset(m for m in per_merchant if m not in blind))
 
 
-# A consumer's first refund (or rejection) at a merchant on a day; later ones that day change nothing.
-_CONSUMER_DAY_INSERT = (
-    "INSERT INTO merchant_consumer_days (merchant_id, kind, day, consumer_id) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (merchant_id, kind, day, consumer_id) DO NOTHING"
-)
-
-
-# Today's counts of every merchant of a batch in one statement: a new row, or added to the row there.
-_DAILY_UPSERT = (
-    f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) VALUES (?, ?, {', '.join('?' * len(COUNTERS))}) "
-    "ON CONFLICT (merchant_id, day) DO UPDATE SET "
-    + ", ".join(f"{c} = merchant_daily.{c} + excluded.{c}" for c in COUNTERS)
-)
-
-_HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
-HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
-
-
-def _complaint_filters(policy: Policy) -> tuple[str, str]:
-    """(what to count, extra WHERE) for the complaints that count under the policy's defences."""
-    what = "DISTINCT c.consumer_id" if policy.complaint_once_per_consumer else "*"
-    where = " AND c.card_holder" if policy.complaint_needs_card else ""
-    return what, where
-
-
-def _state_sql(is_pg: bool, policy: Policy) -> str:
-    """One statement for the state of many merchants: each one's health row and merchant state, its counted
-    overdue complaints, counted complaints in the window, distinct refunding and rejecting consumers in the
-    window, and its window sums (at most a window's worth of daily rows each).
-
-    Parameters: now (overdue), the window's first instant (complaints), window start twice (refund and
-    rejection consumers), window start (once per counter), recent start; recent start, the weeks pair
-    (surge weeks, recent start) and recent start again for the prior weeks; the weeks pair; the lowest day
-    to read; the merchant ids (a list on PostgreSQL, a JSON array on SQLite)."""
-    least, greatest = ("LEAST", "GREATEST") if is_pg else ("MIN", "MAX")
-    # Whole weeks the merchant sold before the last 7 days, at most the policy's surge weeks (risk.indicators).
-    weeks = f"{greatest}(0, {least}(?, (? - h.onboarded_day + 1) / 7))"
-    ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
-    what, holder = _complaint_filters(policy)
-    kept = "" if policy.dismissed_complaints_count else " AND (c.resolution IS NULL OR c.resolution <> 'dismissed')"
-    people = (
-        "(SELECT COUNT(DISTINCT x.consumer_id) FROM merchant_consumer_days x WHERE x.merchant_id = h.merchant_id "
-        "AND x.kind = '{}' AND x.day > ?)"
-    )
-    return (
-        "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
-        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
-        f"AND c.due_at <= ?{holder}), "
-        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.created_at >= ?{holder}{kept}), "
-        + people.format("refund")
-        + ", "
-        + people.format("reject")
-        + ", "
-        + ", ".join(f"COALESCE(SUM(CASE WHEN d.day > ? THEN d.{c} ELSE 0 END), 0)" for c in COUNTERS)
-        + ", COALESCE(SUM(CASE WHEN d.day > ? THEN d.issued ELSE 0 END), 0)"
-        + f", COALESCE(SUM(CASE WHEN d.day > ? - 7 * {weeks} AND d.day <= ? THEN d.issued ELSE 0 END), 0)"
-        + f", {weeks}, h.indicators, h.policy_version "
-        "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id "
-        "LEFT JOIN merchant_daily d ON d.merchant_id = h.merchant_id AND d.day > ? "
-        f"WHERE {ids} GROUP BY h.merchant_id, m.id"
-    )
-
-
-_STATE_SQL: dict[tuple, str] = {}  # (is_pg, the policy's complaint switches) -> statement
-
-
-def _state_sql_for(is_pg: bool, policy: Policy) -> str:
-    key = (is_pg, policy.complaint_needs_card, policy.complaint_once_per_consumer, policy.dismissed_complaints_count)
-    sql = _STATE_SQL.get(key)
-    if sql is None:
-        sql = _STATE_SQL[key] = _state_sql(is_pg, policy)
-    return sql
+HealthRow = repository.HealthRow
 
 
 async def _states(
@@ -221,27 +142,9 @@ async def _states(
     window_start = today - policy.window_days  # rows with day > window_start
     recent_start = today - 7
     lowest = min(window_start, recent_start - 7 * policy.surge_weeks)
-    weeks = (policy.surge_weeks, recent_start)
-    ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
     first_instant = EPOCH + timedelta(days=window_start + 1)  # complaints filed on a day inside the window
-    rows = raw.all(
-        _state_sql_for(raw.is_pg, policy),
-        (
-            raw.t(now),
-            raw.t(first_instant),
-            window_start,
-            window_start,
-            *([window_start] * len(COUNTERS)),
-            recent_start,
-            recent_start,
-            *weeks,
-            recent_start,
-            *weeks,
-            lowest,
-            ids,
-        ),
-    )
-    n = len(_HEALTH_COLS) + 1
+    rows = repository.long_states(raw, policy, merchant_ids, now, first_instant, window_start, recent_start, lowest)
+    n = len(repository.HEALTH_COLS) + 1
     k = len(COUNTERS)
     out = {}
     for row in rows:
@@ -331,37 +234,16 @@ def _remember(merchant_id: str, today: int, policy: Policy, read: HealthRow, sto
     _fresh[merchant_id] = fresh
 
 
-def _known_sql(is_pg: bool, policy: Policy) -> str:
-    """The row, the merchant's state and the counted overdue complaints now, of many merchants.
-    Parameters: now, the merchant ids."""
-    ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
-    what, holder = _complaint_filters(policy)
-    return (
-        "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", h.indicators, h.policy_version, "
-        f"m.delisted, m.status, (SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id "
-        f"AND c.status = 'open' AND c.due_at <= ?{holder}) "
-        f"FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id WHERE {ids}"
-    )
-
-
-_KNOWN_SQL: dict[tuple, str] = {}
-
-
 def _known_states(
     tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy, pending: dict[str, dict[str, int] | None]
 ) -> dict[str, tuple]:
     """`_states` for merchants with an entry in `_fresh`, those whose stored row matches it: the
     entry's state plus `pending`, with the overdue complaints of now."""
     raw = tx.conn.raw
-    key = (raw.is_pg, policy.complaint_needs_card, policy.complaint_once_per_consumer)
-    sql = _KNOWN_SQL.get(key)
-    if sql is None:
-        sql = _KNOWN_SQL[key] = _known_sql(raw.is_pg, policy)
-    ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
-    n = len(_HEALTH_COLS) + 1
+    n = len(repository.HEALTH_COLS) + 1
     today = day_of(now)
     out = {}
-    for row in raw.all(sql, (raw.t(now), ids)):
+    for row in repository.known_states(raw, policy, merchant_ids, now):
         merchant_id = row[0]
         f = _fresh_for(merchant_id, today, policy)
         h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
@@ -425,14 +307,6 @@ async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = No
     return (await reassess_many(tx, {merchant_id: pending})).get(merchant_id, "green")
 
 
-# The common case of a re-assessment: new figures, same code, counts added to the all-time counters.
-_HEALTH_SAME = (
-    "UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?, "
-    + ", ".join(f"{c} = {c} + ?" for c in COUNTERS)
-    + " WHERE merchant_id = ?"
-)
-
-
 async def reassess_many(
     tx: Tx, pending: dict[str, dict[str, int] | None], by_counts: frozenset[str] = frozenset()
 ) -> dict[str, str]:
@@ -491,7 +365,7 @@ async def reassess_many(
             and tx.now >= red_since + timedelta(days=policy.grace_days)
         ):
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
+            await repository.set_delisted(conn, merchant_id)
             await create_alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
             emit(
                 tx,
@@ -500,7 +374,7 @@ async def reassess_many(
                 merchant_id=merchant_id,
                 ledger_seq=seq,
             )
-    conn.raw.many(_HEALTH_SAME, same)
+    repository.keep_code(conn.raw, same)
     return codes
 
 
@@ -554,26 +428,23 @@ async def _code_changed(
                 ledger_seq=warn_seq,
             )
             values["warning_published_at"] = warned = tx.now
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
+            await repository.set_warned(conn, merchant_id, tx.now)
     elif h.code == "red":
         red_since = None
         values["red_since"] = None
         if h.warning_published_at is not None:
             tx.append("warning_lifted", merchant_id=merchant_id)
             values["warning_published_at"] = warned = None
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
+            await repository.set_warned(conn, merchant_id, None)
         # A delisting stays: only a regulator lifts one (SPEC §3), whether the grace period or a
         # regulator imposed it; the code cannot tell which, and must not undo a regulator's act.
-    values.update({c: health_t.c[c] + v for c, v in more.items() if v})
-    await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
+    await repository.change_health(conn, merchant_id, values, more)
     return red_since, warned
 
 
 async def restart_grace(tx: Tx, merchant_id: str) -> None:
     """A regulator lifted a delisting: a still-red merchant gets a fresh grace period."""
-    await tx.conn.execute(
-        update(health_t).where(health_t.c.merchant_id == merchant_id, health_t.c.code == "red").values(red_since=tx.now)
-    )
+    await repository.restart_grace(tx.conn, merchant_id, tx.now)
 
 
 async def sweep(tx: Tx, limit: int = 200) -> int:
@@ -585,20 +456,8 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
         merchants.add(r.merchant_id)
         await _complaint_overdue(tx, await complaints.change(tx.conn, r.id, overdue=True))
     policy = await policy_cache.get(tx.conn)
-    due = (
-        await tx.conn.execute(
-            select(health_t.c.merchant_id)
-            .join(merchants_t, merchants_t.c.id == health_t.c.merchant_id)
-            .where(
-                health_t.c.code == "red",
-                merchants_t.c.delisted.is_(False),
-                merchants_t.c.status == "active",
-                health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days),
-            )
-            .limit(limit)
-        )
-    ).all()
-    merchants.update(r.merchant_id for r in due)
+    due = await repository.red_past_grace(tx.conn, tx.now - timedelta(days=policy.grace_days), limit)
+    merchants.update(due)
     await reassess_many(tx, {m: None for m in merchants})
     return len(rows) + len(due) + await _daily_reassessment(tx, limit)
 
@@ -631,23 +490,15 @@ async def _daily_reassessment(tx: Tx, limit: int) -> int:
     the same write, so replicas share the work instead of repeating it."""
     raw = tx.conn.raw
     today = str(day_of(tx.now))
-    row = raw.one("SELECT value FROM app_state WHERE name = ?", (DAILY_KEY,))
-    day, _, state = row[0].partition(" ") if row else ("", "", "")
+    progress = repository.state_value(raw, DAILY_KEY)
+    day, _, state = progress.partition(" ") if progress else ("", "", "")
     if day == today and state == "done":
         return 0
     after = state[len("after ") :] if day == today and state.startswith("after ") else ""
-    ids = [
-        r[0]
-        for r in raw.all(
-            "SELECT merchant_id FROM merchant_health WHERE merchant_id > ? ORDER BY merchant_id LIMIT ?", (after, limit)
-        )
-    ]
+    ids = repository.merchant_ids_after(raw, after, limit)
     await reassess_many(tx, {m: None for m in ids})
     value = f"{today} after {ids[-1]}" if len(ids) == limit else f"{today} done"
-    raw.run(
-        "INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (DAILY_KEY, value),
-    )
+    repository.set_state_value(raw, DAILY_KEY, value)
     return len(ids)
 
 
@@ -657,17 +508,7 @@ async def reassess_all(writer, chunk: int = 200) -> int:
     while True:
 
         async def op(tx, after=after):
-            ids = [
-                r.merchant_id
-                for r in (
-                    await tx.conn.execute(
-                        select(health_t.c.merchant_id)
-                        .where(health_t.c.merchant_id > after)
-                        .order_by(health_t.c.merchant_id)
-                        .limit(chunk)
-                    )
-                ).all()
-            ]
+            ids = repository.merchant_ids_after(tx.conn.raw, after, chunk)
             await reassess_many(tx, {m: None for m in ids})
             return ids
 
