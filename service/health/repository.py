@@ -9,7 +9,7 @@ from collections import namedtuple
 from datetime import datetime
 
 import orjson
-from sqlalchemy import case, desc, insert, select, update
+from sqlalchemy import case, insert, select, text, update
 
 from risk import Policy
 from risk.counters import COUNTER_FIELDS
@@ -82,10 +82,15 @@ async def get_draw(conn, draw_id: str):
     return await read_or_404(conn, select(draws_t).where(draws_t.c.id == draw_id), "No such draw.", "draw_not_found")
 
 
+_LATEST_POLICY = "SELECT body FROM risk_policies ORDER BY version DESC LIMIT 1"
+
+
 async def latest_policy_body(conn) -> str | None:
-    """The newest policy version's JSON body, or None before the first PUT."""
-    row = (await conn.execute(select(policies_t.c.body).order_by(desc(policies_t.c.version)).limit(1))).first()
-    return row.body if row else None
+    """The newest policy version's JSON body, or None before the first PUT. On the writer's connection
+    through its raw cursor (no statement to compile; inside a quick run it rides with the queued writes)."""
+    raw = getattr(conn, "raw", None)
+    row = raw.one(_LATEST_POLICY) if raw is not None else (await conn.execute(text(_LATEST_POLICY))).first()
+    return row[0] if row else None
 
 
 # ---- the re-assessment (service/health/service.py), on the writer's connection ---------------------------
