@@ -96,3 +96,35 @@ async def test_a_revocation_after_a_run_of_cached_requests_is_401_at_once_on_bot
         assert (await client.post(f"/v1/keys/{gym['id']}/revoke", headers=OP)).status_code == 200
         assert_error(await replica.get("/v1/merchants/me", headers=gym["headers"]), 401, "bad_token")
         assert_error(await client.get("/v1/merchants/me", headers=gym["headers"]), 401, "bad_token")
+
+
+async def test_the_watch_leaves_this_process_s_sqlite_locks_alone(tmp_path):
+    """SQLite's locks on the WAL index belong to the process: closing any descriptor of that file would drop
+    them, and another process would then reset the file under this one's connections. While a connection
+    of ours is open, another process must not get the exclusive lock that a reset takes (byte 128, the
+    unix VFS's 'DMS' lock), whatever the watch did: map the index, read, close."""
+    path = tmp_path / "e.db"
+    db = _database(path)
+    db.execute("SELECT value FROM app_state").fetchall()
+    probe = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)\nexcept OSError:\n    sys.exit(3)\n"
+        "sys.exit(0)"
+    )
+
+    def reset_lock_free() -> bool:
+        done = subprocess.run([sys.executable, "-c", probe, f"{path}-shm"])
+        assert done.returncode in (0, 3)
+        return done.returncode == 0
+
+    try:
+        assert not reset_lock_free()
+        for _ in range(2):
+            watch = _watch(path)
+            for _ in range(3):
+                assert await watch.current() == "ep_1"
+            assert not reset_lock_free()
+            watch.close()
+            assert not reset_lock_free()
+    finally:
+        db.close()

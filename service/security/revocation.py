@@ -107,20 +107,10 @@ class EpochWatch:
         return first
 
     def _map_wal_index(self) -> None:
-        """Map the WAL index once our connection has read (so it holds the index open: SQLite resets
-        the file only when no connection has it). No WAL index (another journal mode): no mapping,
-        every request reads."""
-        try:
-            fd = os.open(self.sqlite_path + "-shm", os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            if os.fstat(fd).st_size >= _WAL_INDEX_MIN:
-                self._shm = mmap.mmap(fd, _WAL_INDEX_MIN, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            self._shm = None
-        finally:
-            os.close(fd)
+        """Map the WAL index once our connection has read: while that connection is open, SQLite
+        neither resets nor removes the file (it does so only when no connection has it). No WAL index
+        (another journal mode): no mapping, every request reads."""
+        self._shm = _wal_index(self.sqlite_path + "-shm")
 
     def _start(self) -> None:
         future, self._next = self._next, None
@@ -145,9 +135,7 @@ class EpochWatch:
                 self._start()
 
     def close(self) -> None:
-        if self._shm is not None:
-            self._shm.close()
-            self._shm = None
+        self._shm = None  # not closed: see _wal_index
         self._header = None
         if self._sqlite is not None:
             self._sqlite.close()
@@ -155,6 +143,38 @@ class EpochWatch:
         if self._pg is not None:
             self._pg.terminate()
             self._pg = None
+
+
+# The WAL indexes mapped by this process, by file identity, kept open for the life of the process. SQLite
+# locks the file with POSIX record locks, which belong to the process: closing *any* descriptor of the
+# file (ours, or the one an mmap object holds) would drop every lock this process's SQLite connections
+# hold on it, and another process could then reset the file under them (and under our mapping).
+_MAPPED: dict[tuple[int, int], tuple[int, mmap.mmap | None]] = {}
+
+
+def _wal_index(path: str) -> mmap.mmap | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_size < _WAL_INDEX_MIN:
+        return None
+    known = _MAPPED.get((st.st_dev, st.st_ino))
+    if known is not None:
+        return known[1]
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+            raise OSError("the WAL index was replaced")
+        mapped = mmap.mmap(fd, _WAL_INDEX_MIN, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        _MAPPED[(st.st_dev, st.st_ino)] = (fd, None)  # the descriptor kept open all the same
+        return None
+    _MAPPED[(st.st_dev, st.st_ino)] = (fd, mapped)
+    return mapped
 
 
 def watch_of(ctx) -> EpochWatch:
