@@ -50,7 +50,9 @@ class MerchantCounters:
 
     def __post_init__(self) -> None:
         for name in COUNTER_FIELDS:
-            _check_count(name, getattr(self, name))
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # the common case (a plain count) costs no call
+                _check_count(name, value)
 
     @classmethod
     def zero(cls) -> MerchantCounters:

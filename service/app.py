@@ -85,6 +85,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         # request in flight.
         gc.collect()
         gc.freeze()
+        # The youngest generation is collected once 50,000 (not 700) more objects were made than freed:
+        # a redemption's request makes hundreds that live until it is answered, so at the default every
+        # few pairs paid a collection of the objects of the requests in flight (0.6 ms each, 4 % of the
+        # server's CPU per pair measured under load), which then moved on to be walked again by the
+        # older generations. The objects in flight stay far below it (17-22 thousand at 64 connections).
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
         tasks = []
         if settings.background_tasks:
             tasks.append(asyncio.create_task(sweeper.run_forever(ctx), name="sweeper"))

@@ -36,20 +36,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, desc, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from risk.counters import COUNTER_FIELDS
 from service.core.clock import Clock, iso
 from service.db.models import Card, MerchantConsumerDay, Redemption
-from service.health.service import (  # one day numbering and one set of tables for both sides
-    complaints_t,
-    daily_t,
-    day_of,
-    health_t,
-    merchants_t,
-    policies_t,
-)
+from service.health.repository import complaints_t, daily_t, health_t, latest_policy_body, merchants_t
+from service.health.service import day_of  # one day numbering for both sides
 
 cards_t = Card.__table__
 redemptions_t = Redemption.__table__
@@ -212,8 +206,8 @@ def assess(
 
 
 async def current_policy(conn) -> Policy:
-    row = (await conn.execute(select(policies_t.c.body).order_by(desc(policies_t.c.version)).limit(1))).first()
-    return Policy.from_dict(orjson.loads(row.body)) if row else DEFAULT_POLICY
+    body = await latest_policy_body(conn)
+    return Policy.from_dict(orjson.loads(body)) if body else DEFAULT_POLICY
 
 
 async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
@@ -344,6 +338,10 @@ async def _compare(conn, now: datetime, write: bool, tx=None) -> dict[str, Any]:
                 from service.health.service import reassess
 
                 await reassess(tx, m)
+        if tx is None:  # counters rewritten with no re-assessment: no stored row may be taken as current
+            from service.health.service import forget_fresh
+
+            forget_fresh()
         written = True
     return {
         "ok": not differences and not codes,

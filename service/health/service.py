@@ -11,29 +11,22 @@ and only a regulator lifts a delisting.
 from __future__ import annotations
 
 import time
-from collections import namedtuple
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import desc, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, PolicyError, classify, compute_indicators, draw_inspections
 from risk.counters import COUNTER_FIELDS
+from risk.indicators import Indicators
 from service.alerts import repository as alerts
 from service.complaints import repository as complaints
 from service.core.clock import iso
 from service.core.ids import new_id
-from service.db.models import Complaint, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
 from service.db.writer import Tx
 from service.event_log.service import emit
 from service.health import repository
 from service.http.errors import Unprocessable
-
-daily_t = MerchantDaily.__table__
-health_t = MerchantHealth.__table__
-complaints_t = Complaint.__table__
-merchants_t = Merchant.__table__
-policies_t = RiskPolicy.__table__
 
 COUNTERS = COUNTER_FIELDS  # the risk module names the counters; the daily rows keep one column each
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -58,8 +51,8 @@ class PolicyCache:
     async def get(self, conn) -> Policy:
         if self.policy is not None and time.monotonic() - self.loaded < self.ttl:
             return self.policy
-        row = (await conn.execute(select(policies_t.c.body).order_by(desc(policies_t.c.version)).limit(1))).first()
-        self.policy = Policy.from_dict(orjson.loads(row.body)) if row else DEFAULT_POLICY
+        body = await repository.latest_policy_body(conn)
+        self.policy = Policy.from_dict(orjson.loads(body)) if body else DEFAULT_POLICY
         self.loaded = time.monotonic()
         return self.policy
 
@@ -73,8 +66,9 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
     empty = MerchantCounters.zero()
     ind = compute_indicators(empty, empty, 0, 0, 0, 0, prior_weeks=0)
     a = classify(ind, policy)
-    await tx.conn.execute(
-        insert(health_t).values(
+    await repository.add_health(
+        tx.conn,
+        dict(
             merchant_id=merchant_id,
             code=a.code,
             since=tx.now,
@@ -86,7 +80,7 @@ async def start_merchant(tx: Tx, merchant_id: str) -> None:
             reasons=orjson.dumps([r.to_dict() for r in a.reasons]).decode(),
             onboarded_day=day_of(tx.now),
             **{c: 0 for c in COUNTERS},
-        )
+        ),
     )
 
 
@@ -112,94 +106,30 @@ def record_consumer(tx: Tx, merchant_id: str, consumer_id: str, kind: str) -> No
 
 async def _apply_batch(tx: Tx) -> None:
     per_merchant: dict[str, dict[str, int]] = {}
+    blind: set[str] = set()  # merchants with an event whose effect is not in its counts
     for merchant_id, deltas in tx.batch_state.get("risk_events", []):
         acc = per_merchant.setdefault(merchant_id, {})
+        counted_any = False
         for k, v in deltas.items():
             if v:
                 acc[k] = acc.get(k, 0) + v
+                counted_any = True
+        if not counted_any or deltas.get("complaints"):
+            blind.add(merchant_id)  # a complaint changed or was filed: the counted complaints need the tables
     day = day_of(tx.now)
     counted = [(m, day, *(values.get(c, 0) for c in COUNTERS)) for m, values in sorted(per_merchant.items()) if values]
-    tx.conn.raw.many(_DAILY_UPSERT, counted)
+    repository.add_daily_counts(tx.conn.raw, counted)
     consumers = sorted({(m, kind, day, c) for m, kind, c in tx.batch_state.get("risk_consumers", [])})
     if consumers:
-        tx.conn.raw.many(_CONSUMER_DAY_INSERT, consumers)
+        repository.add_consumer_days(tx.conn.raw, consumers)
         for m, _, _, _ in consumers:
             per_merchant.setdefault(m, {})
-    await reassess_many(tx, per_merchant)  # also adds the counts to the all-time counters
+            blind.add(m)  # distinct consumers in the window: only the table knows
+    # also adds the counts to the all-time counters
+    await reassess_many(tx, per_merchant, by_counts=frozenset(m for m in per_merchant if m not in blind))
 
 
-# A consumer's first refund (or rejection) at a merchant on a day; later ones that day change nothing.
-_CONSUMER_DAY_INSERT = (
-    "INSERT INTO merchant_consumer_days (merchant_id, kind, day, consumer_id) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (merchant_id, kind, day, consumer_id) DO NOTHING"
-)
-
-
-# Today's counts of every merchant of a batch in one statement: a new row, or added to the row there.
-_DAILY_UPSERT = (
-    f"INSERT INTO merchant_daily (merchant_id, day, {', '.join(COUNTERS)}) VALUES (?, ?, {', '.join('?' * len(COUNTERS))}) "
-    "ON CONFLICT (merchant_id, day) DO UPDATE SET "
-    + ", ".join(f"{c} = merchant_daily.{c} + excluded.{c}" for c in COUNTERS)
-)
-
-_HEALTH_COLS = ("code", "red_since", "warning_published_at", "onboarded_day") + COUNTERS
-HealthRow = namedtuple("HealthRow", _HEALTH_COLS)
-
-
-def _complaint_filters(policy: Policy) -> tuple[str, str]:
-    """(what to count, extra WHERE) for the complaints that count under the policy's defences."""
-    what = "DISTINCT c.consumer_id" if policy.complaint_once_per_consumer else "*"
-    where = " AND c.card_holder" if policy.complaint_needs_card else ""
-    return what, where
-
-
-def _state_sql(is_pg: bool, policy: Policy) -> str:
-    """One statement for the state of many merchants: each one's health row and merchant state, its counted
-    overdue complaints, counted complaints in the window, distinct refunding and rejecting consumers in the
-    window, and its window sums (at most a window's worth of daily rows each).
-
-    Parameters: now (overdue), the window's first instant (complaints), window start twice (refund and
-    rejection consumers), window start (once per counter), recent start; recent start, the weeks pair
-    (surge weeks, recent start) and recent start again for the prior weeks; the weeks pair; the lowest day
-    to read; the merchant ids (a list on PostgreSQL, a JSON array on SQLite)."""
-    least, greatest = ("LEAST", "GREATEST") if is_pg else ("MIN", "MAX")
-    # Whole weeks the merchant sold before the last 7 days, at most the policy's surge weeks (risk.indicators).
-    weeks = f"{greatest}(0, {least}(?, (? - h.onboarded_day + 1) / 7))"
-    ids = "h.merchant_id = ANY(?)" if is_pg else "h.merchant_id IN (SELECT value FROM json_each(?))"
-    what, holder = _complaint_filters(policy)
-    kept = "" if policy.dismissed_complaints_count else " AND (c.resolution IS NULL OR c.resolution <> 'dismissed')"
-    people = (
-        "(SELECT COUNT(DISTINCT x.consumer_id) FROM merchant_consumer_days x WHERE x.merchant_id = h.merchant_id "
-        "AND x.kind = '{}' AND x.day > ?)"
-    )
-    return (
-        "SELECT h.merchant_id, " + ", ".join(f"h.{c}" for c in _HEALTH_COLS) + ", m.delisted, m.status, "
-        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.status = 'open' "
-        f"AND c.due_at <= ?{holder}), "
-        f"(SELECT COUNT({what}) FROM complaints c WHERE c.merchant_id = h.merchant_id AND c.created_at >= ?{holder}{kept}), "
-        + people.format("refund")
-        + ", "
-        + people.format("reject")
-        + ", "
-        + ", ".join(f"COALESCE(SUM(CASE WHEN d.day > ? THEN d.{c} ELSE 0 END), 0)" for c in COUNTERS)
-        + ", COALESCE(SUM(CASE WHEN d.day > ? THEN d.issued ELSE 0 END), 0)"
-        + f", COALESCE(SUM(CASE WHEN d.day > ? - 7 * {weeks} AND d.day <= ? THEN d.issued ELSE 0 END), 0)"
-        + f", {weeks} "
-        "FROM merchant_health h JOIN merchants m ON m.id = h.merchant_id "
-        "LEFT JOIN merchant_daily d ON d.merchant_id = h.merchant_id AND d.day > ? "
-        f"WHERE {ids} GROUP BY h.merchant_id, m.id"
-    )
-
-
-_STATE_SQL: dict[tuple, str] = {}  # (is_pg, the policy's complaint switches) -> statement
-
-
-def _state_sql_for(is_pg: bool, policy: Policy) -> str:
-    key = (is_pg, policy.complaint_needs_card, policy.complaint_once_per_consumer, policy.dismissed_complaints_count)
-    sql = _STATE_SQL.get(key)
-    if sql is None:
-        sql = _STATE_SQL[key] = _state_sql(is_pg, policy)
-    return sql
+HealthRow = repository.HealthRow
 
 
 async def _states(
@@ -212,27 +142,9 @@ async def _states(
     window_start = today - policy.window_days  # rows with day > window_start
     recent_start = today - 7
     lowest = min(window_start, recent_start - 7 * policy.surge_weeks)
-    weeks = (policy.surge_weeks, recent_start)
-    ids = list(merchant_ids) if raw.is_pg else orjson.dumps(list(merchant_ids)).decode()
     first_instant = EPOCH + timedelta(days=window_start + 1)  # complaints filed on a day inside the window
-    rows = raw.all(
-        _state_sql_for(raw.is_pg, policy),
-        (
-            raw.t(now),
-            raw.t(first_instant),
-            window_start,
-            window_start,
-            *([window_start] * len(COUNTERS)),
-            recent_start,
-            recent_start,
-            *weeks,
-            recent_start,
-            *weeks,
-            lowest,
-            ids,
-        ),
-    )
-    n = len(_HEALTH_COLS) + 1
+    rows = repository.long_states(raw, policy, merchant_ids, now, first_instant, window_start, recent_start, lowest)
+    n = len(repository.HEALTH_COLS) + 1
     k = len(COUNTERS)
     out = {}
     for row in rows:
@@ -240,7 +152,7 @@ async def _states(
         h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
         delisted, status, overdue = bool(row[n]), row[n + 1], int(row[n + 2])
         complaints, refunders, rejecters = int(row[n + 3]), int(row[n + 4]), int(row[n + 5])
-        w = row[n + 6 :]
+        w = row[n + 6 : -2]
         window = MerchantCounters(*map(int, w[:k]))  # fields in COUNTERS order (risk.counters asserts it)
         more = pending.get(merchant_id)
         if more:
@@ -260,7 +172,109 @@ async def _states(
             refund_consumers=refunders,
             rejection_consumers=rejecters,
         )
-        out[merchant_id] = (h, delisted, status, ind)
+        out[merchant_id] = (h, delisted, status, ind, (row[-2], row[-1]))
+    return out
+
+
+# ---- the short way: a merchant's state from what this process last wrote for it -----------------------
+#
+# A re-assessment writes every figure it judged by into the merchant's row: the window's sums, the
+# surge's inputs, the counted complaints and the distinct consumers are all in `indicators`, the
+# all-time counts in their columns. So when the stored row is exactly what this process last wrote for
+# the merchant, on the same day and under the same policy, that state is still the state of the tables,
+# and a batch that only adds counts (issued, released, asks, …: nothing that needs the complaints or
+# the consumers behind a refund or rejection) can add them to it: the window and the last 7 days gain
+# today's counts, the weeks before them stay. What depends on the moment and not the day is read fresh
+# (the overdue complaints), with the row, the merchant's state and nothing else.
+#
+# Why a stale entry can never be taken for a good one: every change to what a code is judged by comes
+# with a re-assessment that writes the row (money events add counts, complaint changes re-assess, and
+# `recompute` re-assesses or, writing without a writer, forgets every entry). A different row means
+# another writer (a replica, a CLI) or a rolled-back batch: the long way. An entry is kept only when
+# the row it expects differs from the row that was read, so a batch that is rolled back (its rows never
+# stored) leaves an entry that no row matches. The entries are module state shared by every writer of
+# the process, which is safe for the same reason: they are only ever used when the transaction's own
+# rows agree with them.
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    day: int
+    policy: Policy
+    row: HealthRow  # what the stored row holds after the write (counts included)
+    indicators: str  # the stored `indicators` text
+    policy_version: int
+    ind: Indicators
+
+
+_fresh: dict[str, _Fresh] = {}
+_FRESH_MAX = 20_000  # entries kept at most (then they are all dropped: merchants seen again are read again)
+
+
+def forget_fresh() -> None:
+    """Drop every entry (the counters were rewritten without a re-assessment)."""
+    _fresh.clear()
+
+
+def _fresh_for(merchant_id: str, today: int, policy: Policy) -> _Fresh | None:
+    f = _fresh.get(merchant_id)
+    if f is None or f.day != today or (f.policy is not policy and f.policy != policy):
+        return None
+    return f
+
+
+def _remember(merchant_id: str, today: int, policy: Policy, read: HealthRow, stored: tuple, fresh: _Fresh) -> None:
+    """Keep what was just written for the merchant, unless it is what was read, `read` and `stored`
+    (then a rolled-back batch could leave an entry that the old row matches): then drop any entry."""
+    if fresh.row == read and (fresh.indicators, fresh.policy_version) == stored:
+        _fresh.pop(merchant_id, None)
+        return
+    if len(_fresh) >= _FRESH_MAX:
+        _fresh.clear()
+    _fresh[merchant_id] = fresh
+
+
+def _known_states(
+    tx: Tx, merchant_ids: list[str], now: datetime, policy: Policy, pending: dict[str, dict[str, int] | None]
+) -> dict[str, tuple]:
+    """`_states` for merchants with an entry in `_fresh`, those whose stored row matches it: the
+    entry's state plus `pending`, with the overdue complaints of now."""
+    raw = tx.conn.raw
+    n = len(repository.HEALTH_COLS) + 1
+    today = day_of(now)
+    out = {}
+    for row in repository.known_states(raw, policy, merchant_ids, now):
+        merchant_id = row[0]
+        f = _fresh_for(merchant_id, today, policy)
+        h = HealthRow(row[1], raw.pt(row[2]), raw.pt(row[3]), *row[4:n])
+        stored = (row[n], row[n + 1])
+        if f is None or h != f.row or stored != (f.indicators, f.policy_version):
+            continue  # someone else wrote it, or our batch was rolled back: the long way
+        more = pending.get(merchant_id) or {}
+        was = f.ind
+        window = MerchantCounters(
+            was.window_issued + more.get("issued", 0),
+            was.window_released + more.get("released", 0),
+            was.window_refunded + more.get("refunded", 0),
+            was.window_cards_sold + more.get("cards_sold", 0),
+            was.window_redemptions_asked + more.get("redemptions_asked", 0),
+            was.window_redemptions_rejected + more.get("redemptions_rejected", 0),
+            was.complaints_filed + more.get("complaints", 0),
+        )
+        all_time = MerchantCounters(*[int(getattr(h, c)) + more.get(c, 0) for c in COUNTERS])
+        ind = compute_indicators(
+            window,
+            all_time,
+            was.last_7_days_issued + more.get("issued", 0),  # today is one of the last 7 days
+            was.prior_weeks_issued,  # the weeks before them do not hold today
+            int(row[n + 4]),
+            all_time.issued - all_time.released - all_time.refunded,
+            prior_weeks=was.prior_weeks,
+            complaints=was.complaints,
+            refund_consumers=was.refund_consumers,
+            rejection_consumers=was.rejection_consumers,
+        )
+        out[merchant_id] = (h, bool(row[n + 2]), row[n + 3], ind, stored)
     return out
 
 
@@ -293,31 +307,38 @@ async def reassess(tx: Tx, merchant_id: str, pending: dict[str, int] | None = No
     return (await reassess_many(tx, {merchant_id: pending})).get(merchant_id, "green")
 
 
-# The common case of a re-assessment: new figures, same code, counts added to the all-time counters.
-_HEALTH_SAME = (
-    "UPDATE merchant_health SET indicators = ?, reasons = ?, policy_version = ?, new_merchant = ?, "
-    + ", ".join(f"{c} = {c} + ?" for c in COUNTERS)
-    + " WHERE merchant_id = ?"
-)
-
-
-async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> dict[str, str]:
+async def reassess_many(
+    tx: Tx, pending: dict[str, dict[str, int] | None], by_counts: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """`reassess` for several merchants at once: one statement reads them all, one writes every merchant
-    whose code stays; a change of code is applied merchant by merchant. Returns each merchant's code."""
+    whose code stays; a change of code is applied merchant by merchant. Returns each merchant's code.
+
+    `by_counts` are merchants whose only news in `pending` are counts (no complaint, no consumer behind a
+    refund or rejection): each of them whose stored row is the one this process last wrote for it, today
+    and under the same policy (`_fresh`), is re-assessed from that state plus the counts, with a short
+    read (`_known_states`) instead of the window's sums; the others as always (`_states`)."""
     if not pending:
         return {}
     conn = tx.conn
     policy = await policy_cache.get(conn)
-    states = await _states(tx, sorted(pending), tx.now, policy, pending)
+    today = day_of(tx.now)
+    states: dict[str, tuple] = {}
+    known = [m for m in by_counts if _fresh_for(m, today, policy) is not None]
+    if known:
+        states = _known_states(tx, sorted(known), tx.now, policy, pending)
+    rest = [m for m in pending if m not in states]
+    if rest:
+        states.update(await _states(tx, sorted(rest), tx.now, policy, pending))
     same: list[tuple] = []
     codes: dict[str, str] = {}
     for merchant_id in sorted(states):
-        h, delisted, merchant_status, ind = states[merchant_id]
+        h, delisted, merchant_status, ind, stored = states[merchant_id]
         more = pending.get(merchant_id) or {}
         a = classify(ind, policy)
         codes[merchant_id] = a.code
         reasons = [r.to_dict() for r in a.reasons]
         indicators = orjson.dumps(ind).decode()  # a dataclass: its fields in order, as to_dict() gives them
+        after = h._replace(**{c: getattr(h, c) + v for c, v in more.items() if v})
         if a.code == h.code:
             same.append(
                 (
@@ -331,7 +352,11 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
             )
             red_since = h.red_since
         else:
-            red_since = await _code_changed(tx, merchant_id, h, a, reasons, indicators, more)
+            red_since, warned = await _code_changed(tx, merchant_id, h, a, reasons, indicators, more)
+            after = after._replace(code=a.code, red_since=red_since, warning_published_at=warned)
+        _remember(
+            merchant_id, today, policy, h, stored, _Fresh(today, policy, after, indicators, a.policy_version, ind)
+        )
         if (
             a.code == "red"
             and red_since is not None
@@ -340,7 +365,7 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
             and tx.now >= red_since + timedelta(days=policy.grace_days)
         ):
             seq = tx.append("delisted", merchant_id=merchant_id, actor="health_code", grace_days=policy.grace_days)
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(delisted=True))
+            await repository.set_delisted(conn, merchant_id)
             await create_alert(tx, merchant_id, "delisted", "red", "red", reasons, seq)
             emit(
                 tx,
@@ -349,15 +374,15 @@ async def reassess_many(tx: Tx, pending: dict[str, dict[str, int] | None]) -> di
                 merchant_id=merchant_id,
                 ledger_seq=seq,
             )
-    conn.raw.many(_HEALTH_SAME, same)
+    repository.keep_code(conn.raw, same)
     return codes
 
 
 async def _code_changed(
     tx: Tx, merchant_id: str, h: HealthRow, a, reasons: list, indicators: str, more: dict[str, int]
-) -> datetime | None:
+) -> tuple[datetime | None, datetime | None]:
     """A new code: its ledger entry and alert; red publishes the warning, leaving red lifts it. Stores
-    the new figures; returns the merchant's red_since afterwards."""
+    the new figures; returns the merchant's red_since and warning_published_at afterwards."""
     conn = tx.conn
     values = dict(
         indicators=indicators,
@@ -367,7 +392,7 @@ async def _code_changed(
         code=a.code,
         since=tx.now,
     )
-    red_since = h.red_since
+    red_since, warned = h.red_since, h.warning_published_at
     seq = tx.append(
         "health_code",
         merchant_id=merchant_id,
@@ -402,27 +427,24 @@ async def _code_changed(
                 merchant_id=merchant_id,
                 ledger_seq=warn_seq,
             )
-            values["warning_published_at"] = tx.now
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=tx.now))
+            values["warning_published_at"] = warned = tx.now
+            await repository.set_warned(conn, merchant_id, tx.now)
     elif h.code == "red":
         red_since = None
         values["red_since"] = None
         if h.warning_published_at is not None:
             tx.append("warning_lifted", merchant_id=merchant_id)
-            values["warning_published_at"] = None
-            await conn.execute(update(merchants_t).where(merchants_t.c.id == merchant_id).values(warned_at=None))
+            values["warning_published_at"] = warned = None
+            await repository.set_warned(conn, merchant_id, None)
         # A delisting stays: only a regulator lifts one (SPEC §3), whether the grace period or a
         # regulator imposed it; the code cannot tell which, and must not undo a regulator's act.
-    values.update({c: health_t.c[c] + v for c, v in more.items() if v})
-    await conn.execute(update(health_t).where(health_t.c.merchant_id == merchant_id).values(**values))
-    return red_since
+    await repository.change_health(conn, merchant_id, values, more)
+    return red_since, warned
 
 
 async def restart_grace(tx: Tx, merchant_id: str) -> None:
     """A regulator lifted a delisting: a still-red merchant gets a fresh grace period."""
-    await tx.conn.execute(
-        update(health_t).where(health_t.c.merchant_id == merchant_id, health_t.c.code == "red").values(red_since=tx.now)
-    )
+    await repository.restart_grace(tx.conn, merchant_id, tx.now)
 
 
 async def sweep(tx: Tx, limit: int = 200) -> int:
@@ -434,20 +456,8 @@ async def sweep(tx: Tx, limit: int = 200) -> int:
         merchants.add(r.merchant_id)
         await _complaint_overdue(tx, await complaints.change(tx.conn, r.id, overdue=True))
     policy = await policy_cache.get(tx.conn)
-    due = (
-        await tx.conn.execute(
-            select(health_t.c.merchant_id)
-            .join(merchants_t, merchants_t.c.id == health_t.c.merchant_id)
-            .where(
-                health_t.c.code == "red",
-                merchants_t.c.delisted.is_(False),
-                merchants_t.c.status == "active",
-                health_t.c.red_since <= tx.now - timedelta(days=policy.grace_days),
-            )
-            .limit(limit)
-        )
-    ).all()
-    merchants.update(r.merchant_id for r in due)
+    due = await repository.red_past_grace(tx.conn, tx.now - timedelta(days=policy.grace_days), limit)
+    merchants.update(due)
     await reassess_many(tx, {m: None for m in merchants})
     return len(rows) + len(due) + await _daily_reassessment(tx, limit)
 
@@ -480,23 +490,15 @@ async def _daily_reassessment(tx: Tx, limit: int) -> int:
     the same write, so replicas share the work instead of repeating it."""
     raw = tx.conn.raw
     today = str(day_of(tx.now))
-    row = raw.one("SELECT value FROM app_state WHERE name = ?", (DAILY_KEY,))
-    day, _, state = row[0].partition(" ") if row else ("", "", "")
+    progress = repository.state_value(raw, DAILY_KEY)
+    day, _, state = progress.partition(" ") if progress else ("", "", "")
     if day == today and state == "done":
         return 0
     after = state[len("after ") :] if day == today and state.startswith("after ") else ""
-    ids = [
-        r[0]
-        for r in raw.all(
-            "SELECT merchant_id FROM merchant_health WHERE merchant_id > ? ORDER BY merchant_id LIMIT ?", (after, limit)
-        )
-    ]
+    ids = repository.merchant_ids_after(raw, after, limit)
     await reassess_many(tx, {m: None for m in ids})
     value = f"{today} after {ids[-1]}" if len(ids) == limit else f"{today} done"
-    raw.run(
-        "INSERT INTO app_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (DAILY_KEY, value),
-    )
+    repository.set_state_value(raw, DAILY_KEY, value)
     return len(ids)
 
 
@@ -506,17 +508,7 @@ async def reassess_all(writer, chunk: int = 200) -> int:
     while True:
 
         async def op(tx, after=after):
-            ids = [
-                r.merchant_id
-                for r in (
-                    await tx.conn.execute(
-                        select(health_t.c.merchant_id)
-                        .where(health_t.c.merchant_id > after)
-                        .order_by(health_t.c.merchant_id)
-                        .limit(chunk)
-                    )
-                ).all()
-            ]
+            ids = repository.merchant_ids_after(tx.conn.raw, after, chunk)
             await reassess_many(tx, {m: None for m in ids})
             return ids
 

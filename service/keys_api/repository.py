@@ -48,3 +48,9 @@ async def party_exists(conn, role: str, party_id: str) -> bool:
     """Whether a party of `role` (merchant, regulator or auditor) has this id."""
     table = PARTY_TABLES[role]
     return (await conn.execute(select(table.c.id).where(table.c.id == party_id))).first() is not None
+
+
+async def token_row(conn, digest: str):
+    """(role, party_id, expires_at) of the key whose hash is `digest`, or None: what authentication reads."""
+    stmt = select(tokens_t.c.role, tokens_t.c.party_id, tokens_t.c.expires_at).where(tokens_t.c.token_hash == digest)
+    return (await conn.execute(stmt)).first()

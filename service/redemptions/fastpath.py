@@ -130,13 +130,28 @@ def _payload(kind: str, content_type: bytes, body: bytes) -> dict | None:
         return {}  # the confirm's body is optional
     if content_type.split(b";")[0].strip().lower() != b"application/json":
         return None
+    known = _VALIDATED.get((kind, body))
+    if known is not None:
+        return dict(known)  # a copy: the answer is the caller's to keep
     try:
         payload = (ASK_BODY if kind == "ask" else CONFIRM_BODY).model_validate_json(body).model_dump(mode="json")
     except ValidationError:
         return None
     if kind == "ask" and sum(n is not None for n in payload.values()) != 1:
         return None
+    if len(body) <= _VALIDATED_BODY_MAX:
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[(kind, body)] = dict(payload)
     return payload
+
+
+# Bodies the request models accepted, with what they read: counters send the same few bodies ({"uses":1})
+# over and over, and the model's answer depends on the bytes alone. Only accepted bodies are kept (a
+# refused one is handed to FastAPI, which validates it again anyway), small ones, a bounded number.
+_VALIDATED: dict[tuple[str, bytes], dict] = {}
+_VALIDATED_MAX = 1024
+_VALIDATED_BODY_MAX = 256
 
 
 def _replay(chunks: list[bytes], final, receive=None):

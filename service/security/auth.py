@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fastapi import Depends, Request
-from sqlalchemy import select
 
 from service.core.ids import token_hash
-from service.db.models import ApiToken
 from service.http.context import AppContext, get_ctx
 from service.http.errors import Forbidden, Unauthorized
+from service.keys_api.repository import token_row
 from service.security.revocation import watch_of
 
 ROLES = ("operator", "merchant", "consumer", "regulator", "auditor", "lender")
@@ -44,7 +44,7 @@ async def authenticate_header(header: str | None, ctx: AppContext) -> Principal 
     if scheme.lower() != "bearer" or not token or len(token) > 200:
         raise Unauthorized("The Authorization header must be 'Bearer <token>'.", "bad_token")
     digest = token_hash(token)
-    if hmac.compare_digest(digest, token_hash(ctx.keys.operator_token)):
+    if hmac.compare_digest(digest, _operator_digest(ctx.keys.operator_token)):
         return Principal("operator", "operator")
     watch = watch_of(ctx)
     epoch = await watch.current()  # read after this request arrived: a revocation anywhere is seen
@@ -54,11 +54,7 @@ async def authenticate_header(header: str | None, ctx: AppContext) -> Principal 
     cached = ctx.token_cache.get(digest)
     if cached is None:
         async with ctx.engines.reader.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(ApiToken.role, ApiToken.party_id, ApiToken.expires_at).where(ApiToken.token_hash == digest)
-                )
-            ).first()
+            row = await token_row(conn, digest)
         if row is None or not hmac.compare_digest(PREFIX_ROLE.get(token[:2], ""), row.role):
             raise Unauthorized("The token is not valid.", "bad_token")
         cached = (Principal(row.role, row.party_id), row.expires_at)
@@ -70,6 +66,12 @@ async def authenticate_header(header: str | None, ctx: AppContext) -> Principal 
     if expires_at is not None and expires_at <= ctx.clock.now():
         raise Unauthorized("The token is not valid.", "bad_token")
     return principal
+
+
+@lru_cache(maxsize=4)
+def _operator_digest(token: str) -> str:
+    """The operator token's hash, computed once per token rather than on every request."""
+    return token_hash(token)
 
 
 def check_role(principal: Principal | None, roles: tuple[str, ...]) -> Principal:
