@@ -40,10 +40,12 @@ from sqlalchemy import delete, func, insert, select, update
 
 from risk import DEFAULT_POLICY, MerchantCounters, Policy, classify, compute_indicators
 from risk.counters import COUNTER_FIELDS
+from service.complaints.repository import complaints_t
 from service.core.clock import Clock, iso
 from service.db.models import Card, MerchantConsumerDay, Redemption
-from service.health.repository import complaints_t, daily_t, health_t, latest_policy_body, merchants_t
+from service.health.repository import daily_t, health_t, latest_policy_body
 from service.health.service import day_of  # one day numbering for both sides
+from service.merchants.repository import merchants_t
 
 cards_t = Card.__table__
 redemptions_t = Redemption.__table__

@@ -13,15 +13,14 @@ from sqlalchemy import case, insert, select, text, update
 
 from risk import Policy
 from risk.counters import COUNTER_FIELDS
-from service.db.models import Complaint, InspectionDraw, Merchant, MerchantDaily, MerchantHealth, RiskPolicy
+from service.db.models import InspectionDraw, MerchantDaily, MerchantHealth, RiskPolicy
 from service.http.common import read_or_404
+from service.merchants.repository import merchants_t
 
-merchants_t = Merchant.__table__
 health_t = MerchantHealth.__table__
 policies_t = RiskPolicy.__table__
 draws_t = InspectionDraw.__table__
 daily_t = MerchantDaily.__table__
-complaints_t = Complaint.__table__
 COUNTERS = COUNTER_FIELDS  # the daily rows and the health row keep one column per counter
 CODE_RANK = case((health_t.c.code == "green", 0), (health_t.c.code == "yellow", 1), else_=2)
 LISTED = merchants_t.c.status.in_(("active", "closing"))  # the merchants the directory and the draws show
