@@ -8,10 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from service.db.models import AppState
 
 OFFSET_KEY = "clock_offset_us"
 
@@ -47,5 +44,7 @@ class Clock:
     async def refresh(self, conn: AsyncConnection) -> None:
         if not self.movable:
             return
-        row = (await conn.execute(select(AppState.value).where(AppState.name == OFFSET_KEY))).first()
-        self.offset = timedelta(microseconds=int(row[0])) if row else timedelta(0)
+        from service.system import repository  # app_state's statements (imported late: it imports the models)
+
+        value = await repository.get(conn, OFFSET_KEY)
+        self.offset = timedelta(microseconds=int(value)) if value is not None else timedelta(0)

@@ -16,18 +16,14 @@ import mmap
 import os
 import sqlite3
 
-from sqlalchemy import delete, insert
-
 from service.core.ids import new_id
-from service.db.models import AppState
+from service.system import repository
 
 EPOCH_KEY = "auth_epoch"
-state_t = AppState.__table__
 
 
 async def bump_epoch(tx) -> None:
-    await tx.conn.execute(delete(state_t).where(state_t.c.name == EPOCH_KEY))
-    await tx.conn.execute(insert(state_t).values(name=EPOCH_KEY, value=new_id("ep")))
+    await repository.put(tx.conn, EPOCH_KEY, new_id("ep"))
 
 
 # SQLite's WAL index (the `-shm` file every connection to a WAL database maps; https://sqlite.org/walformat.html)
