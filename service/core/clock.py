@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.system import repository  # the app_state table's statements
+
 OFFSET_KEY = "clock_offset_us"
 
 
@@ -44,7 +46,5 @@ class Clock:
     async def refresh(self, conn: AsyncConnection) -> None:
         if not self.movable:
             return
-        from service.system import repository  # app_state's statements (imported late: it imports the models)
-
         value = await repository.get(conn, OFFSET_KEY)
         self.offset = timedelta(microseconds=int(value)) if value is not None else timedelta(0)
