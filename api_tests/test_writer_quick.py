@@ -447,6 +447,44 @@ async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_
     await _ledger_ok(ctx, held=sum(x["held"] for x in after))
 
 
+@pytest.mark.parametrize("key", [False, True], ids=["no key", "keys"])
+async def test_a_quick_run_on_distinct_cards_reads_no_card_nor_redemption_on_its_own(client, ctx, monkeypatch, key):
+    """Asks on distinct cards and confirms on distinct redemptions of other cards, in one batch: each
+    operation's card or redemption comes from the run's one prefetch statement, none is read alone
+    (a prefetch that files its rows under the wrong column reads every row twice, a round trip per
+    request on PostgreSQL)."""
+    from service.db import raw as raw_module
+
+    gym, people, cards = await _shop(client, 4)
+    pending = [await ask(client, gym, card, uses=1) for card in cards[2:]]
+    alone = []
+    original_one = raw_module.Raw.one
+
+    def recording_one(self, sql, params=()):
+        if sql in (raw_module.CARD_AND_MERCHANT_SELECT, raw_module.RDM_AND_CARD_SELECT):
+            alone.append(params)
+        return original_one(self, sql, params)
+
+    monkeypatch.setattr(raw_module.Raw, "one", recording_one)
+    writer = ctx.writer
+    quick, careful = writer.quick_batches, writer.careful_retries
+    async with Held(ctx) as held:
+        r = await held.release(
+            [
+                _ask(client, gym, cards[0], uses=1, key="a0" if key else None),
+                _confirm(client, people[2], pending[0], key="c2" if key else None),
+                _ask(client, gym, cards[1], uses=2, key="a1" if key else None),
+                _confirm(client, people[3], pending[1], key="c3" if key else None),
+            ]
+        )
+    assert [x.status_code for x in r] == [201, 200, 201, 200], [x.text for x in r]
+    assert alone == []
+    assert writer.quick_batches == quick + 1 and writer.careful_retries == careful
+    balances = [(await get_card(client, p, card))["balance"] for p, card in zip(people, cards)]
+    assert [(x["units_held"], x["units_used"]) for x in balances] == [(1, 0), (2, 0), (0, 1), (0, 1)]
+    await _ledger_ok(ctx, held=sum(x["held"] for x in balances))
+
+
 async def test_a_stored_key_is_answered_while_another_connection_holds_the_ledger_head(client, ctx):
     gym, people, cards = await _shop(client, 1)
     first = await _ask(client, gym, cards[0], uses=2, key="retry-me")

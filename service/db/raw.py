@@ -317,10 +317,12 @@ class Raw:
         rdms: dict[str, tuple[RdmRow, CardRow]] = {}
         if card_ids:
             for row in next(results):
-                cards[row[0]] = self._card_and_status(row)
+                found_card = self._card_and_status(row)
+                cards[found_card[0].id] = found_card  # by name: the table's first column is not its id
         if redemption_ids:
             for row in next(results):
-                rdms[row[0]] = self._rdm_and_card(row)
+                found_rdm = self._rdm_and_card(row)
+                rdms[found_rdm[0].id] = found_rdm
         uses: dict[str, int] = {}
         for cid in card_ids:
             uses[cid] = uses.get(cid, 0) + 1
