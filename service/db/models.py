@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Integer, LargeBinary, MetaData, Text
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Index, Integer, LargeBinary, MetaData, Text, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -219,14 +219,19 @@ class Card(SaleTerms, table=True):
     purchase_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+PENDING = text("status = 'pending'")  # the partial indexes over pending redemptions
+
+
 class Redemption(SQLModel, table=True):
     __tablename__ = "redemptions"
     __table_args__ = (
         positive("units"),
         CheckConstraint("hold_amount >= 0", name="hold_nonnegative"),
-        Index("ix_redemptions_consumer", "consumer_id", "status", "id"),
-        Index("ix_redemptions_card", "card_id", "status"),
-        Index("ix_redemptions_pending_expiry", "status", "expires_at"),
+        # (migration 0005) status only in partial indexes: a confirm moves no entry of a large index
+        Index("ix_redemptions_consumer", "consumer_id", "id"),
+        Index("ix_redemptions_consumer_pending", "consumer_id", "id", sqlite_where=PENDING, postgresql_where=PENDING),
+        Index("ix_redemptions_card_pending", "card_id", "expires_at", sqlite_where=PENDING, postgresql_where=PENDING),
+        Index("ix_redemptions_pending_expiry", "expires_at", sqlite_where=PENDING, postgresql_where=PENDING),
     )
     id: str = Field(primary_key=True, max_length=40)
     card_id: str = Field(foreign_key="cards.id", max_length=40)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from service.db.models import Redemption
+from service.db.models import PENDING, Redemption
 from service.db.raw import CardRow, RdmRow
 
 redemptions_t = Redemption.__table__
@@ -92,7 +92,9 @@ def inbox(consumer_id: str, status: str | None, limit: int, after: str | None):
     the confirmation inbox reads it again while it long-polls."""
     t = redemptions_t
     stmt = select(t).where(t.c.consumer_id == consumer_id).order_by(t.c.id).limit(limit + 1)
-    if status:
+    if status == "pending":  # as the partial index says it (a bound value would not select it)
+        stmt = stmt.where(PENDING)
+    elif status:
         stmt = stmt.where(t.c.status == status)
     if after:
         stmt = stmt.where(t.c.id > after)
