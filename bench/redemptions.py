@@ -372,7 +372,7 @@ class Server:
             return ""
 
 
-def start_server(env: dict, workers: int, log_path: Path, serve_cmd: str = "", writer_process: str = "auto") -> Server:
+def start_server(env: dict, workers: int, log_path: Path, serve_cmd: str = "") -> Server:
     port = free_port()
     cmd = [
         sys.executable,
@@ -385,8 +385,6 @@ def start_server(env: dict, workers: int, log_path: Path, serve_cmd: str = "", w
         str(port),
         "--workers",
         str(workers),
-        "--writer-process",
-        writer_process,
     ]
     if serve_cmd:  # diagnostics: another entry point taking the same arguments
         cmd = serve_cmd.split() + cmd[3:]
@@ -870,7 +868,7 @@ async def curve_one(args, workers: int, levels: list[int]) -> tuple[float, list[
         env["ESCROW_DATABASE_URL"] = url
         DB_NAME = pg_name
     OUTBOX.update(data_dir=data_dir, database_url=env.get("ESCROW_DATABASE_URL", ""))
-    server = start_server(env, workers, data_dir / "server.log", args.serve_cmd, args.writer_process)
+    server = start_server(env, workers, data_dir / "server.log", args.serve_cmd)
     client = None
     try:
         await wait_healthy(server)
@@ -926,7 +924,7 @@ async def run_curve(args) -> int:
     keys = "no Idempotency-Key" if args.no_keys else "Idempotency-Key on every ask and confirm"
     print(
         f"curve: {db}, {keys}, {args.merchants} merchant(s), warm-up {args.warmup:g} s + {args.duration:g} s "
-        f"per point, concurrency {levels}, server processes {processes} (--writer-process {args.writer_process})",
+        f"per point, concurrency {levels}, server processes {processes}",
         flush=True,
     )
     rows = []
@@ -941,7 +939,7 @@ async def run_curve(args) -> int:
     print("=" * 94)
     print(
         f"redemption curve   {time.strftime('%Y-%m-%d %H:%M:%S')}   {os.cpu_count()} CPUs   {db}   {keys}   "
-        f"{args.merchants} merchants   --writer-process {args.writer_process}"
+        f"{args.merchants} merchants"
     )
     print(
         f"{'procs':>5} {'conns':>5} {'pairs/s':>8} {'ask p50':>8} {'ask p99':>8} {'conf p50':>8} {'conf p99':>8} "
@@ -989,7 +987,7 @@ async def run(args) -> int:
         DB_NAME = pg_name
         db_label = f"PostgreSQL, fresh database {pg_name}"
     OUTBOX.update(data_dir=data_dir, database_url=env.get("ESCROW_DATABASE_URL", ""))
-    server = start_server(env, args.workers, data_dir / "server.log", args.serve_cmd, args.writer_process)
+    server = start_server(env, args.workers, data_dir / "server.log", args.serve_cmd)
     client = None
     try:
         await wait_healthy(server)
@@ -1052,10 +1050,7 @@ async def run(args) -> int:
             f"redemption benchmark   {time.strftime('%Y-%m-%d %H:%M:%S')}   {ncpu} CPUs, Python {sys.version.split()[0]}"
         )
         print(f"database           {db_label}")
-        print(
-            f"server             python -m service.cli serve --workers {args.workers} "
-            f"--writer-process {args.writer_process}   (pid {server.proc.pid})"
-        )
+        print(f"server             python -m service.cli serve --workers {args.workers}   (pid {server.proc.pid})")
         print(f"load generator     {client_name(args)}")
         print(
             f"run                concurrency {args.concurrency}, {len(cards)} cards over {args.merchants} merchant(s), "
@@ -1153,13 +1148,6 @@ def main(argv=None) -> int:
         "database created (and dropped) for the run, named <name>_bench_<random>",
     )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
-    p.add_argument(
-        "--writer-process",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="serve's --writer-process: with --workers > 1, one writer process for the HTTP processes' asks "
-        "and confirms (auto: on SQLite)",
-    )
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator (default raw)")
     p.add_argument("--no-uvloop", action="store_true", help="run the load generator on the stock asyncio loop")
     p.add_argument("--uses", type=int, default=100_000, help="uses per card (default 100000, the maximum)")

@@ -59,12 +59,7 @@ def build_context(settings: Settings) -> AppContext:
     writer = Writer(
         engines.sync_writer, clock, engines.is_sqlite, settings.writer_max_batch, risk_events=settings.risk_incremental
     )
-    ctx = AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
-    if settings.writer_socket:
-        from service.redemptions.link import WriterLink
-
-        ctx.writer_link = WriterLink(settings.writer_socket)
-    return ctx
+    return AppContext(settings=settings, engines=engines, writer=writer, clock=clock, keys=keys)
 
 
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:

@@ -29,29 +29,16 @@ def _serve(args) -> int:
     migrate.upgrade(settings.effective_database_url)
     # X-Forwarded-For only from ESCROW_TRUSTED_PROXIES: uvicorn would otherwise believe any loopback caller
     trusted = ",".join(p.strip() for p in settings.trusted_proxies.split(",") if p.strip())
-    writer = None
-    on = args.writer_process == "on" or (args.writer_process == "auto" and settings.is_sqlite)
-    if args.workers > 1 and on:
-        from service.ops.write_server import WriterProcess
-
-        writer = WriterProcess(settings)
-        if not writer.start():
-            print("escrow: the writer process did not start", file=sys.stderr)
-            return 2
-    try:
-        uvicorn.run(
-            "service.main:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level="warning",
-            access_log=False,
-            proxy_headers=bool(trusted),
-            forwarded_allow_ips=trusted,
-        )
-    finally:
-        if writer is not None:
-            writer.stop()
+    uvicorn.run(
+        "service.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
+    )
     return 0
 
 
@@ -142,13 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument(
-        "--writer-process",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="with --workers > 1: the asks and confirms of every HTTP process written by one writer process "
-        "(auto: on SQLite, whose one write lock the processes would take in turns; PostgreSQL's replicas scale)",
-    )
     p.set_defaults(func=_serve)
     p = sub.add_parser("migrate", help="bring the schema up to date (or --downgrade REV)")
     p.add_argument("--downgrade", default=None)

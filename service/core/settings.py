@@ -39,9 +39,6 @@ class Settings(BaseSettings):
     background_tasks: bool = True
     risk_incremental: bool = True  # false only to measure what health-code updates cost (benchmarks)
     fastpath: bool = True  # false: asks and confirms go through FastAPI's routes (service/redemptions/fastpath.py)
-    # The writer process's socket (set by `serve --workers W`, service/redemptions/link.py): asks and
-    # confirms of the fast path are written there; empty: each process writes them itself.
-    writer_socket: str = ""
     # Pruning by the sweeper (issue 12): idempotency keys are promised for 24 hours (SPEC), never less;
     # rate-limit rows are kept this long after their window started (at least the longest window in use).
     idempotency_keep_hours: int = Field(24, ge=24)

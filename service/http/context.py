@@ -22,7 +22,6 @@ class AppContext:
     clock: Clock
     keys: Keys
     token_cache: dict[str, Any] = field(default_factory=dict)
-    writer_link: Any = None  # service.redemptions.link.WriterLink when asks and confirms go to a writer process
     extras: dict[str, Any] = field(default_factory=dict)
 
 

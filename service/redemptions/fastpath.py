@@ -100,45 +100,26 @@ class RedemptionFastPath:
             if kind == "ask":
                 who = check_role(principal, ("merchant",))
                 field, n = next((name, n) for name, n in payload.items() if n is not None)
+                hold_minutes = ctx.settings.hold_minutes
+
+                async def ask(tx):
+                    return 201, await redemptions.ask(tx, who.party_id, object_id, field, n, hold_minutes)
+
+                op = QuickOp(ask, Reads(card=object_id))
                 path = f"/v1/cards/{object_id}/redemptions"
             else:
                 who = check_role(principal, ("consumer",))
-                field, n = None, None
+
+                async def confirm(tx):
+                    return 200, await redemptions.confirm(tx, who.party_id, object_id)
+
+                op = QuickOp(confirm, Reads(redemption=object_id))
                 path = f"/v1/redemptions/{object_id}/confirm"
             digest = fingerprint_of("POST", path, payload) if key is not None else ""
-            write = (kind, who.caller, who.party_id, object_id, field, n, key, digest)
-            link = ctx.writer_link
-            if link is not None:
-                answered = await link.call(write)
-                if answered is not None:  # None: the writer process is not there; this process writes
-                    return answered
-            return await redemption_write(ctx, *write)
+            return await run_write(ctx, who.caller, key, digest, op)
         except Exception as exc:  # a business error, or a logged 500: the body FastAPI's handlers give
             status, code, message = error_answer(exc)
             return status, error_body(code, message), False
-
-
-async def redemption_write(
-    ctx, kind: str, caller: str, party_id: str, object_id: str, field: str | None, n: int | None, key, digest: str
-) -> tuple[int, dict, bool]:
-    """(status, body, replayed) of an ask (by merchant `party_id` on card `object_id`, `n` of `field`)
-    or a confirm (by consumer `party_id` of redemption `object_id`), whose caller has been
-    authenticated, through this process's writer. The writer process (service/redemptions/link.py)
-    runs the same function for the HTTP processes that send it these arguments."""
-    if kind == "ask":
-        hold_minutes = ctx.settings.hold_minutes
-
-        async def ask(tx):
-            return 201, await redemptions.ask(tx, party_id, object_id, field, n, hold_minutes)
-
-        op = QuickOp(ask, Reads(card=object_id))
-    else:
-
-        async def confirm(tx):
-            return 200, await redemptions.confirm(tx, party_id, object_id)
-
-        op = QuickOp(confirm, Reads(redemption=object_id))
-    return await run_write(ctx, caller, key, digest, op)
 
 
 def _payload(kind: str, content_type: bytes, body: bytes) -> dict | None:
