@@ -248,9 +248,12 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
     ]
     distinct = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "z"), False)]
     merged = _script(distinct)
-    assert len(merged) == 2 and merged[0].startswith(
+    # a merged UPDATE finds its rows by primary key: sequential scans off around it, for it alone
+    assert len(merged) == 4 and merged[1].startswith(
         "UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))"
     )
+    assert merged[0] == "SET LOCAL enable_seqscan = off" and merged[2] == "SET LOCAL enable_seqscan TO DEFAULT"
+    assert merged[3] == "UPDATE cards SET units_held = 2 WHERE id = 'y'"
 
 
 def test_sqlite_sends_row_writes_of_one_statement_together_unless_a_row_repeats():

@@ -63,9 +63,12 @@ RDM_AND_CARD_SELECT = (
 
 KEY_COLS = "k.caller, k.key, k.request_hash, k.status_code, k.response_body"
 # A batch's Idempotency-Keys, given as (caller, key) pairs, in one statement.
+# One primary-key probe per key, whatever the planner believes of the table's size: as a plain join,
+# PostgreSQL chose a hash join over a sequential scan of every stored key while the table grew faster
+# than its statistics (6 ms a batch at 11,000 keys in bench/redemptions.py, and growing).
 KEYS_SELECT_PG = (
-    f"SELECT {KEY_COLS} FROM idempotency_keys k "
-    "JOIN unnest(?::text[], ?::text[]) AS w(caller, key) ON k.caller = w.caller AND k.key = w.key"
+    f"SELECT {KEY_COLS} FROM unnest(?::text[], ?::text[]) AS w(caller, key) CROSS JOIN LATERAL "
+    "(SELECT * FROM idempotency_keys i WHERE i.caller = w.caller AND i.key = w.key LIMIT 1) AS k"
 )
 KEYS_SELECT_SQLITE = f"SELECT {KEY_COLS} FROM json_each(?) w JOIN idempotency_keys k " + (
     "ON k.caller = w.value ->> 0 AND k.key = w.value ->> 1"  # about half json_extract's time
@@ -651,8 +654,12 @@ def _update_from_values(shape: _RowWrite, group: list) -> list[str]:
             return _one_by_one([(shape, params) for params in group])
     sets = ", ".join(f"{c} = v.{c}" if v is None else f"{c} = {v}" for c, v in zip(shape.columns, shape.values))
     rows = ", ".join("(" + ", ".join(_literal(x) for x in (params[-1], *params[:-1])) + ")" for params in group)
+    # By primary key, row by row: with statistics behind a growing table PostgreSQL would otherwise hash
+    # the VALUES and scan the whole table for them (seen on redemptions in bench/redemptions.py).
     return [
-        f"UPDATE {shape.table} AS t SET {sets} FROM (VALUES {rows}) AS v(id, {', '.join(params_of)}) WHERE t.id = v.id"
+        "SET LOCAL enable_seqscan = off",
+        f"UPDATE {shape.table} AS t SET {sets} FROM (VALUES {rows}) AS v(id, {', '.join(params_of)}) WHERE t.id = v.id",
+        "SET LOCAL enable_seqscan TO DEFAULT",
     ]
 
 
