@@ -71,6 +71,23 @@ def _confirm(client, person, redemption, key=None):
     return client.post(f"/v1/redemptions/{redemption['id']}/confirm", headers=headers)
 
 
+def _reads_alone(monkeypatch, *statements: str) -> list:
+    """The parameters of every one-row read (`Raw.one`) of these statements from now on: what a
+    quick run should have had from its prefetch instead."""
+    from service.db import raw as raw_module
+
+    seen: list = []
+    original_one = raw_module.Raw.one
+
+    def recording_one(self, sql, params=()):
+        if sql in statements:
+            seen.append(params)
+        return original_one(self, sql, params)
+
+    monkeypatch.setattr(raw_module.Raw, "one", recording_one)
+    return seen
+
+
 async def _ledger_ok(ctx, held: int) -> None:
     """The chain verifies and its running totals agree with the cards."""
     report = await verify_ledger(ctx.engines.reader)
@@ -401,15 +418,7 @@ async def test_a_batch_reads_its_idempotency_keys_together_and_each_key_has_one_
     gym, people, cards = await _shop(client, 3)
     a, b, c = cards
     pending_c = await ask(client, gym, c, uses=1)
-    one_by_one = []
-    original_one = raw_module.Raw.one
-
-    def recording_one(self, sql, params=()):
-        if sql == raw_module.KEY_SELECT:
-            one_by_one.append(params)
-        return original_one(self, sql, params)
-
-    monkeypatch.setattr(raw_module.Raw, "one", recording_one)
+    one_by_one = _reads_alone(monkeypatch, raw_module.KEY_SELECT)
     writer = ctx.writer
     quick, careful = writer.quick_batches, writer.careful_retries
     async with Held(ctx) as held:
@@ -460,15 +469,7 @@ async def test_a_quick_run_on_distinct_cards_reads_no_card_nor_redemption_on_its
 
     gym, people, cards = await _shop(client, 4)
     pending = [await ask(client, gym, card, uses=1) for card in cards[2:]]
-    alone = []
-    original_one = raw_module.Raw.one
-
-    def recording_one(self, sql, params=()):
-        if sql in (raw_module.CARD_AND_MERCHANT_SELECT, raw_module.RDM_AND_CARD_SELECT):
-            alone.append(params)
-        return original_one(self, sql, params)
-
-    monkeypatch.setattr(raw_module.Raw, "one", recording_one)
+    alone = _reads_alone(monkeypatch, raw_module.CARD_AND_MERCHANT_SELECT, raw_module.RDM_AND_CARD_SELECT)
     writer = ctx.writer
     quick, careful = writer.quick_batches, writer.careful_retries
     async with Held(ctx) as held:

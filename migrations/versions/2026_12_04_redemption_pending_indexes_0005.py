@@ -2,8 +2,8 @@
 
 `ix_redemptions_consumer (consumer_id, status, id)` moved an entry on every confirm (its status
 changed), and `ix_redemptions_card (card_id, status)` too; both sat in large trees spread over every
-consumer and card, so each ask and each confirm dirtied a page of each (about 12% of SQLite's
-redemption throughput measured with bench/redemptions.py). Now: `(consumer_id, id)` for a
+consumer and card, so each ask and each confirm dirtied a page of each (bench/README.md, stop 23:
+within the run-to-run noise when measured against the old build, interleaved). Now: `(consumer_id, id)` for a
 consumer's redemptions of any status (a confirm leaves it alone), and two partial indexes over the
 pending ones only, small enough to stay a few pages: the consumer's pending inbox and a card's
 pending holds (what an ask and a refund look up). The sweeper's `(status, expires_at)` becomes
