@@ -124,7 +124,6 @@ async def hot_card(clients: list[Http], env: dict, uses: int, asks: int) -> dict
     )
     results = await asyncio.gather(*tasks[:half], refund_task, *tasks[half:])
     refund = results[half]
-    assert refund.status == 200, refund.body
     confirms = results[:half] + results[half + 1 :]
     ok = Counter(rid for rid, a in confirms if a.status == 200)
     assert all(n == 1 for n in ok.values()), "a redemption was confirmed twice"
@@ -135,15 +134,24 @@ async def hot_card(clients: list[Http], env: dict, uses: int, asks: int) -> dict
     released = sum(a.body["release_amount"] for rid, a in confirms if a.status == 200)
     got = await card_state(http, card["id"])
     b = got["balance"]
-    assert got["status"] == "refunded" and b["held"] == 0 and b["units_held"] == 0, got
-    assert b["units_used"] == len(ok), got
-    assert b["released"] == released + refund.body["merchant_share"], (got, released, refund.body)
-    assert b["refunded"] == refund.body["amount"], got
+    assert b["held"] == 0 and b["units_held"] == 0 and b["units_used"] == len(ok), got
+    if refund.status == 409:
+        # The refund came after every confirm had committed (a batch on the other process can take them
+        # all): nothing was left to refund, and every hold was confirmed.
+        assert refund.body["error"]["code"] == "nothing_to_refund", refund.body
+        assert len(ok) == uses and got["status"] != "refunded", got
+        assert b["escrow"] == 0 and b["released"] == released == got["price"] and b["refunded"] == 0, got
+    else:
+        assert refund.status == 200, refund.body
+        assert got["status"] == "refunded", got
+        assert b["released"] == released + refund.body["merchant_share"], (got, released, refund.body)
+        assert b["refunded"] == refund.body["amount"], got
+    refunds = int(refund.status == 200)
 
     entries = [parsed(e) for e in await all_entries(http, env["auditor"])]
     mine = [e for e in entries if e.get("card_id") == card["id"]]
     kinds = Counter(e["kind"] for e in mine)
-    assert kinds["purchase"] == 1 and kinds["hold"] == uses and kinds["release"] == len(ok) and kinds["refund"] == 1
+    assert kinds["purchase"] == 1 and kinds["hold"] == uses and kinds["release"] == len(ok) and kinds["refund"] == refunds
     assert kinds["void"] == uses - len(ok), kinds  # the refund voided every hold not confirmed
     assert {e["redemption_id"] for e in mine if e["kind"] == "release"} == set(ok)
     return {"card": card["id"], "confirmed": len(ok), "refund": refund.body}
