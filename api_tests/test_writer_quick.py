@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.db.raw import _grouped, _literal, _script
+from service.db import raw as raw_module
+from service.db.raw import _grouped, _pg_writes
 from service.db.writer import QuickOp, Reads
-from service.http.errors import Conflict
+from service.http.errors import Conflict, Unprocessable
 from service.ledger_api.service import verify_ledger
 
 from .factories import ask, assert_error, buy_card, create_merchant, get_card, publish_count, register_consumer
@@ -231,26 +232,71 @@ AWKWARD = [
 ]
 
 
-async def test_literals_read_back_as_the_values(ctx):
-    """The deferred writes' literal SQL (PostgreSQL) quotes every string, however awkward, exactly."""
+async def test_merged_writes_store_awkward_values_exactly(client, ctx, monkeypatch):
+    """Deferred row writes merged into one statement over arrays (PostgreSQL's pipeline) or one
+    executemany (SQLite) store every string, however awkward, and every time exactly."""
+    _, _, cards = await _shop(client, 2)
     now = datetime(2026, 11, 25, 12, 34, 56, 789012, tzinfo=UTC)
-    typed = [0, -1, 2**62, None] + ([b"", b"\x00\xff'\\", now] if ctx.settings.is_sqlite is False else [])
+    keys = [("test-caller", f"awkward-{i}") for i in range(len(AWKWARD))]
+    references = ["'; DROP TABLE cards; --", "%s ? $1 李雷"]
+    merged: list = []
+    original = raw_module._pg_writes
+
+    def spy(pending):
+        out = original(pending)
+        merged.extend(out)
+        return out
+
+    monkeypatch.setattr(raw_module, "_pg_writes", spy)
 
     async def op(tx):
         raw = tx.conn.raw
-        assert raw._literal_ok is raw.is_pg  # the script is PostgreSQL's; SQLite binds parameters
-        cur = raw._cursor
-        out = []
-        for value in AWKWARD + typed:
-            cur.execute("SELECT " + _literal(value))  # no parameters: the text goes as it is
-            out.append(cur.fetchone()[0])
-        return out
+        raw.defer()
+        for (caller, key), value in zip(keys, AWKWARD):
+            raw.store_key(caller, key, value[:64], 200, value + "!", now)
+        for card, value in zip(cards, references):
+            raw.run("UPDATE cards SET payment_reference = ? WHERE id = ?", (value, card["id"]))
+        raw.stop_deferring()
+        stored = raw.stored_keys(keys)
+        written = [raw.one("SELECT payment_reference FROM cards WHERE id = ?", (c["id"],))[0] for c in cards]
+        when = raw.one("SELECT created_at FROM idempotency_keys WHERE caller = ? AND key = ?", keys[0])[0]
+        return stored, written, raw.pt(when)
 
-    assert await ctx.writer.run(op) == AWKWARD + typed
-    with pytest.raises(ValueError):
-        _literal("nul \x00 inside")  # refused: the batch then runs with bound parameters
-    with pytest.raises(ValueError):
-        _literal(1.5)  # no float near money
+    stored, written, when = await ctx.writer.run(op)
+    assert stored == {k: (v[:64], 200, v + "!") for k, v in zip(keys, AWKWARD)}
+    assert written == references and when == now
+    if not ctx.settings.is_sqlite:  # one INSERT and one UPDATE carried all the rows, as arrays
+        inserts = [(sql, p) for sql, p in merged if sql.startswith("INSERT INTO idempotency_keys")]
+        updates = [(sql, p) for sql, p in merged if sql.startswith("UPDATE cards")]
+        assert len(inserts) == 1 and "unnest(" in inserts[0][0] and inserts[0][1][4] == [v + "!" for v in AWKWARD]
+        assert len(updates) == 1 and "unnest(" in updates[0][0] and updates[0][1][1] == references
+
+
+async def test_a_merged_write_refuses_a_string_too_long_for_its_column(ctx):
+    """The arrays are cast without a length: PostgreSQL refuses a string longer than its column (an
+    explicit cast to VARCHAR(n) would have cut it short), as it does a single-row write's. SQLite
+    keeps any length (the API checks lengths before the write path): the string is stored whole."""
+    now = datetime(2026, 11, 25, 12, 34, 56, tzinfo=UTC)
+    keys = [("test-caller", f"long-{i}") for i in range(2)]
+
+    async def op(tx):
+        raw = tx.conn.raw
+        raw.defer()
+        for caller, key in keys:
+            raw.store_key(caller, key, "h" * 65, 200, "{}", now)  # request_hash is VARCHAR(64)
+        raw.stop_deferring()
+
+    async def read(tx):
+        return tx.conn.raw.stored_keys(keys)
+
+    if ctx.settings.is_sqlite:
+        await ctx.writer.run(op)
+        assert await ctx.writer.run(read) == {k: ("h" * 65, 200, "{}") for k in keys}
+        return
+    with pytest.raises(Unprocessable) as refused:
+        await ctx.writer.run(op)
+    assert refused.value.code == "invalid_value"
+    assert await ctx.writer.run(read) == {}
 
 
 def test_merged_writes_never_write_one_row_twice_out_of_order():
@@ -258,19 +304,28 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
     a = "UPDATE cards SET held = ? WHERE id = ?"
     b = "UPDATE cards SET units_held = ? WHERE id = ?"
     pending = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "x"), False)]
-    assert _script(pending) == [
-        "UPDATE cards SET held = 1 WHERE id = 'x'",
-        "UPDATE cards SET units_held = 2 WHERE id = 'y'",
-        "UPDATE cards SET held = 3 WHERE id = 'x'",
-    ]
+    assert _pg_writes(pending) == [(a, (1, "x")), (b, (2, "y")), (a, (3, "x"))]
     distinct = [(a, (1, "x"), False), (b, (2, "y"), False), (a, (3, "z"), False)]
-    merged = _script(distinct)
-    # a merged UPDATE finds its rows by primary key: sequential scans off around it, for it alone
-    assert len(merged) == 4 and merged[1].startswith(
-        "UPDATE cards AS t SET held = v.held FROM (VALUES ('x', 1), ('z', 3))"
+    merged = _pg_writes(distinct)
+    # a merged UPDATE finds its rows by primary key: sequential scans off around it, for it alone; its
+    # text is the same for any number of rows (one prepared statement), the rows go as arrays
+    assert len(merged) == 4 and merged[1] == (
+        'UPDATE cards AS t SET held = v."held" FROM unnest(?::VARCHAR[], ?::BIGINT[]) AS v("id", "held") '
+        "WHERE t.id = v.id",
+        (["x", "z"], [1, 3]),
     )
-    assert merged[0] == "SET LOCAL enable_seqscan = off" and merged[2] == "SET LOCAL enable_seqscan TO DEFAULT"
-    assert merged[3] == "UPDATE cards SET units_held = 2 WHERE id = 'y'"
+    assert merged[0] == ("SET LOCAL enable_seqscan = off", None)
+    assert merged[2] == ("SET LOCAL enable_seqscan TO DEFAULT", None)
+    assert merged[3] == (b, (2, "y"))
+    insert = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)"
+    rows = [(0, 1, b"a"), (1, 0, b"b")]
+    assert _pg_writes([(insert, rows, True)]) == [
+        (
+            'INSERT INTO merkle_nodes (level, idx, hash) SELECT v."level", v."idx", v."hash" FROM '
+            'unnest(?::INTEGER[], ?::BIGINT[], ?::BYTEA[]) AS v("level", "idx", "hash")',
+            ([0, 1], [1, 0], [b"a", b"b"]),
+        )
+    ]
 
 
 def test_sqlite_sends_row_writes_of_one_statement_together_unless_a_row_repeats():

@@ -55,7 +55,7 @@ from ledger.merkle import Frontier, frontier_node_ids
 from ledger.totals import add_entry, new_totals
 from service.core.clock import Clock, iso
 from service.db.models import LedgerEntry, LedgerHead, MerkleNode
-from service.db.raw import LiteralRefused, Raw
+from service.db.raw import Raw
 from service.http.errors import Conflict, EscrowError, Unavailable, Unprocessable
 
 log = logging.getLogger("escrow.writer")
@@ -237,7 +237,7 @@ class _Stale(Exception):
     had sent nothing yet."""
 
 
-_DB_ERRORS: tuple = (DBAPIError, LiteralRefused)
+_DB_ERRORS: tuple = (DBAPIError,)
 
 
 class _Batch:
@@ -491,7 +491,7 @@ class Writer:
         What this read learnt is kept when it still holds under the lock, so that the keys are not
         read twice: on PostgreSQL the read goes with `FOR UPDATE SKIP LOCKED` on the ledger head and
         the first run's cards and redemptions (one round trip); when it got the head, every read of
-        the script was made under the lock and the lock step has nothing left to do. On SQLite the
+        the pipeline was made under the lock and the lock step has nothing left to do. On SQLite the
         keys not found stay not found if `PRAGMA data_version`, read before them, has not moved once
         the batch holds the write lock (no other connection committed in between). Otherwise the
         keys not found are read again under the lock, with the run's other reads."""
