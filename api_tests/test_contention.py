@@ -151,7 +151,9 @@ async def hot_card(clients: list[Http], env: dict, uses: int, asks: int) -> dict
     entries = [parsed(e) for e in await all_entries(http, env["auditor"])]
     mine = [e for e in entries if e.get("card_id") == card["id"]]
     kinds = Counter(e["kind"] for e in mine)
-    assert kinds["purchase"] == 1 and kinds["hold"] == uses and kinds["release"] == len(ok) and kinds["refund"] == refunds
+    assert (
+        kinds["purchase"] == 1 and kinds["hold"] == uses and kinds["release"] == len(ok) and kinds["refund"] == refunds
+    )
     assert kinds["void"] == uses - len(ok), kinds  # the refund voided every hold not confirmed
     assert {e["redemption_id"] for e in mine if e["kind"] == "release"} == set(ok)
     return {"card": card["id"], "confirmed": len(ok), "refund": refund.body}
