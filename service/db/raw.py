@@ -122,7 +122,6 @@ class Raw:
     __slots__ = (
         "_cursor",
         "is_pg",
-        "_sql",
         "_pending",
         "sent",
         "_cards",
@@ -141,7 +140,6 @@ class Raw:
         self._autocommit = False  # this Raw put the connection in autocommit mode
         self._cursor = dbapi_connection.cursor()
         self.is_pg = is_pg
-        self._sql: dict[str, str] = {}
         self._pending: list[tuple[str, Any, bool]] | None = None  # deferred (sql, params or rows, is_many)
         self.sent = 0  # statements sent while deferring (a live statement counts one)
         self._cards: dict[str, tuple[CardRow, str]] = {}
@@ -209,8 +207,7 @@ class Raw:
         connection (its text is the same whatever the batch's size: rows go as arrays); the queries
         are planned for their parameters each time (a generic plan made while a table was small would
         keep scanning it whole as it grows: 52 ms a batch for the redemptions' read after 20 s of
-        bench/redemptions.py). Parameters go
-        in binary: psycopg escapes each string of an array in text format with a regular expression
+        bench/redemptions.py). Parameters go in binary: psycopg escapes each string of an array in text format with a regular expression
         (20 ms for a batch's 256 ledger texts, against 0.07 ms in binary). Should one fail,
         PostgreSQL skips the rest (the COMMIT too) and psycopg raises its error."""
         conn, cur = self._dbapi, self._cursor
@@ -220,10 +217,10 @@ class Raw:
                 if params is None:
                     cur.execute(sql, prepare=False)
                 else:
-                    cur.execute(_binary(sql), params, prepare=True)
+                    cur.execute(_psycopg(sql, "%b"), params, prepare=True)
             for sql, params in queries:
                 reader = conn.cursor()
-                reader.execute(_binary(sql), params, prepare=False)
+                reader.execute(_psycopg(sql, "%b"), params, prepare=False)
                 readers.append(reader)
         return [reader.fetchall() for reader in readers]
 
@@ -400,12 +397,7 @@ class Raw:
         return list(ids) if self.is_pg else orjson.dumps(list(ids)).decode()
 
     def _convert(self, sql: str) -> str:
-        if not self.is_pg:
-            return sql
-        converted = self._sql.get(sql)
-        if converted is None:
-            converted = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
-        return converted
+        return _psycopg(sql, "%s") if self.is_pg else sql
 
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
         if self._pending:
@@ -503,10 +495,10 @@ _PG_IDLE = 0  # libpq's PQTRANS_IDLE: no transaction open
 _PREPARED_MAX = 512
 
 
-@lru_cache(maxsize=512)
-def _binary(sql: str) -> str:
-    """`sql` for psycopg with every `?` a parameter sent in binary."""
-    return sql.replace("%", "%%").replace("?", "%b")
+@lru_cache(maxsize=1024)
+def _psycopg(sql: str, placeholder: str) -> str:
+    """`sql` for psycopg: every `?` a `placeholder` (`%s`, or `%b` for a parameter sent in binary)."""
+    return sql.replace("%", "%%").replace("?", placeholder)
 
 
 @lru_cache(maxsize=1)
