@@ -21,7 +21,6 @@ from sqlalchemy import text
 from api_tests.conftest import reset_database
 from api_tests.factories import (
     OP,
-    buy_card,
     create_merchant,
     create_regulator,
     file_complaint,
@@ -98,8 +97,19 @@ async def _tell(client, data_dir, seed: int, start: datetime) -> tuple[list, lis
 async def _act(c, rng, action, regulator, merchants, products, consumers, cards, complaints) -> int | None:
     if action == "buy" or (action in ("redeem", "reject", "refund") and not cards):
         who, m = rng.randrange(len(consumers)), rng.randrange(len(merchants))
-        cards.append((who, m, await buy_card(c, consumers[who], products[m])))
-        return 201
+        r = await c.post(
+            "/v1/cards",
+            json={
+                "product_id": products[m]["id"],
+                "payment": {"method": "wechat_pay", "reference": f"wx-{rng.getrandbits(64):x}"},
+            },
+            headers=consumers[who]["headers"],
+        )
+        if r.status_code == 201:
+            cards.append((who, m, r.json()))
+        else:  # a merchant red for the grace period was delisted (下架) by its code: it sells no more
+            assert r.json()["error"]["code"] == "merchant_not_selling", r.text
+        return r.status_code
     if action in ("redeem", "reject"):
         who, m, card = rng.choice(cards)
         r = await c.post(f"/v1/cards/{card['id']}/redemptions", json={"uses": 1}, headers=merchants[m]["headers"])
@@ -149,6 +159,7 @@ async def test_the_short_way_gives_the_codes_of_the_long_way(client, ctx, data_d
 
     monkeypatch.setattr(health_service, "_known_states", counted)
     monkeypatch.setattr(health_service, "_fresh", {})
+    print(f"story seed {seed} (rerun with HEALTH_STORY_SEED={seed})")  # shown with a failure
     short, short_kinds = await _tell(client, data_dir, seed, start)
     short_taken = sum(taken)
 
