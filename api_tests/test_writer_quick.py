@@ -326,6 +326,9 @@ def test_merged_writes_never_write_one_row_twice_out_of_order():
             ([0, 1], [1, 0], [b"a", b"b"]),
         )
     ]
+    # a constant with a comma in it is not taken apart: the statement goes as written, once per row
+    quoted = "UPDATE cards SET payment_reference = 'a, b' WHERE id = ?"
+    assert _pg_writes([(quoted, ("x",), False), (quoted, ("z",), False)]) == [(quoted, ("x",)), (quoted, ("z",))]
 
 
 def test_sqlite_sends_row_writes_of_one_statement_together_unless_a_row_repeats():

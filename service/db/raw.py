@@ -547,7 +547,7 @@ class _RowWrite:
         return None if self.key_param is None else params[self.key_param]
 
 
-_CONST = r"(?:\?|NULL|'[^'?]*'|-?\d+)"
+_CONST = r"(?:\?|NULL|'[^'?,]*'|-?\d+)"  # (a string with a comma: not a row write, sent as written)
 _UPDATE_RE = re.compile(rf"UPDATE (\w+) SET ((?:\w+ = {_CONST}, )*\w+ = {_CONST}) WHERE id = \?")
 _INSERT_RE = re.compile(rf"INSERT INTO (\w+) \(((?:\w+, )*\w+)\) VALUES \(((?:{_CONST}, )*{_CONST})\)")
 
