@@ -19,7 +19,7 @@ import pytest
 from service.db import raw as raw_module
 from service.db.raw import _grouped, _pg_writes
 from service.db.writer import QuickOp, Reads
-from service.http.errors import Conflict, Unprocessable
+from service.http.errors import Conflict, Unavailable, Unprocessable
 from service.ledger_api.service import verify_ledger
 
 from .factories import ask, assert_error, buy_card, create_merchant, get_card, publish_count, register_consumer
@@ -89,6 +89,30 @@ def _reads_alone(monkeypatch, *statements: str) -> list:
     return seen
 
 
+@pytest.fixture(params=["at the end", "as it goes"])
+def shipping(request, monkeypatch, ctx):
+    """A quick run's writes leave with its next read or the commit, or also after every operation
+    (`Raw.ship` with SHIP_AT 1: PostgreSQL executes them while the run goes on; SQLite never
+    ships). Gives a check to call at the end: writes were shipped exactly where they can be."""
+    shipped: list[bool] = []
+    if request.param == "as it goes":
+        monkeypatch.setattr(raw_module, "SHIP_AT", 1)
+        original = raw_module.Raw.ship
+
+        def recording(self):
+            sent = original(self)
+            shipped.append(sent)
+            return sent
+
+        monkeypatch.setattr(raw_module.Raw, "ship", recording)
+
+    def check() -> None:
+        if request.param == "as it goes":
+            assert any(shipped) is (not ctx.settings.is_sqlite), shipped
+
+    return check
+
+
 async def _ledger_ok(ctx, held: int) -> None:
     """The chain verifies and its running totals agree with the cards."""
     report = await verify_ledger(ctx.engines.reader)
@@ -96,7 +120,7 @@ async def _ledger_ok(ctx, held: int) -> None:
     assert report["ledger_totals"]["held"] == held
 
 
-async def test_a_mixed_batch_answers_each_request_as_if_alone(client, ctx):
+async def test_a_mixed_batch_answers_each_request_as_if_alone(client, ctx, shipping):
     gym, people, cards = await _shop(client, 4)
     a, b, c, d = cards
     pending_a = await ask(client, gym, a, uses=2)
@@ -132,9 +156,10 @@ async def test_a_mixed_batch_answers_each_request_as_if_alone(client, ctx):
     for x in balance.values():
         assert x["escrow"] + x["released"] + x["refunded"] == 10_000
     await _ledger_ok(ctx, held=sum(x["held"] for x in balance.values()))
+    shipping()
 
 
-async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client, ctx):
+async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client, ctx, shipping):
     gym, people, cards = await _shop(client, 2)
     quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
 
@@ -158,6 +183,7 @@ async def test_quick_and_careful_operations_keep_their_order_in_the_batch(client
     assert ctx.writer.quick_batches == quick + 1 and ctx.writer.careful_retries == careful
     balances = [(await get_card(client, p, c))["balance"] for p, c in zip(people, cards)]
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+    shipping()
 
 
 def _refusing_ask(card_id: str, merchant_id: str):
@@ -182,7 +208,7 @@ def _breaking_ask(card_id: str):
 
 
 @pytest.mark.parametrize("how", ["refuses after writing", "database refuses"])
-async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ctx, how):
+async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ctx, how, shipping):
     gym, people, cards = await _shop(client, 3)
     quick, careful = ctx.writer.quick_batches, ctx.writer.careful_retries
     failing = (
@@ -206,6 +232,41 @@ async def test_a_failing_operation_leaves_nothing_and_the_rest_commit(client, ct
     assert ctx.writer.quick_batches - quick == (1 if how == "refuses after writing" else 0)
     assert ctx.writer.careful_retries - careful == (0 if how == "refuses after writing" else 1)
     await _ledger_ok(ctx, held=sum(b["held"] for b in balances))
+    shipping()
+
+
+async def test_a_batch_that_breaks_while_its_shipped_writes_are_unanswered_leaves_nothing(client, ctx, monkeypatch):
+    """Writes shipped during a quick run (PostgreSQL) and not yet answered when the batch breaks
+    (here a hook that raises before the ledger flush) are rolled back with the rest; the request is
+    told nothing changed, and the writer's connection serves the next batch."""
+    gym, people, cards = await _shop(client, 1)
+    card_id = cards[0]["id"]
+    monkeypatch.setattr(raw_module, "SHIP_AT", 1)
+    shipped: list[bool] = []
+    original = raw_module.Raw.ship
+    monkeypatch.setattr(raw_module.Raw, "ship", lambda self: shipped.append(original(self)) or shipped[-1])
+
+    async def breaks(tx):
+        raise RuntimeError("broken for the test")
+
+    async def op(tx):
+        tx.conn.raw.run("UPDATE cards SET payment_reference = 'shipped, then abandoned' WHERE id = ?", (card_id,))
+        tx.append("hold", card_id=card_id, merchant_id=gym["id"], units=1, amount=1, held_delta=0)
+        tx.before_flush.append(breaks)
+        return "answered"
+
+    size = (await verify_ledger(ctx.engines.reader))["size"]
+    with pytest.raises(Unavailable):
+        await ctx.writer.run(QuickOp(op, Reads(card=card_id)))
+    assert shipped == [not ctx.settings.is_sqlite]
+
+    async def read(tx):
+        return tx.conn.raw.one("SELECT payment_reference FROM cards WHERE id = ?", (card_id,))[0]
+
+    assert await ctx.writer.run(read) != "shipped, then abandoned"
+    assert (await verify_ledger(ctx.engines.reader))["size"] == size
+    assert (await _ask(client, gym, cards[0], uses=2)).status_code == 201
+    await _ledger_ok(ctx, held=(await get_card(client, people[0], cards[0]))["balance"]["held"])
 
 
 AWKWARD = [

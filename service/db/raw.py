@@ -12,7 +12,8 @@ itself spends ~100 µs on each small statement. So a run of redemptions in a bat
 deferred: `run` and `many` queue, and the queue goes out with the next read (`reads`: writes and
 reads in one message) or with the commit, on PostgreSQL as one pipeline of merged, prepared
 statements (`_pg_writes`: psycopg's pipeline mode, one round trip, no statement parsed or planned
-twice on the connection). Reads
+twice on the connection). On PostgreSQL a long run ships its finished operations' writes ahead
+(`ship`): sent without waiting, executed while the run goes on, answered with the next read. Reads
 the batch was told about in advance (`prefetch`: cards, redemptions, Idempotency-Keys) are answered
 from one query each for the whole run. A write batch then talks to the database a handful of times
 instead of five times per request (on SQLite: no savepoints, one read).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import namedtuple
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -41,6 +43,10 @@ def _time_columns(table) -> tuple[int, ...]:
     """Positions of a table's UTCDateTime columns (read back through `Raw.pt`)."""
     return tuple(i for i, col in enumerate(table.c) if isinstance(col.type, UTCDateTime))
 
+
+# How many queued writes a quick run ships at once (`Raw.ship`, PostgreSQL): about thirty operations'
+# worth. Fewer would cut the merged statements into more pieces than PostgreSQL's time on them hides.
+SHIP_AT = 160
 
 # Column lists from the tables themselves (service/db/models.py), in their order.
 CARD_COLS = tuple(Card.__table__.c.keys())
@@ -132,12 +138,14 @@ class Raw:
         "_dbapi",
         "_begin",
         "_autocommit",
+        "_open",
     )
 
     def __init__(self, dbapi_connection, is_pg: bool):
         self._dbapi = dbapi_connection
         self._begin = False  # PostgreSQL: BEGIN goes out with the next statement (see begin_with_first_statement)
         self._autocommit = False  # this Raw put the connection in autocommit mode
+        self._open: ExitStack | None = None  # PostgreSQL: a pipeline with shipped writes not yet synced (see ship)
         self._cursor = dbapi_connection.cursor()
         self.is_pg = is_pg
         self._pending: list[tuple[str, Any, bool]] | None = None  # deferred (sql, params or rows, is_many)
@@ -174,6 +182,7 @@ class Raw:
 
     def end_batch(self) -> None:
         """The connection back in its usual mode (psycopg's own BEGIN), once the batch has ended."""
+        self._drop_open()
         if not self._autocommit:
             return
         self._begin = False
@@ -186,6 +195,7 @@ class Raw:
 
     def rollback(self) -> None:
         """Roll the transaction back; the next statement begins a new one."""
+        self._drop_open()
         self._dbapi.rollback()
         self._begin = self._autocommit
 
@@ -210,19 +220,54 @@ class Raw:
         bench/redemptions.py). Parameters go in binary: psycopg escapes each string of an array in text format with a regular expression
         (20 ms for a batch's 256 ledger texts, against 0.07 ms in binary). Should one fail,
         PostgreSQL skips the rest (the COMMIT too) and psycopg raises its error."""
-        conn, cur = self._dbapi, self._cursor
+        conn = self._dbapi
         readers = []
-        with conn.pipeline():
-            for sql, params in writes:
-                if params is None:
-                    cur.execute(sql, prepare=False)
-                else:
-                    cur.execute(_psycopg(sql, "%b"), params, prepare=True)
+        stack, self._open = self._open or _pipeline(conn), None  # (writes shipped before go with these)
+        with stack:
+            self._send(writes)
             for sql, params in queries:
                 reader = conn.cursor()
                 reader.execute(_psycopg(sql, "%b"), params, prepare=False)
                 readers.append(reader)
         return [reader.fetchall() for reader in readers]
+
+    def _send(self, writes: list[tuple[str, Any]]) -> None:
+        cur = self._cursor
+        for sql, params in writes:
+            if params is None:
+                cur.execute(sql, prepare=False)
+            else:
+                cur.execute(_psycopg(sql, "%b"), params, prepare=True)
+
+    def ship(self) -> bool:
+        """PostgreSQL, between the operations of a quick run: once `SHIP_AT` writes are queued, send
+        them now (merged as `flush` would) without waiting for their results, so that PostgreSQL
+        executes them while the run's next operations are computed. The pipeline stays open: the
+        next read, flush or COMMIT sends its statements after them and waits for all (one Sync), and
+        an error of a shipped write is raised there. Only finished operations' writes may be shipped:
+        they can no longer be dropped (`discard_since` refuses), only rolled back. True if sent."""
+        pending = self._pending
+        if not self._pipeline or not pending or len(pending) < SHIP_AT:
+            return False
+        if self._open is None:
+            self._open = _pipeline(self._dbapi)
+        self._pending = []
+        self.sent += len(pending)
+        try:
+            self._send(self._with_begin(_pg_writes(pending)))
+        except BaseException:
+            self._drop_open()
+            raise
+        return True
+
+    def _drop_open(self) -> None:
+        """Leave an open pipeline without raising (the transaction is being abandoned)."""
+        stack, self._open = self._open, None
+        if stack is not None:
+            try:
+                stack.close()
+            except Exception:
+                pass
 
     # -- deferred writes ---------------------------------------------------------------------------
     def defer(self) -> None:
@@ -263,10 +308,11 @@ class Raw:
     def flush(self, commit: bool = False) -> None:
         """Send what is queued. With `commit`, on PostgreSQL the pipeline ends with the COMMIT (one
         round trip for both; the driver's own commit then finds nothing left to do)."""
-        pending = self._pending
-        if not pending:
+        pending = self._pending or []
+        if not pending and self._open is None:
             return
-        self._pending = []
+        if pending:
+            self._pending = []
         self.sent += len(pending)
         cur = self._cursor
         if self._pipeline:
@@ -283,7 +329,7 @@ class Raw:
         """Each query's rows, read after what is queued went out. On PostgreSQL, when there are
         queued writes or several reads, writes and reads go as one pipeline: one round trip."""
         pending = self._pending
-        if self._pipeline and (pending or len(queries) > 1 or self._begin):
+        if self._pipeline and (pending or len(queries) > 1 or self._begin or self._open is not None):
             writes = _pg_writes(pending) if pending else []
             if pending:
                 self._pending = []
@@ -400,7 +446,7 @@ class Raw:
         return _psycopg(sql, "%s") if self.is_pg else sql
 
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
-        if self._pending:
+        if self._pending or self._open is not None:
             rows = self.reads([(sql, params)])[0]
             return rows[0] if rows else None
         self._send_begin()
@@ -409,7 +455,7 @@ class Raw:
         return cur.fetchone()
 
     def all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        if self._pending:
+        if self._pending or self._open is not None:
             return self.reads([(sql, params)])[0]
         self._send_begin()
         cur = self._cursor
@@ -499,6 +545,13 @@ _PREPARED_MAX = 512
 def _psycopg(sql: str, placeholder: str) -> str:
     """`sql` for psycopg: every `?` a `placeholder` (`%s`, or `%b` for a parameter sent in binary)."""
     return sql.replace("%", "%%").replace("?", placeholder)
+
+
+def _pipeline(conn) -> ExitStack:
+    """psycopg's pipeline mode entered on `conn`, to be left with the stack (Sync, and every result read)."""
+    stack = ExitStack()
+    stack.enter_context(conn.pipeline())
+    return stack
 
 
 @lru_cache(maxsize=1)

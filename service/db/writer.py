@@ -29,7 +29,10 @@ the lock when that read still holds (see `Writer._early_replays`).
 
 On PostgreSQL a quick batch makes three round trips, with keys or without: the head lock with the
 first run's reads (and its keys), the run's writes with the health-code read, and the ledger's
-writes with the COMMIT (one more when another replica's batch holds the head). The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
+writes with the COMMIT (one more when another replica's batch holds the head). The run's writes do
+not wait for the run's end: every SHIP_AT queued writes, those of finished operations go out
+(`Raw.ship`) and PostgreSQL executes them while the next operations are computed; the health-code
+read then waits for all of them. The BEGIN goes in the first of them (`Raw.begin_with_first_statement`:
 psycopg would send it alone, one more round trip). The pool does not ping the connection at checkout; a batch whose first
 statements find it dead (the database restarted) has sent nothing and runs again on a new
 connection.
@@ -593,7 +596,9 @@ class Writer:
             raw.run("SAVEPOINT op")  # one failing operation rolls back alone
         try:
             value = await b.ops[i](tx)
-            if not quick:
+            if quick:
+                raw.ship()  # PostgreSQL: once enough have queued, finished writes go out while the run goes on
+            else:
                 raw.run("RELEASE SAVEPOINT op")
             return True, value
         except b.dbapi_errors as exc:
