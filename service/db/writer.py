@@ -287,7 +287,7 @@ class Writer:
     on the requester's loop once the batch has committed, never for a run that was rolled back.
     """
 
-    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int = 256, risk_events: bool = True):
+    def __init__(self, engine: Engine, clock: Clock, is_sqlite: bool, max_batch: int, risk_events: bool = True):
         self.engine = engine
         self.risk_events = risk_events
         self.clock = clock
