@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(5.0, gt=0)
     checkpoint_interval_seconds: float = Field(3.0, gt=0)
     registration_limit_per_minute: int = Field(60, ge=1)
-    # Operations one write batch takes at most. At 512 connections, 512 beat 256 by 3–20 % on both databases
-    # (fewer commits and round trips per operation; bench/README.md, stop 26).
+    # Operations one write batch takes at most. At 512 connections, 512 beat 256 in seven of eight alternating
+    # runs, by 3–40 %, on both databases (fewer commits and round trips per operation; bench/README.md, stop 26).
     writer_max_batch: int = Field(512, ge=1)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     background_tasks: bool = True
